@@ -1,0 +1,1 @@
+"""active_learning: score unlabelled galaxies, pick a diverse batch, upload it to Zooniverse."""

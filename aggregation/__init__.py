@@ -1,0 +1,1 @@
+"""aggregation: Zooniverse classification exports -> consensus clumps, volunteer skills, training boxes."""

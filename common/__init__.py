@@ -1,0 +1,1 @@
+"""Small pieces every layer shares: errors, atomic output, table I/O."""

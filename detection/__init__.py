@@ -1,0 +1,1 @@
+"""detection: Faster R-CNN with a Zoobot (timm) encoder + FPN backbone; train, evaluate, predict."""

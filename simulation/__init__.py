@@ -1,0 +1,1 @@
+"""simulation: a synthetic Galaxy Zoo: Clump Scout project (images, volunteers, exports, truth)."""
