@@ -8,7 +8,7 @@ arrive as :class:`~clumptool.common.errors.ClumptoolError` and leave as ``Error:
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from pathlib import Path  # noqa: F401  (used by command sections)
 
 import click
 
