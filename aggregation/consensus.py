@@ -1,0 +1,386 @@
+"""The Clump Scout consensus: alternate marks -> clumps assignment and volunteer-skill updates (hard EM).
+
+Input: the tables of :func:`clumptool.aggregation.export.read_export`. Output: consensus clumps, per-subject
+reliability (expected false positives, misses, inaccurate clumps, risk, finished) and per-volunteer skills.
+The loop stops when the objective (negative log posterior) stops improving by more than a relative
+tolerance, and the best iterate is kept (the reference stopped at the first *rise* of its log-likelihood).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from clumptool.aggregation.assign import ComponentInputs, candidate_components, solve_component
+from clumptool.aggregation.export import ExportData
+from clumptool.aggregation.skill import (
+    SkillCounts,
+    SkillPriors,
+    Skills,
+    false_pos_costs,
+    false_pos_log_odds_terms,
+    link_costs,
+    log_prior,
+    m_step,
+    open_costs,
+)
+
+
+@dataclass(frozen=True)
+class FinishedThresholds:
+    """An image is finished when all of these hold (strict inequalities; aggregation-reference §4.10)."""
+
+    max_risk: float = 1.0
+    max_expected_false_pos: float = 0.3
+    max_expected_false_neg: float = 0.3
+    max_expected_inaccurate: float = 0.3
+
+
+@dataclass(frozen=True)
+class ConsensusConfig:
+    """Parameters of the consensus model (validated on construction)."""
+
+    priors: SkillPriors = field(default_factory=SkillPriors)
+    link_radius: float = 6.0
+    max_iterations: int = 30
+    tolerance: float = 1e-6
+    clump_log_prior_odds: float = 0.0
+    odd_tools: tuple[int, ...] = (1,)
+    max_false_pos_prob: float = 0.5
+    required_accuracy_px: float = 2.0
+    false_pos_loss: float = 1.0
+    false_neg_loss: float = 1.0
+    finished: FinishedThresholds = field(default_factory=FinishedThresholds)
+    default_image_size: float = 400.0
+
+    def __post_init__(self) -> None:
+        if self.link_radius <= 0:
+            raise ValueError("link_radius must be positive")
+        if self.max_iterations < 1:
+            raise ValueError("max_iterations must be >= 1")
+        if not 0 < self.max_false_pos_prob <= 1:
+            raise ValueError("max_false_pos_prob must be in (0, 1]")
+        if self.required_accuracy_px <= 0 or self.default_image_size <= 0:
+            raise ValueError("required_accuracy_px and default_image_size must be positive")
+
+
+@dataclass
+class MarkSet:
+    """Flat arrays the model works on; marks sorted by image group (subject, frame)."""
+
+    group: np.ndarray
+    vol: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    tool: np.ndarray
+    classification_id: np.ndarray
+    groups: pd.DataFrame  # subject_id, frame, image_width, image_height (one row per group)
+    view_group: np.ndarray
+    view_vol: np.ndarray
+    n_volunteers: int
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+
+@dataclass
+class ConsensusResult:
+    clumps: pd.DataFrame
+    subjects: pd.DataFrame
+    volunteers: pd.DataFrame
+    marks: pd.DataFrame
+    history: list[float]
+    best_iteration: int
+
+
+def build_markset(data: ExportData, default_image_size: float = 400.0) -> MarkSet:
+    """Arrange the export tables into the flat arrays of the model."""
+    cls = data.classifications
+    marks = data.marks
+    subj_frames = pd.concat([
+        pd.DataFrame({"subject_id": cls["subject_id"].unique(), "frame": 0}),
+        marks[["subject_id", "frame"]],
+    ]).drop_duplicates().astype({"subject_id": "int64", "frame": "int64"})
+    frames = data.frames.astype({"subject_id": "int64", "frame": "int64"})
+    groups = subj_frames.merge(frames, on=["subject_id", "frame"], how="left")
+    groups = groups.sort_values(["subject_id", "frame"]).reset_index(drop=True)
+    for col in ("image_width", "image_height"):
+        groups[col] = groups[col].fillna(groups.groupby("subject_id")[col].transform("max"))
+        groups[col] = groups[col].fillna(default_image_size)
+    gid = pd.Series(np.arange(len(groups)), index=pd.MultiIndex.from_frame(groups[["subject_id", "frame"]]))
+    mark_group = gid.reindex(pd.MultiIndex.from_arrays(
+        [marks["subject_id"].astype("int64"), marks["frame"].astype("int64")])).to_numpy()
+    order = np.argsort(mark_group, kind="stable")
+    view = cls[["subject_id", "volunteer"]].merge(
+        groups.reset_index()[["index", "subject_id"]], on="subject_id")
+    return MarkSet(
+        group=mark_group[order].astype(np.int64),
+        vol=marks["volunteer"].to_numpy(np.int64)[order],
+        x=marks["x"].to_numpy(np.float64)[order],
+        y=marks["y"].to_numpy(np.float64)[order],
+        tool=marks["tool"].to_numpy(np.int64)[order],
+        classification_id=marks["classification_id"].to_numpy(np.int64)[order],
+        groups=groups,
+        view_group=view["index"].to_numpy(np.int64),
+        view_vol=view["volunteer"].to_numpy(np.int64),
+        n_volunteers=len(data.volunteers),
+    )
+
+
+class _Model:
+    """Holds the mark arrays and evaluates one EM round."""
+
+    def __init__(self, ms: MarkSet, config: ConsensusConfig):
+        self.ms = ms
+        self.cfg = config
+        g = ms.groups
+        self.log_area = np.log(np.maximum(g["image_width"].to_numpy() * g["image_height"].to_numpy(), 1.0))
+        self.component = candidate_components(ms.group, ms.vol, ms.x, ms.y, config.link_radius)
+        comp_sizes = np.bincount(self.component) if len(self.component) else np.zeros(0, int)
+        # components where some volunteer has several marks need splitting
+        key = self.component * (ms.n_volunteers + 1) + ms.vol
+        _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+        multi = np.zeros(len(comp_sizes), dtype=bool)
+        if len(key):
+            multi[self.component[cnt[inv] > 1]] = True
+        self.multi_components = np.flatnonzero(multi)
+        self.members = None
+        if len(self.multi_components):
+            order = np.argsort(self.component, kind="stable")
+            starts = np.searchsorted(self.component[order], self.multi_components)
+            ends = np.searchsorted(self.component[order], self.multi_components, side="right")
+            self.members = [order[s:e] for s, e in zip(starts, ends, strict=True)]
+
+    # -- stage 1: candidate clumps -------------------------------------------------------------------
+    def candidate_clusters(self, skills: Skills) -> np.ndarray:
+        ms = self.ms
+        cluster = self.component.copy()
+        if self.members is None:
+            return cluster
+        oc = open_costs(skills, ms.view_group, ms.view_vol, ms.n_groups) - self.cfg.clump_log_prior_odds
+        base = link_costs(skills, ms.vol, np.zeros(len(ms.vol)))
+        fp = false_pos_costs(skills, ms.vol, self.log_area[ms.group])
+        next_id = int(cluster.max()) + 1 if len(cluster) else 0
+        for idx in self.members:
+            s2 = skills.s2[ms.vol[idx]]
+            inp = ComponentInputs(
+                xy=np.column_stack([ms.x[idx], ms.y[idx]]), vol=ms.vol[idx], base=base[idx],
+                inv2s2=1.0 / (2 * s2), weight=1.0 / s2, fp_cost=fp[idx], open_cost=float(oc[ms.group[idx[0]]]),
+            )
+            lab = solve_component(inp)
+            cluster[idx] = np.where(lab >= 0, next_id + lab, -1)
+            next_id += int(lab.max()) + 1 if (lab >= 0).any() else 0
+        # compact ids
+        valid = cluster >= 0
+        _, cluster[valid] = np.unique(cluster[valid], return_inverse=True)
+        return cluster
+
+    # -- stage 2: links and openings (vectorised) -------------------------------------------------------
+    def link_open(self, cluster: np.ndarray, skills: Skills, rounds: int = 3) -> dict:
+        ms = self.ms
+        valid = cluster >= 0
+        n_c = int(cluster[valid].max()) + 1 if valid.any() else 0
+        cl = np.where(valid, cluster, 0)
+        group_of = np.zeros(n_c, dtype=np.int64)
+        group_of[cl[valid]] = ms.group[valid]
+        oc = open_costs(skills, ms.view_group, ms.view_vol, ms.n_groups) - self.cfg.clump_log_prior_odds
+        e = false_pos_costs(skills, ms.vol, self.log_area[ms.group])
+        w = 1.0 / skills.s2[ms.vol]
+        use = valid.copy()
+        cx = cy = None
+        for _ in range(rounds):
+            wsum = np.bincount(cl[use], weights=w[use], minlength=n_c)
+            nx = np.bincount(cl[use], weights=(w * ms.x)[use], minlength=n_c)
+            ny = np.bincount(cl[use], weights=(w * ms.y)[use], minlength=n_c)
+            has = wsum > 0
+            if cx is None:
+                cx, cy = np.zeros(n_c), np.zeros(n_c)
+            cx = np.where(has, nx / np.where(has, wsum, 1), cx)
+            cy = np.where(has, ny / np.where(has, wsum, 1), cy)
+            d2 = (ms.x - cx[cl]) ** 2 + (ms.y - cy[cl]) ** 2
+            c = link_costs(skills, ms.vol, d2)
+            link = valid & (c < e)
+            gain = np.bincount(cl[link], weights=(e - c)[link], minlength=n_c)
+            is_open = gain > oc[group_of]
+            linked = link & is_open[cl]
+            if np.array_equal(linked, use):
+                break
+            use = linked
+        return dict(cluster=cluster, cl=cl, linked=linked, is_open=is_open, cx=cx, cy=cy, d2=d2,
+                    group_of=group_of, gain=gain, oc=oc, e=e, n_c=n_c)
+
+    def objective(self, st: dict, skills: Skills) -> float:
+        """Negative log posterior (up to a constant) of the assignment and skills."""
+        open_part = np.sum(st["oc"][st["group_of"][st["is_open"]]] - st["gain"][st["is_open"]])
+        return float(np.sum(st["e"]) + open_part - log_prior(skills, self.cfg.priors))
+
+    def counts(self, st: dict) -> SkillCounts:
+        ms = self.ms
+        nv = ms.n_volunteers
+        linked = st["linked"]
+        n_open_group = np.bincount(st["group_of"][st["is_open"]], minlength=ms.n_groups)
+        seen = np.bincount(ms.view_vol, weights=n_open_group[ms.view_group], minlength=nv)
+        matched = np.bincount(ms.vol[linked], minlength=nv).astype(float)
+        return SkillCounts(
+            n_marks=np.bincount(ms.vol, minlength=nv).astype(float),
+            n_false_pos=np.bincount(ms.vol[~linked], minlength=nv).astype(float),
+            n_clumps_seen=seen,
+            n_clumps_missed=np.maximum(seen - matched, 0.0),
+            n_matched=matched,
+            sum_d2=np.bincount(ms.vol[linked], weights=st["d2"][linked], minlength=nv),
+        )
+
+
+def run_consensus(
+    data: ExportData,
+    config: ConsensusConfig = ConsensusConfig(),
+    progress: Callable[[str], None] | None = None,
+) -> ConsensusResult:
+    """Fit the volunteer-skill model to an export and return clumps, subject and volunteer tables."""
+    ms = build_markset(data, config.default_image_size)
+    model = _Model(ms, config)
+    skills = Skills.from_priors(ms.n_volunteers, config.priors)
+    cluster = model.candidate_clusters(skills)
+    history: list[float] = []
+    best = (np.inf, None, None, -1)
+    for it in range(config.max_iterations):
+        if it in (1, 3):  # re-split ambiguous components once the skills have moved
+            cluster = model.candidate_clusters(skills)
+        st = model.link_open(cluster, skills)
+        obj = model.objective(st, skills)
+        history.append(obj)
+        if progress is not None:
+            progress(f"iteration {it + 1}: objective {obj:,.1f}")
+        if obj < best[0]:
+            best = (obj, st, skills, it)
+        if it > 3 and abs(history[-2] - obj) <= config.tolerance * abs(obj):
+            break
+        skills = m_step(model.counts(st), config.priors)
+    _, st, skills, best_it = best
+    clumps, mark_table = _clump_table(ms, st, skills, config)
+    subjects = _subject_table(ms, skills, clumps, mark_table, config, data)
+    volunteers = _volunteer_table(model.counts(st), skills, data)
+    return ConsensusResult(clumps=clumps, subjects=subjects, volunteers=volunteers, marks=mark_table,
+                           history=history, best_iteration=best_it)
+
+
+def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    linked, cl, n_c = st["linked"], st["cl"], st["n_c"]
+    is_open = st["is_open"]
+    marked_term, unmarked_term = false_pos_log_odds_terms(skills)
+    viewers_unmarked = np.bincount(ms.view_group, weights=unmarked_term[ms.view_vol], minlength=ms.n_groups)
+    n_viewers = np.bincount(ms.view_group, minlength=ms.n_groups)
+    per_mark = marked_term[ms.vol] - unmarked_term[ms.vol]
+    log_odds = viewers_unmarked[st["group_of"]] + np.bincount(cl[linked], weights=per_mark[linked], minlength=n_c)
+    fpp = 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
+    precision = np.bincount(cl[linked], weights=1.0 / skills.s2[ms.vol][linked], minlength=n_c)
+    inacc = np.exp(-(cfg.required_accuracy_px**2) * np.maximum(precision, 1e-12) / 2.0)
+    risk = cfg.false_pos_loss * fpp + inacc * (cfg.false_neg_loss + (1 - fpp) * cfg.false_pos_loss)
+    n_marks = np.bincount(cl[linked], minlength=n_c)
+    odd = np.isin(ms.tool, np.asarray(cfg.odd_tools))
+    n_odd = np.bincount(cl[linked], weights=odd[linked].astype(float), minlength=n_c)
+    ids = np.flatnonzero(is_open)
+    groups = ms.groups
+    g = st["group_of"][ids]
+    mean_tool = n_odd[ids] / np.maximum(n_marks[ids], 1)
+    clumps = pd.DataFrame({
+        "subject_id": groups["subject_id"].to_numpy()[g],
+        "frame": groups["frame"].to_numpy()[g],
+        "x": st["cx"][ids],
+        "y": st["cy"][ids],
+        "label": np.where(mean_tool > 0.5, 2, 1),
+        "odd_vote": mean_tool,
+        "n_marks": n_marks[ids],
+        "n_viewers": n_viewers[g],
+        "false_pos_prob": fpp[ids],
+        "inaccurate_prob": inacc[ids],
+        "risk": risk[ids],
+        "position_error_px": np.sqrt(1.0 / np.maximum(precision[ids], 1e-12)),
+        "image_width": groups["image_width"].to_numpy()[g],
+        "image_height": groups["image_height"].to_numpy()[g],
+        "_candidate": ids,
+    })
+    clumps["accepted"] = clumps["false_pos_prob"] < cfg.max_false_pos_prob
+    clumps = clumps.sort_values(["subject_id", "frame", "y", "x"]).reset_index(drop=True)
+    clumps.insert(1, "clump_id", clumps.groupby("subject_id").cumcount().astype("int64"))
+    clump_of_candidate = np.full(n_c, -1, dtype=np.int64)
+    clump_of_candidate[clumps["_candidate"].to_numpy()] = clumps["clump_id"].to_numpy()
+    clumps = clumps.drop(columns="_candidate")
+    marks = pd.DataFrame({
+        "classification_id": ms.classification_id,
+        "subject_id": groups["subject_id"].to_numpy()[ms.group],
+        "frame": groups["frame"].to_numpy()[ms.group],
+        "volunteer": ms.vol,
+        "x": ms.x,
+        "y": ms.y,
+        "tool": ms.tool,
+        "clump_id": np.where(linked, clump_of_candidate[cl], -1),
+    })
+    # probability that a lone false-positive mark was on a real clump after all (feeds the expected misses)
+    lone = ~linked
+    marks["real_if_unlinked_prob"] = np.where(
+        lone, 1.0 / (1.0 + np.exp(np.clip(viewers_unmarked[ms.group] + per_mark, -700, 700))), 0.0
+    )
+    return clumps, marks
+
+
+def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.DataFrame,
+                   cfg: ConsensusConfig, data: ExportData) -> pd.DataFrame:
+    groups = ms.groups
+    subj = pd.DataFrame({"subject_id": np.sort(data.classifications["subject_id"].unique())})
+    n_view = data.classifications.groupby("subject_id").size().rename("n_viewers")
+    subj = subj.merge(n_view, on="subject_id", how="left")
+    acc = clumps[clumps["accepted"]]
+    rej = clumps[~clumps["accepted"]]
+    agg = acc.groupby("subject_id").agg(
+        n_clumps=("x", "size"), n_odd_clumps=("label", lambda s: int((s == 2).sum())),
+        expected_num_false_pos=("false_pos_prob", "sum"), expected_num_inaccurate=("inaccurate_prob", "sum"),
+        clump_risk=("risk", "sum"),
+    )
+    subj = subj.merge(agg, on="subject_id", how="left")
+    # expected misses: rejected clumps and lone false-positive marks that were real after all, plus clumps that
+    # every viewer missed (dataset clump rate x product of p_fn)
+    miss_rejected = (1 - rej["false_pos_prob"]).groupby(rej["subject_id"]).sum()
+    miss_lone = marks["real_if_unlinked_prob"].groupby(marks["subject_id"]).sum()
+    rate = len(acc) / max(len(groups), 1)
+    log_all_missed = np.bincount(ms.view_group, weights=np.log(np.clip(skills.p_fn[ms.view_vol], 1e-12, 1)),
+                                 minlength=ms.n_groups)
+    unseen = pd.Series(rate * np.exp(log_all_missed), index=groups["subject_id"]).groupby(level=0).sum()
+    subj["expected_num_false_neg"] = (
+        subj["subject_id"].map(miss_rejected).fillna(0.0)
+        + subj["subject_id"].map(miss_lone).fillna(0.0)
+        + subj["subject_id"].map(unseen).fillna(0.0)
+    )
+    for c in ("n_clumps", "n_odd_clumps"):
+        subj[c] = subj[c].fillna(0).astype("int64")
+    for c in ("expected_num_false_pos", "expected_num_inaccurate", "clump_risk"):
+        subj[c] = subj[c].fillna(0.0)
+    subj["risk"] = subj["clump_risk"] + cfg.false_neg_loss * subj["expected_num_false_neg"]
+    subj = subj.drop(columns="clump_risk")
+    f = cfg.finished
+    subj["is_finished"] = (
+        (subj["risk"] < f.max_risk)
+        & (subj["expected_num_false_pos"] < f.max_expected_false_pos)
+        & (subj["expected_num_false_neg"] < f.max_expected_false_neg)
+        & (subj["expected_num_inaccurate"] < f.max_expected_inaccurate)
+    )
+    sizes = groups[groups["frame"] == 0][["subject_id", "image_width", "image_height"]]
+    return subj.merge(sizes, on="subject_id", how="left")
+
+
+def _volunteer_table(counts: SkillCounts, skills: Skills, data: ExportData) -> pd.DataFrame:
+    vols = data.volunteers.copy()
+    n_cls = data.classifications.groupby("volunteer").size()
+    vols["n_classifications"] = vols["volunteer"].map(n_cls).fillna(0).astype("int64")
+    vols["p_fp"] = skills.p_fp
+    vols["p_fn"] = skills.p_fn
+    vols["scatter_px"] = np.sqrt(skills.s2)
+    vols["n_marks"] = counts.n_marks.astype("int64")
+    vols["n_false_pos"] = counts.n_false_pos.astype("int64")
+    vols["n_clumps_seen"] = np.round(counts.n_clumps_seen).astype("int64")
+    vols["n_matched"] = counts.n_matched.astype("int64")
+    return vols
