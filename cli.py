@@ -58,6 +58,94 @@ def _csv_ints(value: str | None) -> tuple[int, ...] | None:
 # aggregation commands (clumptool.aggregation)
 # ---------------------------------------------------------------------------------------------
 
+
+@main.command("aggregate", short_help="Volunteer clicks (Zooniverse export) -> consensus clumps, skills, boxes.")
+@click.argument("classifications", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--subjects", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Zooniverse subjects export (metadata: ra, dec, #fwhmImagePix ...).")
+@click.option("--workflow-id", type=int, help="Workflow to aggregate [default: the only one in the export].")
+@click.option("--workflow-version", help="Version (e.g. 12.34, or 12 for all 12.x) [default: the newest].")
+@click.option("--task", help="Drawing task id (e.g. T1) [default: the first task holding point marks].")
+@click.option("--clump-tools", help="Tool indices that mark clumps, e.g. 0,1 [default: every point tool].")
+@click.option("--odd-tools", default="1", show_default=True, help="Tool indices meaning 'odd clump'.")
+@click.option("--method", type=click.Choice(["clumpscout", "dbscan", "hdbscan"]), default="clumpscout",
+              show_default=True, help="Volunteer-skill consensus, or the standard Zooniverse point reducers.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("aggregated"),
+              show_default=True, help="Output folder.")
+@click.option("--format", "table_format", type=click.Choice(["parquet", "csv"]), default="parquet",
+              show_default=True, help="Table format of the outputs.")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of <subject_id>.png to draw under the marks in overview.png.")
+@click.option("--box-scale", type=float, default=2.5, show_default=True, help="Box side in units of PSF FWHM.")
+@click.option("--box-size", type=float, default=16.6, show_default=True,
+              help="Box side in pixels where the FWHM is unknown.")
+@click.option("--fwhm-column", default="fwhmImagePix", show_default=True,
+              help="Subject metadata key holding the PSF FWHM in image pixels ('#' prefix optional).")
+@click.option("--drop-central", type=float, default=0.0, show_default=True,
+              help="Drop marks within this many pixels of the image centre (bulge marks).")
+@click.option("--fold-improbable", is_flag=True,
+              help="Keep clumps with false_pos_prob > 0.7 as odd (label 2), the paper's training-set convention.")
+@click.option("--max-false-pos-prob", type=float, default=0.5, show_default=True,
+              help="Clumps above this false-positive probability are reported but get no training box.")
+@click.option("--link-radius", type=float, default=6.0, show_default=True,
+              help="Marks of different volunteers closer than this (px) may belong to one clump.")
+@click.option("--eps", type=float, default=5.0, show_default=True, help="DBSCAN eps (px), --method dbscan.")
+@click.option("--min-samples", type=int, default=3, show_default=True, help="DBSCAN/HDBSCAN min_samples.")
+@click.option("--min-cluster-size", type=int, default=5, show_default=True, help="HDBSCAN min_cluster_size.")
+@click.option("--strict", is_flag=True, help="Any unreadable row or mark is fatal (default: counted, reported).")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def aggregate_command(classifications: Path, subjects: Path | None, workflow_id: int | None,
+                      workflow_version: str | None, task: str | None, clump_tools: str | None, odd_tools: str,
+                      method: str, out: Path, table_format: str, images: Path | None, box_scale: float,
+                      box_size: float, fwhm_column: str, drop_central: float, fold_improbable: bool,
+                      max_false_pos_prob: float, link_radius: float, eps: float, min_samples: int,
+                      min_cluster_size: int, strict: bool, quiet: bool) -> None:
+    """Aggregate a Zooniverse classification export into consensus clumps.
+
+    Writes clumps, subjects, volunteers and boxes tables, summary.json and overview.png to --out.
+
+    Example: clumptool aggregate classifications.csv --subjects subjects.csv --out aggregated/
+    """
+    from clumptool.aggregation.consensus import ConsensusConfig
+    from clumptool.aggregation.export import ReadOptions
+    from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+    from clumptool.aggregation.report import format_summary
+
+    try:
+        consensus = ConsensusConfig(link_radius=link_radius, odd_tools=_csv_ints(odd_tools) or (),
+                                    max_false_pos_prob=max_false_pos_prob)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    options = AggregateOptions(
+        read=ReadOptions(workflow_id=workflow_id, workflow_version=workflow_version, task=task,
+                         clump_tools=_csv_ints(clump_tools), strict=strict),
+        method=method, consensus=consensus,
+        reducer_params=({"eps": eps, "min_samples": min_samples} if method == "dbscan"
+                        else {"min_cluster_size": min_cluster_size, "min_samples": min_samples}),
+        box_scale=box_scale, box_size=box_size, fwhm_column=fwhm_column, drop_central=drop_central,
+        fold_improbable=fold_improbable, table_format=table_format,
+    )
+    with _byte_progress(classifications, "reading export", disable=quiet) as progress:
+        result = aggregate(classifications, subjects, out, options, images=images, progress=progress,
+                           log=None)
+    if not quiet:
+        click.echo(format_summary(result.summary))
+
+
+def _byte_progress(path: Path, desc: str, disable: bool = False):
+    """A tqdm progress bar over the bytes of a file (a context manager yielding an update callback)."""
+    import contextlib
+
+    from tqdm import tqdm
+
+    @contextlib.contextmanager
+    def bar():
+        total = path.stat().st_size if path.exists() else None
+        with tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=disable, leave=False) as t:
+            yield t.update
+
+    return bar()
+
 # ---------------------------------------------------------------------------------------------
 # detection commands (clumptool.detection)
 # ---------------------------------------------------------------------------------------------

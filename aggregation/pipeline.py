@@ -1,0 +1,193 @@
+"""``clumptool aggregate`` as a plain function: export -> marks -> consensus clumps -> boxes -> files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, clumps_to_boxes
+from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
+from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
+from clumptool.aggregation.subjects import metadata_key, read_subjects
+from clumptool.common.atomic import write_text_atomic
+from clumptool.common.errors import ClumptoolError
+from clumptool.common.tables import write_table
+
+METHODS = ("clumpscout", "dbscan", "hdbscan")
+
+
+@dataclass(frozen=True)
+class AggregateOptions:
+    """Everything ``clumptool aggregate`` can be told (defaults as documented in the README)."""
+
+    read: ReadOptions = field(default_factory=ReadOptions)
+    method: str = "clumpscout"
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    reducer_params: dict = field(default_factory=dict)
+    box_scale: float = DEFAULT_BOX_SCALE
+    box_size: float = DEFAULT_BOX_SIZE
+    fwhm_column: str = "fwhmImagePix"
+    drop_central: float = 0.0
+    fold_improbable: bool = False
+    improbable_threshold: float = 0.7
+    table_format: str = "parquet"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ClumptoolError(f"unknown method {self.method!r} (use one of {', '.join(METHODS)})")
+        if self.box_scale <= 0 or self.box_size <= 0:
+            raise ClumptoolError("--box-scale and --box-size must be positive")
+        if self.drop_central < 0:
+            raise ClumptoolError("--drop-central must be >= 0")
+        if self.table_format not in ("parquet", "csv"):
+            raise ClumptoolError(f"unknown table format {self.table_format!r} (use parquet or csv)")
+
+
+@dataclass
+class AggregationResult:
+    clumps: pd.DataFrame
+    subjects: pd.DataFrame
+    volunteers: pd.DataFrame
+    boxes: pd.DataFrame
+    marks: pd.DataFrame
+    summary: dict
+    files: dict = field(default_factory=dict)
+
+
+def drop_central_marks(data: ExportData, radius: float) -> int:
+    """Remove marks within ``radius`` px of the image centre (bulge marks); returns how many."""
+    if radius <= 0 or len(data.marks) == 0:
+        return 0
+    m = data.marks.merge(data.frames, on=["subject_id", "frame"], how="left")
+    cx, cy = m["image_width"].to_numpy() / 2, m["image_height"].to_numpy() / 2
+    central = np.hypot(m["x"].to_numpy() - cx, m["y"].to_numpy() - cy) <= radius
+    central &= np.isfinite(cx) & np.isfinite(cy)
+    data.marks = data.marks[~central].reset_index(drop=True)
+    n = int(central.sum())
+    data.report.marks_dropped["central (bulge) marks, --drop-central"] += n
+    data.report.marks_used -= n
+    return n
+
+
+def subject_metadata(data: ExportData, subjects_path: str | os.PathLike | None) -> pd.DataFrame:
+    """Metadata per subject: from the subjects export when given, else from the export's subject_data."""
+    if subjects_path is not None:
+        return read_subjects(subjects_path)
+    return subject_metadata_from_export(data.subject_data)
+
+
+def aggregate(
+    classifications: str | os.PathLike,
+    subjects: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    options: AggregateOptions = AggregateOptions(),
+    images: str | os.PathLike | None = None,
+    progress: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> AggregationResult:
+    """Read an export, build the consensus and (if ``out_dir``) write clumps, subjects, volunteers, boxes,
+    ``summary.json`` and ``overview.png``. Nothing is written if anything fails."""
+    t0 = time.perf_counter()
+    data = read_export(classifications, options.read, progress=progress)
+    t_read = time.perf_counter() - t0
+    n_central = drop_central_marks(data, options.drop_central)
+    meta = subject_metadata(data, subjects)
+
+    t1 = time.perf_counter()
+    if options.method == "clumpscout":
+        res = run_consensus(data, options.consensus, progress=log)
+        clumps, subj, vols, marks = res.clumps, res.subjects, res.volunteers, res.marks
+        fit = {"iterations": len(res.history), "best_iteration": res.best_iteration + 1,
+               "objective": res.history[res.best_iteration]}
+    else:
+        from clumptool.aggregation.reducers import reduce_export
+
+        clumps, subj, vols, marks = reduce_export(data, options.method, options.reducer_params,
+                                                  odd_tools=options.consensus.odd_tools)
+        fit = {}
+    t_model = time.perf_counter() - t1
+
+    subj = _attach_metadata(subj, meta)
+    fwhm = None
+    fwhm_col = metadata_key(options.fwhm_column)
+    if fwhm_col in subj.columns:
+        fwhm = pd.to_numeric(subj.set_index("subject_id")[fwhm_col], errors="coerce")
+    chosen = clumps if options.fold_improbable else clumps[clumps["accepted"]]
+    boxes = clumps_to_boxes(chosen, fwhm, options.box_scale, options.box_size, 0.0,
+                            options.fold_improbable, options.improbable_threshold)
+
+    summary = _summary(data, clumps, subj, options, n_central, fwhm, t_read, t_model, fit)
+    result = AggregationResult(clumps=clumps, subjects=subj, volunteers=vols, boxes=boxes, marks=marks,
+                               summary=summary)
+    if out_dir is not None:
+        result.files = write_outputs(result, Path(out_dir), options.table_format, images)
+    return result
+
+
+def _attach_metadata(subj: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    if meta is None or len(meta.columns) <= 1:
+        return subj
+    extra = [c for c in meta.columns if c not in subj.columns or c == "subject_id"]
+    out = subj.merge(meta[extra], on="subject_id", how="left")
+    # parquet needs one type per column: JSON-like values (lists, dicts) are stored as text
+    for c in extra:
+        if out[c].dtype == object and out[c].map(lambda v: isinstance(v, (list, dict))).any():
+            out[c] = out[c].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+        if out[c].dtype == object:
+            out[c] = out[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return out
+
+
+def _summary(data: ExportData, clumps: pd.DataFrame, subj: pd.DataFrame, options: AggregateOptions,
+             n_central: int, fwhm: pd.Series | None, t_read: float, t_model: float, fit: dict) -> dict:
+    rep = data.report.as_dict()
+    accepted = clumps[clumps["accepted"]]
+    n_fwhm = int(fwhm.notna().sum()) if fwhm is not None else 0
+    return {
+        "method": options.method,
+        "export": rep,
+        "subjects": int(len(subj)),
+        "subjects_with_clumps": int((subj["n_clumps"] > 0).sum()),
+        "subjects_finished": int(subj["is_finished"].sum()) if "is_finished" in subj else None,
+        "volunteers": int(len(data.volunteers)),
+        "classifications_used": int(len(data.classifications)),
+        "marks_used": int(len(data.marks)),
+        "central_marks_dropped": n_central,
+        "clumps_opened": int(len(clumps)),
+        "clumps_accepted": int(len(accepted)),
+        "odd_clumps_accepted": int((accepted["label"] == 2).sum()),
+        "boxes_from_fwhm_subjects": n_fwhm,
+        "fit": fit,
+        "seconds": {"read": round(t_read, 3), "model": round(t_model, 3)},
+        "options": _jsonable(asdict(options)),
+    }
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def write_outputs(result: AggregationResult, out_dir: Path, fmt: str, images: str | os.PathLike | None) -> dict:
+    """Write every output atomically (each file appears whole or not at all)."""
+    from clumptool.aggregation.report import overview_figure
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name in ("clumps", "subjects", "volunteers", "boxes"):
+        files[name] = str(write_table(getattr(result, name), out_dir / f"{name}.{fmt}", fmt))
+    files["overview"] = str(overview_figure(result, out_dir / "overview.png", images))
+    files["summary"] = str(out_dir / "summary.json")
+    result.summary["files"] = files
+    write_text_atomic(out_dir / "summary.json", json.dumps(result.summary, indent=2, default=str))
+    return files
