@@ -1,0 +1,114 @@
+"""The export reader: both front-end forms, viewers without marks, duplicates, versions, bad rows."""
+
+import json
+
+import pytest
+
+from clumptool.aggregation.export import ReadOptions, read_export
+from clumptool.common.errors import ClumptoolError
+
+
+def test_reads_both_front_end_forms_and_keeps_empty_viewers(export_builder, tmp_path):
+    b = export_builder
+    b.add(1, "alice", [(10.5, 20.25, 0), (30.0, 40.0, 1)])
+    b.add(1, "bob", [(11.0, 21.0, 1)], fem=True)
+    b.add(1, "carol", [])  # looked, clicked nothing
+    data = read_export(b.write(tmp_path / "e.csv"))
+    assert len(data.classifications) == 3
+    assert sorted(data.classifications["n_marks"]) == [0, 1, 2]
+    m = data.marks.sort_values(["x"]).reset_index(drop=True)
+    assert m[["x", "y", "tool"]].values.tolist() == [[10.5, 20.25, 0], [11.0, 21.0, 1], [30.0, 40.0, 1]]
+    assert data.report.task == "T1"
+    assert data.frames[["image_width", "image_height"]].iloc[0].tolist() == [400.0, 400.0]
+
+
+def test_anonymous_volunteers_and_repeat_classifications(export_builder, tmp_path):
+    b = export_builder
+    b.add(7, "anon1", [(5, 5, 0)], anonymous=True, created_at="2020-01-01 00:00:02 UTC")
+    b.add(7, "anon1", [(6, 6, 0), (9, 9, 0)], anonymous=True, created_at="2020-01-01 00:00:01 UTC")  # first
+    b.add(7, "dave", [(7, 7, 0)])
+    data = read_export(b.write(tmp_path / "e.csv"))
+    assert data.report.duplicates_dropped == 1
+    assert len(data.classifications) == 2
+    anon = data.volunteers[data.volunteers["anonymous"]]
+    assert len(anon) == 1 and anon["user_key"].iloc[0].startswith("not-logged-in-")
+    # the earlier classification (two marks) is the one kept
+    assert sorted(data.marks["x"]) == [6, 7, 9]
+
+
+def test_newest_workflow_version_by_default_and_explicit_version(export_builder, tmp_path):
+    b = export_builder
+    b.add(1, "a", [(1, 1, 0)], version="3.9")
+    b.add(1, "b", [(2, 2, 0)], version="3.10")
+    path = b.write(tmp_path / "e.csv")
+    data = read_export(path)
+    assert data.report.workflow_version == "3.10" and len(data.classifications) == 1
+    assert data.report.rows_skipped["other workflow version"] == 1
+    assert len(read_export(path, ReadOptions(workflow_version="3")).classifications) == 2
+    with pytest.raises(ClumptoolError, match="no version 4"):
+        read_export(path, ReadOptions(workflow_version="4"))
+
+
+def test_several_workflows_need_a_choice(export_builder, tmp_path):
+    b = export_builder
+    b.add(1, "a", [(1, 1, 0)], workflow_id=11)
+    b.add(1, "b", [(2, 2, 0)], workflow_id=12)
+    path = b.write(tmp_path / "e.csv")
+    with pytest.raises(ClumptoolError, match="several workflows"):
+        read_export(path)
+    assert len(read_export(path, ReadOptions(workflow_id=12)).classifications) == 1
+    with pytest.raises(ClumptoolError, match="workflow id 99 is not in this export"):
+        read_export(path, ReadOptions(workflow_id=99))
+
+
+def test_bad_rows_are_counted_named_and_strict_makes_them_fatal(export_builder, tmp_path):
+    b = export_builder
+    b.add(1, "ok", [(10, 10, 0)])
+    bad_json = b.add(1, "broken", None, raw_annotations='[{"task": "T1", "value": [')
+    b.add(1, "nan", [(float("nan"), 3, 0)])
+    outside = b.add(1, "out", [(500, 10, 0), (12, 12, 0)])
+    b.add(1, "meta", None, raw_metadata="{not json")
+    path = b.write(tmp_path / "e.csv")
+    data = read_export(path)
+    rep = data.report
+    assert rep.rows_skipped["broken JSON in annotations"] == 1
+    assert rep.rows_skipped["broken JSON in metadata"] == 1
+    assert rep.marks_dropped["missing or NaN coordinates"] == 1
+    assert rep.marks_dropped["outside the image"] == 1
+    assert len(data.classifications) == 3  # ok, nan (a viewer), out
+    messages = " | ".join(e["message"] for e in rep.examples)
+    assert f"classification_id {bad_json}" in messages and "field 'annotations'" in messages
+    assert f"classification_id {outside}" in messages
+    with pytest.raises(ClumptoolError, match=rf"classification_id {bad_json}.*--strict"):
+        read_export(path, ReadOptions(strict=True))
+
+
+def test_missing_column_and_missing_file(export_builder, tmp_path):
+    export_builder.add(1, "a", [(1, 1, 0)])
+    cols = [c for c in __import__("clumptool.aggregation.export", fromlist=["x"]).EXPORT_COLUMNS if c != "annotations"]
+    path = export_builder.write(tmp_path / "e.csv", columns=cols)
+    with pytest.raises(ClumptoolError, match="missing column.*annotations"):
+        read_export(path)
+    with pytest.raises(ClumptoolError, match="file not found"):
+        read_export(tmp_path / "nope.csv")
+
+
+def test_other_tools_and_non_point_marks_are_not_merged(export_builder, tmp_path):
+    b = export_builder
+    poly = {"task": "T1", "taskType": "drawing", "value": [
+        {"frame": 0, "toolIndex": 1, "toolType": "point", "x": 3, "y": 4},
+        {"frame": 0, "toolIndex": 2, "toolType": "polygon", "points": [{"x": 1, "y": 2}]}]}
+    b.add(1, "a", None, raw_annotations=json.dumps([poly]))
+    b.add(1, "b", [(5, 5, 0), (6, 6, 2)])
+    data = read_export(b.write(tmp_path / "e.csv"), ReadOptions(clump_tools=(0, 1)))
+    assert data.report.marks_dropped["not a point mark"] == 1
+    assert data.report.marks_dropped["other tool"] == 1
+    assert sorted(data.marks["tool"]) == [0, 1]
+
+
+def test_frames_keep_their_own_sizes(export_builder, tmp_path):
+    b = export_builder
+    b.add(1, "a", [(5, 5, 0, 1), (6, 6, 0, 0)], frames=2)
+    data = read_export(b.write(tmp_path / "e.csv"))
+    assert sorted(data.marks["frame"].tolist()) == [0, 1]
+    assert len(data.frames) == 2
