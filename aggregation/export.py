@@ -195,29 +195,90 @@ def check_header(path: Path) -> list[str]:
     return header
 
 
+NO_TIME = np.iinfo("int64").max
+
+
+def created_ns(values: list[str]) -> np.ndarray:
+    """``created_at`` strings -> int64 nanoseconds (UTC); unreadable -> :data:`NO_TIME` (sorts last).
+
+    Zooniverse writes ``2019-11-01 00:00:13 UTC``; that format is parsed vectorised, anything else
+    falls back to pandas' flexible parser.
+    """
+    s = pd.Series(values, dtype="object")
+    t = pd.to_datetime(s, format="%Y-%m-%d %H:%M:%S UTC", errors="coerce", utc=True)
+    bad = t.isna() & s.astype(bool)
+    if bad.any():
+        t[bad] = pd.to_datetime(s[bad], format="mixed", errors="coerce", utc=True)
+    ns = t.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype("int64")
+    return np.where(t.isna().to_numpy(), NO_TIME, ns)
+
+
 class _Accumulator:
-    """Collects parsed rows into compact column lists (no JSON objects are kept)."""
+    """Collects parsed rows chunk by chunk as compact numpy arrays (no JSON objects, few Python strings).
+
+    Volunteers and workflow versions are interned to integer codes; timestamps become int64 nanoseconds.
+    """
 
     def __init__(self) -> None:
-        self.c_id: list[int] = []
-        self.c_subject: list[int] = []
-        self.c_user: list[str] = []
-        self.c_user_name: list[str] = []
-        self.c_anon: list[bool] = []
-        self.c_created: list[str] = []
-        self.c_version: list[str] = []
-        self.c_workflow: list[int] = []
-        self.c_nmarks: list[int] = []
-        self.m_cid: list[int] = []
-        self.m_frame: list[int] = []
-        self.m_tool: list[int] = []
-        self.m_x: list[float] = []
-        self.m_y: list[float] = []
-        self.f_subject: list[int] = []
-        self.f_frame: list[int] = []
-        self.f_w: list[float] = []
-        self.f_h: list[float] = []
+        self.cls_parts: list[dict[str, np.ndarray]] = []
+        self.mark_parts: list[dict[str, np.ndarray]] = []
+        self.frame_parts: list[dict[str, np.ndarray]] = []
+        self.user_code: dict[str, int] = {}
+        self.user_names: list[str] = []
+        self.user_anon: list[bool] = []
+        self.version_code: dict[str, int] = {}
         self.subject_data: dict[int, str] = {}
+        self.new_chunk()
+
+    def new_chunk(self) -> None:
+        self.c_id, self.c_subject, self.c_user, self.c_created = [], [], [], []
+        self.c_version, self.c_workflow, self.c_nmarks = [], [], []
+        self.m_cid, self.m_frame, self.m_tool, self.m_x, self.m_y = [], [], [], [], []
+        self.f_subject, self.f_frame, self.f_w, self.f_h = [], [], [], []
+
+    def user(self, key: str, name: str, anonymous: bool) -> int:
+        code = self.user_code.get(key)
+        if code is None:
+            code = self.user_code[key] = len(self.user_names)
+            self.user_names.append(name)
+            self.user_anon.append(anonymous)
+        return code
+
+    def version(self, v: str) -> int:
+        code = self.version_code.get(v)
+        if code is None:
+            code = self.version_code[v] = len(self.version_code)
+        return code
+
+    def close_chunk(self) -> None:
+        self.cls_parts.append({
+            "classification_id": np.asarray(self.c_id, dtype="int64"),
+            "subject_id": np.asarray(self.c_subject, dtype="int64"),
+            "user": np.asarray(self.c_user, dtype="int64"),
+            "created_ns": created_ns(self.c_created),
+            "version": np.asarray(self.c_version, dtype="int32"),
+            "workflow_id": np.asarray(self.c_workflow, dtype="int64"),
+            "n_marks": np.asarray(self.c_nmarks, dtype="int32"),
+        })
+        self.mark_parts.append({
+            "classification_id": np.asarray(self.m_cid, dtype="int64"),
+            "frame": np.asarray(self.m_frame, dtype="int16"),
+            "tool": np.asarray(self.m_tool, dtype="int16"),
+            "x": np.asarray(self.m_x, dtype="float64"),
+            "y": np.asarray(self.m_y, dtype="float64"),
+        })
+        frames = pd.DataFrame({
+            "subject_id": np.asarray(self.f_subject, dtype="int64"),
+            "frame": np.asarray(self.f_frame, dtype="int16"),
+            "image_width": np.asarray(self.f_w, dtype="float64"),
+            "image_height": np.asarray(self.f_h, dtype="float64"),
+        }).groupby(["subject_id", "frame"], as_index=False).max()
+        self.frame_parts.append({c: frames[c].to_numpy() for c in frames.columns})
+        self.new_chunk()
+
+    @staticmethod
+    def concat(parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+        return pd.DataFrame({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
 
 
 def read_export(
@@ -246,6 +307,7 @@ def read_export(
     try:
         for chunk in reader:
             task = _parse_chunk(chunk, acc, report, options, task, tools)
+            acc.close_chunk()
             if progress is not None:
                 pos = _reader_position(reader)
                 if pos is not None:
@@ -354,11 +416,9 @@ def _parse_chunk(
         anonymous = uid == ""
         acc.c_id.append(cid)
         acc.c_subject.append(sid)
-        acc.c_user.append(uname if anonymous else uid)
-        acc.c_user_name.append(uname)
-        acc.c_anon.append(anonymous)
+        acc.c_user.append(acc.user(uname if anonymous else uid, uname, anonymous))
         acc.c_created.append(created)
-        acc.c_version.append(version)
+        acc.c_version.append(acc.version(version))
         acc.c_workflow.append(wf)
         acc.c_nmarks.append(n_kept)
         if sid not in acc.subject_data and sd:
@@ -402,17 +462,10 @@ def _newest_version(versions: Iterable[str]) -> str:
 
 def _finish(acc: _Accumulator, report: ReadReport, options: ReadOptions) -> ExportData:
     path = report.path
-    cls = pd.DataFrame({
-        "classification_id": np.asarray(acc.c_id, dtype="int64"),
-        "subject_id": np.asarray(acc.c_subject, dtype="int64"),
-        "user_key": acc.c_user,
-        "user_name": acc.c_user_name,
-        "anonymous": np.asarray(acc.c_anon, dtype=bool),
-        "created_at": acc.c_created,
-        "workflow_id": np.asarray(acc.c_workflow, dtype="int64"),
-        "workflow_version": acc.c_version,
-        "n_marks": np.asarray(acc.c_nmarks, dtype="int32"),
-    })
+    if not acc.cls_parts:
+        acc.close_chunk()
+    cls = _Accumulator.concat(acc.cls_parts)
+    versions_by_code = np.array(list(acc.version_code.keys()) or [""], dtype=object)
     seen = report.workflows_seen
     if options.workflow_id is not None:
         if options.workflow_id not in seen:
@@ -432,58 +485,59 @@ def _finish(acc: _Accumulator, report: ReadReport, options: ReadOptions) -> Expo
     versions = seen[wf]
     if options.workflow_version is not None:
         wanted = options.workflow_version
-        if wanted not in versions and not any(v.split(".")[0] == wanted for v in versions):
+        exact = wanted in versions
+        major = "." not in wanted and any(v.split(".")[0] == wanted for v in versions)
+        if not (exact or major):
             raise ClumptoolError(
                 f"{path}: workflow {wf} has no version {wanted} (versions: {', '.join(sorted(versions))})"
             )
-        keep_version = (cls["workflow_version"] == wanted) | (
-            cls["workflow_version"].str.split(".").str[0] == wanted if "." not in wanted else False
-        )
+        ok_codes = [c for v, c in acc.version_code.items()
+                    if v == wanted or ("." not in wanted and v.split(".")[0] == wanted)]
         version_label = wanted
     else:
         version_label = _newest_version(versions)
-        keep_version = cls["workflow_version"] == version_label
+        ok_codes = [acc.version_code[version_label]]
     report.workflow_id = wf
     report.workflow_version = version_label
-    in_wf = cls["workflow_id"] == wf
-    other_version = in_wf & ~keep_version
-    if other_version.any():
-        report.rows_skipped["other workflow version"] += int(other_version.sum())
+    in_wf = cls["workflow_id"].to_numpy() == wf
+    keep_version = np.isin(cls["version"].to_numpy(), ok_codes)
+    other_version = int((in_wf & ~keep_version).sum())
+    if other_version:
+        report.rows_skipped["other workflow version"] += other_version
     cls = cls[in_wf & keep_version]
 
     # repeat classifications of a subject by one volunteer: keep the first by created_at
-    cls = cls.sort_values(["created_at", "classification_id"], kind="stable")
-    dup = cls.duplicated(["user_key", "subject_id"], keep="first")
+    cls = cls.sort_values(["created_ns", "classification_id"], kind="stable")
+    dup = cls.duplicated(["user", "subject_id"], keep="first")
     report.duplicates_dropped = int(dup.sum())
     cls = cls[~dup].sort_values("classification_id", kind="stable").reset_index(drop=True)
     report.rows_used = len(cls)
 
-    users = cls[["user_key", "user_name", "anonymous"]].drop_duplicates("user_key").reset_index(drop=True)
-    users.insert(0, "volunteer", np.arange(len(users), dtype="int32"))
-    cls = cls.merge(users[["user_key", "volunteer"]], on="user_key", how="left")
-
-    marks = pd.DataFrame({
-        "classification_id": np.asarray(acc.m_cid, dtype="int64"),
-        "frame": np.asarray(acc.m_frame, dtype="int16"),
-        "tool": np.asarray(acc.m_tool, dtype="int16"),
-        "x": np.asarray(acc.m_x, dtype="float64"),
-        "y": np.asarray(acc.m_y, dtype="float64"),
+    used_users, volunteer = np.unique(cls["user"].to_numpy(), return_inverse=True)
+    keys = np.array(list(acc.user_code.keys()), dtype=object)
+    users = pd.DataFrame({
+        "volunteer": np.arange(len(used_users), dtype="int64"),
+        "user_key": keys[used_users] if len(used_users) else np.array([], dtype=object),
+        "user_name": np.array(acc.user_names, dtype=object)[used_users] if len(used_users) else [],
+        "anonymous": np.array(acc.user_anon, dtype=bool)[used_users] if len(used_users) else [],
     })
+    cls["volunteer"] = volunteer.astype("int64")
+    cls["workflow_version"] = versions_by_code[cls["version"].to_numpy()] if len(cls) else []
+    cls["created_at"] = pd.to_datetime(cls["created_ns"].where(cls["created_ns"] != NO_TIME), utc=True)
+    cls = cls.drop(columns=["user", "version", "created_ns"])
+
+    marks = _Accumulator.concat(acc.mark_parts)
     marks = marks.merge(cls[["classification_id", "subject_id", "volunteer"]], on="classification_id",
                         how="inner")
     report.marks_used = len(marks)
     kept_subjects = cls["subject_id"].unique()
 
-    frames = pd.DataFrame({
-        "subject_id": np.asarray(acc.f_subject, dtype="int64"),
-        "frame": np.asarray(acc.f_frame, dtype="int16"),
-        "image_width": np.asarray(acc.f_w, dtype="float64"),
-        "image_height": np.asarray(acc.f_h, dtype="float64"),
-    })
+    frames = _Accumulator.concat(acc.frame_parts)
     frames = frames[frames["subject_id"].isin(kept_subjects)]
     frames = frames.groupby(["subject_id", "frame"], as_index=False).max()
     subject_data = pd.DataFrame(
-        {"subject_id": list(acc.subject_data.keys()), "subject_data": list(acc.subject_data.values())}
+        {"subject_id": np.fromiter(acc.subject_data.keys(), dtype="int64", count=len(acc.subject_data)),
+         "subject_data": list(acc.subject_data.values())}
     )
     subject_data = subject_data[subject_data["subject_id"].isin(kept_subjects)].reset_index(drop=True)
     return ExportData(classifications=cls, marks=marks, frames=frames, volunteers=users,
