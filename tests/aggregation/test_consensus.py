@@ -6,6 +6,7 @@ import pytest
 from conftest import simulate_crowd
 
 from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
+from clumptool.aggregation.evaluation import match_to_truth
 from clumptool.aggregation.export import read_export
 from clumptool.aggregation.pipeline import AggregateOptions, aggregate
 
@@ -93,19 +94,6 @@ def test_best_iterate_is_kept_and_objective_recorded(export_builder, tmp_path):
     assert res.history[res.best_iteration] == min(res.history)
 
 
-def _match(found: pd.DataFrame, truth: pd.DataFrame, radius: float = 5.0) -> tuple[float, float]:
-    hits, used = 0, set()
-    for sid, t in truth.groupby("subject_id"):
-        f = found[found["subject_id"] == sid]
-        for _, r in t.iterrows():
-            d = np.hypot(f["x"] - r["x"], f["y"] - r["y"])
-            d = d[~d.index.isin(used)]
-            if len(d) and d.min() < radius:
-                used.add(d.idxmin())
-                hits += 1
-    return hits / max(len(truth), 1), len(used) / max(len(found), 1)
-
-
 def test_crowd_with_known_truth_beats_dbscan_and_recovers_skills(tmp_path):
     rng = np.random.default_rng(11)
     b, truth, skills = simulate_crowd(rng, n_subjects=150, n_volunteers=60, per_subject=20)
@@ -113,14 +101,23 @@ def test_crowd_with_known_truth_beats_dbscan_and_recovers_skills(tmp_path):
     truth = pd.DataFrame(truth, columns=["subject_id", "x", "y", "label"])
     ours = aggregate(path)
     db = aggregate(path, options=AggregateOptions(method="dbscan"))
-    comp, pur = _match(ours.clumps[ours.clumps["accepted"]], truth)
-    dcomp, dpur = _match(db.clumps, truth)
-    f1, df1 = 2 * comp * pur / (comp + pur), 2 * dcomp * dpur / (dcomp + dpur)
-    assert comp >= 0.97 and pur >= 0.97
-    assert f1 > df1
+    score = match_to_truth(ours.clumps[ours.clumps["accepted"]], truth, radius=5.0)
+    dbscan = match_to_truth(db.clumps, truth, radius=5.0)
+    assert score.completeness >= 0.97 and score.purity >= 0.97
+    assert score.label_accuracy >= 0.95
+    assert score.f1 > dbscan.f1
     vols = ours.volunteers
     idx = vols["user_name"].str[3:].astype(int).to_numpy()
     true_fn = np.where(skills["spammer"][idx], 1.0, skills["p_fn"][idx])
     many = vols["n_classifications"] >= 30
     assert many.sum() >= 20
     assert np.corrcoef(vols["p_fn"][many], true_fn[many])[0, 1] >= 0.8
+
+
+def test_match_to_truth_is_one_to_one():
+    truth = pd.DataFrame({"subject_id": [1, 1], "x": [10.0, 30.0], "y": [10.0, 10.0], "label": [1, 2]})
+    found = pd.DataFrame({"subject_id": [1, 1, 2], "x": [11.0, 12.0, 5.0], "y": [10.0, 10.0, 5.0],
+                          "label": [1, 1, 1]})
+    s = match_to_truth(found, truth, radius=5.0)
+    assert (s.n_matched, s.completeness, s.purity) == (1, 0.5, 1 / 3)
+    assert s.label_accuracy == 1.0 and s.median_offset_px == 1.0
