@@ -1,0 +1,182 @@
+"""Aggregation benchmark: accuracy against known truth, skill recovery, and speed against panoptes_aggregation.
+
+    .venv/bin/python bench/aggregation.py                 # accuracy + 100k speed comparison (~5 min)
+    .venv/bin/python bench/aggregation.py --full-scale    # also a Clump Scout-sized export (1.7M rows)
+
+Data come from `clumptool simulate --no-images` (realistic volunteers: varied skill, careless and random
+clickers, ~20% tool confusion, anonymous volunteers and repeats). panoptes_aggregation is installed into a
+throw-away virtual environment (it is not a clumptool dependency) and timed on the same export, in the same run.
+Every figure printed here is measured by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clumptool.aggregation.evaluation import match_to_truth
+from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+
+CLUMPTOOL = [sys.executable, "-m", "clumptool.cli"]
+
+
+def simulate(out: Path, galaxies: int, seed: int) -> Path:
+    if not (out / "classifications.csv").exists():
+        t = time.perf_counter()
+        subprocess.run([*CLUMPTOOL, "simulate", "--out", str(out), "--galaxies", str(galaxies), "--seed", str(seed),
+                        "--no-images"], check=True, stdout=subprocess.DEVNULL)
+        print(f"  simulated {galaxies:,} galaxies in {time.perf_counter() - t:.1f} s -> {out}")
+    return out
+
+
+def accuracy(project: Path, radius: float) -> None:
+    truth = pd.read_csv(project / "truth.csv")
+    if "detectable" in truth:
+        detectable = truth[truth["detectable"].astype(bool)]
+    else:
+        detectable = truth
+    cls = project / "classifications.csv"
+    subjects = project / "subjects.csv"
+    print(f"\n== Accuracy against truth (match radius {radius:g} px; {len(truth):,} true clumps, "
+          f"{len(detectable):,} detectable)")
+    rows = []
+    for method in ("clumpscout", "dbscan", "hdbscan"):
+        t = time.perf_counter()
+        res = aggregate(cls, subjects, options=AggregateOptions(method=method))
+        sec = time.perf_counter() - t
+        found = res.clumps[res.clumps["accepted"]]
+        all_ = match_to_truth(found, truth, radius)
+        det = match_to_truth(found, detectable, radius)
+        rows.append({"method": method, "clumps": len(found), "completeness(all)": all_.completeness,
+                     "completeness(detectable)": det.completeness, "purity": all_.purity, "F1": all_.f1,
+                     "label accuracy": all_.label_accuracy, "median offset px": all_.median_offset_px,
+                     "seconds": sec})
+        if method == "clumpscout":
+            ours = res
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    skill_recovery(project, ours.volunteers)
+
+
+def skill_recovery(project: Path, vols: pd.DataFrame) -> None:
+    vt = project / "volunteers_truth.csv"
+    if not vt.exists():
+        print("  (no volunteers_truth.csv: skill recovery not measured)")
+        return
+    truth = pd.read_csv(vt)
+    truth["true_p_fn"] = 1 - truth["detection_rate"]
+    merged = vols.merge(truth[["user_name", "true_p_fn", "kind"]], on="user_name", how="inner")
+    print("\n== Skill recovery: estimated vs true false-negative rate")
+    for min_n in (10, 30, 100):
+        m = merged[merged["n_classifications"] >= min_n]
+        if len(m) > 2:
+            r = np.corrcoef(m["p_fn"], m["true_p_fn"])[0, 1]
+            print(f"  volunteers with >= {min_n:>3} classifications: {len(m):5,d}   Pearson r = {r:.3f}")
+    if "kind" in merged:
+        print(merged.groupby("kind")[["p_fp", "p_fn", "true_p_fn"]].mean().round(3).to_string())
+
+
+def panoptes_venv(root: Path) -> Path:
+    venv = root / "pa-venv"
+    py = venv / "bin" / "python"
+    if not py.exists():
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "panoptes-aggregation"], check=True)
+        print(f"  installed panoptes-aggregation into a throw-away venv in {time.perf_counter() - t:.0f} s")
+    return venv
+
+
+def run_timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024
+
+
+def speed(project: Path, work: Path, skip_panoptes: bool) -> None:
+    cls = project / "classifications.csv"
+    n = sum(1 for _ in open(cls, "rb")) - 1  # approximately rows (no newlines inside JSON fields here)
+    print(f"\n== Speed, end to end, {n:,} classifications ({cls.stat().st_size / 1e6:.0f} MB)")
+    out = work / "ours"
+    ours, ours_mb = run_timed([*CLUMPTOOL, "aggregate", str(cls), "--out", str(out), "--quiet"])
+    print(f"  clumptool aggregate (read, consensus, boxes, plots, write): {ours:7.1f} s  "
+          f"{n / ours:9,.0f} classifications/s")
+    if skip_panoptes:
+        return
+    venv = panoptes_venv(work)
+    wf = json.loads((project / "workflow.json").read_text()) if (project / "workflow.json").exists() else {}
+    version = str(wf.get("version", "")) + (f".{wf['minor_version']}" if "minor_version" in wf else "")
+    if not version:
+        version = pd.read_csv(cls, nrows=1, dtype=str)["workflow_version"].iloc[0]
+    wf_id = pd.read_csv(cls, nrows=1, dtype=str)["workflow_id"].iloc[0]
+    cfg = work / "pa"
+    cfg.mkdir(exist_ok=True)
+    (cfg / "Extractor_config.yaml").write_text(textwrap.dedent(f"""\
+        extractor_config:
+            point_extractor_by_frame:
+            -   details: {{}}
+                task: T1
+                tools: [0, 1]
+        workflow_id: {wf_id}
+        workflow_version: '{version}'
+        """))
+    (cfg / "Reducer_config.yaml").write_text("reducer_config:\n    point_reducer_dbscan: {}\n")
+    pa = str(venv / "bin" / "panoptes_aggregation")
+    ex, ex_mb = run_timed([pa, "extract", str(cls), str(cfg / "Extractor_config.yaml"), "-d", str(cfg), "-o", "b"])
+    ext = next(cfg.glob("point_extractor_by_frame_*.csv"))
+    red, red_mb = run_timed([pa, "reduce", str(ext), str(cfg / "Reducer_config.yaml"), "-d", str(cfg), "-o", "b"])
+    total = ex + red
+    print(f"  panoptes_aggregation extract:                            {ex:7.1f} s  {n / ex:9,.0f} classifications/s")
+    print(f"  panoptes_aggregation reduce (point_reducer_dbscan):      {red:7.1f} s  {n / red:9,.0f} classifications/s")
+    print(f"  panoptes_aggregation extract + reduce:                   {total:7.1f} s  {n / total:9,.0f} classifications/s")
+    print(f"  ratio (panoptes_aggregation / clumptool): {total / ours:.1f}x faster (goal >= 20x)")
+
+
+def full_scale(work: Path, seed: int) -> None:
+    project = simulate(work / "clumpscout-size", 85_000, seed)
+    cls = project / "classifications.csv"
+    n = sum(1 for _ in open(cls, "rb")) - 1
+    print(f"\n== Clump Scout-sized export: {n:,} classifications, {cls.stat().st_size / 1e9:.2f} GB")
+    wall, peak = run_timed(["/usr/bin/env", *CLUMPTOOL, "aggregate", str(cls), "--out", str(work / "full"), "--quiet"])
+    print(f"  clumptool aggregate: {wall:.1f} s ({n / wall:,.0f} classifications/s), peak memory {peak:,.0f} MB "
+          f"(goals: < 120 s, < 4096 MB)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--galaxies", type=int, default=5000, help="subjects in the accuracy/speed export (x20 rows)")
+    ap.add_argument("--radius", type=float, default=5.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--full-scale", action="store_true", help="also time a 1.7M-classification export")
+    ap.add_argument("--skip-panoptes", action="store_true", help="do not install/run panoptes_aggregation")
+    ap.add_argument("--workdir", type=Path, help="keep data here (default: a temporary folder)")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="clumptool-bench-agg-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        project = simulate(work / "project", args.galaxies, args.seed)
+        accuracy(project, args.radius)
+        speed(project, work, args.skip_panoptes)
+        if args.full_scale:
+            full_scale(work, args.seed)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
