@@ -54,6 +54,86 @@ def _csv_ints(value: str | None) -> tuple[int, ...] | None:
 # simulation commands (clumptool.simulation)
 # ---------------------------------------------------------------------------------------------
 
+
+def _volunteer_model(name: str):
+    from clumptool.simulation.config import VolunteerModelConfig
+
+    return VolunteerModelConfig.preset(name)
+
+
+@main.command("simulate", short_help="Make a synthetic Clump Scout project: images, exports, truth.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--galaxies", type=int, default=200, show_default=True, help="Number of galaxies (subjects).")
+@click.option("--volunteers-per-subject", type=int, default=20, show_default=True)
+@click.option("--image-size", type=int, default=400, show_default=True, help="Image side in pixels.")
+@click.option("--cutout", type=int, default=200, show_default=True,
+              help="Side of the central cutout a detector trains on (recorded in README.txt).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--clumpy-fraction", type=float, default=0.6, show_default=True,
+              help="Share of galaxies with clumps.")
+@click.option("--volunteer-model", type=click.Choice(["realistic", "perfect", "noisy"]), default="realistic",
+              show_default=True)
+@click.option("--first-subject-id", type=int, default=90_000_000, show_default=True)
+@click.option("--no-images", is_flag=True, help="Only truth, subjects and classifications (fast, for big exports).")
+@click.option("--quiet", is_flag=True)
+def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int, image_size: int, cutout: int,
+                     seed: int, clumpy_fraction: float, volunteer_model: str, first_subject_id: int,
+                     no_images: bool, quiet: bool) -> None:
+    """Make a complete simulated Clump Scout project in --out.
+
+    Writes images/<subject_id>.png, truth.csv, subjects.csv, classifications.csv (Zooniverse format),
+    volunteers_truth.csv, workflow.json, README.txt and preview.png.
+
+    Example: clumptool simulate --out sim/ --galaxies 500 --seed 1
+    """
+    from tqdm import tqdm
+
+    from clumptool.simulation.config import SimulationConfig
+    from clumptool.simulation.project import simulate_project
+
+    config = SimulationConfig(galaxies=galaxies, volunteers_per_subject=volunteers_per_subject,
+                              image_size=image_size, cutout=cutout, seed=seed, clumpy_fraction=clumpy_fraction,
+                              volunteer_model=_volunteer_model(volunteer_model), images=not no_images,
+                              first_subject_id=first_subject_id)
+    with tqdm(total=galaxies if not no_images else None, desc="rendering galaxies", unit="img",
+              disable=quiet or no_images, leave=False) as bar:
+        result = simulate_project(out, config, progress=bar.update)
+    if not quiet:
+        click.echo(f"simulated {result.n_galaxies:,} galaxies, {result.n_clumps:,} clumps, "
+                   f"{result.n_classifications:,} classifications by {result.n_volunteers:,} volunteers "
+                   f"in {result.seconds:.1f} s -> {result.out_dir}")
+
+
+@main.command("simulate-volunteers", short_help="Simulated volunteers classify given subjects (offline labels).")
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="truth.csv of a simulated project (subject_id, x, y, label[, peak_snr]).")
+@click.option("--subjects", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Subjects to classify (Zooniverse subjects export or a table with subject_id).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Classification export to write.")
+@click.option("--volunteers-per-subject", type=int, default=20, show_default=True)
+@click.option("--image-size", type=int, default=400, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--volunteer-model", type=click.Choice(["realistic", "perfect", "noisy"]), default="realistic",
+              show_default=True)
+@click.option("--start-classification-id", type=int, default=400_000_000, show_default=True,
+              help="First classification id (keep rounds distinct).")
+def simulate_volunteers_command(truth: Path, subjects: Path, out: Path, volunteers_per_subject: int,
+                                image_size: int, seed: int, volunteer_model: str,
+                                start_classification_id: int) -> None:
+    """Simulate volunteers classifying SUBJECTS and write a Zooniverse classification export.
+
+    Example: clumptool simulate-volunteers --truth sim/truth.csv --subjects batch.csv --out round2.csv
+    """
+    from clumptool.simulation.config import SimulationConfig
+    from clumptool.simulation.project import simulate_volunteer_export
+
+    config = SimulationConfig(volunteers_per_subject=volunteers_per_subject, image_size=image_size, seed=seed,
+                              volunteer_model=_volunteer_model(volunteer_model),
+                              first_classification_id=start_classification_id, images=False)
+    n = simulate_volunteer_export(truth, subjects, out, config)
+    click.echo(f"wrote {n:,} classifications -> {out}")
+
 # ---------------------------------------------------------------------------------------------
 # aggregation commands (clumptool.aggregation)
 # ---------------------------------------------------------------------------------------------

@@ -527,8 +527,11 @@ def _finish(acc: _Accumulator, report: ReadReport, options: ReadOptions) -> Expo
     cls = cls.drop(columns=["user", "version", "created_ns"])
 
     marks = _Accumulator.concat(acc.mark_parts)
+    n_parsed = len(marks)
     marks = marks.merge(cls[["classification_id", "subject_id", "volunteer"]], on="classification_id",
                         how="inner")
+    if n_parsed > len(marks):
+        report.marks_dropped["in classifications not used (repeats, other workflows/versions)"] += n_parsed - len(marks)
     report.marks_used = len(marks)
     kept_subjects = cls["subject_id"].unique()
 
