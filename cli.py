@@ -66,8 +66,8 @@ def _volunteer_model(name: str):
 @click.option("--galaxies", type=int, default=200, show_default=True, help="Number of galaxies (subjects).")
 @click.option("--volunteers-per-subject", type=int, default=20, show_default=True)
 @click.option("--image-size", type=int, default=400, show_default=True, help="Image side in pixels.")
-@click.option("--cutout", type=int, default=200, show_default=True,
-              help="Side of the central cutout a detector trains on (recorded in README.txt).")
+@click.option("--cutout", type=int, help="Side of the central cutout a detector trains on, recorded in "
+              "README.txt [default: half the image side, 200 px for 400 px images].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--clumpy-fraction", type=float, default=0.6, show_default=True,
               help="Share of galaxies with clumps.")
@@ -76,7 +76,7 @@ def _volunteer_model(name: str):
 @click.option("--first-subject-id", type=int, default=90_000_000, show_default=True)
 @click.option("--no-images", is_flag=True, help="Only truth, subjects and classifications (fast, for big exports).")
 @click.option("--quiet", is_flag=True)
-def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int, image_size: int, cutout: int,
+def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int, image_size: int, cutout: int | None,
                      seed: int, clumpy_fraction: float, volunteer_model: str, first_subject_id: int,
                      no_images: bool, quiet: bool) -> None:
     """Make a complete simulated Clump Scout project in --out.

@@ -62,7 +62,7 @@ class SimulationConfig:
     galaxies: int = 200
     volunteers_per_subject: int = 20
     image_size: int = 400
-    cutout: int = 200
+    cutout: int | None = None  # default: half the image side (200 for 400 px images, as in the paper)
     seed: int = 0
     clumpy_fraction: float = 0.6
     volunteer_model: VolunteerModelConfig = field(default_factory=VolunteerModelConfig)
@@ -82,7 +82,7 @@ class SimulationConfig:
             (self.volunteers_per_subject >= 1,
              f"--volunteers-per-subject must be >= 1 (got {self.volunteers_per_subject})"),
             (64 <= self.image_size <= 4096, f"--image-size must be between 64 and 4096 (got {self.image_size})"),
-            (0 < self.cutout <= self.image_size,
+            (self.cutout is None or 0 < self.cutout <= self.image_size,
              f"--cutout must be between 1 and the image size (got {self.cutout})"),
             (0.0 <= self.clumpy_fraction <= 1.0, f"--clumpy-fraction must be in [0, 1] (got {self.clumpy_fraction})"),
             (self.seed >= 0, "--seed must be >= 0"),

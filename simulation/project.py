@@ -75,7 +75,8 @@ def draw_galaxies(config: SimulationConfig, rng: np.random.Generator) -> list[Ga
         scene = draw_scene(rng, config.image_size, g if clumpy else None, fwhm, seeing, config.detectable_snr)
         galaxies.append(Galaxy(
             subject_id=config.first_subject_id + i, scene=scene, seed=child_seeds[i],
-            ra=float(rng.uniform(120, 240)), dec=float(np.degrees(np.arcsin(rng.uniform(0, np.sin(np.radians(60)))))),
+            ra=round(float(rng.uniform(120, 240)), 6),
+            dec=round(float(np.degrees(np.arcsin(rng.uniform(0, np.sin(np.radians(60)))))), 6),
             redshift=float(rng.uniform(0.02, 0.15)), seeing=seeing,
         ))
     return galaxies
@@ -87,7 +88,8 @@ def truth_table(galaxies: list[Galaxy], size: int) -> pd.DataFrame:
         c = g.scene.clumps
         if len(c) == 0:
             continue
-        ra, dec = pixel_to_sky(c["x"].to_numpy(), c["y"].to_numpy(), g.ra, g.dec, g.scene.pixel_scale, size, size)
+        scale = round(g.scene.pixel_scale * size, 4) / size  # exactly what the subjects' #arcsecPerSide says
+        ra, dec = pixel_to_sky(c["x"].to_numpy(), c["y"].to_numpy(), g.ra, g.dec, scale, size, size)
         t = c.assign(subject_id=g.subject_id, ra=ra, dec=dec)
         rows.append(t)
     cols = ["subject_id", "clump_id", "x", "y", "label", "odd_kind", "flux", "peak_snr", "fwhm_px", "detectable",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from clumptool.simulation.config import SimulationConfig, VolunteerModelConfig
 
@@ -99,7 +100,7 @@ def assign_viewers(rng: np.random.Generator, n_subjects: int, per_subject: int, 
 
 def detect_prob(peak_snr: np.ndarray, model: VolunteerModelConfig) -> np.ndarray:
     """How the chance of clicking a clump falls with its faintness (1 for bright clumps)."""
-    return 1.0 / (1.0 + np.exp(-(np.asarray(peak_snr) - model.snr_half) / max(model.snr_width, 1e-6)))
+    return expit((np.asarray(peak_snr, dtype=float) - model.snr_half) / max(model.snr_width, 1e-6))
 
 
 @dataclass
