@@ -239,5 +239,20 @@ def _byte_progress(path: Path, desc: str, disable: bool = False):
 # ---------------------------------------------------------------------------------------------
 
 
+@main.command("demo", short_help="Run the whole pipeline on a built-in simulated project.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
+              show_default=True, help="Folder for every stage's outputs.")
+@click.option("--galaxies", type=int, default=300, show_default=True, help="Size of the simulated project.")
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo_command(out: Path, galaxies: int, seed: int) -> None:
+    """Simulate a Clump Scout project and run every clumptool stage on it, printing where the results are.
+
+    Example: clumptool demo --out demo-output
+    """
+    from clumptool.demo import run_demo
+
+    run_demo(out, galaxies=galaxies, seed=seed, log=click.echo)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
