@@ -1,0 +1,349 @@
+"""Completeness and purity of detected clumps against true clumps, as in Popp et al. (2024).
+
+completeness = matched true clumps / true clumps; purity = matched detections / detections. A detection
+matches at most one true clump and a true clump at most one detection.
+
+Matching (``method``):
+
+- ``"centre"`` (default): the detection's box centre lies within ``max_dist`` pixels of the true centre.
+  Clump Scout boxes are squares of one size per galaxy (2.5 x PSF FWHM), so only the centre carries
+  information; by default ``max_dist`` is one PSF FWHM of that galaxy, recovered from the true box side
+  (side / 2.5, the rule of :mod:`clumptool.aggregation.boxes`).
+- ``"iou"``: box IoU >= ``iou_thresh``. IoU >= 0.5 is strict for 10-20 px boxes: one FWHM of offset
+  between two equal squares of side 2.5 FWHM already gives IoU = 0.43.
+
+Assignment (``assignment``): ``"greedy"`` (default, as COCO) takes detections by decreasing score and gives
+each the best still-free true clump (nearest centre / highest IoU); ``"hungarian"`` maximises the number
+of matches (then minimises total distance / 1 - IoU) with scipy's ``linear_sum_assignment``. Greedy matching
+of the detections above a threshold is the greedy matching of all detections restricted to them, so one
+pass gives the whole curve over score thresholds; Hungarian curves re-match at each threshold.
+
+Per class, detections of class c are matched to true clumps of class c; "overall" ignores labels.
+Empty denominators give 1.0 (no true clumps: nothing missed; no detections: nothing wrong); the counts are
+always reported beside the ratios. Pure numpy apart from :func:`mean_average_precision` (torchmetrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE
+
+MATCH_METHODS = ("centre", "iou")
+ASSIGNMENTS = ("greedy", "hungarian")
+MAX_CURVE_THRESHOLDS = 200  # Hungarian curves re-match at most this many thresholds
+_BIG = 1e12
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """How a detection is matched to a true clump (see the module docstring)."""
+
+    method: str = "centre"
+    iou_thresh: float = 0.5
+    max_dist: float | None = None  # pixels; None = one PSF FWHM = true box side / box_scale
+    assignment: str = "greedy"
+    box_scale: float = DEFAULT_BOX_SCALE
+
+    def __post_init__(self) -> None:
+        if self.method not in MATCH_METHODS:
+            raise ValueError(f"match method must be one of {MATCH_METHODS}, got {self.method!r}")
+        if self.assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}")
+        if not 0 < self.iou_thresh <= 1:
+            raise ValueError(f"IoU threshold must be in (0, 1], got {self.iou_thresh}")
+        if self.max_dist is not None and not self.max_dist > 0:
+            raise ValueError(f"max_dist must be positive, got {self.max_dist}")
+
+    def describe(self) -> str:
+        if self.method == "iou":
+            rule = f"IoU >= {self.iou_thresh:g}"
+        elif self.max_dist is None:
+            rule = f"centre within one PSF FWHM (true box side / {self.box_scale:g})"
+        else:
+            rule = f"centre within {self.max_dist:g} px"
+        return f"{rule}, one-to-one, {self.assignment}"
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "iou_thresh": self.iou_thresh, "max_dist": self.max_dist,
+                "assignment": self.assignment, "box_scale": self.box_scale, "rule": self.describe()}
+
+
+def _boxes(a: np.ndarray | Sequence) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    return a.reshape(0, 4) if a.size == 0 else a.reshape(-1, 4)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, m) IoU of ``[x1, y1, x2, y2]`` boxes."""
+    a, b = _boxes(a), _boxes(b)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def box_centres(boxes: np.ndarray) -> np.ndarray:
+    b = _boxes(boxes)
+    return np.stack([(b[:, 0] + b[:, 2]) / 2.0, (b[:, 1] + b[:, 3]) / 2.0], axis=-1)
+
+
+def centre_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, m) Euclidean distance between box centres."""
+    ca, cb = box_centres(a), box_centres(b)
+    return np.hypot(ca[:, None, 0] - cb[None, :, 0], ca[:, None, 1] - cb[None, :, 1])
+
+
+def _quality(pred_boxes: np.ndarray, true_boxes: np.ndarray, settings: MatchSettings,
+             max_dist: float | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(valid, cost) matrices of shape (n_pred, n_true); lower cost is a better match."""
+    if settings.method == "iou":
+        iou = box_iou(pred_boxes, true_boxes)
+        return iou >= settings.iou_thresh - 1e-12, 1.0 - iou
+    d = centre_distance(pred_boxes, true_boxes)
+    if max_dist is None:
+        max_dist = settings.max_dist
+    if max_dist is None:
+        t = _boxes(true_boxes)
+        side = np.maximum(t[:, 2] - t[:, 0], t[:, 3] - t[:, 1])
+        max_dist = side / settings.box_scale
+    radius = np.broadcast_to(np.asarray(max_dist, dtype=float), (d.shape[1],))
+    return d <= radius[None, :] + 1e-9, d
+
+
+def match_detections(pred_boxes: np.ndarray, pred_scores: np.ndarray, true_boxes: np.ndarray, *,
+                     settings: MatchSettings | None = None, max_dist: float | np.ndarray | None = None,
+                     **kwargs) -> np.ndarray:
+    """Match detections to true clumps one-to-one in one image.
+
+    Returns an int array (n_pred,): the index of the matched true box, or -1 for a false positive.
+    ``max_dist`` (scalar or one per true box) overrides the settings' radius; other keyword arguments build
+    a :class:`MatchSettings` (``method``, ``iou_thresh``, ``max_dist``, ``assignment``).
+    """
+    if settings is None:
+        settings = MatchSettings(**({"max_dist": max_dist} if np.isscalar(max_dist) else {}), **kwargs)
+    pred_boxes, true_boxes = _boxes(pred_boxes), _boxes(true_boxes)
+    scores = np.asarray(pred_scores, dtype=float).reshape(-1)
+    if len(scores) != len(pred_boxes):
+        raise ValueError(f"{len(pred_boxes)} boxes but {len(scores)} scores")
+    out = np.full(len(pred_boxes), -1, dtype=np.int64)
+    if len(pred_boxes) == 0 or len(true_boxes) == 0:
+        return out
+    valid, cost = _quality(pred_boxes, true_boxes, settings, max_dist)
+    if settings.assignment == "hungarian":
+        # Maximise the number of valid pairs first, then minimise their cost.
+        c = np.where(valid, cost - _BIG, 0.0)
+        rows, cols = linear_sum_assignment(c)
+        ok = valid[rows, cols]
+        out[rows[ok]] = cols[ok]
+        return out
+    order = np.argsort(-scores, kind="stable")
+    taken = np.zeros(len(true_boxes), dtype=bool)
+    for i in order:
+        cand = valid[i] & ~taken
+        if cand.any():
+            j = int(np.argmin(np.where(cand, cost[i], np.inf)))
+            out[i] = j
+            taken[j] = True
+    return out
+
+
+@dataclass
+class ImageResult:
+    """Detections and truth of one image, in the same (original) pixels."""
+
+    subject_id: str
+    pred_boxes: np.ndarray
+    pred_scores: np.ndarray
+    pred_labels: np.ndarray
+    true_boxes: np.ndarray
+    true_labels: np.ndarray
+    max_dist: np.ndarray | None = None  # per true box; None = the settings' rule
+
+    def __post_init__(self) -> None:
+        self.pred_boxes = _boxes(self.pred_boxes)
+        self.true_boxes = _boxes(self.true_boxes)
+        self.pred_scores = np.asarray(self.pred_scores, dtype=float).reshape(-1)
+        self.pred_labels = np.asarray(self.pred_labels, dtype=np.int64).reshape(-1)
+        self.true_labels = np.asarray(self.true_labels, dtype=np.int64).reshape(-1)
+        if not len(self.pred_boxes) == len(self.pred_scores) == len(self.pred_labels):
+            raise ValueError(f"{self.subject_id}: detections have unequal lengths of boxes, scores, labels")
+        if len(self.true_boxes) != len(self.true_labels):
+            raise ValueError(f"{self.subject_id}: true boxes and labels have unequal lengths")
+
+    def select(self, label: int | None) -> ImageResult:
+        """The detections and true clumps of one class (None: all, labels ignored)."""
+        if label is None:
+            return self
+        p, t = self.pred_labels == label, self.true_labels == label
+        md = None if self.max_dist is None else np.asarray(self.max_dist)[t]
+        return ImageResult(self.subject_id, self.pred_boxes[p], self.pred_scores[p], self.pred_labels[p],
+                           self.true_boxes[t], self.true_labels[t], md)
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den else 1.0
+
+
+def _f1(c: np.ndarray | float, p: np.ndarray | float) -> np.ndarray:
+    c, p = np.asarray(c, dtype=float), np.asarray(p, dtype=float)
+    s = c + p
+    return np.where(s > 0, 2 * c * p / np.where(s > 0, s, 1.0), 0.0)
+
+
+@dataclass
+class ScoreCurve:
+    """Counts as a function of the score threshold (a detection counts when score >= threshold).
+
+    ``thresholds`` decrease; entry k holds ``n_det[k]`` detections of which ``n_matched[k]`` match a true
+    clump, out of ``n_true`` true clumps.
+    """
+
+    thresholds: np.ndarray
+    n_det: np.ndarray
+    n_matched: np.ndarray
+    n_true: int
+
+    @property
+    def completeness(self) -> np.ndarray:
+        return self.n_matched / self.n_true if self.n_true else np.ones(len(self.thresholds))
+
+    @property
+    def purity(self) -> np.ndarray:
+        n = np.maximum(self.n_det, 1)
+        return np.where(self.n_det > 0, self.n_matched / n, 1.0)
+
+    @property
+    def f1(self) -> np.ndarray:
+        return _f1(self.completeness, self.purity)
+
+    def at(self, threshold: float) -> dict:
+        """Counts and ratios at one threshold."""
+        k = np.flatnonzero(self.thresholds >= threshold)
+        n_det = int(self.n_det[k[-1]]) if len(k) else 0
+        n_matched = int(self.n_matched[k[-1]]) if len(k) else 0
+        c, p = _ratio(n_matched, self.n_true), _ratio(n_matched, n_det)
+        return {"threshold": float(threshold), "n_true": self.n_true, "n_det": n_det, "n_matched": n_matched,
+                "completeness": c, "purity": p, "f1": float(_f1(c, p))}
+
+    def best_f1(self) -> dict:
+        """The threshold with the highest F1 (the highest such threshold on ties); None without detections."""
+        if len(self.thresholds) == 0:
+            out = self.at(np.inf)
+            out["threshold"] = None
+            return out
+        f1 = self.f1
+        k = int(np.flatnonzero(f1 >= f1.max() - 1e-12)[0])  # thresholds decrease: first = highest
+        return self.at(float(self.thresholds[k]))
+
+    def sampled(self, grid: np.ndarray) -> dict:
+        """Completeness/purity/F1 on a threshold grid, JSON-ready (bounded size for metrics.json)."""
+        rows = [self.at(float(t)) for t in grid]
+        return {k: [r[k] for r in rows] for k in ("threshold", "n_det", "n_matched", "completeness", "purity",
+                                                   "f1")}
+
+
+def _curve_from_flags(scores: np.ndarray, matched: np.ndarray, n_true: int) -> ScoreCurve:
+    order = np.argsort(-scores, kind="stable")
+    s, m = scores[order], matched[order].astype(np.int64)
+    cum_det = np.arange(1, len(s) + 1)
+    cum_match = np.cumsum(m)
+    # keep the last index of each run of equal scores: a threshold includes all ties
+    last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, dtype=bool)
+    return ScoreCurve(thresholds=s[last], n_det=cum_det[last], n_matched=cum_match[last], n_true=int(n_true))
+
+
+def score_curve(images: Sequence[ImageResult], settings: MatchSettings, label: int | None = None) -> ScoreCurve:
+    """Completeness/purity counts over every score threshold, for one class (or all with ``label=None``)."""
+    sel = [im.select(label) for im in images]
+    n_true = sum(len(im.true_boxes) for im in sel)
+    scores = np.concatenate([im.pred_scores for im in sel]) if sel else np.zeros(0)
+    if settings.assignment == "greedy":
+        flags = [match_detections(im.pred_boxes, im.pred_scores, im.true_boxes, settings=settings,
+                                  max_dist=im.max_dist) >= 0 for im in sel]
+        matched = np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
+        return _curve_from_flags(scores, matched, n_true)
+    uniq = np.unique(scores)[::-1]
+    if len(uniq) > MAX_CURVE_THRESHOLDS:
+        uniq = np.unique(np.quantile(scores, np.linspace(0, 1, MAX_CURVE_THRESHOLDS)))[::-1]
+    n_det = np.array([int((scores >= t).sum()) for t in uniq], dtype=np.int64)
+    n_matched = np.zeros(len(uniq), dtype=np.int64)
+    for k, t in enumerate(uniq):
+        for im in sel:
+            keep = im.pred_scores >= t
+            if keep.any() and len(im.true_boxes):
+                m = match_detections(im.pred_boxes[keep], im.pred_scores[keep], im.true_boxes, settings=settings,
+                                     max_dist=im.max_dist)
+                n_matched[k] += int((m >= 0).sum())
+    return ScoreCurve(thresholds=uniq, n_det=n_det, n_matched=n_matched, n_true=int(n_true))
+
+
+@dataclass
+class Evaluation:
+    """Curves per scope ("overall" and one per class name) and the summary numbers."""
+
+    settings: MatchSettings
+    curves: dict[str, ScoreCurve]
+    threshold: float | None
+    summary: dict = field(default_factory=dict)
+
+
+def evaluate_images(images: Sequence[ImageResult], classes: Mapping[int, str], settings: MatchSettings,
+                    threshold: float | None = None) -> Evaluation:
+    """Completeness, purity, F1 overall (class-agnostic) and per class.
+
+    ``threshold`` is the common score threshold every scope is reported at (``at_threshold``); None uses the
+    overall best-F1 threshold. Each scope also reports its own ``best_f1``.
+    """
+    curves = {"overall": score_curve(images, settings, None)}
+    for label, name in classes.items():
+        curves[name] = score_curve(images, settings, int(label))
+    best = curves["overall"].best_f1()
+    common = threshold if threshold is not None else best["threshold"]
+    summary: dict = {}
+    for name, curve in curves.items():
+        at = curve.at(np.inf if common is None else common)
+        if common is None:
+            at["threshold"] = None
+        summary[name] = {"at_threshold": at, "best_f1": curve.best_f1()}
+    return Evaluation(settings=settings, curves=curves, threshold=common, summary=summary)
+
+
+def mean_average_precision(images: Sequence[ImageResult], class_agnostic: bool = False) -> dict:
+    """COCO mAP@0.5 and mAP@[.5:.95] with torchmetrics (pycocotools backend), per class too.
+
+    ``class_agnostic`` relabels everything as one class (a detection of the wrong class still counts).
+    """
+    import torch
+    from torchmetrics.detection import MeanAveragePrecision
+
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=not class_agnostic,
+                                  backend="pycocotools")
+    preds, target = [], []
+    for im in images:
+        pl = np.ones_like(im.pred_labels) if class_agnostic else im.pred_labels
+        tl = np.ones_like(im.true_labels) if class_agnostic else im.true_labels
+        preds.append({"boxes": torch.as_tensor(im.pred_boxes, dtype=torch.float32),
+                      "scores": torch.as_tensor(im.pred_scores, dtype=torch.float32),
+                      "labels": torch.as_tensor(pl, dtype=torch.int64)})
+        target.append({"boxes": torch.as_tensor(im.true_boxes, dtype=torch.float32),
+                       "labels": torch.as_tensor(tl, dtype=torch.int64)})
+    if not preds:
+        return {"map": float("nan"), "map_50": float("nan")}
+    metric.update(preds, target)
+    res = metric.compute()
+    out = {"map": float(res["map"]), "map_50": float(res["map_50"]), "map_75": float(res["map_75"]),
+           "mar_100": float(res["mar_100"])}
+    if not class_agnostic and "classes" in res:
+        cls = np.atleast_1d(res["classes"].numpy())
+        per = np.atleast_1d(res["map_per_class"].numpy())
+        out["map_per_class"] = {int(c): float(v) for c, v in zip(cls, per, strict=False)}
+    return out
