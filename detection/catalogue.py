@@ -1,0 +1,157 @@
+"""Detections -> rows of a clump catalogue in the column convention of Popp et al. (2024)'s published one.
+
+Pixel columns are in the ORIGINAL image (x right, y down, 0-based corner origin). Sky positions come from a
+tangent-plane WCS centred on the galaxy (the subject's ra/dec at the image centre, north up, east left) at a
+pixel scale of ``arcsecPerSide / width`` (:mod:`clumptool.common.wcs`, the same WCS the simulator uses), so
+the galaxy centre pixel maps exactly to galaxy_ra/galaxy_dec. Subjects without ra/dec or arcsecPerSide get
+NaN sky columns. ``subject_id`` is kept as text (the image file stem).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from clumptool.aggregation.subjects import read_subjects
+from clumptool.common.errors import ClumptoolError, where
+from clumptool.common.wcs import pixel_to_sky
+
+CATALOGUE_SCHEMA = pa.schema([
+    ("subject_id", pa.string()),
+    ("clump_id", pa.int64()),            # unique within the catalogue, in write order
+    ("clump_label_id", pa.int64()),      # 1 = clump, 2 = odd clump
+    ("clump_label_name", pa.string()),
+    ("clump_score", pa.float64()),
+    ("clump_centre_px_x", pa.float64()),
+    ("clump_centre_px_y", pa.float64()),
+    ("clump_px_x1", pa.float64()),
+    ("clump_px_x2", pa.float64()),
+    ("clump_px_y1", pa.float64()),
+    ("clump_px_y2", pa.float64()),
+    ("clump_centre_ra", pa.float64()),
+    ("clump_centre_dec", pa.float64()),
+    ("galaxy_ra", pa.float64()),
+    ("galaxy_dec", pa.float64()),
+    ("FWHM_r_px", pa.float64()),         # PSF FWHM in image pixels (subject metadata fwhmImagePix)
+    ("image_width", pa.int64()),
+    ("image_height", pa.int64()),
+    ("pixel_scale_arcsec", pa.float64()),
+    ("model_version", pa.string()),
+])
+CATALOGUE_COLUMNS = tuple(CATALOGUE_SCHEMA.names)
+
+
+@dataclass(frozen=True)
+class SubjectSky:
+    """What the catalogue needs of a subject: its sky centre, angular size and PSF FWHM (NaN when unknown)."""
+
+    ra: float = float("nan")
+    dec: float = float("nan")
+    arcsec_per_side: float = float("nan")
+    fwhm_px: float = float("nan")
+
+
+def _float(value: object) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def subject_sky_table(subjects: pd.DataFrame, source: str = "subjects",
+                      fwhm_column: str = "fwhmImagePix") -> dict[str, SubjectSky]:
+    """Subject metadata (as from :func:`~clumptool.aggregation.subjects.read_subjects`) -> SubjectSky by id.
+
+    Reads ``ra``/``dec`` (any case), or Clump Scout's combined ``'ra, dec'`` text field, ``arcsecPerSide``
+    and ``fwhm_column``. Missing fields become NaN.
+    """
+    cols = {str(c).lower().replace(" ", ""): c for c in subjects.columns}
+    ra_col, dec_col, both_col = cols.get("ra"), cols.get("dec"), cols.get("ra,dec")
+    side_col = cols.get("arcsecperside")
+    fwhm_col = cols.get(fwhm_column.lstrip("#!").lower())
+    out: dict[str, SubjectSky] = {}
+    for i, row in enumerate(subjects.itertuples(index=False)):
+        rec = dict(zip(subjects.columns, row, strict=True))
+        sid = str(rec["subject_id"])
+        ra = _float(rec[ra_col]) if ra_col is not None else float("nan")
+        dec = _float(rec[dec_col]) if dec_col is not None else float("nan")
+        if both_col is not None and not (np.isfinite(ra) and np.isfinite(dec)):
+            text = rec[both_col]
+            if isinstance(text, str) and text.strip():
+                parts = text.replace(",", " ").split()
+                if len(parts) != 2:
+                    raise ClumptoolError(f"{where(source, f'subject_id {sid} (row {i + 1})', 'ra, dec')}: "
+                                         f"expected 'ra, dec' in degrees, got {text!r}")
+                ra, dec = _float(parts[0]), _float(parts[1])
+        out[sid] = SubjectSky(ra=ra, dec=dec,
+                              arcsec_per_side=_float(rec[side_col]) if side_col is not None else float("nan"),
+                              fwhm_px=_float(rec[fwhm_col]) if fwhm_col is not None else float("nan"))
+    return out
+
+
+def read_subject_sky(path: str | os.PathLike, fwhm_column: str = "fwhmImagePix") -> dict[str, SubjectSky]:
+    """Read a subjects export (or any table with subject_id) into SubjectSky records keyed by text id."""
+    return subject_sky_table(read_subjects(Path(path)), source=str(path), fwhm_column=fwhm_column)
+
+
+def empty_catalogue() -> pd.DataFrame:
+    """A catalogue with no rows and the right column types."""
+    return CATALOGUE_SCHEMA.empty_table().to_pandas()
+
+
+def catalogue_rows(subject_id: str, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, width: int,
+                   height: int, classes: list[str], sky: SubjectSky | None = None, first_id: int = 0,
+                   model_version: str = "") -> pd.DataFrame:
+    """One catalogue row per detected box of one galaxy, highest score first.
+
+    ``boxes`` are ``[x1, y1, x2, y2]`` in original image pixels; ``classes`` maps label ids to names
+    (``classes[0]`` is the background).
+    """
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores, labels = boxes[order], scores[order], labels[order]
+    n = len(boxes)
+    sky = sky or SubjectSky()
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2.0
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2.0
+    scale = sky.arcsec_per_side / width if width else float("nan")
+    if n and np.isfinite(sky.ra) and np.isfinite(sky.dec) and np.isfinite(scale) and scale > 0:
+        ra, dec = pixel_to_sky(cx, cy, sky.ra, sky.dec, scale, width, height)
+    else:
+        ra, dec = np.full(n, np.nan), np.full(n, np.nan)
+    names = [classes[k] if 0 <= k < len(classes) else f"class_{k}" for k in labels]
+    data = {
+        "subject_id": [str(subject_id)] * n,
+        "clump_id": np.arange(first_id, first_id + n, dtype=np.int64),
+        "clump_label_id": labels,
+        "clump_label_name": names,
+        "clump_score": scores,
+        "clump_centre_px_x": cx,
+        "clump_centre_px_y": cy,
+        "clump_px_x1": boxes[:, 0],
+        "clump_px_x2": boxes[:, 2],
+        "clump_px_y1": boxes[:, 1],
+        "clump_px_y2": boxes[:, 3],
+        "clump_centre_ra": np.asarray(ra, dtype=float),
+        "clump_centre_dec": np.asarray(dec, dtype=float),
+        "galaxy_ra": np.full(n, sky.ra),
+        "galaxy_dec": np.full(n, sky.dec),
+        "FWHM_r_px": np.full(n, sky.fwhm_px),
+        "image_width": np.full(n, int(width), dtype=np.int64),
+        "image_height": np.full(n, int(height), dtype=np.int64),
+        "pixel_scale_arcsec": np.full(n, scale),
+        "model_version": [model_version] * n,
+    }
+    return pd.DataFrame(data, columns=list(CATALOGUE_COLUMNS))
+
+
+def to_arrow(df: pd.DataFrame) -> pa.Table:
+    """A catalogue frame as an Arrow table with the fixed schema (for row-group streaming)."""
+    return pa.Table.from_pandas(df, schema=CATALOGUE_SCHEMA, preserve_index=False)
