@@ -1,0 +1,303 @@
+"""Multi-scale encoders (Zoobot/timm, or torchvision's ImageNet ResNet-50) with a feature pyramid.
+
+Every backbone returns 4 FPN maps named "0".."3" at strides 4/8/16/32 (one square anchor size each), so that
+clump-sized anchors (8-64 px) sit on the finest maps. Weights come from:
+
+* ``None``: random initialisation;
+* a Zoobot hub name (``hf_hub:mwalmsley/zoobot-encoder-convnext_nano``, or ``zoobot`` for the one matching the
+  backbone): the real path through timm ``pretrained=True``; checked first so that an offline machine fails
+  fast with advice instead of stalling;
+* a local file: ``.safetensors`` (Zoobot/timm/Hugging Face), ``.pth``/``.pt``/``.bin`` (a state dict) or a
+  Lightning ``.ckpt`` (Zoobot finetuned model: the ``encoder.*`` tensors are used). Files are read with
+  ``safetensors`` or ``torch.load(weights_only=True)``: no untrusted code is unpickled;
+* ``imagenet`` for ``torchvision_resnet50`` (torchvision's ResNet50_Weights, needs the torch hub cache offline).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.ops import FeaturePyramidNetwork
+
+from clumptool.common.errors import ClumptoolError
+
+# clumptool name -> timm architecture (the Zoobot encoders are timm models)
+TIMM_BACKBONES = {
+    "convnext_pico": "convnext_pico",
+    "convnext_nano": "convnext_nano",
+    "convnext_tiny": "convnext_tiny",
+    "convnext_small": "convnext_small",
+    "convnext_base": "convnext_base",
+    "efficientnet_b0": "efficientnet_b0",
+    "resnet18": "resnet18",
+    "resnet50": "resnet50",
+    "resnet101": "resnet101",
+    "maxvit_tiny": "maxvit_rmlp_tiny_rw_256",
+    "maxvit_small": "maxvit_rmlp_small_rw_224",
+}
+TORCHVISION_BACKBONES = ("torchvision_resnet50",)
+BACKBONES = tuple(TIMM_BACKBONES) + TORCHVISION_BACKBONES
+STRIDES = (4, 8, 16, 32)
+ZOOBOT_HUB = "hf_hub:mwalmsley/zoobot-encoder-{arch}"
+STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
+class FPNBackbone(nn.Module):
+    """An encoder returning a list/dict of maps + a FeaturePyramidNetwork; ``out_channels`` for FasterRCNN."""
+
+    def __init__(self, body: nn.Module, indices: list[int], in_channels_list: list[int], out_channels: int,
+                 stage_prefixes: list[tuple[str, ...]]):
+        super().__init__()
+        self.body = body
+        self.indices = list(indices)
+        self.fpn = FeaturePyramidNetwork(in_channels_list, out_channels)
+        self.out_channels = out_channels
+        self.stage_prefixes = stage_prefixes  # parameter-name prefixes of the 4 stages, for freezing
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's maps at strides 4/8/16/32 (before the FPN)."""
+        feats = self.body(x)
+        if isinstance(feats, dict):
+            feats = list(feats.values())
+        return [feats[i] for i in self.indices]
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.features(x))))
+
+
+def resolve_backbone(name: str) -> str:
+    if name not in BACKBONES:
+        raise ClumptoolError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+    return name
+
+
+def _hub_id(weights: str, backbone: str) -> str | None:
+    if weights == "zoobot":
+        if backbone not in TIMM_BACKBONES:
+            raise ClumptoolError(f"there is no Zoobot encoder for backbone '{backbone}'")
+        return ZOOBOT_HUB.format(arch=TIMM_BACKBONES[backbone])
+    if weights.startswith("hf_hub:") or weights.startswith("hf-hub:"):
+        return "hf_hub:" + weights.split(":", 1)[1]
+    return None
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - timm depends on it
+        return False
+    for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(repo_id, fname), str):
+            return True
+    return False
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "CLUMPTOOL_OFFLINE"))
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_hub_weights(hub_name: str) -> None:
+    """Fail fast (no 23 s stall) when hub weights are neither cached nor downloadable."""
+    repo_id = hub_name.split(":", 1)[1]
+    if _hub_cached(repo_id):
+        return
+    why = "offline mode is set (HF_HUB_OFFLINE)" if _offline() else None
+    if why is None and not _hub_reachable():
+        why = "huggingface.co cannot be reached"
+    if why:
+        raise ClumptoolError(
+            f"cannot load weights '{hub_name}': {why} and they are not in the Hugging Face cache. "
+            "Download the encoder elsewhere (e.g. model.safetensors from "
+            f"https://huggingface.co/{repo_id}) and pass the local file with --weights PATH "
+            "(.safetensors, .pth or a Zoobot Lightning .ckpt), or use --weights none for random initialisation."
+        )
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file, without unpickling code; a Lightning/Zoobot .ckpt yields its encoder.
+
+    Prefixes ``encoder.`` (Zoobot's Lightning modules), ``model.``/``module.`` (wrappers, DDP) are removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ClumptoolError(f"{path}: weights file not found")
+    suffix = path.suffix.lower()
+    if suffix not in STATE_DICT_SUFFIXES:
+        raise ClumptoolError(f"{path}: unknown weights format (use one of {', '.join(STATE_DICT_SUFFIXES)})")
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt/unsafe files come in many exception types
+        raise ClumptoolError(f"{path}: cannot read weights safely ({type(exc).__name__}: {exc})") from exc
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise ClumptoolError(f"{path}: no state dict (a mapping of parameter names to tensors) found")
+    sd = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    for prefix in ("encoder.", "model.encoder.", "module.", "model."):
+        if any(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            break
+    if not sd:
+        raise ClumptoolError(f"{path}: the file holds no tensors")
+    return sd
+
+
+def _check_keys(sd: dict, expected: set[str], source: str, ignore: tuple[str, ...]) -> None:
+    """Refuse a weights file that does not fit the encoder (a silent non-strict load would train from noise)."""
+    wanted = {k for k in expected if not k.startswith(ignore) and not k.endswith("num_batches_tracked")}
+    missing = sorted(wanted - set(sd))
+    if missing:
+        raise ClumptoolError(
+            f"{source}: {len(missing)} of {len(wanted)} encoder tensors missing (e.g. {', '.join(missing[:3])}); "
+            "is it a weights file for this backbone?"
+        )
+
+
+def _freeze(module: nn.Module, stage_prefixes: list[tuple[str, ...]], trainable_stages: int | None) -> None:
+    """Freeze every body parameter before the first of the last ``trainable_stages`` stages."""
+    if trainable_stages is None:
+        return
+    params = list(module.named_parameters())
+    if trainable_stages == 0:
+        first = len(params)
+    else:
+        prefixes = stage_prefixes[len(stage_prefixes) - trainable_stages]
+        first = next(i for i, (n, _) in enumerate(params) if n.startswith(prefixes))
+    for _, p in params[:first]:
+        p.requires_grad_(False)
+
+
+def _timm_backbone(name: str, in_channels: int, weights: str | None, fpn_channels: int,
+                   trainable_stages: int | None, image_size: int, frozen_bn: bool) -> FPNBackbone:
+    import timm
+
+    arch = TIMM_BACKBONES[name]
+    kwargs: dict = {"features_only": True, "in_chans": in_channels}
+    if arch.startswith("maxvit"):
+        kwargs["img_size"] = -(-image_size // 32) * 32  # windows must tile the padded input
+    pretrained = False
+    if weights:
+        hub = _hub_id(weights, name)
+        if hub:
+            check_hub_weights(hub)
+            arch, pretrained = hub, True
+        else:
+            sd = read_state_dict(weights)
+            full = timm.create_model(arch, pretrained=False, num_classes=0, **{
+                k: v for k, v in kwargs.items() if k != "features_only"})
+            _check_keys(sd, set(full.state_dict()), str(weights), ignore=("head.fc", "fc.", "classifier."))
+            kwargs["pretrained_cfg_overlay"] = {"state_dict": sd, "source": "timm", "file": None, "hf_hub_id": None,
+                                                "url": None}
+            pretrained = True
+    try:
+        body = timm.create_model(arch, pretrained=pretrained, **kwargs)
+    except ClumptoolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - timm/hub errors
+        raise ClumptoolError(f"cannot build backbone '{name}' with weights '{weights}': {exc}") from exc
+    reductions = body.feature_info.reduction()
+    indices = [reductions.index(s) for s in STRIDES if s in reductions]
+    if len(indices) != 4:
+        raise ClumptoolError(f"backbone '{name}' has no maps at strides {STRIDES} (has {reductions})")
+    channels = [body.feature_info.channels()[i] for i in indices]
+    modules = body.feature_info.module_name()
+    stage_prefixes = [(modules[i] + ".", modules[i].replace(".", "_") + ".") for i in indices]
+    if frozen_bn:
+        from timm.layers import freeze_batch_norm_2d
+
+        body = freeze_batch_norm_2d(body)  # small detection batches: keep the pretrained statistics
+    _freeze(body, stage_prefixes, trainable_stages)
+    return FPNBackbone(body, indices, channels, fpn_channels, stage_prefixes)
+
+
+def _torchvision_backbone(name: str, in_channels: int, weights: str | None, fpn_channels: int,
+                          trainable_stages: int | None, frozen_bn: bool) -> FPNBackbone:
+    from torchvision.models import ResNet50_Weights, resnet50
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    sd = None
+    tv_weights = None
+    if weights == "imagenet":
+        tv_weights = ResNet50_Weights.IMAGENET1K_V1
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(tv_weights.url).name
+        if not cached.exists() and (_offline() or not _hub_reachable("download.pytorch.org")):
+            raise ClumptoolError(
+                f"cannot download torchvision's ImageNet ResNet-50 weights (not in {cached.parent}); "
+                f"put {Path(tv_weights.url).name} there or pass a local file with --weights PATH"
+            )
+    elif weights:
+        if _hub_id(weights, "resnet50"):
+            raise ClumptoolError("torchvision_resnet50 takes --weights imagenet or a local file, not a hub name")
+        sd = read_state_dict(weights)
+    pretrained = tv_weights is not None or sd is not None
+    norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d  # torchvision's rule for detection backbones
+    net = resnet50(weights=tv_weights, norm_layer=norm)
+    if sd is not None:
+        _check_keys(sd, set(net.state_dict()), str(weights), ignore=("fc.",))
+        sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    if in_channels != 3:
+        from timm.layers import adapt_input_conv
+
+        old = net.conv1.weight.detach()
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        if pretrained:
+            src = sd["conv1.weight"] if sd is not None else old
+            with torch.no_grad():
+                net.conv1.weight.copy_(adapt_input_conv(in_channels, src))
+        if sd is not None:
+            sd.pop("conv1.weight", None)
+    if sd is not None:
+        result = net.load_state_dict(sd, strict=False)
+        bad = [k for k in result.missing_keys
+               if not k.startswith("fc.") and not (k == "conv1.weight" and in_channels != 3)]
+        if bad:
+            raise ClumptoolError(f"{weights}: tensors missing for {', '.join(bad[:3])}")
+    layers = ["layer1", "layer2", "layer3", "layer4"]
+    body = IntermediateLayerGetter(net, return_layers={layer: str(i) for i, layer in enumerate(layers)})
+    stage_prefixes = [(layer + ".",) for layer in layers]
+    _freeze(body, stage_prefixes, trainable_stages)
+    return FPNBackbone(body, [0, 1, 2, 3], [256, 512, 1024, 2048], fpn_channels, stage_prefixes)
+
+
+def build_backbone(name: str, *, in_channels: int = 3, weights: str | os.PathLike | None = None,
+                   fpn_channels: int = 128, trainable_stages: int | None = None,
+                   image_size: int = 224, frozen_bn: bool | None = None) -> FPNBackbone:
+    """The encoder ``name`` with ``weights`` (see module doc) and an FPN of ``fpn_channels``.
+
+    ``trainable_stages``: None trains everything; k in 0..4 trains only the last k of the 4 stages
+    (0 = frozen encoder, the paper's "pre-trained" regime). ``frozen_bn`` (default: when weights are given)
+    keeps batch-norm statistics fixed, as torchvision does for pretrained detection backbones; rebuilding a
+    trained model without its initial weights passes it explicitly so the layers match.
+    """
+    resolve_backbone(name)
+    w = None if weights is None or str(weights).lower() in ("", "none", "random") else str(weights)
+    frozen_bn = (w is not None) if frozen_bn is None else frozen_bn
+    if name in TORCHVISION_BACKBONES:
+        return _torchvision_backbone(name, in_channels, w, fpn_channels, trainable_stages, frozen_bn)
+    if w == "imagenet":
+        raise ClumptoolError("--weights imagenet is for torchvision_resnet50; Zoobot encoders take 'zoobot', "
+                             "a hub name or a local file")
+    return _timm_backbone(name, in_channels, w, fpn_channels, trainable_stages, image_size, frozen_bn)

@@ -1,0 +1,89 @@
+"""torchvision Faster R-CNN tuned to clumps: square clump-sized anchors, native resolution, 3 classes.
+
+Differences from torchvision's COCO defaults, and why:
+
+* ``min_size = max_size = image_size``: no upscaling of 200 px crops to 800 px (a 16x waste on CPU);
+* one square anchor size per FPN level (clump boxes are squares of 4-48 px);
+* fewer RPN proposals (600/300 train, 300/100 test) and <= 50 detections per image: at most ~10 clumps;
+* normalisation from the ModelSpec, applied inside the model, so inputs are always [0, 1] images;
+* optional dropout in the box head (MC dropout for active learning).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+
+from clumptool.detection.backbones import build_backbone
+from clumptool.detection.spec import ModelSpec
+
+
+class DropoutTwoMLPHead(nn.Module):
+    """torchvision's TwoMLPHead with dropout after each layer (p = 0 gives the original head)."""
+
+    def __init__(self, in_channels: int, representation_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc6 = nn.Linear(in_channels, representation_size)
+        self.fc7 = nn.Linear(representation_size, representation_size)
+        self.drop6 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.drop7 = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(start_dim=1)
+        x = self.drop6(torch.relu(self.fc6(x)))
+        return self.drop7(torch.relu(self.fc7(x)))
+
+
+def cpu_setup() -> None:
+    """Denormal floats make CPU convolutions extremely slow (one run did not finish 4 steps in 7 min)."""
+    torch.set_flush_denormal(True)
+
+
+def build_model(spec: ModelSpec, weights: str | os.PathLike | None = None) -> FasterRCNN:
+    """A Faster R-CNN for ``spec``; ``weights`` initialise the backbone only (see backbones.build_backbone).
+
+    Loading a trained detector goes through :func:`clumptool.detection.io.load_model` instead. Given
+    ``weights``, ``spec.init_weights`` records them (provenance, and batch norm frozen as in training).
+    """
+    cpu_setup()
+    if weights is not None and str(weights).lower() not in ("", "none", "random"):
+        spec.init_weights = str(weights)
+    backbone = build_backbone(spec.backbone, in_channels=spec.in_channels, weights=weights,
+                              fpn_channels=spec.fpn_channels, trainable_stages=spec.trainable_stages,
+                              image_size=spec.image_size, frozen_bn=spec.init_weights is not None)
+    names = [str(i) for i in range(len(spec.anchor_sizes))]
+    anchors = AnchorGenerator(sizes=tuple((int(s),) for s in spec.anchor_sizes),
+                              aspect_ratios=((1.0,),) * len(names))
+    pool = MultiScaleRoIAlign(featmap_names=names, output_size=7, sampling_ratio=2)
+    head = DropoutTwoMLPHead(spec.fpn_channels * 7 * 7, spec.representation_size, spec.box_dropout)
+    predictor = FastRCNNPredictor(spec.representation_size, spec.num_classes)
+    return FasterRCNN(
+        backbone,
+        num_classes=None,
+        min_size=spec.image_size,
+        max_size=spec.image_size,
+        image_mean=list(spec.mean),
+        image_std=list(spec.std),
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=spec.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=spec.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=spec.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=spec.rpn_post_nms_top_n_test,
+        box_roi_pool=pool,
+        box_head=head,
+        box_predictor=predictor,
+        box_score_thresh=spec.box_score_thresh,
+        box_detections_per_img=spec.detections_per_img,
+    )
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

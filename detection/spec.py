@@ -1,0 +1,144 @@
+"""ModelSpec: everything about a trained detector that is not a weight, saved as ``model.json``.
+
+evaluate / predict / select-next-batch read it so that nobody has to repeat options (image size, crop,
+normalisation, classes ...) and so that a model is never fed images prepared differently from training
+(the paper's released models were trained on x4-upscaled crops and run on full images: clumps looked half
+their size; see /work/shared/docs/detection-reference.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clumptool.common.atomic import write_text_atomic
+from clumptool.common.errors import ClumptoolError
+
+CLASSES = ["background", "clump", "odd_clump"]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def default_normalisation(backbone: str, in_channels: int) -> tuple[list[float], list[float]]:
+    """Mean/std the encoder expects for [0, 1] inputs.
+
+    Zoobot encoders were trained on [0, 1] images without normalisation (mean 0, std 1) even though their
+    hub config lists ImageNet values; torchvision's ImageNet ResNet-50 expects ImageNet mean/std.
+    """
+    if backbone.startswith("torchvision_") and in_channels == 3:
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    if backbone.startswith("torchvision_"):
+        return [float(sum(IMAGENET_MEAN) / 3)] * in_channels, [float(sum(IMAGENET_STD) / 3)] * in_channels
+    return [0.0] * in_channels, [1.0] * in_channels
+
+
+def new_version() -> str:
+    """A provenance string: UTC time plus a few random hex digits."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
+
+
+@dataclass
+class ModelSpec:
+    """The architecture and input preparation of a detector (weights live beside it)."""
+
+    backbone: str = "convnext_nano"
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    image_size: int = 200
+    crop: int | None = 200
+    in_channels: int = 3
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    anchor_sizes: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    box_dropout: float = 0.0
+    fits_bands: list[int] | None = None
+    version: str = field(default_factory=new_version)
+    # --- additions beyond the shared contract (all have defaults) ---
+    fpn_channels: int = 128
+    representation_size: int = 512          # width of the two-layer box head
+    trainable_stages: int | None = None     # None = whole backbone trains; k = only the last k of 4 stages
+    rpn_pre_nms_top_n_train: int = 600
+    rpn_post_nms_top_n_train: int = 300
+    rpn_pre_nms_top_n_test: int = 300
+    rpn_post_nms_top_n_test: int = 100
+    detections_per_img: int = 50
+    box_score_thresh: float = 0.05
+    init_weights: str | None = None         # where the backbone's initial weights came from (provenance)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ClumptoolError for inconsistent settings."""
+        if self.image_size < 32:
+            raise ClumptoolError(f"image_size must be at least 32 px, got {self.image_size}")
+        if self.crop is not None and self.crop < 8:
+            raise ClumptoolError(f"crop must be at least 8 px (or None), got {self.crop}")
+        if self.in_channels < 1:
+            raise ClumptoolError(f"in_channels must be >= 1, got {self.in_channels}")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ClumptoolError(
+                f"mean/std need one value per input channel ({self.in_channels}), got {len(self.mean)}/{len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ClumptoolError(f"std must be positive, got {self.std}")
+        if len(self.classes) < 2 or self.classes[0] != "background":
+            raise ClumptoolError(f"classes must start with 'background', got {self.classes}")
+        if not 0.0 <= self.box_dropout < 1.0:
+            raise ClumptoolError(f"box_dropout must be in [0, 1), got {self.box_dropout}")
+        if len(self.anchor_sizes) != 4 or any(a <= 0 for a in self.anchor_sizes):
+            raise ClumptoolError(
+                f"anchor_sizes needs 4 positive sizes (one per FPN level, strides 4/8/16/32), got {self.anchor_sizes}"
+            )
+        if self.trainable_stages is not None and not 0 <= self.trainable_stages <= 4:
+            raise ClumptoolError(f"trainable_stages must be 0..4 (or None = all), got {self.trainable_stages}")
+        if self.fits_bands is not None and len(self.fits_bands) != self.in_channels:
+            raise ClumptoolError(
+                f"fits_bands {self.fits_bands} must list one band per input channel ({self.in_channels})"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        """Write the spec atomically as indented JSON."""
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "model spec") -> ModelSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ClumptoolError(f"{source}: unknown field(s) {', '.join(unknown)} (written by a newer clumptool?)")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ClumptoolError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> ModelSpec:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ClumptoolError(f"{path}: model spec not found") from exc
+        except (OSError, ValueError) as exc:
+            raise ClumptoolError(f"{path}: cannot read model spec ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ClumptoolError(f"{path}: model spec must be a JSON object")
+        return cls.from_dict(data, source=str(path))
+
+
+def make_spec(backbone: str = "convnext_nano", *, in_channels: int = 3, mean: list[float] | None = None,
+              std: list[float] | None = None, **kwargs) -> ModelSpec:
+    """A ModelSpec with the normalisation the backbone expects unless given explicitly."""
+    dmean, dstd = default_normalisation(backbone, in_channels)
+    return ModelSpec(backbone=backbone, in_channels=in_channels, mean=list(mean or dmean), std=list(std or dstd),
+                     **kwargs)
