@@ -162,6 +162,7 @@ class FakeState:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid 40 ms stalls
     server: _Server
 
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature; keep the test output quiet

@@ -1,0 +1,77 @@
+"""Fixtures for the upload tests: the loopback fake Panoptes server and the real panoptes-client.
+
+The client runs unmodified against the fake; only its retry limits are set to 1 so that no test sleeps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from clumptool.active_learning.fake_panoptes import FakePanoptes
+from clumptool.active_learning.zooniverse import import_panoptes_client
+
+PASSWORD = "s3cret-Pw-93kq"          # distinctive, so the tests can search for leaks
+CLIENT_SECRET = "app-s3cret-7Hx2"
+_ENV = ("PANOPTES_USERNAME", "PANOPTES_PASSWORD", "PANOPTES_CLIENT_ID", "PANOPTES_CLIENT_SECRET",
+        "PANOPTES_ENDPOINT", "PANOPTES_DEBUG", "PANOPTES_REDIRECT_URL")
+
+
+@pytest.fixture
+def panoptes_client(monkeypatch):
+    """The real client with retries limited to one attempt; thread-locals cleared afterwards."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    for var in _ENV:
+        monkeypatch.delenv(var, raising=False)
+    pc = import_panoptes_client()
+    monkeypatch.setattr(pc.panoptes, "HTTP_RETRY_LIMIT", 1)
+    monkeypatch.setattr(pc.subject, "UPLOAD_RETRY_LIMIT", 1)
+    yield pc
+    pc.Panoptes._local.__dict__.clear()
+    pc.Subject._local.__dict__.clear()
+
+
+@pytest.fixture
+def fake(panoptes_client, monkeypatch):
+    """A running fake server (user clumpbot / PASSWORD, app clumptool-app / CLIENT_SECRET, project 1234
+    with workflow 5678) and the password credentials in the environment."""
+    server = FakePanoptes(users={"clumpbot": PASSWORD}, apps={"clumptool-app": CLIENT_SECRET})
+    server.start()
+    monkeypatch.setenv("PANOPTES_USERNAME", "clumpbot")
+    monkeypatch.setenv("PANOPTES_PASSWORD", PASSWORD)
+    yield server
+    server.stop()
+
+
+def make_selection(folder, n: int = 5, size: int = 24, seed: int = 0) -> pd.DataFrame:
+    """n tiny distinct PNG cutouts and a selection table like select-next-batch produces."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        path = folder / f"G{i:04d}.png"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+        rows.append({"galaxy_id": f"G{i:04d}", "file": str(path), "score": round(0.9 - 0.1 * i, 3),
+                     "strategy": "bald" if i % 2 == 0 else "random", "rank": i + 1, "control": int(i % 2),
+                     "ra": 150.0 + i / 100, "dec": 2.0 - i / 100})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def selection(tmp_path) -> pd.DataFrame:
+    return make_selection(tmp_path / "cutouts")
+
+
+@pytest.fixture(name="make_selection")
+def make_selection_fixture():
+    """The :func:`make_selection` builder, for tests needing more than one selection."""
+    return make_selection
+
+
+@pytest.fixture
+def fake_secrets() -> dict[str, str]:
+    """The fake server's password and client secret (to search outputs for leaks)."""
+    return {"password": PASSWORD, "client_secret": CLIENT_SECRET}
