@@ -1,0 +1,116 @@
+"""Figures of the detection layer: completeness/purity curves and detections drawn on galaxies (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from clumptool.common.atomic import atomic_path
+from clumptool.detection.metrics import ScoreCurve
+
+CLASS_COLOURS = {1: "#00e5ff", 2: "#ff4fd8"}
+TRUTH_COLOUR = "#ffd400"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLike, title: str = "") -> None:
+    """Left: completeness and purity vs score threshold; right: purity vs completeness. Best F1 marked."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, curve) in enumerate(curves.items()):
+        if len(curve.thresholds) == 0:
+            continue
+        c = colours[k % len(colours)]
+        lw = 2.2 if name == "overall" else 1.2
+        t, comp, pur = curve.thresholds, curve.completeness, curve.purity
+        ax1.plot(t, comp, color=c, lw=lw, label=f"{name} completeness")
+        ax1.plot(t, pur, color=c, lw=lw, ls="--", label=f"{name} purity")
+        ax2.plot(comp, pur, color=c, lw=lw, label=f"{name} (n_true={curve.n_true})")
+        best = curve.best_f1()
+        if best["threshold"] is not None:
+            ax2.plot(best["completeness"], best["purity"], "o", color=c)
+            ax2.annotate(f"F1={best['f1']:.2f} @ {best['threshold']:.2f}", (best["completeness"], best["purity"]),
+                         textcoords="offset points", xytext=(4, -12), fontsize=7, color=c)
+            if name == "overall":
+                ax1.axvline(best["threshold"], color=c, lw=0.8, ls=":")
+    ax1.set(xlabel="score threshold", ylabel="completeness / purity", xlim=(0, 1), ylim=(0, 1.02))
+    ax2.set(xlabel="completeness", ylabel="purity", xlim=(0, 1.02), ylim=(0, 1.02))
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+@dataclass
+class Panel:
+    """One galaxy to draw: its image (C, H, W in [0, 1]) and boxes in its pixels."""
+
+    title: str
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    true_boxes: np.ndarray | None = None
+    region: tuple[float, float, float, float] | None = None  # the part the model sees (x1, y1, x2, y2)
+
+
+def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    img = np.asarray(image, dtype=float)
+    if img.ndim == 2:
+        img = img[None]
+    if img.shape[0] == 3:
+        return np.clip(img.transpose(1, 2, 0), 0, 1), None
+    band = img[0]
+    lo, hi = np.nanpercentile(band, [1, 99.5])
+    return np.clip((band - lo) / (hi - lo if hi > lo else 1.0), 0, 1), "gray"
+
+
+def plot_detections(panels: Sequence[Panel], target: str | os.PathLike, title: str = "", ncols: int = 4) -> None:
+    """A grid of galaxies with detected boxes (colour by class, score printed) and optional true boxes."""
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
+    n = max(len(panels), 1)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, p in zip(axes.ravel(), panels, strict=False):
+        img, cmap = _display(p.image)
+        ax.imshow(img, cmap=cmap, origin="upper", interpolation="nearest")
+        if p.region is not None:
+            x1, y1, x2, y2 = p.region
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="white", lw=0.6, ls=":"))
+        if p.true_boxes is not None:
+            for b in np.asarray(p.true_boxes).reshape(-1, 4):
+                ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec=TRUTH_COLOUR, lw=1.0,
+                                       ls="--"))
+        for b, lab, s in zip(np.asarray(p.boxes).reshape(-1, 4), p.labels, p.scores, strict=True):
+            c = CLASS_COLOURS.get(int(lab), "red")
+            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec=c, lw=1.0))
+            ax.text(b[0], b[1] - 1, f"{s:.2f}", color=c, fontsize=6, va="bottom")
+        ax.set_title(f"{p.title} ({len(p.boxes)})", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
