@@ -329,6 +329,49 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, score
 # active-learning commands (clumptool.active_learning)
 # ---------------------------------------------------------------------------------------------
 
+
+@main.command("fake-panoptes", short_help="Serve a local fake Zooniverse (Panoptes) API for demos and tests.")
+@click.option("--port", type=int, default=0, show_default=True, help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder keeping subjects, images and the request log across restarts [default: in memory].")
+@click.option("--project-id", type=int, default=1234, show_default=True, help="The project it knows.")
+@click.option("--workflow-id", type=int, default=5678, show_default=True, help="The project's workflow.")
+@click.option("--subject-limit", type=int, default=10_000, show_default=True, help="The user's subject quota.")
+@click.option("--fault", "faults", multiple=True, metavar="JSON",
+              help='Inject a fault (repeatable), e.g. \'{"method": "POST", "path": "^/api/subjects$", "nth": 4, '
+                   '"status": 403, "message": "User has uploaded 3 subjects of 3 maximum"}\'; '
+                   'or {"path": "^/blob/", "nth": 2, "drop": true} to drop a media upload.')
+def fake_panoptes_command(port: int, state_dir: Path | None, project_id: int, workflow_id: int,
+                          subject_limit: int, faults: tuple[str, ...]) -> None:
+    """Serve a loopback fake of the Zooniverse API in the foreground until Ctrl-C.
+
+    It accepts the login clumpbot / s3cret (or OAuth client clumptool-app / app-s3cret) and prints its URL;
+    pass that URL as --endpoint to an upload. Only for local testing: it listens on 127.0.0.1 only.
+
+    Example: clumptool fake-panoptes --port 8642 --state fake-zooniverse/
+    """
+    import json
+
+    from clumptool.active_learning.fake_panoptes import FakePanoptes, fault_from_dict
+
+    try:
+        specs = [fault_from_dict(json.loads(f)) for f in faults]
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault") from exc
+    server = FakePanoptes(port=port, state_dir=state_dir, projects={project_id: (workflow_id,)},
+                          subject_limit=subject_limit)
+    server.state.faults.extend(specs)
+
+    def ready(url: str) -> None:
+        click.echo(f"fake Panoptes API at {url} (project {project_id}, workflow {workflow_id}); "
+                   "login clumpbot / s3cret; Ctrl-C to stop", err=False)
+        sys.stdout.flush()
+
+    server.serve_forever(ready=ready)
+    click.echo(f"stopped after {len(server.state.requests)} requests"
+               + (f"; state kept in {state_dir}" if state_dir else ""))
+
+
 # ---------------------------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------------------------

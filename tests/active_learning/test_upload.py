@@ -7,6 +7,7 @@ and the dry run.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -283,3 +284,33 @@ def test_fake_server_pages_and_persists(panoptes_client, selection, tmp_path, mo
         report = upload(again, selection, ledger)
         assert report.ok and report.created == 0 and report.reused_set
         assert_complete(again, selection, ledger)
+
+
+def test_fake_panoptes_command(panoptes_client, selection, tmp_path, monkeypatch):
+    """`clumptool fake-panoptes` serves in the foreground, prints its URL, keeps state, stops on Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+
+    state = tmp_path / "fake-state"
+    fault = '{"method": "PUT", "path": "^/blob/", "nth": 1, "status": 403, "message": "nope"}'
+    proc = subprocess.Popen([sys.executable, "-m", "clumptool.cli", "fake-panoptes", "--port", "0", "--state",
+                             str(state), "--fault", fault], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("fake Panoptes API at http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split()[4]
+        monkeypatch.setenv("PANOPTES_USERNAME", "clumpbot")
+        monkeypatch.setenv("PANOPTES_PASSWORD", "s3cret")
+        ledger = Ledger(tmp_path / "ledger.sqlite")
+        cfg = UploadConfig(project_id=1234, workflow_id=5678, subject_set_name=SET_NAME, endpoint=url)
+        first = upload_selection(selection, ledger, ROUND, cfg, progress=False)
+        assert not first.ok and len(first.failures) == 1  # the injected media failure
+        assert upload_selection(selection, ledger, ROUND, cfg, progress=False).ok
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "stopped after" in out
+    assert len(json.loads((state / "state.json").read_text())["subjects"]) == 5
