@@ -70,6 +70,18 @@ class ReadReport:
             self.examples.append({"kind": kind, "classification_id": str(classification_id), "field": fld,
                                   "message": text})
 
+    def absorb(self, other: ReadReport) -> None:
+        """Add the counts and examples of a report on another part of the same file."""
+        self.rows_read += other.rows_read
+        self.rows_used += other.rows_used
+        self.rows_skipped.update(other.rows_skipped)
+        self.marks_read += other.marks_read
+        self.marks_used += other.marks_used
+        self.marks_dropped.update(other.marks_dropped)
+        for wf, versions in other.workflows_seen.items():
+            self.workflows_seen.setdefault(wf, set()).update(versions)
+        self.examples.extend(other.examples[: max(0, MAX_EXAMPLES - len(self.examples))])
+
     def as_dict(self) -> dict:
         return {
             "path": self.path,
@@ -116,6 +128,10 @@ class ReadOptions:
     clump_tools: tuple[int, ...] | None = None
     strict: bool = False
     chunksize: int = 50_000
+    workers: int | None = None  # processes parsing chunks; None: up to 2 for big files, 1 for small ones
+
+
+PARALLEL_MIN_BYTES = 32 << 20  # below this, starting worker processes costs more than it saves
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -276,6 +292,22 @@ class _Accumulator:
         self.frame_parts.append({c: frames[c].to_numpy() for c in frames.columns})
         self.new_chunk()
 
+    def merge(self, other: _Accumulator, other_report: ReadReport, report: ReadReport) -> None:
+        """Append a closed chunk parsed elsewhere, re-coding its volunteers and versions to ours."""
+        user_map = np.array([self.user(k, n, a) for k, n, a in
+                             zip(other.user_code, other.user_names, other.user_anon, strict=True)] or [0],
+                            dtype="int64")
+        version_map = np.array([self.version(v) for v in other.version_code] or [0], dtype="int32")
+        for part in other.cls_parts:
+            part["user"] = user_map[part["user"]] if len(part["user"]) else part["user"]
+            part["version"] = version_map[part["version"]] if len(part["version"]) else part["version"]
+            self.cls_parts.append(part)
+        self.mark_parts.extend(other.mark_parts)
+        self.frame_parts.extend(other.frame_parts)
+        for sid, sd in other.subject_data.items():
+            self.subject_data.setdefault(sid, sd)
+        report.absorb(other_report)
+
     @staticmethod
     def concat(parts: list[dict[str, np.ndarray]]) -> pd.DataFrame:
         return pd.DataFrame({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
@@ -290,33 +322,96 @@ def read_export(
 
     Default workflow: the only one in the file (or ``options.workflow_id``); default version: the newest
     version of that workflow present in the file. ``progress`` is called with the number of bytes read.
+
+    Chunks are parsed in worker processes when the file is big (JSON parsing is the bottleneck and pure
+    Python); at most a few chunks are in flight, so memory stays bounded whatever the file size.
     """
     path = Path(path)
     header = check_header(path)
     report = ReadReport(path=str(path))
     acc = _Accumulator()
-    task = options.task
     tools = set(options.clump_tools) if options.clump_tools is not None else None
+    workers = options.workers
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if path.stat().st_size >= PARALLEL_MIN_BYTES else 1
 
     usecols = [c for c in (*REQUIRED_COLUMNS, "subject_data") if c in header]
     reader = pd.read_csv(
-        path, usecols=usecols, dtype=str, keep_default_na=False, chunksize=options.chunksize,
+        path, usecols=usecols, dtype=object, keep_default_na=False, chunksize=options.chunksize,
         encoding="utf-8", on_bad_lines="error",
     )
+    task = options.task
     last_pos = 0
+
+    def advance() -> None:
+        nonlocal last_pos
+        if progress is not None:
+            pos = _reader_position(reader)
+            if pos is not None:
+                progress(pos - last_pos)
+                last_pos = pos
+
     try:
-        for chunk in reader:
-            task = _parse_chunk(chunk, acc, report, options, task, tools)
-            acc.close_chunk()
-            if progress is not None:
-                pos = _reader_position(reader)
-                if pos is not None:
-                    progress(pos - last_pos)
-                    last_pos = pos
+        chunks = iter(reader)
+        if workers <= 1:
+            for chunk in chunks:
+                task = _parse_chunk(_chunk_columns(chunk), acc, report, options, task, tools)
+                acc.close_chunk()
+                advance()
+        else:
+            # the first chunk in this process: it fixes the drawing task every worker then uses
+            first = next(chunks, None)
+            if first is not None:
+                task = _parse_chunk(_chunk_columns(first), acc, report, options, task, tools)
+                acc.close_chunk()
+                advance()
+            _parse_in_workers(chunks, workers, acc, report, options, task, tools, advance)
     except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
         raise ClumptoolError(f"{path}: the CSV structure is broken ({exc})") from exc
     report.task = task
     return _finish(acc, report, options)
+
+
+def _chunk_columns(chunk: pd.DataFrame) -> dict[str, list]:
+    """A chunk as plain lists (cheap to pickle to a worker, fast to iterate)."""
+    cols = {c: chunk[c].tolist() for c in REQUIRED_COLUMNS}
+    cols["subject_data"] = chunk["subject_data"].tolist() if "subject_data" in chunk.columns else [""] * len(chunk)
+    return cols
+
+
+def _parse_chunk_alone(columns: dict[str, list], path: str, options: ReadOptions, task: str | None,
+                       tools: set[int] | None) -> tuple[_Accumulator, ReadReport]:
+    """Worker job: parse one chunk into a fresh accumulator and report (merged by the caller)."""
+    acc = _Accumulator()
+    report = ReadReport(path=path)
+    _parse_chunk(columns, acc, report, options, task, tools)
+    acc.close_chunk()
+    return acc, report
+
+
+def _parse_in_workers(chunks: Iterable[pd.DataFrame], workers: int, acc: _Accumulator, report: ReadReport,
+                      options: ReadOptions, task: str | None, tools: set[int] | None,
+                      advance: Callable[[], None]) -> None:
+    """Parse chunks in a process pool, merging results in file order with a bounded window in flight."""
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    window = 2 * workers
+    pending: deque = deque()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        try:
+            for chunk in chunks:
+                pending.append(pool.submit(_parse_chunk_alone, _chunk_columns(chunk), report.path, options,
+                                           task, tools))
+                advance()
+                while len(pending) >= window:
+                    acc.merge(*pending.popleft().result(), report)
+            while pending:
+                acc.merge(*pending.popleft().result(), report)
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
 
 
 def _reader_position(reader: object) -> int | None:
@@ -329,7 +424,7 @@ def _reader_position(reader: object) -> int | None:
 
 
 def _parse_chunk(
-    chunk: pd.DataFrame,
+    columns: dict[str, list],
     acc: _Accumulator,
     report: ReadReport,
     options: ReadOptions,
@@ -338,12 +433,10 @@ def _parse_chunk(
 ) -> str | None:
     strict = options.strict
     want_wf = options.workflow_id
-    has_subject_data = "subject_data" in chunk.columns
-    cols = [chunk[c].tolist() for c in (
+    cols = [columns[c] for c in (
         "classification_id", "user_name", "user_id", "workflow_id", "workflow_version", "created_at",
-        "metadata", "annotations", "subject_ids")]
-    sdata = chunk["subject_data"].tolist() if has_subject_data else [""] * len(chunk)
-    for cid_s, uname, uid, wf_s, version, created, meta_s, ann_s, sids, sd in zip(*cols, sdata, strict=True):
+        "metadata", "annotations", "subject_ids", "subject_data")]
+    for cid_s, uname, uid, wf_s, version, created, meta_s, ann_s, sids, sd in zip(*cols, strict=True):
         report.rows_read += 1
         try:
             cid = int(cid_s)

@@ -112,3 +112,35 @@ def test_frames_keep_their_own_sizes(export_builder, tmp_path):
     data = read_export(b.write(tmp_path / "e.csv"))
     assert sorted(data.marks["frame"].tolist()) == [0, 1]
     assert len(data.frames) == 2
+
+
+def test_worker_processes_give_the_same_tables_as_one_process(export_builder, tmp_path):
+    """Chunks parsed in a process pool are merged in file order, volunteers and versions re-coded."""
+    import pandas as pd
+
+    b = export_builder
+    rng = __import__("numpy").random.default_rng(3)
+    for i in range(120):
+        user = f"user{rng.integers(15)}"
+        marks = [(float(rng.uniform(0, 400)), float(rng.uniform(0, 400)), int(rng.integers(2)))
+                 for _ in range(rng.integers(0, 4))]
+        b.add(int(rng.integers(1, 25)), user, marks, fem=bool(i % 2), anonymous=bool(i % 7 == 0),
+              version="12.34" if i % 5 else "12.30")
+    b.add(3, "broken", [], raw_annotations="[{not json")
+    path = b.write(tmp_path / "e.csv")
+    one = read_export(path, ReadOptions(chunksize=17, workers=1))
+    two = read_export(path, ReadOptions(chunksize=17, workers=2))
+    for name in ("classifications", "marks", "frames", "volunteers", "subject_data"):
+        pd.testing.assert_frame_equal(getattr(one, name), getattr(two, name))
+    assert one.report.as_dict() == two.report.as_dict()
+    assert one.report.rows_skipped["broken JSON in annotations"] == 1
+    assert one.report.rows_read == 121
+
+
+def test_strict_is_fatal_in_worker_processes_too(export_builder, tmp_path):
+    b = export_builder
+    for i in range(40):
+        b.add(i, f"u{i}", [(10, 10, 0)])
+    b.add(99, "bad", [], raw_annotations="[{not json")
+    with pytest.raises(ClumptoolError, match="annotations"):
+        read_export(b.write(tmp_path / "e.csv"), ReadOptions(chunksize=10, workers=2, strict=True))
