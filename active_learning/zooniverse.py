@@ -407,6 +407,8 @@ class _Uploader:
         lost = rows[(rows["create_pending"] == 1) & rows["subject_id"].isna() & (rows["state"] != "linked")]
         if len(lost):
             wanted = set(lost["galaxy_id"])
+            log.warning("%d subject create(s) of round %s got no answer; listing project %s's subjects to find "
+                        "them (slow on big projects)", len(wanted), self.round, self.config.project_id)
             found: dict[str, list[str]] = {}
             for gid, sid in member_of.items():
                 if gid in wanted:
@@ -489,7 +491,11 @@ class _Uploader:
             metadata["#model_version"] = cfg.model_version
         subject = self.Subject()
         subject.links.project = cfg.project_id
-        subject.add_location(str(row["file"]), manual_mimetype="image/png")
+        try:
+            subject.add_location(str(row["file"]), manual_mimetype="image/png")
+        except OSError as exc:
+            self._fail(gid, f"cannot read {row['file']}: {exc.strerror or exc}")
+            return None
         subject.metadata.update(metadata)
         subject.__dict__["_clumptool_on_id"] = lambda sid: self.ledger.mark(gid, self.round, "created",
                                                                           subject_id=sid)
@@ -568,6 +574,8 @@ class _Uploader:
         to_link = [(r.galaxy_id, r.subject_id) for r in rows.itertuples(index=False) if r.state == "uploaded"]
         self.quota(len(to_create))
         queue: list[tuple[str, str]] = []
+        # a leftover Subject.async_saves() pool on this thread would make save() return before the create
+        leftover = self.pc.Subject._local.__dict__.pop("save_exec", None)
         try:
             self.link(to_link)
             for gid in tqdm(to_create, desc="uploading subjects", unit="subject", disable=not self.progress,
@@ -585,6 +593,9 @@ class _Uploader:
             if queue and not self.link_broken:  # keep what was uploaded before the stop
                 with contextlib.suppress(_Stop):
                     self.link(queue)
+        finally:
+            if leftover is not None:
+                self.pc.Subject._local.save_exec = leftover
         self.link_workflow()
 
     def link_workflow(self) -> None:
@@ -615,18 +626,20 @@ def upload_selection(selection: pd.DataFrame, ledger: Ledger, round_name: str, c
 
     Raises ClumptoolError for problems a user must fix first (bad files, missing credentials, failed
     login, unknown project, quota too small); per-galaxy failures are in the report (``report.ok``).
+    ``config.dry_run`` checks the files and reports what would be uploaded without any request, without
+    credentials and without writing to the ledger.
     """
     sel = _prepare(selection, config.max_bytes)
-    ledger.record_selection(round_name, sel, subject_set_name=config.subject_set_name)
     report = UploadReport(round_name=round_name, subject_set_name=config.subject_set_name,
                           endpoint=config.endpoint, dry_run=config.dry_run, requested=len(sel))
-    if config.dry_run:
+    if config.dry_run:  # read-only: no request, no credentials, the ledger untouched
         rows = ledger.rows(round_name)
-        rows = rows[rows["galaxy_id"].isin(set(sel["galaxy_id"]))]
-        report.linked_total = int((rows["state"] == "linked").sum())
-        report.would_upload = len(rows) - report.linked_total
+        linked = set(rows.loc[rows["state"] == "linked", "galaxy_id"])
+        report.linked_total = int(sel["galaxy_id"].isin(linked).sum())
+        report.would_upload = len(sel) - report.linked_total
         report.summary = ledger.summary(round_name)
         return report
+    ledger.record_selection(round_name, sel, subject_set_name=config.subject_set_name)
     credentials = credentials_from_env()
     secrets = [v for k, v in credentials.items() if k in ("password", "client_secret")]
     pc = import_panoptes_client()

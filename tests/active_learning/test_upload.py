@@ -215,13 +215,19 @@ def test_credentials_never_leak(fake, selection, tmp_path, caplog, capsys, monke
 
 
 def test_dry_run_sends_nothing(fake, selection, tmp_path, monkeypatch):
-    monkeypatch.delenv("PANOPTES_PASSWORD")  # not even credentials are needed
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    report = upload(fake, selection, ledger, dry_run=True)
+    with monkeypatch.context() as m:
+        m.delenv("PANOPTES_PASSWORD")  # not even credentials are needed
+        report = upload(fake, selection, ledger, dry_run=True)
     assert report.ok and report.dry_run and report.would_upload == 5
     assert "nothing was sent" in report.format()
     assert fake.state.requests == []
-    assert ledger.summary(ROUND)["selected"] == 5
+    assert ledger.summary(ROUND)["total"] == 0  # nothing recorded: later rounds may still pick them
+    assert upload(fake, selection.iloc[:2], ledger).ok
+    monkeypatch.delenv("PANOPTES_USERNAME")
+    n = len(fake.state.requests)
+    again = upload(fake, selection, ledger, dry_run=True)
+    assert (again.linked_total, again.would_upload) == (2, 3) and len(fake.state.requests) == n
 
 
 def test_quota_checked_before_uploading(panoptes_client, selection, tmp_path, monkeypatch, fake_secrets):
@@ -243,6 +249,10 @@ def test_bad_login_and_missing_credentials(fake, selection, tmp_path, monkeypatc
         upload(fake, selection, ledger)
     monkeypatch.delenv("PANOPTES_PASSWORD")
     with pytest.raises(ClumptoolError, match="PANOPTES_USERNAME and PANOPTES_PASSWORD"):
+        upload(fake, selection, ledger)
+    monkeypatch.setenv("PANOPTES_CLIENT_ID", "clumptool-app")
+    monkeypatch.setenv("PANOPTES_CLIENT_SECRET", "wrong-secret")
+    with pytest.raises(ClumptoolError, match="login failed.*invalid_client"):
         upload(fake, selection, ledger)
     assert not fake.state.subjects
     assert credentials_from_env({"PANOPTES_CLIENT_ID": "a", "PANOPTES_CLIENT_SECRET": "b"}) == {
