@@ -324,3 +324,17 @@ def test_fake_panoptes_command(panoptes_client, selection, tmp_path, monkeypatch
     assert proc.returncode == 0, err
     assert "stopped after" in out
     assert len(json.loads((state / "state.json").read_text())["subjects"]) == 5
+
+
+def test_short_lived_tokens_are_refreshed(panoptes_client, selection, tmp_path, monkeypatch, fake_secrets):
+    """Tokens the client considers expired (under its 2-minute margin) go through the refresh grant."""
+    from clumptool.active_learning.fake_panoptes import FakePanoptes
+
+    monkeypatch.setenv("PANOPTES_USERNAME", "clumpbot")
+    monkeypatch.setenv("PANOPTES_PASSWORD", fake_secrets["password"])
+    with FakePanoptes(users={"clumpbot": fake_secrets["password"]}, token_lifetime=100) as server:
+        ledger = Ledger(tmp_path / "l.sqlite")
+        assert upload(server, selection, ledger).ok
+        grants = [r["body"]["grant_type"] for r in server.state.requests_to("POST", r"^/oauth/token$")]
+        assert grants[0] == "password" and grants.count("refresh_token") >= 5
+        assert_complete(server, selection, ledger)
