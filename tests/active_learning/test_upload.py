@@ -338,3 +338,21 @@ def test_short_lived_tokens_are_refreshed(panoptes_client, selection, tmp_path, 
         grants = [r["body"]["grant_type"] for r in server.state.requests_to("POST", r"^/oauth/token$")]
         assert grants[0] == "password" and grants.count("refresh_token") >= 5
         assert_complete(server, selection, ledger)
+
+
+def test_run_stops_when_the_server_keeps_failing(fake, selection, tmp_path):
+    fake.state.add_fault(method="POST", path=r"^/api/subjects$", nth=1, times=100, status=422,
+                         message="Validation failed: metadata is invalid")
+    report = upload(fake, selection, Ledger(tmp_path / "l.sqlite"), max_consecutive_failures=3)
+    assert "3 failures in a row" in report.stopped_early and len(report.failures) == 3
+    assert len(fake.state.requests_to("POST", r"^/api/subjects$")) == 3  # no hammering, no 40 s retries
+
+
+def test_importing_the_client_leaves_root_logging_alone():
+    import subprocess
+    import sys
+
+    code = ("import logging; from clumptool.active_learning.zooniverse import import_panoptes_client; "
+            "import_panoptes_client(); root = logging.getLogger(); "
+            "assert root.handlers == [] and root.level == logging.WARNING, (root.handlers, root.level)")
+    subprocess.run([sys.executable, "-c", code], check=True)
