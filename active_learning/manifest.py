@@ -182,6 +182,8 @@ def subject_metadata(row: pd.Series | dict, round_name: str | None = None,
             value = str(value)
         elif col in ("rank", "control"):
             value = int(value)
+        elif col == "score":
+            value = float(f"{float(value):.6g}")  # acquisition scores carry no more precision than this
         meta[key] = value
     columns = DEFAULT_METADATA_COLUMNS if metadata_columns is None else metadata_columns
     for col in columns:
@@ -215,7 +217,7 @@ def write_manifest(selection: pd.DataFrame, path: Path, round_name: str | None =
     extra = [k for r in records for k in r if k not in order]
     order += list(dict.fromkeys(extra))
     table = pd.DataFrame.from_records(records, columns=order)
-    write_text_atomic(path, table.to_csv(index=False, float_format="%.6g"))
+    write_text_atomic(path, table.to_csv(index=False))  # floats as shortest round-trip repr (RA/Dec intact)
     return path
 
 

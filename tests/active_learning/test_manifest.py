@@ -76,7 +76,7 @@ def test_manifest_follows_the_panoptes_cli_convention(tmp_path):
     table = pd.DataFrame({
         "galaxy_id": [90000001, 90000002], "image_path": [noisy_png(images / f"{i}.png", 16, i) for i in (1, 2)],
         "score": [0.8123, np.float32(0.0412)], "strategy": ["bald", "random"], "rank": [1, 2],
-        "control": [0, 1], "ra": [150.1, 150.2], "dec": [2.2, np.nan], "model_version": "v3",
+        "control": [0, 1], "ra": [150.1234567891, 150.2], "dec": [2.2, np.nan], "model_version": "v3",
     })
     out = write_cutouts(table, tmp_path / "batch" / "cutouts")
     path = write_manifest(out, tmp_path / "batch" / "manifest.csv", round_name="3")
@@ -84,7 +84,7 @@ def test_manifest_follows_the_panoptes_cli_convention(tmp_path):
         rows = list(csv.reader(fh))
     assert rows[0] == ["file", "#galaxy_id", "#al_round", "#acquisition", "#al_score", "#priority",
                        "#al_control", "#model_version", "ra", "dec"]
-    assert rows[1] == ["cutouts/90000001.png", "90000001", "3", "bald", "0.8123", "1", "0", "v3", "150.1", "2.2"]
+    assert rows[1] == ["cutouts/90000001.png", "90000001", "3", "bald", "0.8123", "1", "0", "v3", "150.1234567891", "2.2"]
     assert rows[2][:7] == ["cutouts/90000002.png", "90000002", "3", "random", "0.0412", "2", "1"]
     assert rows[2][9] == ""  # NaN stays empty
     # the CLI resolves files relative to the manifest: they must exist there
@@ -92,7 +92,7 @@ def test_manifest_follows_the_panoptes_cli_convention(tmp_path):
     # the Python uploader gets the same metadata, with JSON types
     meta = subject_metadata(out.iloc[1], round_name="3")
     assert meta == {"#galaxy_id": "90000002", "#al_round": "3", "#acquisition": "random",
-                    "#al_score": pytest.approx(0.0412), "#priority": 2, "#al_control": 1,
+                    "#al_score": 0.0412, "#priority": 2, "#al_control": 1,
                     "#model_version": "v3", "ra": 150.2}
     assert isinstance(meta["#priority"], int) and isinstance(meta["#al_score"], float)
 
