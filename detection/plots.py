@@ -13,6 +13,7 @@ from clumptool.detection.metrics import ScoreCurve
 
 CLASS_COLOURS = {1: "#00e5ff", 2: "#ff4fd8"}
 TRUTH_COLOUR = "#ffd400"
+MAX_SCORE_LABELS = 12  # beyond this many boxes per galaxy, scores would hide the image
 
 
 def _pyplot():
@@ -41,9 +42,10 @@ def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLik
         best = curve.best_f1()
         if best["threshold"] is not None:
             ax2.plot(best["completeness"], best["purity"], "o", color=c)
-            ax2.annotate(f"F1={best['f1']:.2f} @ {best['threshold']:.2f}", (best["completeness"], best["purity"]),
-                         textcoords="offset points", xytext=(4, -12), fontsize=7, color=c)
             if name == "overall":
+                ax2.annotate(f"best F1 = {best['f1']:.2f} at score {best['threshold']:.2f}",
+                             (best["completeness"], best["purity"]), textcoords="offset points", xytext=(6, -12),
+                             fontsize=8, color=c)
                 ax1.axvline(best["threshold"], color=c, lw=0.8, ls=":")
     ax1.set(xlabel="score threshold", ylabel="completeness / purity", xlim=(0, 1), ylim=(0, 1.02))
     ax2.set(xlabel="completeness", ylabel="purity", xlim=(0, 1.02), ylim=(0, 1.02))
@@ -52,7 +54,7 @@ def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLik
         ax.legend(fontsize=7, loc="lower left")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95) if title else None)
     with atomic_path(target, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
@@ -85,12 +87,14 @@ def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
 def plot_detections(panels: Sequence[Panel], target: str | os.PathLike, title: str = "", ncols: int = 4) -> None:
     """A grid of galaxies with detected boxes (colour by class, score printed) and optional true boxes."""
     plt = _pyplot()
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
     n = max(len(panels), 1)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows + 0.6), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, p in zip(axes.ravel(), panels, strict=False):
@@ -103,14 +107,22 @@ def plot_detections(panels: Sequence[Panel], target: str | os.PathLike, title: s
             for b in np.asarray(p.true_boxes).reshape(-1, 4):
                 ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec=TRUTH_COLOUR, lw=1.0,
                                        ls="--"))
+        label_scores = len(p.boxes) <= MAX_SCORE_LABELS
         for b, lab, s in zip(np.asarray(p.boxes).reshape(-1, 4), p.labels, p.scores, strict=True):
             c = CLASS_COLOURS.get(int(lab), "red")
             ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec=c, lw=1.0))
-            ax.text(b[0], b[1] - 1, f"{s:.2f}", color=c, fontsize=6, va="bottom")
-        ax.set_title(f"{p.title} ({len(p.boxes)})", fontsize=8)
+            if label_scores:
+                ax.text(b[0], b[1] - 1, f"{s:.2f}", color=c, fontsize=6, va="bottom")
+        ax.set_title(f"{p.title}: {len(p.boxes)} detections", fontsize=8)
+    handles = [Line2D([], [], color=c, lw=1.5, label=name) for name, c in
+               (("clump", CLASS_COLOURS[1]), ("odd clump", CLASS_COLOURS[2]))]
+    if any(p.true_boxes is not None for p in panels):
+        handles.append(Line2D([], [], color=TRUTH_COLOUR, lw=1.0, ls="--", label="truth"))
+    if any(p.region is not None for p in panels):
+        handles.append(Line2D([], [], color="grey", lw=0.8, ls=":", label="region the model sees"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     with atomic_path(target, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

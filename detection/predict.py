@@ -214,6 +214,9 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     notes: list[str] = []
     if sky is None:
         notes.append("no --subjects table: clump_centre_ra/dec, galaxy_ra/dec and FWHM_r_px are NaN")
+    elif len(sky) > len(paths):
+        notes.append(f"{len(sky) - len(paths)} of the {len(sky)} subjects in {subjects} have no image in "
+                     f"{images_dir} and are not in the catalogue")
     metadata = {"model": str(model_path), "model_version": spec.version, "score_threshold": score_threshold,
                 "nms_iou": nms_iou, "drop_central": drop_central, "subjects": None if subjects is None else str(subjects),
                 "images": str(images_dir), "pixels": "original image, x right, y down, origin top-left corner"}

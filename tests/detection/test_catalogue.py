@@ -88,3 +88,23 @@ def test_combined_ra_dec_field_and_bad_value():
     assert (sky["5"].ra, sky["5"].dec, sky["5"].arcsec_per_side) == (150.1, -1.5, 80.0)
     with pytest.raises(ClumptoolError, match="subject_id 6.*ra, dec"):
         subject_sky_table(pd.DataFrame({"subject_id": [6], "ra, dec": ["somewhere"]}), source="s.csv")
+
+
+def test_catalogue_sky_positions_agree_with_the_simulators_truth(tmp_path):
+    """A detection exactly on an injected clump gets the ra/dec the simulator recorded for it."""
+    from clumptool.aggregation.boxes import square_boxes
+    from clumptool.simulation.config import SimulationConfig
+    from clumptool.simulation.project import simulate_project
+
+    simulate_project(tmp_path / "sim", SimulationConfig(galaxies=5, volunteers_per_subject=2, image_size=200,
+                                                        images=False, clumpy_fraction=1.0, seed=3))
+    truth = pd.read_csv(tmp_path / "sim" / "truth.csv")
+    sky = read_subject_sky(tmp_path / "sim" / "subjects.csv")
+    assert len(truth) > 0
+    for sid, g in truth.groupby("subject_id"):
+        boxes = square_boxes(g["x"].to_numpy(), g["y"].to_numpy(), 2.5 * g["fwhm_px"].to_numpy())
+        scores = np.linspace(1.0, 0.5, len(g))  # keeps the truth order (rows come highest score first)
+        df = catalogue_rows(str(sid), boxes, scores, g["label"].to_numpy(), 200, 200, CLASSES, sky[str(sid)])
+        np.testing.assert_allclose(df["clump_centre_ra"], g["ra"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(df["clump_centre_dec"], g["dec"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(df["FWHM_r_px"], g["fwhm_px"], atol=1e-4)
