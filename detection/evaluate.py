@@ -153,17 +153,22 @@ def read_truth(path: str | os.PathLike, box_scale: float = DEFAULT_BOX_SCALE,
     return truth_from_frame(read_table(path), path, box_scale, box_size)
 
 
-def restrict_to_region(boxes: np.ndarray, labels: np.ndarray,
-                       region: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """True boxes whose centre lies inside ``region`` (x1, y1, x2, y2), clipped to it."""
+def restrict_to_region(boxes: np.ndarray, labels: np.ndarray, region: tuple[float, float, float, float]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True boxes whose centre lies inside ``region`` (x1, y1, x2, y2), clipped to it as the model's boxes are.
+
+    Returns the clipped boxes, their labels and their sides BEFORE clipping (the FWHM, hence the default
+    matching radius, does not shrink at the edge).
+    """
     boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
     x1, y1, x2, y2 = region
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     inside = (cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2)
     kept = boxes[inside].copy()
+    sides = np.maximum(kept[:, 2] - kept[:, 0], kept[:, 3] - kept[:, 1])
     kept[:, [0, 2]] = np.clip(kept[:, [0, 2]], x1, x2)
     kept[:, [1, 3]] = np.clip(kept[:, [1, 3]], y1, y2)
-    return kept, np.asarray(labels)[inside]
+    return kept, np.asarray(labels)[inside], sides
 
 
 # ------------------------------------------------------------------------------------------------ model side
@@ -234,9 +239,11 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
         if key not in regions:
             regions[key] = model_region(spec, det.width, det.height)
         tb, tl = truth.get(str(det.subject_id))
-        kept_b, kept_l = restrict_to_region(tb, tl, regions[key])
+        kept_b, kept_l, sides = restrict_to_region(tb, tl, regions[key])
         n_true_outside += len(tb) - len(kept_b)
-        results.append(ImageResult(str(det.subject_id), det.boxes, det.scores, det.labels, kept_b, kept_l))
+        radius = sides / settings.box_scale if settings.max_dist is None else None
+        results.append(ImageResult(str(det.subject_id), det.boxes, det.scores, det.labels, kept_b, kept_l,
+                                   max_dist=radius))
 
     evaluation = evaluate_images(results, classes, settings, threshold=score_threshold)
     maps = {"per_class": mean_average_precision(results),

@@ -54,11 +54,13 @@ def test_bad_truth_tables_are_rejected_with_the_row_and_field(frame, message):
 
 def test_truth_outside_the_model_region_is_left_out_and_edges_clipped():
     boxes = np.array([[95, 95, 105, 105], [44, 95, 54, 105], [40, 40, 52, 52]], dtype=float)
-    kept, labels = restrict_to_region(boxes, np.array([1, 2, 1]), (50.0, 50.0, 150.0, 150.0))
+    kept, labels, sides = restrict_to_region(boxes, np.array([1, 2, 1]), (50.0, 50.0, 150.0, 150.0))
     np.testing.assert_allclose(kept, [[95, 95, 105, 105]])  # centres (49, 100), (46, 46) are outside
-    assert labels.tolist() == [1]
-    kept, _ = restrict_to_region(np.array([[44, 95, 56, 105]], dtype=float), np.array([1]), (50, 50, 150, 150))
+    assert labels.tolist() == [1] and sides.tolist() == [10.0]
+    kept, _, sides = restrict_to_region(np.array([[44, 95, 56, 105]], dtype=float), np.array([1]),
+                                        (50, 50, 150, 150))
     np.testing.assert_allclose(kept, [[50, 95, 56, 105]])
+    assert sides.tolist() == [12.0]  # the matching radius keeps the clump's full FWHM at the edge
 
 
 # ----------------------------------------------------------------------------------------- post-processing
