@@ -130,13 +130,12 @@ class FakeState:
             text = json.dumps(data, indent=1, sort_keys=True)
             blob_dir = folder / "blobs"
             blob_dir.mkdir(parents=True, exist_ok=True)
-            for key, value in self.blobs.items():
-                path = blob_dir / quote(key, safe="")
-                if not path.exists():
-                    write_bytes_atomic(path, value)
-            for path in blob_dir.iterdir():  # deleted subjects lose their blobs
-                if not path.name.startswith(".") and path.name not in {quote(k, safe="") for k in self.blobs}:
-                    path.unlink()
+            names = {quote(key, safe=""): key for key in self.blobs}
+            on_disk = {p.name for p in blob_dir.iterdir() if not p.name.startswith(".")}
+            for name in names.keys() - on_disk:
+                write_bytes_atomic(blob_dir / name, self.blobs[names[name]])
+            for name in on_disk - names.keys():  # deleted subjects lose their blobs
+                (blob_dir / name).unlink()
         write_text_atomic(folder / "state.json", text)
 
     def load(self, folder: Path) -> None:
