@@ -356,3 +356,22 @@ def test_importing_the_client_leaves_root_logging_alone():
             "import_panoptes_client(); root = logging.getLogger(); "
             "assert root.handlers == [] and root.level == logging.WARNING, (root.handlers, root.level)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_verify_media_reads_every_image_back(fake, selection, tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    corrupted = []
+
+    class Corrupting(dict):  # the storage keeps the first image truncated: only a read-back can tell
+        def __setitem__(self, key, value):
+            if not corrupted:
+                corrupted.append(key)
+                value = value[:20]
+            super().__setitem__(key, value)
+
+    fake.state.blobs = Corrupting(fake.state.blobs)
+    report = upload(fake, selection, ledger, verify_media=True)
+    assert len(fake.state.requests_to("GET", r"^/blob/")) == 5
+    assert [err for _, err in report.failures] == ["stored media differs from the local file; subject deleted"]
+    assert upload(fake, selection, ledger, verify_media=True).ok
+    assert_complete(fake, selection, ledger)
