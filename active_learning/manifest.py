@@ -194,13 +194,14 @@ def subject_metadata(row: pd.Series | dict, round_name: str | None = None,
     return meta
 
 
-def write_manifest(selection: pd.DataFrame, path: Path, round_name: str | None = None,
-                   metadata_columns: Sequence[str] | None = None) -> Path:
+def write_manifest(selection: pd.DataFrame, path: Path, metadata_columns: Sequence[str] | None = None, *,
+                   round_name: str | None = None) -> Path:
     """Write the manifest CSV for ``panoptes subject-set upload-subjects``.
 
     Columns: ``file`` (relative to the manifest's folder), then ``#galaxy_id``, ``#al_round``,
     ``#acquisition``, ``#al_score``, ``#priority``, ``#al_control``, ``#model_version`` (those available),
-    then ``metadata_columns``. Every file must exist and be a non-empty PNG of at most 1 MiB, as the CLI
+    then ``metadata_columns`` (default: ra, dec if present). ``round_name`` fills ``#al_round`` (else the
+    selection's ``round`` column). Every file must exist and be a non-empty PNG of at most 1 MiB, as the CLI
     requires.
     """
     if "file" not in selection.columns:
