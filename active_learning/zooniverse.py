@@ -441,9 +441,14 @@ class _Uploader:
                 if state != "linked":
                     self.ledger.mark(gid, self.round, "linked", subject_id=sid)
                 continue
-            if state == "uploaded":  # media verified when it was sent: only the link is missing
+            if gid in member_of:  # another subject of this galaxy is in the set: this one is a stray
+                if self._delete_subject(sid):
+                    self.ledger.mark(gid, self.round, "linked", subject_id=member_of[gid])
+                else:
+                    self.ledger.mark(gid, self.round, "failed", error=f"stray duplicate subject {sid} could "
+                                     "not be deleted yet")
                 continue
-            # 'created', 'failed' with a subject id, or 'linked' but gone from the set: check the server
+            # not in the set: check on the server that it exists with its image before linking it
             verdict = self._verify(sid, gid)
             if verdict == "ok":
                 self.ledger.mark(gid, self.round, "uploaded", subject_id=sid)

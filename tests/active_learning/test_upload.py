@@ -375,3 +375,18 @@ def test_verify_media_reads_every_image_back(fake, selection, tmp_path):
     assert [err for _, err in report.failures] == ["stored media differs from the local file; subject deleted"]
     assert upload(fake, selection, ledger, verify_media=True).ok
     assert_complete(fake, selection, ledger)
+
+
+def test_stray_duplicate_is_deleted_not_linked(fake, selection, tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    assert upload(fake, selection, ledger).ok
+    linked_id = ledger.get("G0001", ROUND)["subject_id"]
+    with fake.state.lock:  # a second subject of G0001 that the ledger wrongly points at
+        stray = fake.state.new_id()
+        fake.state.subjects[stray] = {**fake.state.subjects[linked_id], "id": stray,
+                                      "links": {"project": "1234", "collections": [], "subject_sets": []}}
+    ledger.mark("G0001", ROUND, "uploaded", subject_id=stray)
+    report = upload(fake, selection, ledger)
+    assert report.ok and report.deleted == 1 and stray not in fake.state.subjects
+    assert ledger.get("G0001", ROUND)["subject_id"] == linked_id
+    assert_complete(fake, selection, ledger)
