@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,9 @@ import pandas as pd
 
 from clumptool.aggregation.evaluation import match_to_truth
 from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import run_measured  # noqa: E402
 
 CLUMPTOOL = [sys.executable, "-m", "clumptool.cli"]
 
@@ -98,13 +100,8 @@ def panoptes_venv(root: Path) -> Path:
 
 
 def run_timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    """Wall seconds and peak RSS (MB) of a command and all its worker processes."""
+    return run_measured(cmd, cwd=cwd)
 
 
 def speed(project: Path, work: Path, skip_panoptes: bool) -> None:
@@ -151,7 +148,7 @@ def full_scale(work: Path, seed: int) -> None:
     cls = project / "classifications.csv"
     n = sum(1 for _ in open(cls, "rb")) - 1
     print(f"\n== Clump Scout-sized export: {n:,} classifications, {cls.stat().st_size / 1e9:.2f} GB")
-    wall, peak = run_timed(["/usr/bin/env", *CLUMPTOOL, "aggregate", str(cls), "--out", str(work / "full"), "--quiet"])
+    wall, peak = run_timed([*CLUMPTOOL, "aggregate", str(cls), "--out", str(work / "full"), "--quiet"])
     print(f"  clumptool aggregate: {wall:.1f} s ({n / wall:,.0f} classifications/s), peak memory {peak:,.0f} MB "
           f"(goals: < 120 s, < 4096 MB)")
 
