@@ -384,7 +384,9 @@ def test_stray_duplicate_is_deleted_not_linked(fake, selection, tmp_path):
     with fake.state.lock:  # a second subject of G0001 that the ledger wrongly points at
         stray = fake.state.new_id()
         fake.state.subjects[stray] = {**fake.state.subjects[linked_id], "id": stray,
+                                      "locations": [{"type": "image/png", "key": "subject_location/stray.png"}],
                                       "links": {"project": "1234", "collections": [], "subject_sets": []}}
+        fake.state.blobs["subject_location/stray.png"] = fake.state.media(linked_id)[0]
     ledger.mark("G0001", ROUND, "uploaded", subject_id=stray)
     report = upload(fake, selection, ledger)
     assert report.ok and report.deleted == 1 and stray not in fake.state.subjects
