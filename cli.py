@@ -231,6 +231,92 @@ def _byte_progress(path: Path, desc: str, disable: bool = False):
 # ---------------------------------------------------------------------------------------------
 
 
+def _crop_option(value: str | None) -> int | None:
+    if value is None or str(value).lower() in ("none", "0", ""):
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"expected a side in pixels or 'none', got {value!r}") from exc
+
+
+@main.command("train", short_help="Train the Faster R-CNN clump detector on consensus boxes.")
+@click.option("--boxes", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Boxes table (parquet/csv: subject_id, x1, y1, x2, y2, label), e.g. aggregate's boxes.parquet.")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder of <subject_id>.png|.jpg|.fits images.")
+@click.option("--subjects", type=click.Path(dir_okay=False, path_type=Path),
+              help="Labelled subjects (aggregate's subjects table or a subjects export); galaxies without boxes "
+                   "are negatives [default: every image in --images is labelled].")
+@click.option("--backbone", default="convnext_nano", show_default=True,
+              help="Zoobot/timm encoder (convnext_nano, convnext_tiny, efficientnet_b0, resnet18, resnet50, "
+                   "maxvit_tiny ...) or torchvision_resnet50 (the paper's ImageNet baseline).")
+@click.option("--weights", help="Backbone weights: 'zoobot' (the Zoobot encoder of --backbone from the hub), "
+              "a hub name hf_hub:mwalmsley/zoobot-encoder-..., a local .safetensors/.pth/.ckpt file, 'imagenet' "
+              "(torchvision_resnet50), or none [default: random initialisation].")
+@click.option("--image-size", type=int, default=200, show_default=True, help="Working size fed to the network (px).")
+@click.option("--crop", default="200", show_default=True,
+              help="Central crop side in original pixels before resizing, or 'none' for the whole image.")
+@click.option("--in-channels", type=int, default=3, show_default=True, help="Input channels (1, 3 or N FITS bands).")
+@click.option("--fits-bands", help="FITS bands to stack as channels, e.g. 1,2,3.")
+@click.option("--anchor-sizes", help="4 square anchor sides in working px for strides 4/8/16/32 [default: 8,16,32,64].")
+@click.option("--box-dropout", type=float, default=0.0, show_default=True,
+              help="Dropout in the box head (> 0 enables MC dropout for active learning).")
+@click.option("--trainable-stages", type=click.IntRange(0, 4),
+              help="Train only the last N of the 4 backbone stages [default: all].")
+@click.option("--freeze-backbone", is_flag=True, help="Freeze the whole backbone (= --trainable-stages 0).")
+@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True, help="AdamW learning rate (warm-up, cosine decay).")
+@click.option("--weight-decay", type=float, default=5e-5, show_default=True)
+@click.option("--val-fraction", type=float, default=0.2, show_default=True,
+              help="Fraction of galaxies held out for validation (split by galaxy, reproducible by --seed).")
+@click.option("--patience", type=int, default=10, show_default=True,
+              help="Stop after this many epochs without a better validation F1 (0 = never).")
+@click.option("--max-minutes", type=float, help="Stop training after this many minutes.")
+@click.option("--devices", default="auto", show_default=True, help="Number of devices (or a list like 0,1).")
+@click.option("--num-nodes", type=int, default=1, show_default=True)
+@click.option("--strategy", default="auto", show_default=True, help="auto, ddp, ddp_spawn ... (Lightning strategies).")
+@click.option("--precision", type=click.Choice(["32", "16-mixed", "bf16-mixed"]), default="32", show_default=True,
+              help="Mixed precision needs a GPU.")
+@click.option("--resume", type=click.Path(dir_okay=False, path_type=Path),
+              help="Continue exactly from a checkpoint (e.g. OUT/checkpoints/last.ckpt); model settings come from it.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("model"), show_default=True,
+              help="Output folder (model, checkpoints, logs, training.png).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, help="DataLoader worker processes [default: 0 on CPU, up to 8 on GPU].")
+@click.option("--cache", is_flag=True, help="Decode all images once and keep them in memory.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def train_command(boxes: Path, images: Path, subjects: Path | None, backbone: str, weights: str | None,
+                  image_size: int, crop: str, in_channels: int, fits_bands: str | None, anchor_sizes: str | None,
+                  box_dropout: float, trainable_stages: int | None, freeze_backbone: bool, epochs: int,
+                  batch_size: int, lr: float, weight_decay: float, val_fraction: float, patience: int,
+                  max_minutes: float | None, devices: str, num_nodes: int, strategy: str, precision: str,
+                  resume: Path | None, out: Path, seed: int, workers: int | None, cache: bool,
+                  quiet: bool) -> None:
+    """Train a clump detector: Zoobot/timm encoder + FPN + Faster R-CNN.
+
+    Writes model.safetensors + model.json (the best model by validation F1), checkpoints/, logs/metrics.csv,
+    training.png, split.csv and training.json to --out.
+
+    Example: clumptool train --boxes aggregated/boxes.parquet --subjects aggregated/subjects.parquet
+    --images project/images --out model/
+    """
+    from clumptool.detection.train import summarise, train
+
+    result = train(
+        boxes, images, out, subjects=subjects, backbone=backbone, weights=weights, image_size=image_size,
+        crop=_crop_option(crop), in_channels=in_channels, fits_bands=list(_csv_ints(fits_bands) or []) or None,
+        anchor_sizes=list(_csv_ints(anchor_sizes) or []) or None, box_dropout=box_dropout,
+        trainable_stages=0 if freeze_backbone else trainable_stages, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, val_fraction=val_fraction, devices=devices, num_nodes=num_nodes,
+        strategy=strategy, precision=precision, resume=resume, seed=seed, workers=workers, cache=cache,
+        patience=patience or None, max_minutes=max_minutes, progress=not quiet,
+    )
+    if result.is_global_zero and not quiet:
+        click.echo(summarise(result))
+
+
 @main.command("evaluate", short_help="Completeness, purity and mAP of a trained detector against true clumps.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
               help="Model folder written by 'clumptool train' (or a .ckpt beside its model.json).")

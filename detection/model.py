@@ -4,7 +4,8 @@ Differences from torchvision's COCO defaults, and why:
 
 * ``min_size = max_size = image_size``: no upscaling of 200 px crops to 800 px (a 16x waste on CPU);
 * one square anchor size per FPN level (clump boxes are squares of 4-48 px);
-* fewer RPN proposals (600/300 train, 300/100 test) and <= 50 detections per image: at most ~10 clumps;
+* fewer RPN proposals (600/300 train, 300/100 test), 128 sampled RoIs per image (not 512) and <= 50
+  detections per image: a galaxy has at most ~10 clumps;
 * normalisation from the ModelSpec, applied inside the model, so inputs are always [0, 1] images;
 * optional dropout in the box head (MC dropout for active learning).
 """
@@ -80,6 +81,7 @@ def build_model(spec: ModelSpec, weights: str | os.PathLike | None = None) -> Fa
         box_predictor=predictor,
         box_score_thresh=spec.box_score_thresh,
         box_detections_per_img=spec.detections_per_img,
+        box_batch_size_per_image=spec.box_batch_size_per_image,
     )
 
 

@@ -65,6 +65,7 @@ class ModelSpec:
     rpn_pre_nms_top_n_test: int = 300
     rpn_post_nms_top_n_test: int = 100
     detections_per_img: int = 50
+    box_batch_size_per_image: int = 128     # RoIs sampled per image for the box head (COCO: 512)
     box_score_thresh: float = 0.05
     init_weights: str | None = None         # where the backbone's initial weights came from (provenance)
 

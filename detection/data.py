@@ -1,0 +1,230 @@
+"""Training data: which galaxies are labelled, their boxes in working pixels, the split, the augmentations.
+
+Which galaxies are labelled (galaxies without clumps are kept as negatives, as in the paper):
+
+* with ``subjects`` (the ``subjects`` table written by ``clumptool aggregate``, or a Zooniverse subjects
+  export: any table with ``subject_id``): every subject listed there, with or without boxes. Its image must
+  exist in the image folder;
+* without it: every image in the folder. The aggregate ``boxes`` table only lists galaxies that have
+  clumps, so a galaxy without boxes is taken as "looked at, no clumps". Put only classified images in the
+  folder, or pass ``subjects``.
+
+Either way every subject in the boxes table must have an image (a missing image is an error, not a silently
+smaller training set). Boxes are mapped to working pixels (central crop, resize); boxes cut by the crop are
+clipped and dropped when less than half of them is left.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from clumptool.common.errors import ClumptoolError
+from clumptool.common.tables import read_table
+from clumptool.detection.images import index_images, load_image, prepare
+from clumptool.detection.spec import ModelSpec
+from clumptool.detection.symmetry import apply_to_boxes, apply_to_image
+
+BOX_REQUIRED = ("subject_id", "x1", "y1", "x2", "y2", "label")
+MIN_KEPT_FRACTION = 0.5
+
+
+@dataclass
+class Item:
+    """One labelled galaxy: its image and its boxes/labels in ORIGINAL pixels."""
+
+    subject_id: str
+    path: Path
+    boxes: np.ndarray   # (n, 4) float
+    labels: np.ndarray  # (n,) int64, 1 = clump, 2 = odd clump
+
+
+def _subject_ids(series: pd.Series) -> pd.Series:
+    """Subject ids as strings; integral floats (CSV round trips) lose their '.0'."""
+    def one(v) -> str:
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v).strip()
+    return series.map(one)
+
+
+def read_boxes(path: str | os.PathLike, num_classes: int = 3) -> pd.DataFrame:
+    """The boxes table, checked: finite coordinates, x2 > x1, y2 > y1, labels in 1..num_classes-1."""
+    df = read_table(path, BOX_REQUIRED)
+    df = df.copy()
+    if df["subject_id"].isna().any():
+        row = int(np.flatnonzero(df["subject_id"].isna())[0])
+        raise ClumptoolError(f"{path}, row {row + 2}, field 'subject_id': empty")
+    df["subject_id"] = _subject_ids(df["subject_id"])
+    for col in ("x1", "y1", "x2", "y2", "label"):
+        vals = pd.to_numeric(df[col], errors="coerce")
+        bad = ~np.isfinite(vals.to_numpy(dtype=float))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ClumptoolError(f"{path}, row {row + 2}, field '{col}': not a number ({df[col].iloc[row]!r})")
+        df[col] = vals
+    bad = (df["x2"] <= df["x1"]) | (df["y2"] <= df["y1"])
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ClumptoolError(f"{path}, row {row + 2}: box has x2 <= x1 or y2 <= y1")
+    labels = df["label"].to_numpy()
+    bad = (labels != np.round(labels)) | (labels < 1) | (labels >= num_classes)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ClumptoolError(
+            f"{path}, row {row + 2}, field 'label': {labels[row]!r} (expected 1 = clump .. {num_classes - 1})")
+    df["label"] = df["label"].astype("int64")
+    return df
+
+
+def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.PathLike,
+                   subjects: str | os.PathLike | None = None, num_classes: int = 3) -> list[Item]:
+    """The labelled galaxies (see the module docstring for which), sorted by subject id."""
+    table = boxes if isinstance(boxes, pd.DataFrame) else read_boxes(boxes, num_classes)
+    index = index_images(images)
+    if not index:
+        raise ClumptoolError(f"{images}: no images (.png, .jpg, .fits) found")
+    if subjects is not None:
+        st = read_table(subjects, ("subject_id",))
+        ids = sorted(set(_subject_ids(st["subject_id"].dropna())))
+        source = f"{subjects}"
+    else:
+        ids = sorted(index)
+        source = f"{images}"
+    missing = sorted(set(ids) - set(index))
+    if missing:
+        raise ClumptoolError(
+            f"{len(missing)} labelled subject(s) from {source} have no image in {images} "
+            f"(e.g. {', '.join(missing[:5])}); expected files named <subject_id>.png|.jpg|.fits")
+    orphans = sorted(set(table["subject_id"]) - set(index))
+    if orphans:
+        raise ClumptoolError(
+            f"{len(orphans)} subject(s) in the boxes table have no image in {images} "
+            f"(e.g. {', '.join(orphans[:5])})")
+    outside = sorted(set(table["subject_id"]) - set(ids))
+    if outside:
+        raise ClumptoolError(
+            f"{len(outside)} subject(s) have boxes but are not in {source} (e.g. {', '.join(outside[:5])})")
+    groups = {sid: g for sid, g in table.groupby("subject_id", sort=False)}
+    items = []
+    for sid in ids:
+        g = groups.get(sid)
+        if g is None:
+            b, lab = np.zeros((0, 4)), np.zeros(0, np.int64)
+        else:
+            b = g[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float)
+            lab = g["label"].to_numpy(dtype=np.int64)
+        items.append(Item(sid, index[sid], b, lab))
+    return items
+
+
+def split_items(items: list[Item], val_fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """Train/validation split by galaxy, the same for the same ids and seed (independent of input order)."""
+    if not 0 <= val_fraction < 1:
+        raise ClumptoolError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ordered = sorted(items, key=lambda it: it.subject_id)
+    perm = np.random.default_rng(seed).permutation(len(ordered))
+    n_val = int(round(val_fraction * len(ordered)))
+    if val_fraction > 0 and len(ordered) >= 2:
+        n_val = min(max(n_val, 1), len(ordered) - 1)
+    val = sorted((ordered[i] for i in perm[:n_val]), key=lambda it: it.subject_id)
+    train = sorted((ordered[i] for i in perm[n_val:]), key=lambda it: it.subject_id)
+    return train, val
+
+
+def boxes_to_working(boxes: np.ndarray, labels: np.ndarray, geom, width: int, height: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Original boxes -> working pixels, clipped to the working image; mostly-outside boxes dropped."""
+    if len(boxes) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    w = geom.to_working(boxes)
+    area = (w[:, 2] - w[:, 0]) * (w[:, 3] - w[:, 1])
+    c = w.copy()
+    c[:, [0, 2]] = c[:, [0, 2]].clip(0, width)
+    c[:, [1, 3]] = c[:, [1, 3]].clip(0, height)
+    kept = np.clip(c[:, 2] - c[:, 0], 0, None) * np.clip(c[:, 3] - c[:, 1], 0, None)
+    keep = (kept >= MIN_KEPT_FRACTION * area) & (c[:, 2] - c[:, 0] >= 1) & (c[:, 3] - c[:, 1] >= 1)
+    return c[keep].astype(np.float32), np.asarray(labels)[keep].astype(np.int64)
+
+
+@dataclass
+class Augment:
+    """Physically harmless changes: the 8 flips/rotations, a mild stretch (gamma, gain) and noise."""
+
+    symmetries: bool = True
+    gamma: tuple[float, float] = (0.8, 1.25)
+    gain: tuple[float, float] = (0.9, 1.1)
+    noise: float = 0.02  # maximum Gaussian sigma (image units)
+
+    def __call__(self, image: torch.Tensor, boxes: np.ndarray, rng: np.random.Generator
+                 ) -> tuple[torch.Tensor, np.ndarray]:
+        _, h, w = image.shape
+        if self.symmetries:
+            k = int(rng.integers(8))
+            image = apply_to_image(image, k).contiguous()
+            boxes = apply_to_boxes(boxes, k, w, h).astype(np.float32) if len(boxes) else boxes
+        g = float(np.exp(rng.uniform(np.log(self.gamma[0]), np.log(self.gamma[1]))))
+        image = image.clamp(0, 1).pow(g) * float(rng.uniform(*self.gain))
+        if self.noise > 0:
+            sigma = float(rng.uniform(0, self.noise))
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            image = image + sigma * torch.randn(image.shape, generator=gen)
+        return image.clamp_(0, 1), boxes
+
+
+class DetectionDataset(Dataset):
+    """(image [0, 1] working size, target {boxes, labels} working px, subject_id) for each labelled galaxy.
+
+    ``cache=True`` decodes every image once up front (float16 in memory; shared with DataLoader workers by
+    fork) so that PNG decoding and resizing are not repeated every epoch.
+    """
+
+    def __init__(self, items: list[Item], spec: ModelSpec, augment: Augment | None = None, cache: bool = False,
+                 seed: int = 0, progress: bool = False):
+        self.items, self.spec, self.augment, self.seed = items, spec, augment, seed
+        self._cache: list[tuple[torch.Tensor, np.ndarray, np.ndarray]] | None = None
+        if cache:
+            from tqdm import tqdm
+
+            self._cache = []
+            for i in tqdm(range(len(items)), desc="caching images", unit="img", disable=not progress,
+                          leave=False):
+                im, b, lab = self._decode(i)
+                self._cache.append((im.to(torch.float16), b, lab))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _decode(self, i: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        it = self.items[i]
+        img = load_image(it.path, self.spec.in_channels, self.spec.fits_bands)
+        tensor, geom = prepare(img, self.spec.crop, self.spec.image_size)
+        b, lab = boxes_to_working(it.boxes, it.labels, geom, tensor.shape[2], tensor.shape[1])
+        return tensor, b, lab
+
+    def __getitem__(self, i: int):
+        if self._cache is not None:
+            im, b, lab = self._cache[i]
+            im = im.float()
+        else:
+            im, b, lab = self._decode(i)
+        if self.augment is not None:
+            # torch's generator is seeded per DataLoader worker and epoch (from the seeded main process), so
+            # augmentations differ every epoch yet repeat for the same seed
+            rng = np.random.default_rng([self.seed, i, int(torch.randint(0, 2**31 - 1, ()).item())])
+            im, b = self.augment(im, b, rng)
+        target = {"boxes": torch.as_tensor(np.asarray(b, np.float32).reshape(-1, 4)),
+                  "labels": torch.as_tensor(lab, dtype=torch.int64)}
+        return im, target, self.items[i].subject_id
+
+
+def collate(batch):
+    """Lists of images, targets, subject ids (detection images may differ in size)."""
+    images, targets, ids = zip(*batch, strict=True)
+    return list(images), list(targets), list(ids)

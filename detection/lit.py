@@ -1,0 +1,128 @@
+"""Lightning wrappers: the detector as a LightningModule (losses, validation F1) and the data as a DataModule.
+
+Validation F1 (the checkpoint/early-stopping criterion) is completeness/purity of the detections with
+score >= 0.5 against the validation boxes, class-agnostic, matched one-to-one by centre distance within one
+PSF FWHM (box side / 2.5) with :func:`clumptool.detection.metrics.match_detections`. Counts are summed
+over batches and over DDP processes before the ratios are taken.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from clumptool.detection.data import Augment, DetectionDataset, Item, collate
+from clumptool.detection.metrics import match_detections
+from clumptool.detection.model import build_model
+from clumptool.detection.spec import ModelSpec
+
+VAL_SCORE = 0.5
+
+
+def match_counts(pred_boxes: np.ndarray, pred_scores: np.ndarray, true_boxes: np.ndarray,
+                 score: float = VAL_SCORE) -> tuple[int, int, int]:
+    """(n_true, n_det, n_matched) for one image at a score threshold."""
+    keep = pred_scores >= score
+    pb, ps = pred_boxes[keep], pred_scores[keep]
+    matched = match_detections(pb, ps, true_boxes) if len(pb) and len(true_boxes) else np.zeros(0)
+    return len(true_boxes), len(pb), int((np.asarray(matched) >= 0).sum())
+
+
+def f1_from_counts(n_true: float, n_det: float, n_matched: float) -> tuple[float, float, float]:
+    """completeness, purity, F1 (empty denominators give 1, as in detection.metrics)."""
+    c = n_matched / n_true if n_true else 1.0
+    p = n_matched / n_det if n_det else 1.0
+    return c, p, (2 * c * p / (c + p) if c + p > 0 else 0.0)
+
+
+class DetectorModule(L.LightningModule):
+    """Faster R-CNN training: summed torchvision losses, AdamW, warm-up then cosine learning rate."""
+
+    def __init__(self, spec: dict, weights: str | None = None, lr: float = 3e-4, weight_decay: float = 5e-5,
+                 warmup_steps: int = 100):
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = ModelSpec.from_dict(dict(spec))
+        self.model = build_model(self.spec, weights=weights)
+        self.hparams.spec = self.spec.to_dict()  # with init_weights recorded, so checkpoints rebuild exactly
+        self._val_counts = torch.zeros(3, dtype=torch.float64)
+
+    def forward(self, images):
+        return self.model(images)
+
+    def training_step(self, batch, batch_idx):
+        images, targets, _ = batch
+        losses = self.model(images, targets)
+        loss = sum(losses.values())
+        n = len(images)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        for k, v in losses.items():
+            self.log(f"train_{k}", v, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_counts = torch.zeros(3, dtype=torch.float64)
+
+    def validation_step(self, batch, batch_idx):
+        images, targets, _ = batch
+        outs = self.model(images)
+        for out, tgt in zip(outs, targets, strict=True):
+            counts = match_counts(out["boxes"].float().cpu().numpy(), out["scores"].float().cpu().numpy(),
+                                  tgt["boxes"].cpu().numpy())
+            self._val_counts += torch.tensor(counts, dtype=torch.float64)
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self._val_counts.to(self.device, dtype=torch.float32)
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum") if self.trainer.world_size > 1 else counts
+        c, p, f1 = f1_from_counts(*counts.tolist())
+        self.log_dict({"val_f1": f1, "val_completeness": c, "val_purity": p}, prog_bar=True, sync_dist=False,
+                      rank_zero_only=False)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warm = min(self.hparams.warmup_steps, max(total // 10, 1))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(total - warm, 1)))) * 0.99 + 0.01
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class ClumpDataModule(L.LightningDataModule):
+    """Train/validation datasets of labelled galaxies; DDP samplers are added by Lightning."""
+
+    def __init__(self, train_items: list[Item], val_items: list[Item], spec: ModelSpec, batch_size: int = 4,
+                 workers: int = 0, cache: bool = False, seed: int = 0, augment: Augment | None = None,
+                 progress: bool = False):
+        super().__init__()
+        self.train_items, self.val_items, self.spec = train_items, val_items, spec
+        self.batch_size, self.workers, self.cache, self.seed = batch_size, workers, cache, seed
+        self.augment = augment if augment is not None else Augment()
+        self.progress = progress
+        self.train_set: DetectionDataset | None = None
+        self.val_set: DetectionDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = DetectionDataset(self.train_items, self.spec, self.augment, self.cache, self.seed,
+                                              self.progress)
+            self.val_set = DetectionDataset(self.val_items, self.spec, None, self.cache, self.seed, self.progress)
+
+    def _loader(self, ds: DetectionDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.workers,
+                          collate_fn=collate, persistent_workers=self.workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)

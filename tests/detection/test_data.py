@@ -1,0 +1,87 @@
+"""Labelled galaxies, negatives, split, crop clipping, and boxes that follow their pixels under the 8 symmetries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from clumptool.common.errors import ClumptoolError
+from clumptool.detection.data import Augment, DetectionDataset, Item, labelled_items, read_boxes, split_items
+from clumptool.detection.spec import make_spec
+
+
+def _one_clump_image(tmp_path, size=80):
+    arr = np.zeros((size, size, 3), np.uint8)
+    arr[20:24, 30:34] = 255  # original box [30, 20, 34, 24]
+    path = tmp_path / "7.png"
+    Image.fromarray(arr).save(path)
+    return Item("7", path, np.array([[30.0, 20.0, 34.0, 24.0], [0.0, 0.0, 6.0, 6.0]]), np.array([1, 2]))
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_boxes_follow_pixels_under_symmetries(tmp_path, cache):
+    item = _one_clump_image(tmp_path)
+    spec = make_spec("resnet18", image_size=32, crop=64)  # offset 8, scale 0.5
+    ds = DetectionDataset([item], spec, Augment(gamma=(1, 1), gain=(1, 1), noise=0.0), cache=cache)
+    seen = set()
+    for _ in range(60):
+        im, target, sid = ds[0]
+        assert sid == "7" and im.shape == (3, 32, 32)
+        # the corner box lies mostly outside the 64 px crop: dropped; the clump box is kept
+        assert target["labels"].tolist() == [1]
+        ys, xs = np.nonzero(im[0].numpy() > 0.5)
+        bright = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert tuple(target["boxes"][0].tolist()) == bright
+        seen.add(bright)
+    assert len(seen) == 8  # all eight orientations were drawn, each with its box on the clump
+
+
+def test_augment_noise_and_stretch_stay_in_range(tmp_path):
+    item = _one_clump_image(tmp_path)
+    ds = DetectionDataset([item], make_spec("resnet18", image_size=32, crop=64), Augment())
+    im, target, _ = ds[0]
+    assert float(im.min()) >= 0 and float(im.max()) <= 1 and len(target["boxes"]) == 1
+    plain = DetectionDataset([item], make_spec("resnet18", image_size=32, crop=64), None)[0][0]
+    assert plain[0, 6:8, 11:13].min() > 0.5 and plain[0, 0, 0] == 0.0  # original [30, 20, 34, 24] / 2 - 4
+
+
+def test_labelled_items_keep_negatives(tiny_project):
+    boxes, images, subjects = tiny_project
+    items = labelled_items(boxes, images, subjects)
+    assert len(items) == 8
+    n_boxes = {it.subject_id: len(it.boxes) for it in items}
+    assert n_boxes["1000"] == 0 and n_boxes["1003"] == 0 and sum(n_boxes.values()) == len(pd.read_csv(boxes))
+    # without --subjects every image in the folder is labelled
+    assert [it.subject_id for it in labelled_items(boxes, images)] == [it.subject_id for it in items]
+
+
+def test_labelled_items_errors(tiny_project, tmp_path):
+    boxes, images, subjects = tiny_project
+    df = pd.read_csv(boxes)
+    bad = tmp_path / "bad.csv"
+    pd.concat([df, df.iloc[:1].assign(subject_id=999)]).to_csv(bad, index=False)
+    with pytest.raises(ClumptoolError, match="no image"):
+        labelled_items(bad, images)
+    df.assign(x2=df["x1"] - 1).to_csv(bad, index=False)
+    with pytest.raises(ClumptoolError, match="row 2: box has x2 <= x1"):
+        read_boxes(bad)
+    df.assign(label=5).to_csv(bad, index=False)
+    with pytest.raises(ClumptoolError, match="field 'label'"):
+        read_boxes(bad)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ClumptoolError, match="no images"):
+        labelled_items(boxes, tmp_path / "empty")
+    pd.DataFrame({"subject_id": [1000, 5555]}).to_csv(tmp_path / "s.csv", index=False)
+    with pytest.raises(ClumptoolError, match="5555"):
+        labelled_items(boxes, images, tmp_path / "s.csv")
+
+
+def test_split_by_galaxy_is_reproducible():
+    items = [Item(str(i), None, np.zeros((0, 4)), np.zeros(0)) for i in range(50)]
+    tr, va = split_items(items, 0.2, seed=3)
+    tr2, va2 = split_items(list(reversed(items)), 0.2, seed=3)
+    assert len(va) == 10 and [i.subject_id for i in va] == [i.subject_id for i in va2]
+    assert not {i.subject_id for i in tr} & {i.subject_id for i in va}
+    assert [i.subject_id for i in split_items(items, 0.2, seed=4)[1]] != [i.subject_id for i in va]
