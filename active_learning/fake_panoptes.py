@@ -320,7 +320,12 @@ class FakePanoptes:
         return f"http://{host}:{port}"
 
     def _bind(self) -> None:
-        self._server = _Server((self.host, self.port), _Handler)
+        from clumptool.common.errors import ClumptoolError
+
+        try:
+            self._server = _Server((self.host, self.port), _Handler)
+        except OSError as exc:
+            raise ClumptoolError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
         self._server.fake = self
 
     def start(self) -> FakePanoptes:
@@ -332,8 +337,16 @@ class FakePanoptes:
         return self
 
     def serve_forever(self, ready=None) -> None:
-        """Serve in the foreground until KeyboardInterrupt (for ``clumptool fake-panoptes``)."""
+        """Serve in the foreground until Ctrl-C or SIGTERM (for ``clumptool fake-panoptes``; a background
+        job of a non-interactive shell ignores SIGINT, so SIGTERM also stops it cleanly)."""
+        import signal
+
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
         self._bind()
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, interrupt) if main else None
         if ready:
             ready(self.url)
         try:
@@ -341,6 +354,8 @@ class FakePanoptes:
         except KeyboardInterrupt:
             pass
         finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
             self._server.server_close()
             self._server = None
 

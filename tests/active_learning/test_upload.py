@@ -297,7 +297,7 @@ def test_fake_server_pages_and_persists(panoptes_client, selection, tmp_path, mo
 
 
 def test_fake_panoptes_command(panoptes_client, selection, tmp_path, monkeypatch):
-    """`clumptool fake-panoptes` serves in the foreground, prints its URL, keeps state, stops on Ctrl-C."""
+    """`clumptool fake-panoptes` serves in the foreground, prints its URL, keeps state, stops cleanly on SIGTERM."""
     import signal
     import subprocess
     import sys
@@ -319,7 +319,7 @@ def test_fake_panoptes_command(panoptes_client, selection, tmp_path, monkeypatch
         assert not first.ok and len(first.failures) == 1  # the injected media failure
         assert upload_selection(selection, ledger, ROUND, cfg, progress=False).ok
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # how a demo stops its background server
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "stopped after" in out
