@@ -194,8 +194,8 @@ def subject_metadata(row: pd.Series | dict, round_name: str | None = None,
     return meta
 
 
-def write_manifest(selection: pd.DataFrame, path: Path, metadata_columns: Sequence[str] | None = None, *,
-                   round_name: str | None = None) -> Path:
+def write_manifest(selection: pd.DataFrame, path: Path, round_name: str | None = None,
+                   metadata_columns: Sequence[str] | None = None) -> Path:
     """Write the manifest CSV for ``panoptes subject-set upload-subjects``.
 
     Columns: ``file`` (relative to the manifest's folder), then ``#galaxy_id``, ``#al_round``,
@@ -206,6 +206,8 @@ def write_manifest(selection: pd.DataFrame, path: Path, metadata_columns: Sequen
     """
     if "file" not in selection.columns:
         raise ClumptoolError("selection has no 'file' column: write the cutouts first (write_cutouts)")
+    if isinstance(metadata_columns, str) or not (round_name is None or isinstance(round_name, str)):
+        raise TypeError("write_manifest(selection, path, round_name: str, metadata_columns: list of names)")
     path = Path(path)
     base = path.parent.resolve()
     records = []
