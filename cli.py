@@ -416,6 +416,91 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, score
 # ---------------------------------------------------------------------------------------------
 
 
+@main.command("select-next-batch", short_help="Choose the galaxies volunteers should classify next (active learning).")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
+              help="Model folder written by 'clumptool train' (or a .ckpt beside its model.json).")
+@click.option("--pool", type=click.Path(path_type=Path), required=True,
+              help="Unlabelled galaxies: a folder of <galaxy_id>.png, or a table (galaxy_id or subject_id, "
+                   "image_path, and metadata such as ra/dec to carry into the manifest).")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path),
+              help="Image folder for a --pool table without an image column.")
+@click.option("--labelled", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Already labelled galaxies to leave out (repeatable): any table with galaxy_id or subject_id "
+                   "(aggregate's boxes/subjects, a subjects export) or a classification export (subject_ids).")
+@click.option("--n", "n", type=int, default=500, show_default=True, help="Galaxies chosen by the strategy.")
+@click.option("--strategy", type=click.Choice(["tta-bald", "tta-freq", "tta-loc", "mc-bald", "entropy", "random"]),
+              default="tta-bald", show_default=True,
+              help="tta-*: 8 flips/rotations, boxes mapped back and matched (BALD, detection frequency, "
+                   "localisation); mc-bald: MC dropout (model needs --box-dropout); entropy: one pass; random.")
+@click.option("--aggregate", type=click.Choice(["sum", "max", "topk"]), default="sum", show_default=True,
+              help="Per-galaxy value from its boxes' uncertainties (plus the borderline-empty term).")
+@click.option("--topk", type=int, default=3, show_default=True, help="k for --aggregate topk.")
+@click.option("--candidates", type=int, help="Most uncertain galaxies kept before the diversity step [default: 5 x n].")
+@click.option("--diversity", type=click.Choice(["kcenter", "kmeans++", "none"]), default="kcenter",
+              show_default=True, help="Thin the candidates to n on backbone embeddings.")
+@click.option("--random-control", type=int, default=50, show_default=True,
+              help="Random pool galaxies added with control=True (measures what active learning gains).")
+@click.option("--include-unfinished", type=click.Path(dir_okay=False, path_type=Path),
+              help="Aggregate's subjects table: labelled galaxies with is_finished == False are sent back for more "
+                   "volunteers, riskiest first (their images must be in the pool).")
+@click.option("--max-unfinished", type=int, help="At most this many unfinished galaxies [default: n].")
+@click.option("--passes", type=int, default=8, show_default=True, help="Monte Carlo dropout passes (mc-bald).")
+@click.option("--score-threshold", type=float, default=0.05, show_default=True,
+              help="Detector score floor while scoring (low, so borderline boxes count).")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="Image-decoding worker processes.")
+@click.option("--device", help="torch device [default: cuda if available, else cpu].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("next-batch"),
+              show_default=True, help="Folder for selection.parquet, manifest.csv, cutouts/, selection.png.")
+@click.option("--state", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the upload ledger (al_ledger.sqlite) shared by all rounds [default: --out].")
+@click.option("--round", "round_name", help="Round name (also the subject set's identity in the ledger) "
+              "[default: al-<model version>]. Re-running a round reuses its batch.")
+@click.option("--upload", is_flag=True, help="Upload the batch to Zooniverse (credentials from PANOPTES_* env).")
+@click.option("--dry-run", is_flag=True, help="With --upload: do everything but talk to Zooniverse.")
+@click.option("--project-id", type=int, help="Zooniverse project id (--upload).")
+@click.option("--workflow-id", type=int, help="Workflow to link the new subject set to (--upload; optional).")
+@click.option("--subject-set-name", help="Subject set for this round [default: the round name].")
+@click.option("--endpoint", default="https://www.zooniverse.org", show_default=True, help="Panoptes endpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bars or summary.")
+def select_next_batch_command(model_path: Path, pool: Path, images: Path | None, labelled: tuple[Path, ...], n: int,
+                              strategy: str, aggregate: str, topk: int, candidates: int | None, diversity: str,
+                              random_control: int, include_unfinished: Path | None, max_unfinished: int | None,
+                              passes: int, score_threshold: float, batch_size: int, workers: int,
+                              device: str | None, seed: int, out: Path, state: Path | None, round_name: str | None,
+                              upload: bool, dry_run: bool, project_id: int | None, workflow_id: int | None,
+                              subject_set_name: str | None, endpoint: str, quiet: bool) -> None:
+    """Score every pool galaxy's uncertainty with the trained detector, keep the most uncertain, spread
+    them out on backbone embeddings, add random controls, and write a Zooniverse-ready batch.
+
+    Writes selection.parquet, pool_scores.parquet, manifest.csv + cutouts/ (panoptes CLI convention) and
+    selection.png to --out, and records the batch in the ledger so later rounds skip it and a re-run resumes.
+
+    Example: clumptool select-next-batch --model model/ --pool sim/images --labelled agg/subjects.parquet
+    --n 100 --out round1/ --upload --project-id 1234 --workflow-id 5678
+    """
+    from clumptool.active_learning.select import UploadRequest, select_next_batch
+
+    request = None
+    if upload or dry_run:
+        if project_id is None and not dry_run:
+            raise ClumptoolError("--upload needs --project-id (and usually --workflow-id)")
+        request = UploadRequest(project_id=project_id or 0, workflow_id=workflow_id,
+                                subject_set_name=subject_set_name, endpoint=endpoint, dry_run=dry_run)
+    result = select_next_batch(
+        model_path, pool, out, n=n, images=images, labelled=list(labelled), strategy=strategy,
+        candidates=candidates, diversity=diversity, random_control=random_control, state=state,
+        round_name=round_name, include_unfinished=include_unfinished, max_unfinished=max_unfinished,
+        upload=request, aggregate=aggregate, topk=topk, passes=passes, score_thresh=score_threshold,
+        batch_size=batch_size, workers=workers, seed=seed, device=device, progress=not quiet,
+    )
+    if not quiet:
+        click.echo(result.format())
+    if result.upload is not None and not result.upload.ok:
+        sys.exit(1)
+
+
 @main.command("fake-panoptes", short_help="Serve a local fake Zooniverse (Panoptes) API for demos and tests.")
 @click.option("--port", type=int, default=0, show_default=True, help="Port on 127.0.0.1 (0: any free port).")
 @click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path),

@@ -1,0 +1,194 @@
+"""The unlabelled pool: which galaxies ``select-next-batch`` may choose from, with their images and metadata.
+
+A pool is either
+
+* a folder of images: galaxy id = file stem (``<galaxy_id>.png|.jpg|.fits``), no metadata; or
+* a table (CSV/Parquet) with an id column (``galaxy_id``, else ``subject_id``) and an image column
+  (``image_path``, ``image``, ``file``, ``path`` or ``filename``; relative paths are taken from the table's
+  folder), or no image column and ``images=FOLDER`` holding ``<id>.png``. Every other column is carried into
+  the selection (ra, dec, redshift ...); a Zooniverse-style ``metadata`` JSON column is expanded into
+  columns (``#``/``!`` prefixes stripped).
+
+Galaxies are removed when already labelled (``labelled`` tables: anything with ``galaxy_id`` or
+``subject_id``, e.g. aggregate's boxes/subjects tables or a subjects export, or a classification export,
+whose ``subject_ids`` and any ``#galaxy_id`` in ``subject_data`` count) or already taken by an earlier
+active-learning round (the ledger's ``already_taken()``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clumptool.common.errors import ClumptoolError, where
+from clumptool.common.tables import read_table
+
+ID_COLUMNS = ("galaxy_id", "subject_id")
+IMAGE_COLUMNS = ("image_path", "image", "file", "path", "filename")
+HIDDEN_PREFIXES = "#!"
+
+
+def _as_id(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, np.integer):
+        return str(int(v))
+    return str(v).strip()
+
+
+def _expand_metadata(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    records = []
+    for i, text in enumerate(df["metadata"]):
+        if not isinstance(text, str) or not text.strip():
+            records.append({})
+            continue
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ClumptoolError(f"{where(path, f'row {i + 2}', 'metadata')}: broken JSON ({exc.msg})") from exc
+        if not isinstance(meta, dict):
+            raise ClumptoolError(f"{where(path, f'row {i + 2}', 'metadata')}: expected a JSON object")
+        records.append({k.lstrip(HIDDEN_PREFIXES) or k: v for k, v in meta.items()})
+    meta = pd.DataFrame.from_records(records, index=df.index)
+    meta = meta[[c for c in meta.columns if c not in df.columns]]
+    return pd.concat([df.drop(columns=["metadata"]), meta], axis=1)
+
+
+def _table_pool(path: Path, images: Path | None) -> pd.DataFrame:
+    df = read_table(path)
+    id_col = next((c for c in ID_COLUMNS if c in df.columns), None)
+    if id_col is None:
+        raise ClumptoolError(f"{path}: pool table needs a 'galaxy_id' or 'subject_id' column; "
+                             f"found {', '.join(map(str, df.columns))}")
+    if df[id_col].isna().any():
+        row = int(np.flatnonzero(df[id_col].isna().to_numpy())[0])
+        raise ClumptoolError(f"{where(path, f'row {row + 2}', id_col)}: empty id")
+    df = df.copy()
+    if id_col == "galaxy_id":
+        df["galaxy_id"] = df["galaxy_id"].map(_as_id)
+    else:
+        df.insert(0, "galaxy_id", df[id_col].map(_as_id))
+    df = df.drop_duplicates("galaxy_id", keep="first").reset_index(drop=True)
+    if "metadata" in df.columns:
+        df = _expand_metadata(df, path)
+    img_col = next((c for c in IMAGE_COLUMNS if c in df.columns), None)
+    if img_col is not None:
+        base = path.parent
+        paths = [str(p if Path(str(p)).is_absolute() else base / str(p)) if isinstance(p, str) and p else ""
+                 for p in df[img_col]]
+        if img_col != "image_path":
+            df = df.drop(columns=[img_col])
+        df["image_path"] = paths
+    elif images is not None:
+        from clumptool.detection.images import index_images
+
+        index = index_images(images)
+        df["image_path"] = [str(index[g]) if g in index else "" for g in df["galaxy_id"]]
+    else:
+        raise ClumptoolError(f"{path}: no image column ({', '.join(IMAGE_COLUMNS)}); add one or pass the image "
+                             "folder (--images) holding <galaxy_id>.png")
+    exists = np.array([bool(p) and os.path.isfile(p) for p in df["image_path"]])
+    if not exists.all():
+        bad = np.flatnonzero(~exists)
+        eg = ", ".join(f"{df['galaxy_id'].iloc[i]} ({df['image_path'].iloc[i] or 'no path'})" for i in bad[:3])
+        raise ClumptoolError(f"{path}: {len(bad)} of {len(df)} pool galaxies have no image file, e.g. {eg}")
+    return df
+
+
+def read_pool(pool: str | os.PathLike, images: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The whole pool (before exclusions): ``galaxy_id`` (str), ``image_path`` (str) and carried metadata."""
+    pool = Path(pool)
+    if not pool.exists():
+        raise ClumptoolError(f"{pool}: pool not found (give a folder of images or a table)")
+    if pool.is_dir():
+        from clumptool.detection.images import index_images
+
+        index = index_images(pool)
+        if not index:
+            raise ClumptoolError(f"{pool}: no images (.png, .jpg, .fits) in the pool folder")
+        ids = sorted(index)
+        df = pd.DataFrame({"galaxy_id": ids, "image_path": [str(index[i]) for i in ids]})
+    else:
+        df = _table_pool(pool, Path(images) if images is not None else None)
+    if df.empty:
+        raise ClumptoolError(f"{pool}: the pool is empty")
+    return df.reset_index(drop=True)
+
+
+def _galaxy_ids_in_subject_data(series: pd.Series) -> set[str]:
+    out: set[str] = set()
+    for text in series.dropna().unique():
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError):
+            continue
+        for meta in data.values() if isinstance(data, dict) else ():
+            if isinstance(meta, dict):
+                gid = meta.get("#galaxy_id", meta.get("galaxy_id"))
+                if gid is not None:
+                    out.add(_as_id(gid))
+    return out
+
+
+def read_labelled_ids(paths: Iterable[str | os.PathLike]) -> set[str]:
+    """Galaxy ids already labelled, from boxes/subjects tables or classification exports (see module doc)."""
+    ids: set[str] = set()
+    for p in paths:
+        p = Path(p)
+        df = read_table(p)
+        found = False
+        if "subject_ids" in df.columns:  # Zooniverse classification export
+            ids |= {_as_id(v) for v in df["subject_ids"].dropna()}
+            if "subject_data" in df.columns:
+                ids |= _galaxy_ids_in_subject_data(df["subject_data"])
+            found = True
+        for col in ID_COLUMNS:
+            if col in df.columns:
+                ids |= {_as_id(v) for v in df[col].dropna()}
+                found = True
+        if "metadata" in df.columns:
+            for text in df["metadata"].dropna().unique():
+                try:
+                    meta = json.loads(text)
+                except (TypeError, json.JSONDecodeError):
+                    continue
+                if isinstance(meta, dict) and meta.get("#galaxy_id", meta.get("galaxy_id")) is not None:
+                    ids.add(_as_id(meta.get("#galaxy_id", meta.get("galaxy_id"))))
+        if not found:
+            raise ClumptoolError(f"{p}: a labelled table needs 'galaxy_id', 'subject_id' or 'subject_ids' "
+                                 f"(classification export); found {', '.join(map(str, df.columns))}")
+    return ids
+
+
+@dataclass
+class Pool:
+    """The pool after exclusions, and how many galaxies each exclusion removed."""
+
+    table: pd.DataFrame
+    n_total: int
+    n_labelled: int = 0
+    n_taken: int = 0
+    excluded: set[str] = field(default_factory=set)
+
+    def describe(self) -> str:
+        return (f"pool: {self.n_total:,} galaxies, {self.n_labelled:,} already labelled, "
+                f"{self.n_taken:,} taken by earlier rounds -> {len(self.table):,} to score")
+
+
+def build_pool(pool: str | os.PathLike, images: str | os.PathLike | None = None,
+               labelled: Iterable[str | os.PathLike] = (), taken: set[str] | None = None) -> Pool:
+    """Read the pool and remove labelled galaxies and those taken by earlier rounds."""
+    df = read_pool(pool, images)
+    lab = read_labelled_ids(labelled)
+    taken = set(taken or ())
+    is_lab = df["galaxy_id"].isin(lab).to_numpy()
+    is_taken = df["galaxy_id"].isin(taken).to_numpy() & ~is_lab
+    keep = ~(is_lab | is_taken)
+    return Pool(table=df[keep].reset_index(drop=True), n_total=len(df), n_labelled=int(is_lab.sum()),
+                n_taken=int(is_taken.sum()), excluded=set(df["galaxy_id"][~keep]))

@@ -1,0 +1,461 @@
+"""``clumptool select-next-batch`` as a plain function: which galaxies volunteers should look at next.
+
+1. The pool (see :mod:`clumptool.active_learning.pool`) minus labelled galaxies and earlier rounds' picks.
+2. Every pool galaxy is scored by the trained detector (streamed in batches, bounded memory, run with a low
+   score threshold, 0.05, so that borderline boxes are seen). Strategies (:data:`STRATEGIES`):
+
+   ``tta-bald``  8 passes over the D4 flips/rotations, boxes mapped back and matched; per-box BALD (default)
+   ``tta-freq``  same passes; entropy of how often each box is found
+   ``tta-loc``   same passes; localisation disagreement 1 - mean IoU, weighted by score
+   ``mc-bald``   ``passes`` Monte Carlo dropout passes (the model needs box dropout); per-box BALD
+   ``entropy``   one plain pass; binary entropy of each box score
+   ``random``    uniform random order (the baseline; no model run)
+
+   Per-galaxy value: ``sum`` (default), ``max`` or ``topk`` mean over boxes, plus the borderline-empty term
+   (see :mod:`clumptool.active_learning.uncertainty`).
+3. The top ``candidates`` (default 5 x n) are thinned to n by k-centre (default) or k-means++ on backbone
+   embeddings; ``random_control`` random galaxies from the rest of the pool are added with ``control=True``
+   (an unbiased check of what the loop gains, as Galaxy Zoo did). Optionally, labelled galaxies whose
+   consensus is unfinished (aggregate's subjects table, ``is_finished == False``, highest risk first) are
+   sent back for more volunteers (``strategy = "unfinished"``).
+4. Written in ``out``: ``selection.parquet``, ``pool_scores.parquet`` (every scored galaxy),
+   ``cutouts/*.png`` (<= 1 MiB) + ``manifest.csv`` (panoptes CLI convention), ``selection.png``.
+5. The selection is recorded in the ledger (``state`` folder) under the round name, so later rounds exclude
+   it and a re-run of the same round reuses it instead of selecting a different batch; ``upload`` sends it
+   to Zooniverse through :func:`clumptool.active_learning.zooniverse.upload_selection`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from clumptool.active_learning.uncertainty import AGGREGATES, Pass, image_scores
+from clumptool.common.errors import ClumptoolError
+from clumptool.common.tables import read_table, write_table
+
+#: strategy -> (how the passes are made, which per-image uncertainty ranks the galaxies)
+STRATEGIES: dict[str, tuple[str | None, str | None]] = {
+    "tta-bald": ("tta", "bald"),
+    "tta-freq": ("tta", "freq"),
+    "tta-loc": ("tta", "loc"),
+    "mc-bald": ("mc", "bald"),
+    "entropy": ("single", "entropy"),
+    "random": (None, None),
+}
+DEFAULT_STRATEGY = "tta-bald"
+SCORE_COLUMNS = ("bald", "freq", "loc", "entropy", "n_boxes", "max_score", "borderline")
+
+
+@dataclass
+class ScoringOptions:
+    """How galaxies are scored (see the module docstring)."""
+
+    strategy: str = DEFAULT_STRATEGY
+    aggregate: str = "sum"
+    topk: int = 3
+    passes: int = 8                 # Monte Carlo dropout passes (TTA always uses the 8 D4 elements)
+    score_thresh: float = 0.05
+    match_iou: float = 0.5
+    borderline_weight: float = 1.0
+    batch_size: int = 8
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ClumptoolError(f"unknown strategy {self.strategy!r} (use one of {', '.join(STRATEGIES)})")
+        if self.aggregate not in AGGREGATES:
+            raise ClumptoolError(f"unknown aggregate {self.aggregate!r} (use one of {', '.join(AGGREGATES)})")
+        if self.topk < 1:
+            raise ClumptoolError(f"--topk must be >= 1, got {self.topk}")
+        if self.passes < 2 and self.strategy == "mc-bald":
+            raise ClumptoolError(f"MC dropout needs at least 2 passes, got {self.passes}")
+        if not 0 <= self.score_thresh < 1:
+            raise ClumptoolError(f"--score-threshold must be in [0, 1), got {self.score_thresh}")
+        if self.batch_size < 1:
+            raise ClumptoolError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+    @property
+    def mode(self) -> str | None:
+        return STRATEGIES[self.strategy][0]
+
+    @property
+    def kind(self) -> str | None:
+        return STRATEGIES[self.strategy][1]
+
+    @property
+    def n_passes(self) -> int:
+        return {"tta": 8, "mc": self.passes, "single": 1}.get(self.mode or "", 0)
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+
+class _Images(Dataset):
+    def __init__(self, paths: list[str], spec):
+        self.paths, self.spec = paths, spec
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from clumptool.detection.images import load_image, to_model_input
+
+        img = load_image(self.paths[i], self.spec.in_channels, self.spec.fits_bands)
+        tensor, _ = to_model_input(img, self.spec)
+        return tensor, i
+
+
+def _batches(paths: list[str], spec, batch_size: int, workers: int) -> Iterator[tuple[list[torch.Tensor], list[int]]]:
+    loader = DataLoader(_Images(paths, spec), batch_size=batch_size, num_workers=workers,
+                        collate_fn=lambda b: tuple(zip(*b, strict=True)))
+    for tensors, idx in loader:
+        yield list(tensors), list(idx)
+
+
+def _passes_tta(model: nn.Module, tensors: list[torch.Tensor]) -> list[list[Pass]]:
+    from clumptool.detection.inference import detect_tensors
+    from clumptool.detection.symmetry import D4, apply_to_image, invert_boxes
+
+    batch = [apply_to_image(t, k).contiguous() for k in D4 for t in tensors]
+    outs = detect_tensors(model, batch)
+    per_image: list[list[Pass]] = [[] for _ in tensors]
+    for j, out in enumerate(outs):
+        k, i = divmod(j, len(tensors))
+        h, w = tensors[i].shape[-2:]
+        boxes = invert_boxes(out["boxes"].numpy(), k, w, h) if len(out["boxes"]) else np.zeros((0, 4))
+        per_image[i].append(Pass(boxes, out["scores"].numpy(), out["labels"].numpy()))
+    return per_image
+
+
+def _passes_repeat(model: nn.Module, tensors: list[torch.Tensor], n: int) -> list[list[Pass]]:
+    from clumptool.detection.inference import detect_tensors
+
+    per_image: list[list[Pass]] = [[] for _ in tensors]
+    for _ in range(n):
+        for i, out in enumerate(detect_tensors(model, tensors)):
+            per_image[i].append(Pass(out["boxes"].numpy(), out["scores"].numpy(), out["labels"].numpy()))
+    return per_image
+
+
+def score_pool(model: nn.Module | None, spec, table: pd.DataFrame, options: ScoringOptions, seed: int = 0,
+               progress: bool = True) -> tuple[pd.DataFrame, float]:
+    """Uncertainty of every galaxy of ``table`` (galaxy_id, image_path): a table with ``score`` (the
+    strategy's) and every component (:data:`SCORE_COLUMNS`), and the galaxies scored per second."""
+    from tqdm import tqdm
+
+    n = len(table)
+    t0 = time.perf_counter()
+    if options.mode is None:  # random: no model
+        rng = np.random.default_rng(seed)
+        res = pd.DataFrame({"galaxy_id": table["galaxy_id"].to_numpy(), "score": rng.random(n)})
+        return res, n / max(time.perf_counter() - t0, 1e-9)
+    from clumptool.detection.inference import enable_mc_dropout, set_score_threshold
+    from clumptool.detection.model import cpu_setup
+
+    cpu_setup()
+    model.eval()
+    set_score_threshold(model, options.score_thresh)
+    if options.mode == "mc" and not enable_mc_dropout(model):
+        raise ClumptoolError(f"strategy 'mc-bald' needs a model with dropout, but this one has none "
+                             f"(box_dropout = {spec.box_dropout} in model.json); train with --box-dropout 0.2 "
+                             "or choose --strategy tta-bald")
+    values = np.zeros((n, len(SCORE_COLUMNS)))
+    bar = tqdm(total=n, desc=f"scoring ({options.strategy}, {options.n_passes} pass(es))", unit="galaxy",
+               disable=not progress, leave=False)
+    try:
+        for tensors, idx in _batches(table["image_path"].astype(str).tolist(), spec, options.batch_size,
+                                     options.workers):
+            if options.mode == "tta":
+                passes = _passes_tta(model, tensors)
+            else:
+                passes = _passes_repeat(model, tensors, options.n_passes)
+            for i, ps in zip(idx, passes, strict=True):
+                s = image_scores(ps, options.aggregate, options.topk, options.match_iou,
+                                 borderline_weight=options.borderline_weight)
+                values[i] = [s[c] for c in SCORE_COLUMNS]
+            bar.update(len(tensors))
+    finally:
+        bar.close()
+        model.eval()  # MC dropout off again
+    rate = n / max(time.perf_counter() - t0, 1e-9)
+    res = pd.DataFrame(values, columns=list(SCORE_COLUMNS))
+    res.insert(0, "score", res[options.kind].to_numpy())
+    res.insert(0, "galaxy_id", table["galaxy_id"].to_numpy())
+    res["n_boxes"] = res["n_boxes"].astype("int64")
+    return res, rate
+
+
+def embed_galaxies(model: nn.Module, spec, paths: list[str], batch_size: int = 8, workers: int = 0,
+                   progress: bool = False) -> np.ndarray:
+    """(n, d) backbone embeddings (global average of the last level) of the images at ``paths``."""
+    from tqdm import tqdm
+
+    from clumptool.detection.inference import embed_tensors
+
+    out: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(paths)
+    with tqdm(total=len(paths), desc="embedding candidates", unit="galaxy", disable=not progress,
+              leave=False) as bar:
+        for tensors, idx in _batches(paths, spec, batch_size, workers):
+            emb = embed_tensors(model, tensors)
+            for i, e in zip(idx, emb, strict=True):
+                out[i] = e
+            bar.update(len(tensors))
+    return np.stack(out) if out else np.zeros((0, 0), np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ choosing
+
+
+def choose(scored: pd.DataFrame, n: int, candidates: int, diversity: str, embed: Callable[[np.ndarray], np.ndarray]
+           | None, random_control: int, seed: int, strategy: str) -> pd.DataFrame:
+    """Rows of ``scored`` (positional index into the pool) chosen for the batch, with rank and control flag.
+
+    ``embed(indices) -> embeddings`` is called for the candidates only (None: no diversity step).
+    """
+    from clumptool.active_learning.diversity import select_diverse
+
+    rng = np.random.default_rng(seed)
+    m = len(scored)
+    scores = scored["score"].to_numpy(dtype=float)
+    n = min(n, m)
+    if strategy == "random":
+        picked = rng.choice(m, size=n, replace=False)
+    else:
+        order = np.lexsort((np.arange(m), -scores))  # highest score first, ties by pool order
+        cand = order[: max(min(candidates, m), n)]
+        emb = embed(cand) if (embed is not None and diversity != "none" and len(cand) > n) else None
+        local = select_diverse(emb, scores[cand], n, diversity if emb is not None else "none", seed)
+        picked = cand[local]
+    picked = picked[np.lexsort((picked, -scores[picked]))]  # rank 1 = most uncertain
+    rest = np.setdiff1d(np.arange(m), picked)
+    n_ctrl = min(max(int(random_control), 0), len(rest))
+    ctrl = np.sort(rng.choice(rest, size=n_ctrl, replace=False)) if n_ctrl else np.zeros(0, np.int64)
+    ctrl = ctrl[np.lexsort((ctrl, -scores[ctrl]))] if n_ctrl else ctrl
+    rows = np.concatenate([picked, ctrl]).astype(np.int64)
+    return pd.DataFrame({"pool_index": rows, "rank": np.arange(1, len(rows) + 1),
+                         "control": np.r_[np.zeros(len(picked), bool), np.ones(len(ctrl), bool)],
+                         "strategy": [strategy] * len(picked) + ["random"] * len(ctrl)})
+
+
+def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> pd.DataFrame:
+    """Labelled galaxies whose consensus is not finished, riskiest first: galaxy_id, risk."""
+    df = read_table(subjects_path, ("subject_id", "is_finished"))
+    risk = pd.to_numeric(df["risk"], errors="coerce") if "risk" in df.columns else pd.Series(0.0, index=df.index)
+    fin = df["is_finished"]
+    if fin.dtype == object:
+        fin = fin.astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+    out = pd.DataFrame({"galaxy_id": df["subject_id"].map(_as_id), "risk": risk.fillna(0.0).to_numpy()})
+    out = out[~fin.astype(bool).to_numpy()].sort_values(["risk", "galaxy_id"], ascending=[False, True])
+    out = out.drop_duplicates("galaxy_id")
+    return out.head(limit) if limit is not None else out
+
+
+def _as_id(v) -> str:
+    from clumptool.active_learning.pool import _as_id as as_id
+
+    return as_id(v)
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object:
+            out[c] = out[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ command
+
+
+@dataclass
+class UploadRequest:
+    """Where to upload; the subject set name defaults to the round name (known only once the model is read)."""
+
+    project_id: int
+    workflow_id: int | None = None
+    subject_set_name: str | None = None
+    endpoint: str = "https://www.zooniverse.org"
+    dry_run: bool = False
+
+    def config(self, round_name: str, model_version: str):
+        from clumptool.active_learning.zooniverse import UploadConfig
+
+        return UploadConfig(project_id=self.project_id, workflow_id=self.workflow_id,
+                            subject_set_name=self.subject_set_name or round_name, endpoint=self.endpoint,
+                            dry_run=self.dry_run, model_version=model_version)
+
+
+@dataclass
+class SelectionResult:
+    """What :func:`select_next_batch` chose and wrote."""
+
+    selection: pd.DataFrame
+    round_name: str
+    out_dir: Path
+    files: dict = field(default_factory=dict)
+    resumed: bool = False
+    n_pool: int = 0
+    n_scored: int = 0
+    rate: float = 0.0               # galaxies scored per second
+    pool_text: str = ""
+    upload: object | None = None    # UploadReport
+
+    def format(self) -> str:
+        sel = self.selection
+        n_ctrl = int(sel["control"].sum())
+        n_unf = int((sel["strategy"] == "unfinished").sum())
+        lines = [self.pool_text] if self.pool_text else []
+        if self.resumed:
+            lines.append(f"round {self.round_name!r} was already selected: reusing its {len(sel)} galaxies "
+                         "(the ledger keeps rounds stable; pass a new --round for a new batch)")
+        else:
+            lines.append(f"scored {self.n_scored:,} galaxies at {self.rate:.2f} galaxies/s")
+        al = sel[~sel["control"] & (sel["strategy"] != "unfinished")]
+        strat = al["strategy"].iloc[0] if len(al) else "-"
+        lines.append(f"round {self.round_name!r}: {len(al)} galaxies by {strat}, {n_ctrl} random controls"
+                     + (f", {n_unf} unfinished labelled galaxies sent back" if n_unf else ""))
+        if len(al):
+            lines.append(f"  batch score: median {al['score'].median():.3g}, min {al['score'].min():.3g}, "
+                         f"max {al['score'].max():.3g}")
+        for k, v in self.files.items():
+            lines.append(f"  {k}: {v}")
+        if self.upload is not None:
+            lines.append(self.upload.format())
+        return "\n".join(lines)
+
+
+def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: str | os.PathLike, *, n: int = 500,
+                      images: str | os.PathLike | None = None, labelled: tuple | list = (),
+                      strategy: str = DEFAULT_STRATEGY, candidates: int | None = None, diversity: str = "kcenter",
+                      random_control: int = 50, state: str | os.PathLike | None = None,
+                      round_name: str | None = None, include_unfinished: str | os.PathLike | None = None,
+                      max_unfinished: int | None = None, upload=None, aggregate: str = "sum", topk: int = 3,
+                      passes: int = 8, score_thresh: float = 0.05, batch_size: int = 8, workers: int = 0,
+                      seed: int = 0, device: str | None = None, plot: bool = True,
+                      progress: bool = True) -> SelectionResult:
+    """Select, write and (with ``upload``, an :class:`UploadRequest` or
+    :class:`~clumptool.active_learning.zooniverse.UploadConfig`) upload the next batch; see the module
+    docstring. Credentials for the upload come only from the environment (PANOPTES_*)."""
+    from clumptool.active_learning.diversity import METHODS
+    from clumptool.active_learning.ledger import DEFAULT_LEDGER_NAME, Ledger
+    from clumptool.active_learning.pool import build_pool, read_pool
+    from clumptool.detection.io import load_model
+
+    if n < 1:
+        raise ClumptoolError(f"--n must be >= 1, got {n}")
+    candidates = 5 * n if candidates is None else int(candidates)
+    if candidates < n:
+        raise ClumptoolError(f"--candidates ({candidates}) must be at least --n ({n})")
+    if random_control < 0:
+        raise ClumptoolError(f"--random-control must be >= 0, got {random_control}")
+    if diversity not in METHODS:
+        raise ClumptoolError(f"unknown diversity method {diversity!r} (use one of {', '.join(METHODS)})")
+    options = ScoringOptions(strategy=strategy, aggregate=aggregate, topk=topk, passes=passes,
+                             score_thresh=score_thresh, batch_size=batch_size, workers=workers)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = Path(state) if state is not None else out
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    net, spec = load_model(model, device=device)
+    round_name = round_name or f"al-{spec.version}"
+
+    with Ledger(state / DEFAULT_LEDGER_NAME) as ledger:
+        previous = ledger.rows(round_name)
+        result = SelectionResult(selection=pd.DataFrame(), round_name=round_name, out_dir=out)
+        if len(previous):
+            full = read_pool(pool, images)
+            sel = _resume(previous, full, pool)
+            result.resumed = True
+            scored = read_table(out / "pool_scores.parquet") if (out / "pool_scores.parquet").exists() else None
+        else:
+            p = build_pool(pool, images, labelled, ledger.already_taken(exclude_round=round_name))
+            result.pool_text = p.describe()
+            if len(p.table) == 0:
+                raise ClumptoolError(f"{pool}: nothing left to select ({p.describe()})")
+            scored, rate = score_pool(net, spec, p.table, options, seed, progress)
+            result.n_scored, result.rate = len(scored), rate
+
+            def embed(idx: np.ndarray) -> np.ndarray:
+                return embed_galaxies(net, spec, p.table["image_path"].iloc[idx].astype(str).tolist(),
+                                      batch_size, workers, progress)
+
+            picks = choose(scored, n, candidates, diversity, embed, random_control, seed, strategy)
+            sel = p.table.iloc[picks["pool_index"].to_numpy()].reset_index(drop=True)
+            extra = scored.iloc[picks["pool_index"].to_numpy()].drop(columns=["galaxy_id"]).reset_index(drop=True)
+            sel = pd.concat([sel, extra, picks.drop(columns=["pool_index"])], axis=1)
+            if include_unfinished is not None:
+                sel = _add_unfinished(sel, include_unfinished, max_unfinished if max_unfinished is not None else n,
+                                      read_pool(pool, images))
+            sel["round"] = round_name
+            sel["model_version"] = spec.version
+            sel = _order_columns(sel)
+            ledger.record_selection(round_name, sel)
+            write_table(_parquet_safe(scored), out / "pool_scores.parquet")
+            result.files["pool scores"] = str(out / "pool_scores.parquet")
+        result.n_pool = len(scored) if scored is not None else 0
+
+        from clumptool.active_learning.manifest import write_cutouts, write_manifest
+
+        sel = write_cutouts(sel, out / "cutouts")
+        write_manifest(sel, out / "manifest.csv", round_name)
+        write_table(_parquet_safe(sel), out / "selection.parquet")
+        result.files.update({"selection": str(out / "selection.parquet"), "manifest": str(out / "manifest.csv"),
+                             "cutouts": str(out / "cutouts")})
+        if plot:
+            from clumptool.active_learning.plots import selection_figure
+
+            result.files["figure"] = str(selection_figure(sel, scored, net, spec, out / "selection.png"))
+        result.files["ledger"] = str(ledger.path)
+        result.selection = sel
+        if upload is not None:
+            from clumptool.active_learning.zooniverse import upload_selection
+
+            if isinstance(upload, UploadRequest):
+                upload = upload.config(round_name, spec.version)
+            elif upload.model_version is None:
+                upload.model_version = spec.version
+            result.upload = upload_selection(sel, ledger, round_name, upload, progress=progress)
+    return result
+
+
+def _order_columns(sel: pd.DataFrame) -> pd.DataFrame:
+    first = ["galaxy_id", "image_path", "score", "strategy", "rank", "control", "round", "model_version"]
+    return sel[[c for c in first if c in sel.columns] + [c for c in sel.columns if c not in first]]
+
+
+def _resume(previous: pd.DataFrame, full: pd.DataFrame, pool) -> pd.DataFrame:
+    """The selection of a round already in the ledger, rebuilt with the pool's image paths and metadata."""
+    prev = previous[["galaxy_id", "score", "strategy", "rank", "control", "round"]].copy()
+    prev["control"] = prev["control"].fillna(0).astype(bool)
+    missing = sorted(set(prev["galaxy_id"]) - set(full["galaxy_id"]))
+    if missing:
+        raise ClumptoolError(f"{pool}: {len(missing)} galaxies of round {prev['round'].iloc[0]!r} are not in the "
+                             f"pool any more (e.g. {', '.join(missing[:3])}); use the same pool to resume")
+    sel = prev.merge(full, on="galaxy_id", how="left").sort_values("rank", kind="stable").reset_index(drop=True)
+    return _order_columns(sel)
+
+
+def _add_unfinished(sel: pd.DataFrame, subjects_path, limit: int, full: pd.DataFrame) -> pd.DataFrame:
+    unf = unfinished_galaxies(subjects_path, None)
+    unf = unf[~unf["galaxy_id"].isin(set(sel["galaxy_id"]))]
+    known = unf[unf["galaxy_id"].isin(set(full["galaxy_id"]))].head(limit)
+    if len(unf) and not len(known):
+        raise ClumptoolError(f"{subjects_path}: none of its {len(unf)} unfinished galaxies are in the pool "
+                             "(their images are needed for the cutouts)")
+    rows = full.set_index("galaxy_id").loc[known["galaxy_id"]].reset_index()
+    rows["score"] = known["risk"].to_numpy()
+    rows["strategy"] = "unfinished"
+    rows["control"] = False
+    rows["rank"] = np.arange(len(sel) + 1, len(sel) + len(rows) + 1)
+    return pd.concat([sel, rows], ignore_index=True)
