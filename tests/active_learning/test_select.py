@@ -1,0 +1,197 @@
+"""select-next-batch end to end on a tiny random-init detector and 64 px images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from clumptool.active_learning.ledger import Ledger
+from clumptool.active_learning.select import ScoringOptions, choose, score_pool, select_next_batch
+from clumptool.common.errors import ClumptoolError
+
+N_IMAGES = 8
+
+
+def _tiny_spec(dropout: float = 0.0):
+    from clumptool.detection.spec import make_spec
+
+    return make_spec("resnet18", image_size=64, crop=None, box_dropout=dropout, fpn_channels=16,
+                     representation_size=32, rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20,
+                     detections_per_img=10)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """8 galaxies (64 px, 0-2 bright blobs), a random-init model with and one without box dropout."""
+    from clumptool.detection.io import save_model
+    from clumptool.detection.model import build_model
+
+    root = tmp_path_factory.mktemp("al")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(N_IMAGES):
+        arr = rng.uniform(0, 40, (64, 64, 3)).astype(np.uint8)
+        for _ in range(i % 3):
+            x, y = rng.integers(10, 50, 2)
+            arr[y:y + 5, x:x + 5] = 240
+        Image.fromarray(arr).save(images / f"{5000 + i}.png")
+    torch.manual_seed(0)
+    save_model(root / "model", build_model(_tiny_spec()), _tiny_spec())
+    torch.manual_seed(1)
+    save_model(root / "model_dropout", build_model(_tiny_spec(0.3)), _tiny_spec(0.3))
+    return root
+
+
+def test_end_to_end_writes_a_zooniverse_ready_batch(tiny, tmp_path):
+    labelled = tmp_path / "labelled.csv"
+    pd.DataFrame({"subject_id": [5000, 5001]}).to_csv(labelled, index=False)
+    out = tmp_path / "out"
+    res = select_next_batch(tiny / "model", tiny / "images", out, n=2, labelled=[labelled], random_control=2,
+                            diversity="none", round_name="r1", progress=False)
+    sel = pd.read_parquet(out / "selection.parquet")
+    for name in ("manifest.csv", "selection.png", "pool_scores.parquet", "al_ledger.sqlite"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert len(sel) == 4
+    assert sel["rank"].tolist() == [1, 2, 3, 4]
+    assert sel["control"].tolist() == [False, False, True, True]
+    assert sel["strategy"].tolist() == ["tta-bald", "tta-bald", "random", "random"]
+    assert not set(sel["galaxy_id"]) & {"5000", "5001"}          # labelled galaxies are excluded
+    assert sel["galaxy_id"].is_unique
+    # the strategy's picks are the two highest scores of the (6-galaxy) pool
+    pool = pd.read_parquet(out / "pool_scores.parquet")
+    assert len(pool) == N_IMAGES - 2
+    top2 = set(pool.sort_values("score", ascending=False)["galaxy_id"].head(2))
+    assert set(sel["galaxy_id"].head(2)) == top2
+    assert (sel["score"] >= 0).all() and np.isfinite(sel["score"]).all()
+    np.testing.assert_allclose(sel["score"], sel["bald"])
+    # cutouts and manifest in the panoptes CLI convention
+    man = pd.read_csv(out / "manifest.csv")
+    assert len(man) == 4 and "#galaxy_id" in man.columns and "#al_control" in man.columns
+    for f in man["file"]:
+        data = (out / f).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) <= 1_048_576
+    assert res.rate > 0 and res.n_scored == N_IMAGES - 2
+
+
+def test_rounds_exclude_earlier_picks_and_a_rerun_resumes(tiny, tmp_path):
+    out, state = tmp_path / "r1", tmp_path / "state"
+    first = select_next_batch(tiny / "model", tiny / "images", out, n=2, random_control=1, state=state,
+                              round_name="round-1", strategy="entropy", progress=False, plot=False)
+    again = select_next_batch(tiny / "model", tiny / "images", out, n=3, random_control=0, state=state,
+                              round_name="round-1", strategy="entropy", seed=5, progress=False, plot=False)
+    assert again.resumed
+    assert again.selection["galaxy_id"].tolist() == first.selection["galaxy_id"].tolist()
+    second = select_next_batch(tiny / "model", tiny / "images", tmp_path / "r2", n=2, random_control=1,
+                               state=state, round_name="round-2", strategy="entropy", progress=False, plot=False)
+    assert not set(second.selection["galaxy_id"]) & set(first.selection["galaxy_id"])
+    with Ledger(state / "al_ledger.sqlite") as ledger:
+        assert ledger.rounds() == ["round-1", "round-2"]
+        assert len(ledger.already_taken()) == 6
+
+
+def test_random_strategy_is_reproducible_and_needs_no_scores(tiny, tmp_path):
+    a = select_next_batch(tiny / "model", tiny / "images", tmp_path / "a", n=3, random_control=2, seed=3,
+                          strategy="random", progress=False, plot=False, round_name="x")
+    b = select_next_batch(tiny / "model", tiny / "images", tmp_path / "b", n=3, random_control=2, seed=3,
+                          strategy="random", progress=False, plot=False, round_name="x")
+    assert a.selection["galaxy_id"].tolist() == b.selection["galaxy_id"].tolist()
+    assert a.selection["control"].sum() == 2
+
+
+def test_choose_takes_controls_from_the_rest_of_the_pool():
+    scored = pd.DataFrame({"galaxy_id": [str(i) for i in range(50)], "score": np.linspace(1, 0, 50)})
+    picks = choose(scored, 5, 5, "none", None, 10, seed=0, strategy="entropy")
+    assert picks["pool_index"].head(5).tolist() == [0, 1, 2, 3, 4]
+    ctrl = picks[picks["control"]]["pool_index"]
+    assert len(ctrl) == 10 and not set(ctrl) & set(range(5))
+    assert picks["rank"].tolist() == list(range(1, 16))
+
+
+def test_mc_dropout_needs_dropout(tiny, tmp_path):
+    from clumptool.active_learning.pool import read_pool
+    from clumptool.detection.io import load_model
+
+    table = read_pool(tiny / "images").head(3)
+    model, spec = load_model(tiny / "model")
+    with pytest.raises(ClumptoolError, match="needs a model with dropout"):
+        score_pool(model, spec, table, ScoringOptions(strategy="mc-bald"), progress=False)
+    model, spec = load_model(tiny / "model_dropout")
+    res, _ = score_pool(model, spec, table, ScoringOptions(strategy="mc-bald", passes=3), progress=False)
+    assert len(res) == 3 and (res["score"] >= 0).all()
+    assert not any(m.training for m in model.modules())  # dropout switched off again
+
+
+def test_unfinished_consensus_is_sent_back(tiny, tmp_path):
+    subjects = tmp_path / "subjects.csv"
+    pd.DataFrame({"subject_id": [5000, 5001, 5002], "is_finished": [False, True, False],
+                  "risk": [0.5, 0.1, 2.0]}).to_csv(subjects, index=False)
+    res = select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=1, random_control=0,
+                            labelled=[subjects], include_unfinished=subjects, max_unfinished=5, strategy="entropy",
+                            progress=False, plot=False, round_name="u")
+    unf = res.selection[res.selection["strategy"] == "unfinished"]
+    assert unf["galaxy_id"].tolist() == ["5002", "5000"]      # riskiest first, finished one left out
+    assert unf["score"].tolist() == [2.0, 0.5]
+    assert len(res.selection) == 3
+
+
+def test_pool_table_with_metadata_is_carried(tiny, tmp_path):
+    table = tmp_path / "pool.csv"
+    pd.DataFrame({"galaxy_id": ["5003", "5004", "5005"],
+                  "image_path": [str(tiny / "images" / f"{g}.png") for g in (5003, 5004, 5005)],
+                  "ra": [150.0, 151.0, 152.0], "dec": [2.0, 2.1, 2.2]}).to_csv(table, index=False)
+    res = select_next_batch(tiny / "model", table, tmp_path / "o", n=2, random_control=1, strategy="entropy",
+                            progress=False, plot=False, round_name="m")
+    assert set(res.selection.columns) >= {"ra", "dec"}
+    man = pd.read_csv(tmp_path / "o" / "manifest.csv")
+    assert {"ra", "dec"} <= set(man.columns)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 0}, "--n must be >= 1"),
+    ({"n": 5, "candidates": 2}, "must be at least --n"),
+    ({"strategy": "bald"}, "unknown strategy"),
+    ({"random_control": -1}, "--random-control"),
+])
+def test_bad_options_are_clear_errors(tiny, tmp_path, kwargs, message):
+    with pytest.raises(ClumptoolError, match=message):
+        select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", progress=False, **kwargs)
+
+
+def test_bad_pools_are_clear_errors(tiny, tmp_path):
+    with pytest.raises(ClumptoolError, match="pool not found"):
+        select_next_batch(tiny / "model", tmp_path / "nope", tmp_path / "o", progress=False)
+    no_image = tmp_path / "pool.csv"
+    pd.DataFrame({"galaxy_id": ["a"], "ra": [1.0]}).to_csv(no_image, index=False)
+    with pytest.raises(ClumptoolError, match="no image column"):
+        select_next_batch(tiny / "model", no_image, tmp_path / "o", progress=False)
+    missing = tmp_path / "pool2.csv"
+    pd.DataFrame({"galaxy_id": ["a", "b"], "image_path": [str(tiny / "images" / "5000.png"), "gone.png"]}) \
+        .to_csv(missing, index=False)
+    with pytest.raises(ClumptoolError, match=r"1 of 2 pool galaxies have no image file, e\.g\. b"):
+        select_next_batch(tiny / "model", missing, tmp_path / "o", progress=False)
+    everything = tmp_path / "all.csv"
+    pd.DataFrame({"subject_id": range(5000, 5000 + N_IMAGES)}).to_csv(everything, index=False)
+    with pytest.raises(ClumptoolError, match="nothing left to select"):
+        select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", labelled=[everything], progress=False)
+
+
+def test_cli_dry_run_and_error_exit(tiny, tmp_path):
+    from clumptool.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["select-next-batch", "--model", str(tiny / "model"), "--pool", str(tiny / "images"),
+                               "--n", "2", "--random-control", "1", "--strategy", "entropy", "--out",
+                               str(tmp_path / "o"), "--round", "cli-1", "--upload", "--dry-run", "--project-id",
+                               "1234", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "selection.parquet").exists()
+    with Ledger(tmp_path / "o" / "al_ledger.sqlite") as ledger:
+        assert ledger.summary("cli-1")["selected"] == 3
+    res = runner.invoke(main, ["select-next-batch", "--model", str(tiny / "model"), "--pool",
+                               str(tmp_path / "missing"), "--out", str(tmp_path / "o2")])
+    assert res.exit_code == 2 and "Error:" in res.output and "pool not found" in res.output
