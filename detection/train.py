@@ -156,7 +156,8 @@ def plot_history(history: pd.DataFrame, target: Path) -> Path | None:
             s = history[["epoch", col]].dropna()
             b.plot(s["epoch"], s[col], marker="o", ms=3, label=col[4:])
     b.set(xlabel="epoch", ylim=(0, 1.02), title="validation (score >= 0.5, centre match)")
-    b.legend(fontsize=8)
+    if b.get_legend_handles_labels()[0]:
+        b.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
