@@ -16,7 +16,7 @@ Assignment (``assignment``): ``"greedy"`` (default, as COCO) takes detections by
 each the best still-free true clump (nearest centre / highest IoU); ``"hungarian"`` maximises the number
 of matches (then minimises total distance / 1 - IoU) with scipy's ``linear_sum_assignment``. Greedy matching
 of the detections above a threshold is the greedy matching of all detections restricted to them, so one
-pass gives the whole curve over score thresholds; Hungarian curves re-match at each threshold.
+pass gives the whole curve over score thresholds; Hungarian curves re-match each image at its own scores.
 
 Per class, detections of class c are matched to true clumps of class c; "overall" ignores labels.
 Empty denominators give 1.0 (no true clumps: nothing missed; no detections: nothing wrong); the counts are
@@ -35,7 +35,6 @@ from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE
 
 MATCH_METHODS = ("centre", "iou")
 ASSIGNMENTS = ("greedy", "hungarian")
-MAX_CURVE_THRESHOLDS = 200  # Hungarian curves re-match at most this many thresholds
 _BIG = 1e12
 
 
@@ -271,19 +270,31 @@ def score_curve(images: Sequence[ImageResult], settings: MatchSettings, label: i
                                   max_dist=im.max_dist) >= 0 for im in sel]
         matched = np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
         return _curve_from_flags(scores, matched, n_true)
-    uniq = np.unique(scores)[::-1]
-    if len(uniq) > MAX_CURVE_THRESHOLDS:
-        uniq = np.unique(np.quantile(scores, np.linspace(0, 1, MAX_CURVE_THRESHOLDS)))[::-1]
-    n_det = np.array([int((scores >= t).sum()) for t in uniq], dtype=np.int64)
-    n_matched = np.zeros(len(uniq), dtype=np.int64)
-    for k, t in enumerate(uniq):
-        for im in sel:
+    # Hungarian: the number of matches in an image only changes at that image's own scores, so re-match each
+    # image at its own distinct scores and add the changes up over every threshold (exact, no grid).
+    thresholds = np.unique(scores)[::-1]
+    n_det = np.searchsorted(-np.sort(scores)[::-1], -thresholds, side="right")
+    ev_scores: list[float] = []
+    ev_delta: list[int] = []
+    for im in sel:
+        if len(im.pred_boxes) == 0 or len(im.true_boxes) == 0:
+            continue
+        prev = 0
+        for t in np.unique(im.pred_scores)[::-1]:
             keep = im.pred_scores >= t
-            if keep.any() and len(im.true_boxes):
-                m = match_detections(im.pred_boxes[keep], im.pred_scores[keep], im.true_boxes, settings=settings,
-                                     max_dist=im.max_dist)
-                n_matched[k] += int((m >= 0).sum())
-    return ScoreCurve(thresholds=uniq, n_det=n_det, n_matched=n_matched, n_true=int(n_true))
+            m = int((match_detections(im.pred_boxes[keep], im.pred_scores[keep], im.true_boxes, settings=settings,
+                                      max_dist=im.max_dist) >= 0).sum())
+            if m != prev:
+                ev_scores.append(float(t))
+                ev_delta.append(m - prev)
+                prev = m
+    order = np.argsort(-np.asarray(ev_scores), kind="stable")
+    ev_s = np.asarray(ev_scores)[order]
+    cum = np.cumsum(np.asarray(ev_delta, dtype=np.int64)[order])
+    k = np.searchsorted(-ev_s, -thresholds, side="right")  # events with score >= threshold
+    n_matched = np.where(k > 0, cum[np.maximum(k - 1, 0)] if len(cum) else 0, 0)
+    return ScoreCurve(thresholds=thresholds, n_det=n_det.astype(np.int64), n_matched=np.asarray(n_matched, np.int64),
+                      n_true=int(n_true))
 
 
 @dataclass

@@ -130,7 +130,7 @@ def test_threshold_curve_and_best_f1_threshold_known_answer():
     assert ev.threshold == 0.6  # the common threshold defaults to the overall best-F1 one
 
 
-def test_greedy_curve_equals_rematching_at_every_threshold():
+def test_curves_equal_rematching_at_every_threshold():
     rng = np.random.default_rng(3)
     imgs = []
     for k in range(20):
@@ -139,14 +139,24 @@ def test_greedy_curve_equals_rematching_at_every_threshold():
         if len(t):
             p = np.vstack([p, t + rng.normal(0, 3, size=t.shape)])
         imgs.append(image(str(k), list(map(tuple, p)), rng.uniform(0, 1, len(p)), list(map(tuple, t))))
+    imgs.append(image("conflict", [(13.5, 20), (19, 20)], [0.95, 0.85], [(10, 20), (16, 20)]))  # greedy: 1, best: 2
     settings = MatchSettings()
     curve = score_curve(imgs, settings)
     for thr in curve.thresholds:
         matched = sum(int((match_detections(im.pred_boxes[im.pred_scores >= thr], im.pred_scores[im.pred_scores >= thr],
                                             im.true_boxes) >= 0).sum()) for im in imgs)
         assert curve.at(float(thr))["n_matched"] == matched
-    hcurve = score_curve(imgs, MatchSettings(assignment="hungarian"))
+    hung = MatchSettings(assignment="hungarian")
+    hcurve = score_curve(imgs, hung)
+    np.testing.assert_array_equal(hcurve.thresholds, curve.thresholds)
+    np.testing.assert_array_equal(hcurve.n_det, curve.n_det)
     assert np.all(hcurve.n_matched >= curve.n_matched)  # Hungarian maximises the number of matches
+    assert np.any(hcurve.n_matched > curve.n_matched)  # and here finds more somewhere
+    for thr, got in zip(hcurve.thresholds, hcurve.n_matched, strict=True):
+        keep = [im.pred_scores >= thr for im in imgs]
+        brute = sum(int((match_detections(im.pred_boxes[k], im.pred_scores[k], im.true_boxes, settings=hung) >= 0)
+                        .sum()) for im, k in zip(imgs, keep, strict=True))
+        assert got == brute
 
 
 def test_map_is_one_for_perfect_predictions_and_lower_when_shifted():
