@@ -56,7 +56,14 @@ def _subject_ids(series: pd.Series) -> pd.Series:
 
 def read_boxes(path: str | os.PathLike, num_classes: int = 3) -> pd.DataFrame:
     """The boxes table, checked: finite coordinates, x2 > x1, y2 > y1, labels in 1..num_classes-1."""
-    df = read_table(path, BOX_REQUIRED)
+    return check_boxes(read_table(path, BOX_REQUIRED), path, num_classes)
+
+
+def check_boxes(df: pd.DataFrame, path: object = "boxes table", num_classes: int = 3) -> pd.DataFrame:
+    """A copy of a boxes table with string subject ids and checked numbers (see :func:`read_boxes`)."""
+    missing = [c for c in BOX_REQUIRED if c not in df.columns]
+    if missing:
+        raise ClumptoolError(f"{path}: missing column(s) {', '.join(missing)}")
     df = df.copy()
     if df["subject_id"].isna().any():
         row = int(np.flatnonzero(df["subject_id"].isna())[0])
@@ -86,7 +93,10 @@ def read_boxes(path: str | os.PathLike, num_classes: int = 3) -> pd.DataFrame:
 def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.PathLike,
                    subjects: str | os.PathLike | None = None, num_classes: int = 3) -> list[Item]:
     """The labelled galaxies (see the module docstring for which), sorted by subject id."""
-    table = boxes if isinstance(boxes, pd.DataFrame) else read_boxes(boxes, num_classes)
+    if isinstance(boxes, pd.DataFrame):
+        table = check_boxes(boxes, "boxes table", num_classes)
+    else:
+        table = read_boxes(boxes, num_classes)
     index = index_images(images)
     if not index:
         raise ClumptoolError(f"{images}: no images (.png, .jpg, .fits) found")

@@ -85,3 +85,12 @@ def test_split_by_galaxy_is_reproducible():
     assert len(va) == 10 and [i.subject_id for i in va] == [i.subject_id for i in va2]
     assert not {i.subject_id for i in tr} & {i.subject_id for i in va}
     assert [i.subject_id for i in split_items(items, 0.2, seed=4)[1]] != [i.subject_id for i in va]
+
+
+def test_labelled_items_from_a_dataframe(tiny_project):
+    boxes, images, subjects = tiny_project
+    df = pd.read_csv(boxes)  # integer subject ids, as aggregate writes them
+    items = labelled_items(df, images, subjects)
+    assert sum(len(it.boxes) for it in items) == len(df)
+    with pytest.raises(ClumptoolError, match="missing column"):
+        labelled_items(df.drop(columns=["label"]), images)
