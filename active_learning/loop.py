@@ -13,9 +13,12 @@ held-out test set. ``clumptool demo`` and ``bench/active_learning.py`` use these
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,10 +142,27 @@ def train_round(project: Project, ids: list[str], boxes: pd.DataFrame, out: Path
 
     subj = _ids_csv(ids, out.parent / f"{out.name}-labelled.csv")
     items = labelled_items(boxes[boxes["subject_id"].isin(set(ids))], project.images, subj)
-    train(None, project.images, out, items=(items, []), backbone=cfg.backbone, weights=None,
-          image_size=cfg.image_size, crop=cfg.crop, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-          seed=cfg.seed, progress=False, patience=None, resume=resume, devices=1)
+    with _quiet_lightning():
+        train(None, project.images, out, items=(items, []), backbone=cfg.backbone, weights=None,
+              image_size=cfg.image_size, crop=cfg.crop, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+              seed=cfg.seed, progress=False, patience=None, resume=resume, devices=1)
     return out
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning's info lines and deprecation warnings would drown the loop's own progress lines."""
+    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)
 
 
 def evaluate_round(project: Project, model_dir: Path, out: Path) -> dict:
@@ -203,6 +223,22 @@ def initial_round(project: Project, cfg: LoopConfig, work: Path, log: Callable[[
     return ids, model, metrics
 
 
+def run_one_round(project: Project, labelled: list[str], model: Path, strategy: str, cfg: LoopConfig, out: Path,
+                  epochs: int, seed: int = 0, plot: bool = False) -> tuple[list[str], Path, dict, float]:
+    """One cycle: select ``cfg.per_round`` galaxies with ``model`` -> the oracle's volunteers label them ->
+    aggregate every label so far -> continue training to ``epochs`` in total -> evaluate on the test set.
+
+    Returns the labelled ids, the new model folder, its test metrics and the galaxies scored per second.
+    """
+    new, rate = select_round(project, model, labelled, cfg.per_round, strategy, cfg, out / "select", seed=seed,
+                             plot=plot)
+    ids = sorted(set(labelled) | set(new))
+    boxes, _ = label(project, ids, out / "labels")
+    ckpt = model / "checkpoints" / "last.ckpt"
+    new_model = train_round(project, ids, boxes, out / "model", cfg, epochs, resume=ckpt if ckpt.exists() else None)
+    return ids, new_model, evaluate_round(project, new_model, out / "eval"), rate
+
+
 def run_strategy(project: Project, strategy: str, cfg: LoopConfig, work: Path, start: tuple[list[str], Path, dict],
                  log: Callable[[str], None] = print) -> list[RoundRecord]:
     """Every round of one strategy from the shared start; one record per model (round 0 included)."""
@@ -211,15 +247,9 @@ def run_strategy(project: Project, strategy: str, cfg: LoopConfig, work: Path, s
     epochs = cfg.epochs_initial
     for r in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
-        out = work / strategy / f"round{r}"
-        new, rate = select_round(project, model, ids, cfg.per_round, strategy, cfg, out / "select",
-                                 seed=cfg.seed * 1000 + r)
-        ids = sorted(set(ids) | set(new))
-        boxes, _ = label(project, ids, out / "labels")
         epochs += cfg.epochs_per_round
-        ckpt = model / "checkpoints" / "last.ckpt"
-        model = train_round(project, ids, boxes, out / "model", cfg, epochs, resume=ckpt if ckpt.exists() else None)
-        m = evaluate_round(project, model, out / "eval")
+        ids, model, m, rate = run_one_round(project, ids, model, strategy, cfg, work / strategy / f"round{r}",
+                                            epochs, seed=cfg.seed * 1000 + r)
         rec = RoundRecord(strategy, r, len(ids), **m, scored_per_s=rate, seconds=time.perf_counter() - t0)
         records.append(rec)
         log(f"  {strategy:>9} round {r}: {len(ids)} labelled, F1 {m['f1']:.3f} (best {m['best_f1']:.3f}), "

@@ -195,3 +195,20 @@ def test_cli_dry_run_and_error_exit(tiny, tmp_path):
     res = runner.invoke(main, ["select-next-batch", "--model", str(tiny / "model"), "--pool",
                                str(tmp_path / "missing"), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 2 and "Error:" in res.output and "pool not found" in res.output
+
+
+def test_label_saving_interpolates_labels_at_equal_f1():
+    from clumptool.active_learning.loop import label_saving, labels_to_reach
+
+    curves = pd.DataFrame({
+        "strategy": ["random"] * 3 + ["tta-bald"] * 3,
+        "n_labelled": [40, 80, 120] * 2,
+        "f1": [0.2, 0.4, 0.5, 0.2, 0.5, 0.6],
+    })
+    assert labels_to_reach(curves[curves["strategy"] == "random"], 0.3) == pytest.approx(60.0)
+    sv = label_saving(curves, "tta-bald")
+    assert sv["target"] == 0.5 and sv["n_baseline"] == pytest.approx(120.0)
+    assert sv["n_strategy"] == pytest.approx(80.0)
+    assert sv["saving"] == pytest.approx(1 / 3)
+    worse = curves.assign(f1=[0.2, 0.4, 0.5, 0.1, 0.2, 0.3])
+    assert label_saving(worse, "tta-bald")["saving"] is None
