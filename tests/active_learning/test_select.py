@@ -212,3 +212,21 @@ def test_label_saving_interpolates_labels_at_equal_f1():
     assert sv["saving"] == pytest.approx(1 / 3)
     worse = curves.assign(f1=[0.2, 0.4, 0.5, 0.1, 0.2, 0.3])
     assert label_saving(worse, "tta-bald")["saving"] is None
+
+
+def test_upload_to_the_fake_zooniverse_and_resume(tiny, tmp_path, fake):
+    from clumptool.active_learning.select import UploadRequest
+
+    request = UploadRequest(project_id=1234, workflow_id=5678, endpoint=fake.url)
+    res = select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=2, random_control=1,
+                            strategy="entropy", round_name="up-1", upload=request, progress=False, plot=False)
+    assert res.upload.ok, res.upload.format()
+    (subject_set,) = fake.state.sets_named("up-1")  # the subject set is named after the round
+    metas = [fake.state.subjects[s]["metadata"] for s in fake.state.subject_ids_in_set(subject_set["id"])]
+    assert sorted(m["#galaxy_id"] for m in metas) == sorted(res.selection["galaxy_id"])
+    assert sorted(m["#al_control"] for m in metas) == [0, 0, 1]
+    # the same round again: same batch, nothing uploaded twice
+    again = select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=2, random_control=1,
+                              strategy="entropy", round_name="up-1", upload=request, progress=False, plot=False)
+    assert again.resumed and again.upload.ok and again.upload.created == 0
+    assert len(fake.state.requests_to("POST", r"^/api/subjects$")) == 3
