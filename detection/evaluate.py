@@ -11,6 +11,9 @@ Truth: a boxes table (``subject_id, x1, y1, x2, y2[, label]``, e.g. aggregate's 
 2.5 x fwhm_px by :mod:`clumptool.aggregation.boxes` (16.6 px where no FWHM is given). No label column means
 every true clump is class 1.
 
+Detections go through the same post-processing as ``predict`` (class-agnostic NMS at IoU 0.2 by default, the
+paper's) so that the numbers describe the catalogue a user would get; ``nms_iou=None`` scores the raw model.
+
 Outputs in ``out_dir``: ``metrics.json`` (settings, completeness/purity/F1 per scope at the common threshold
 and at each scope's best-F1 threshold, curves sampled every 0.01 in score, COCO mAP) and ``pr_curve.png``.
 """
@@ -218,6 +221,11 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
     from clumptool.detection.io import load_model
 
     settings = settings or MatchSettings()
+    for name, value in (("score threshold", score_threshold), ("min score", min_score), ("NMS IoU", nms_iou)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ClumptoolError(f"{name} must be in [0, 1], got {value}")
+    if batch_size < 1:
+        raise ClumptoolError(f"batch size must be >= 1, got {batch_size}")
     out_dir = Path(out_dir)
     truth = read_truth(truth_path, box_scale, box_size)
     wanted = read_subject_ids(subjects) if subjects is not None else None
@@ -258,7 +266,7 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
         "truth": {"path": str(truth_path), "kind": truth.kind, "note": truth.note,
                   "n_true_in_region": int(sum(len(r.true_boxes) for r in results)),
                   "n_true_outside_region": int(n_true_outside),
-                  "n_truth_subjects_without_image": int(len(set(truth.boxes) - seen))},
+                  "n_truth_subjects_not_evaluated": int(len(set(truth.boxes) - seen))},
         "images": {"folder": str(images_dir), "n_images": len(results),
                    "n_images_with_truth": int(sum(len(r.true_boxes) > 0 for r in results)),
                    "subjects_filter": None if subjects is None else str(subjects)},
