@@ -102,9 +102,32 @@ def _offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "CLUMPTOOL_OFFLINE"))
 
 
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """Can a TCP connection to ``host:443`` be opened within ~2 x ``timeout`` seconds (DNS included)?
+
+    Name resolution has no timeout of its own (a dead resolver can retry for many seconds), so it runs in a
+    daemon thread that is abandoned when slow.
+    """
+    import threading
+
+    found: list = []
+
+    def resolve() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM))
+        except OSError:
+            pass
+
+    t = threading.Thread(target=resolve, daemon=True)
+    t.start()
+    t.join(timeout)
+    if not found:
+        return False
+    family, kind, proto, _, addr = found[0]
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        with socket.socket(family, kind, proto) as s:
+            s.settimeout(timeout)
+            s.connect(addr)
         return True
     except OSError:
         return False
