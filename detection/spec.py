@@ -52,7 +52,7 @@ class ModelSpec:
     in_channels: int = 3
     mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
-    anchor_sizes: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    anchor_sizes: list[int] = field(default_factory=lambda: [8, 16, 32, 64])  # base side per FPN level
     box_dropout: float = 0.0
     fits_bands: list[int] | None = None
     version: str = field(default_factory=new_version)
@@ -66,6 +66,8 @@ class ModelSpec:
     rpn_post_nms_top_n_test: int = 100
     detections_per_img: int = 50
     box_batch_size_per_image: int = 128     # RoIs sampled per image for the box head (COCO: 512)
+    anchor_scales: list[float] = field(default_factory=lambda: [1.0, 1.41])  # anchors per level: size x scale
+    rpn_fg_iou_thresh: float = 0.6          # COCO 0.7: too strict for 8-20 px boxes on a 4 px grid
     box_score_thresh: float = 0.05
     init_weights: str | None = None         # where the backbone's initial weights came from (provenance)
 
@@ -94,6 +96,8 @@ class ModelSpec:
             raise ClumptoolError(
                 f"anchor_sizes needs 4 positive sizes (one per FPN level, strides 4/8/16/32), got {self.anchor_sizes}"
             )
+        if not self.anchor_scales or any(a <= 0 for a in self.anchor_scales):
+            raise ClumptoolError(f"anchor_scales must be positive, got {self.anchor_scales}")
         if self.trainable_stages is not None and not 0 <= self.trainable_stages <= 4:
             raise ClumptoolError(f"trainable_stages must be 0..4 (or None = all), got {self.trainable_stages}")
         if self.fits_bands is not None and len(self.fits_bands) != self.in_channels:
@@ -137,9 +141,18 @@ class ModelSpec:
         return cls.from_dict(data, source=str(path))
 
 
+def default_anchor_sizes(image_size: int, crop: int | None) -> list[int]:
+    """8/16/32/64 original pixels (clump boxes: 4-48 px, median 17 px on 400 px images) in working pixels."""
+    scale = image_size / crop if crop else 1.0
+    return [max(4, int(round(s * scale))) for s in (8, 16, 32, 64)]
+
+
 def make_spec(backbone: str = "convnext_nano", *, in_channels: int = 3, mean: list[float] | None = None,
               std: list[float] | None = None, **kwargs) -> ModelSpec:
-    """A ModelSpec with the normalisation the backbone expects unless given explicitly."""
+    """A ModelSpec with the normalisation the backbone expects and anchors scaled to the working size,
+    unless given explicitly."""
     dmean, dstd = default_normalisation(backbone, in_channels)
+    if kwargs.get("anchor_sizes") is None:
+        kwargs["anchor_sizes"] = default_anchor_sizes(kwargs.get("image_size", 200), kwargs.get("crop", 200))
     return ModelSpec(backbone=backbone, in_channels=in_channels, mean=list(mean or dmean), std=list(std or dstd),
                      **kwargs)

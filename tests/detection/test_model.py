@@ -43,9 +43,13 @@ def test_tuned_settings_and_normalisation():
     assert spec.mean == [0, 0, 0] and spec.std == [1, 1, 1]   # Zoobot: [0, 1] without normalisation
     tv = make_spec("torchvision_resnet50", image_size=64)
     assert tv.mean == pytest.approx([0.485, 0.456, 0.406])
-    model = build_model(spec)
-    assert model.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,))
-    assert model.rpn.anchor_generator.aspect_ratios == ((1.0,),) * 4
+    model = build_model(make_spec("convnext_nano", image_size=64, crop=64))
+    sizes = model.rpn.anchor_generator.sizes
+    assert [s[0] for s in sizes] == [8, 16, 32, 64] and sizes[0][1] == pytest.approx(11.28)
+    assert model.rpn.anchor_generator.aspect_ratios == ((1.0,),) * 4  # square clumps
+    assert model.rpn.proposal_matcher.high_threshold == 0.6
+    # anchors follow the working scale: 8..64 original px on a 200 px crop seen at 128 px
+    assert make_spec(image_size=128, crop=200).anchor_sizes == [5, 10, 20, 41]
     assert model.roi_heads.box_predictor.cls_score.out_features == 3
     assert model.rpn._pre_nms_top_n == {"training": 600, "testing": 300}
 
