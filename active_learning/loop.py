@@ -39,11 +39,11 @@ class LoopConfig:
     initial: int = 40               # randomly labelled galaxies before the first selection
     per_round: int = 40             # galaxies labelled per round
     rounds: int = 4                 # selection rounds after the initial model
-    epochs_initial: int = 12        # epochs of the first model (from scratch)
+    epochs_initial: int = 15        # epochs of the first model (from scratch)
     epochs_per_round: int = 4       # further epochs each round (continuing the previous checkpoint)
     sim_image_size: int = 200       # simulated image side (400 = Clump Scout; 200 halves everything)
-    crop: int | None = 100          # central crop the detector sees (half the image, as in the paper)
-    image_size: int = 96            # working size fed to the network
+    crop: int | None = 64           # central crop the detector sees, in image pixels
+    image_size: int = 64            # working size fed to the network (64/64: native pixels, cheap on CPU)
     backbone: str = "resnet18"
     batch_size: int = 4
     lr: float = 1e-3

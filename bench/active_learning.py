@@ -65,15 +65,16 @@ def _pool_csv(project, ids, path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes: finishes in a few minutes on 2 cores")
-    ap.add_argument("--galaxies", type=int, help="simulated galaxies, pool + test (default 600; quick 220)")
-    ap.add_argument("--test", type=int, help="held-out test galaxies (default 150; quick 60)")
+    ap.add_argument("--galaxies", type=int, help="simulated galaxies, pool + test (default 600; quick 300)")
+    ap.add_argument("--test", type=int, help="held-out test galaxies (default 150; quick 100)")
     ap.add_argument("--initial", type=int, help="random galaxies labelled first (default 40; quick 30)")
     ap.add_argument("--rounds", type=int, help="selection rounds (default 4; quick 3)")
-    ap.add_argument("--per-round", type=int, help="galaxies labelled per round (default 40; quick 25)")
-    ap.add_argument("--epochs", type=int, help="epochs of the first model (default 12; quick 8)")
+    ap.add_argument("--per-round", type=int, help="galaxies labelled per round (default 40; quick 20)")
+    ap.add_argument("--epochs", type=int, help="epochs of the first model (default 15; quick 15)")
     ap.add_argument("--epochs-per-round", type=int, help="further epochs per round (default 4; quick 3)")
-    ap.add_argument("--image-size", type=int, default=96, help="working image size (after the central crop)")
-    ap.add_argument("--crop", type=int, default=100, help="central crop of the 200 px simulated images")
+    ap.add_argument("--image-size", type=int, default=64, help="working image size (after the central crop)")
+    ap.add_argument("--crop", type=int, default=64, help="central crop of the 200 px simulated images")
+    ap.add_argument("--threads", type=int, help="torch CPU threads for this run [default: torch's choice]")
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--strategies", default="tta-bald,entropy,random",
                     help="comma list; 'random' is the baseline and must be included")
@@ -87,9 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     def pick(value, full, quick):
         return value if value is not None else (quick if q else full)
 
-    cfg = LoopConfig(galaxies=pick(args.galaxies, 600, 220), test=pick(args.test, 150, 60),
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = LoopConfig(galaxies=pick(args.galaxies, 600, 300), test=pick(args.test, 150, 100),
                      initial=pick(args.initial, 40, 30), rounds=pick(args.rounds, 4, 3),
-                     per_round=pick(args.per_round, 40, 25), epochs_initial=pick(args.epochs, 12, 8),
+                     per_round=pick(args.per_round, 40, 20), epochs_initial=pick(args.epochs, 15, 15),
                      epochs_per_round=pick(args.epochs_per_round, 4, 3), image_size=args.image_size,
                      crop=args.crop, backbone=args.backbone, diversity=args.diversity, seed=args.seed)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
