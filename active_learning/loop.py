@@ -152,6 +152,8 @@ def train_round(project: Project, ids: list[str], boxes: pd.DataFrame, out: Path
 @contextlib.contextmanager
 def _quiet_lightning():
     """Lightning's info lines and deprecation warnings would drown the loop's own progress lines."""
+    import lightning.pytorch  # noqa: F401 - its import sets the levels; set ours after it
+
     loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
