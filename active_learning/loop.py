@@ -272,14 +272,21 @@ def labels_to_reach(curve: pd.DataFrame, target: float, column: str = "f1") -> f
 
 
 def label_saving(curves: pd.DataFrame, strategy: str, baseline: str = "random", column: str = "f1") -> dict:
-    """How many fewer labels ``strategy`` needs to reach the baseline's final ``column`` (interpolated)."""
+    """How many fewer labels ``strategy`` needs to reach the baseline's final ``column`` (interpolated).
+
+    ``saving`` compares with the labels the baseline spent in total (1 - n_strategy / n_baseline_final);
+    ``saving_conservative`` with the first point where the baseline's own curve reached that value (lower
+    when the baseline's curve is not monotonic).
+    """
     base = curves[curves["strategy"] == baseline].sort_values("n_labelled")
     cur = curves[curves["strategy"] == strategy].sort_values("n_labelled")
     target = float(base[column].iloc[-1])
-    n_base = labels_to_reach(base, target, column)
+    n_final = float(base["n_labelled"].iloc[-1])
+    n_first = labels_to_reach(base, target, column)
     n_cur = labels_to_reach(cur, target, column)
-    saving = None if n_cur is None or not n_base else 1.0 - n_cur / n_base
-    return {"strategy": strategy, "target": target, "n_baseline": n_base, "n_strategy": n_cur, "saving": saving}
+    return {"strategy": strategy, "target": target, "n_baseline_final": n_final, "n_baseline_first": n_first,
+            "n_strategy": n_cur, "saving": None if n_cur is None else 1.0 - n_cur / n_final,
+            "saving_conservative": None if n_cur is None or not n_first else 1.0 - n_cur / n_first}
 
 
 def plot_learning_curves(curves: pd.DataFrame, target: Path, title: str = "") -> Path:

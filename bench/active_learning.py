@@ -129,14 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(curves[["strategy", "round", "n_labelled", "completeness", "purity", "f1", "best_f1"]]
               .round(3).to_string(index=False))
-        print("\nlabel saving at equal F1 (labels to reach random's final value, interpolated):")
+        print("\nlabel saving at equal F1: labels each strategy needs to reach random's final value (interpolated)")
+        print("  (vs random's total labels; in brackets vs where random's own curve first reached it)")
+        savings = []
         for col in ("f1", "best_f1"):
             for s in strategies[:-1]:
                 sv = label_saving(curves, s, "random", col)
+                savings.append({"metric": col, **sv})
                 got = "never reached" if sv["n_strategy"] is None else f"{sv['n_strategy']:.0f} labels"
                 pct = "n/a" if sv["saving"] is None else f"{100 * sv['saving']:+.0f} %"
-                print(f"  {col:>7} {s:>9}: random reaches {sv['target']:.3f} with {sv['n_baseline']:.0f} labels; "
-                      f"{s} with {got} -> saving {pct} (goal >= 30 %)")
+                cons = "n/a" if sv["saving_conservative"] is None else f"{100 * sv['saving_conservative']:+.0f} %"
+                print(f"  {col:>7} {s:>9}: random reaches {sv['target']:.3f} with {sv['n_baseline_final']:.0f} "
+                      f"labels; {s} with {got} -> saving {pct} ({cons}) (goal >= 30 %)")
+        pd.DataFrame(savings).to_csv(work / "savings.csv", index=False)
         fig = plot_learning_curves(curves, work / "learning_curves.png",
                                    title=f"{len(project.pool_ids)} pool / {len(project.test_ids)} test galaxies, "
                                          f"{cfg.initial} + {cfg.rounds} x {cfg.per_round} labels, {cfg.backbone} "

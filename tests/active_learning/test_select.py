@@ -207,9 +207,15 @@ def test_label_saving_interpolates_labels_at_equal_f1():
     })
     assert labels_to_reach(curves[curves["strategy"] == "random"], 0.3) == pytest.approx(60.0)
     sv = label_saving(curves, "tta-bald")
-    assert sv["target"] == 0.5 and sv["n_baseline"] == pytest.approx(120.0)
+    assert sv["target"] == 0.5 and sv["n_baseline_final"] == 120.0
     assert sv["n_strategy"] == pytest.approx(80.0)
     assert sv["saving"] == pytest.approx(1 / 3)
+    # a baseline that reached its final value early: the conservative saving compares with that point
+    bumpy = curves.assign(f1=[0.2, 0.6, 0.5, 0.2, 0.5, 0.6])
+    sv = label_saving(bumpy, "tta-bald")
+    assert sv["n_baseline_first"] == pytest.approx(40 + 0.3 / 0.4 * 40)
+    assert sv["saving"] == pytest.approx(1 / 3)
+    assert sv["saving_conservative"] == pytest.approx(1 - 80 / 70)
     worse = curves.assign(f1=[0.2, 0.4, 0.5, 0.1, 0.2, 0.3])
     assert label_saving(worse, "tta-bald")["saving"] is None
 
