@@ -13,8 +13,8 @@
 
    Per-galaxy value: ``sum`` (default), ``max`` or ``topk`` mean over boxes, plus the borderline-empty term
    (see :mod:`clumptool.active_learning.uncertainty`).
-3. The top ``candidates`` (default 5 x n) are thinned to n by k-centre (default) or k-means++ on backbone
-   embeddings; ``random_control`` random galaxies from the rest of the pool are added with ``control=True``
+3. The top ``candidates`` (default 5 x n; only galaxies with a score above 0 when there are at least n)
+   are thinned to n by k-centre (default) or k-means++ on backbone embeddings; ``random_control`` random galaxies from the rest of the pool are added with ``control=True``
    (an unbiased check of what the loop gains, as Galaxy Zoo did). Optionally, labelled galaxies whose
    consensus is unfinished (aggregate's subjects table, ``is_finished == False``, highest risk first) are
    sent back for more volunteers (``strategy = "unfinished"``).
@@ -233,6 +233,9 @@ def choose(scored: pd.DataFrame, n: int, candidates: int, diversity: str, embed:
     else:
         order = np.lexsort((np.arange(m), -scores))  # highest score first, ties by pool order
         cand = order[: max(min(candidates, m), n)]
+        positive = cand[scores[cand] > 0]
+        if len(positive) >= n:  # the diversity step must not trade uncertain galaxies for 0-score ones
+            cand = positive
         emb = embed(cand) if (embed is not None and diversity != "none" and len(cand) > n) else None
         local = select_diverse(emb, scores[cand], n, diversity if emb is not None else "none", seed)
         picked = cand[local]

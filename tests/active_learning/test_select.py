@@ -236,3 +236,13 @@ def test_upload_to_the_fake_zooniverse_and_resume(tiny, tmp_path, fake):
                               strategy="entropy", round_name="up-1", upload=request, progress=False, plot=False)
     assert again.resumed and again.upload.ok and again.upload.created == 0
     assert len(fake.state.requests_to("POST", r"^/api/subjects$")) == 3
+
+
+def test_diversity_step_keeps_to_uncertain_candidates():
+    rng = np.random.default_rng(0)
+    scores = np.r_[rng.uniform(0.5, 1.0, 10), np.zeros(40)]
+    scored = pd.DataFrame({"galaxy_id": [str(i) for i in range(50)], "score": scores})
+    emb = rng.normal(size=(50, 8))
+    picks = choose(scored, 5, 50, "kcenter", lambda idx: emb[idx], 0, seed=0, strategy="tta-bald")
+    assert set(picks["pool_index"]) <= set(range(10))
+    assert len(set(picks["pool_index"])) == 5
