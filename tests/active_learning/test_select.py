@@ -246,3 +246,21 @@ def test_diversity_step_keeps_to_uncertain_candidates():
     picks = choose(scored, 5, 50, "kcenter", lambda idx: emb[idx], 0, seed=0, strategy="tta-bald")
     assert set(picks["pool_index"]) <= set(range(10))
     assert len(set(picks["pool_index"])) == 5
+
+
+def test_labelled_ids_from_exports_and_tables(tmp_path):
+    import json
+
+    from clumptool.active_learning.pool import read_labelled_ids
+
+    export = tmp_path / "classifications.csv"
+    pd.DataFrame({"classification_id": [1, 2], "subject_ids": [111, 112],
+                  "subject_data": [json.dumps({"111": {"#galaxy_id": "G7"}}), json.dumps({"112": {"ra": 1}})]}
+                 ).to_csv(export, index=False)
+    boxes = tmp_path / "boxes.parquet"
+    pd.DataFrame({"subject_id": np.array([5, 5, 6], dtype="int64"), "x1": [0.0, 1, 2]}).to_parquet(boxes)
+    assert read_labelled_ids([export, boxes]) == {"111", "112", "G7", "5", "6"}
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"name": ["x"]}).to_csv(bad, index=False)
+    with pytest.raises(ClumptoolError, match="needs 'galaxy_id', 'subject_id' or 'subject_ids'"):
+        read_labelled_ids([bad])
