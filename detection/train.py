@@ -176,12 +176,13 @@ def train(boxes: str | os.PathLike | None, images: str | os.PathLike, out: str |
           workers: int | None = None, cache: bool = False, patience: int | None = 10,
           max_minutes: float | None = None, max_steps: int = -1, progress: bool = True,
           callbacks: list | None = None, items: tuple[list, list] | None = None,
-          log_every_n_steps: int = 10) -> TrainResult:
+          log_every_n_steps: int = 10, gradient_clip_val: float | None = 10.0) -> TrainResult:
     """Train a clump detector (see the module docstring for the outputs).
 
     ``items`` = (train, validation) lists of :class:`~clumptool.detection.data.Item` bypasses reading
     ``boxes``/``images``/``subjects`` (used by the benchmark). ``resume`` continues a run exactly (epoch,
     step, optimiser and scheduler state) from a checkpoint; the model settings then come from it.
+    ``gradient_clip_val`` clips the gradient norm (random-init runs otherwise see loss spikes early on).
     """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -254,6 +255,7 @@ def train(boxes: str | os.PathLike | None, images: str | os.PathLike, out: str |
         max_time={"minutes": max_minutes} if max_minutes else None, callbacks=cbs, logger=logger,
         enable_progress_bar=progress, enable_model_summary=progress, log_every_n_steps=log_every_n_steps,
         num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0, default_root_dir=out,
+        gradient_clip_val=gradient_clip_val,
     )
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
