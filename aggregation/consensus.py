@@ -8,6 +8,7 @@ tolerance, and the best iterate is kept (the reference stopped at the first *ris
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,8 +56,11 @@ class ConsensusConfig:
     false_neg_loss: float = 1.0
     finished: FinishedThresholds = field(default_factory=FinishedThresholds)
     default_image_size: float = 400.0
+    workers: int | None = None  # processes splitting ambiguous groups; None: up to 2 when there are many
 
     def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError("workers must be >= 1")
         if self.link_radius <= 0:
             raise ValueError("link_radius must be positive")
         if self.max_iterations < 1:
@@ -165,19 +169,34 @@ class _Model:
         base = link_costs(skills, ms.vol, np.zeros(len(ms.vol)))
         fp = false_pos_costs(skills, ms.vol, self.log_area[ms.group])
         next_id = int(cluster.max()) + 1 if len(cluster) else 0
+        inputs = []
         for idx in self.members:
             s2 = skills.s2[ms.vol[idx]]
-            inp = ComponentInputs(
+            inputs.append(ComponentInputs(
                 xy=np.column_stack([ms.x[idx], ms.y[idx]]), vol=ms.vol[idx], base=base[idx],
                 inv2s2=1.0 / (2 * s2), weight=1.0 / s2, fp_cost=fp[idx], open_cost=float(oc[ms.group[idx[0]]]),
-            )
-            lab = solve_component(inp)
+            ))
+        for idx, lab in zip(self.members, self._solve_all(inputs), strict=True):
             cluster[idx] = np.where(lab >= 0, next_id + lab, -1)
             next_id += int(lab.max()) + 1 if (lab >= 0).any() else 0
         # compact ids
         valid = cluster >= 0
         _, cluster[valid] = np.unique(cluster[valid], return_inverse=True)
         return cluster
+
+    def _solve_all(self, inputs: list[ComponentInputs]) -> list[np.ndarray]:
+        """Split every ambiguous group; independent problems, so big batches go to worker processes."""
+        workers = self.cfg.workers
+        if workers is None:
+            workers = min(2, os.cpu_count() or 1) if len(inputs) >= PARALLEL_MIN_COMPONENTS else 1
+        if workers <= 1 or len(inputs) < 2 * workers:
+            return [solve_component(inp) for inp in inputs]
+        from concurrent.futures import ProcessPoolExecutor
+
+        step = -(-len(inputs) // (4 * workers))  # a few batches per worker, in order
+        batches = [inputs[i:i + step] for i in range(0, len(inputs), step)]
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            return [lab for labs in pool.map(_solve_batch, batches) for lab in labs]
 
     # -- stage 2: links and openings (vectorised) -------------------------------------------------------
     def link_open(self, cluster: np.ndarray, skills: Skills, rounds: int = 3) -> dict:
@@ -233,6 +252,13 @@ class _Model:
             n_matched=matched,
             sum_d2=np.bincount(ms.vol[linked], weights=st["d2"][linked], minlength=nv),
         )
+
+
+PARALLEL_MIN_COMPONENTS = 2_000  # below this, starting worker processes costs more than it saves
+
+
+def _solve_batch(inputs: list[ComponentInputs]) -> list[np.ndarray]:
+    return [solve_component(inp) for inp in inputs]
 
 
 def run_consensus(

@@ -18,6 +18,7 @@ naming the classification_id and field), never dropped silently; ``strict=True``
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -127,7 +128,7 @@ class ReadOptions:
     task: str | None = None
     clump_tools: tuple[int, ...] | None = None
     strict: bool = False
-    chunksize: int = 50_000
+    chunksize: int = 25_000
     workers: int | None = None  # processes parsing chunks; None: up to 2 for big files, 1 for small ones
 
 
@@ -359,17 +360,34 @@ def read_export(
                 acc.close_chunk()
                 advance()
         else:
-            # the first chunk in this process: it fixes the drawing task every worker then uses
+            # every worker must cluster the same drawing task: find it in the first rows, then hand out
+            # all chunks (the first one too) to the workers
             first = next(chunks, None)
             if first is not None:
-                task = _parse_chunk(_chunk_columns(first), acc, report, options, task, tools)
-                acc.close_chunk()
-                advance()
-            _parse_in_workers(chunks, workers, acc, report, options, task, tools, advance)
+                if task is None:
+                    rows = first if options.workflow_id is None else first[
+                        pd.to_numeric(first["workflow_id"], errors="coerce") == options.workflow_id]
+                    task = peek_drawing_task(rows["annotations"].tolist())
+                _parse_in_workers(itertools.chain([first], chunks), workers, acc, report, options, task, tools,
+                                  advance)
     except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
         raise ClumptoolError(f"{path}: the CSV structure is broken ({exc})") from exc
     report.task = task
     return _finish(acc, report, options)
+
+
+def peek_drawing_task(annotations: Iterable[str]) -> str | None:
+    """The drawing task of the first readable annotation that has one (as the serial reader finds it)."""
+    for text in annotations:
+        try:
+            value = json.loads(text)
+        except (json.JSONDecodeError, TypeError):
+            continue
+        if isinstance(value, list):
+            task = find_drawing_task(value)
+            if task is not None:
+                return task
+    return None
 
 
 def _chunk_columns(chunk: pd.DataFrame) -> dict[str, list]:

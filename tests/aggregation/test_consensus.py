@@ -121,3 +121,28 @@ def test_match_to_truth_is_one_to_one():
     s = match_to_truth(found, truth, radius=5.0)
     assert (s.n_matched, s.completeness, s.purity) == (1, 0.5, 1 / 3)
     assert s.label_accuracy == 1.0 and s.median_offset_px == 1.0
+
+
+def test_worker_processes_split_groups_exactly_as_one_process(export_builder, tmp_path):
+    """Ambiguous groups (one volunteer's two marks in one group) solved in a process pool give the very
+    same clumps and skills as one process."""
+    from clumptool.aggregation.consensus import ConsensusConfig, _Model, build_markset, run_consensus
+    from clumptool.aggregation.export import read_export
+
+    rng = np.random.default_rng(5)
+    for sid in range(1, 13):
+        cx, cy = rng.uniform(100, 300, 2)
+        for v in range(15):
+            marks = [(cx + rng.normal(0, 1), cy + rng.normal(0, 1), 0),
+                     (cx + 5 + rng.normal(0, 1), cy + rng.normal(0, 1), 0)]
+            b_marks = marks if rng.random() < 0.9 else marks[:1]
+            export_builder.add(sid, f"vol{v}", b_marks)
+    data = read_export(export_builder.write(tmp_path / "e.csv"))
+    model = _Model(build_markset(data, 400.0), ConsensusConfig())
+    assert len(model.members) >= 8  # the pool really gets work
+    one = run_consensus(data, ConsensusConfig(workers=1))
+    two = run_consensus(data, ConsensusConfig(workers=2))
+    assert (one.clumps.groupby("subject_id").size() == 2).all()  # two clumps 5 px apart stay two
+    pd.testing.assert_frame_equal(one.clumps, two.clumps)
+    pd.testing.assert_frame_equal(one.volunteers, two.volunteers)
+    assert one.history == two.history
