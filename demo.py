@@ -74,7 +74,7 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
     from clumptool.aggregation.pipeline import aggregate
     from clumptool.detection.evaluate import evaluate_model
     from clumptool.detection.predict import predict_catalogue
-    from clumptool.detection.train import train
+    from clumptool.detection.train import quiet_lightning, train
     from clumptool.simulation.config import SimulationConfig
     from clumptool.simulation.project import simulate_project
 
@@ -126,10 +126,11 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
     log(f"[3/6] train: {cfg.backbone} + FPN Faster R-CNN, random init, central {cfg.crop} px at "
         f"{cfg.image_size} px, up to {cfg.epochs} epochs or {cfg.train_minutes:g} min on CPU -> {model_dir}")
     boxes_path = Path(agg.files["boxes"])
-    trained = train(boxes_path, project / "images", model_dir, subjects=Path(agg.files["subjects"]),
-                    backbone=cfg.backbone, image_size=cfg.image_size, crop=cfg.crop, epochs=cfg.epochs,
-                    batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_minutes=cfg.train_minutes,
-                    devices=1, progress=False, patience=None)
+    with quiet_lightning():
+        trained = train(boxes_path, project / "images", model_dir, subjects=Path(agg.files["subjects"]),
+                        backbone=cfg.backbone, image_size=cfg.image_size, crop=cfg.crop, epochs=cfg.epochs,
+                        batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, max_minutes=cfg.train_minutes,
+                        devices=1, progress=False, patience=None)
     res.seconds["train"] = clock() - t
     res.paths["model"] = str(model_dir)
     res.paths["training_curves"] = str(model_dir / "training.png")

@@ -13,12 +13,9 @@ held-out test set. ``clumptool demo`` and ``bench/active_learning.py`` use these
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -138,33 +135,15 @@ def train_round(project: Project, ids: list[str], boxes: pd.DataFrame, out: Path
                 resume: Path | None = None) -> Path:
     """Train (or continue training) the detector on the labelled galaxies ``ids``; returns the model folder."""
     from clumptool.detection.data import labelled_items
-    from clumptool.detection.train import train
+    from clumptool.detection.train import quiet_lightning, train
 
     subj = _ids_csv(ids, out.parent / f"{out.name}-labelled.csv")
     items = labelled_items(boxes[boxes["subject_id"].isin(set(ids))], project.images, subj)
-    with _quiet_lightning():
+    with quiet_lightning():
         train(None, project.images, out, items=(items, []), backbone=cfg.backbone, weights=None,
               image_size=cfg.image_size, crop=cfg.crop, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
               seed=cfg.seed, progress=False, patience=None, resume=resume, devices=1)
     return out
-
-
-@contextlib.contextmanager
-def _quiet_lightning():
-    """Lightning's info lines and deprecation warnings would drown the loop's own progress lines."""
-    import lightning.pytorch  # noqa: F401 - its import sets the levels; set ours after it
-
-    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lvl in zip(loggers, levels, strict=True):
-            lg.setLevel(lvl)
 
 
 def evaluate_round(project: Project, model_dir: Path, out: Path) -> dict:

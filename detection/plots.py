@@ -51,7 +51,8 @@ def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLik
     ax2.set(xlabel="completeness", ylabel="purity", xlim=(0, 1.02), ylim=(0, 1.02))
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        if ax.get_legend_handles_labels()[0]:  # a model with no detection at all draws no curve
+            ax.legend(fontsize=7, loc="lower left")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.95) if title else None)

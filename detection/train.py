@@ -13,11 +13,13 @@ command in one subprocess per extra device). Writes into ``out``:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +165,24 @@ def plot_history(history: pd.DataFrame, target: Path) -> Path | None:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return target
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's info lines and deprecation warnings would drown the loop's own progress lines."""
+    import lightning.pytorch  # noqa: F401 - its import sets the levels; set ours after it
+
+    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)
 
 
 def train(boxes: str | os.PathLike | None, images: str | os.PathLike, out: str | os.PathLike, *,
