@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from clumptool.aggregation.export import ReadOptions, read_export
@@ -116,10 +118,8 @@ def test_frames_keep_their_own_sizes(export_builder, tmp_path):
 
 def test_worker_processes_give_the_same_tables_as_one_process(export_builder, tmp_path):
     """Chunks parsed in a process pool are merged in file order, volunteers and versions re-coded."""
-    import pandas as pd
-
     b = export_builder
-    rng = __import__("numpy").random.default_rng(3)
+    rng = np.random.default_rng(3)
     for i in range(120):
         user = f"user{rng.integers(15)}"
         marks = [(float(rng.uniform(0, 400)), float(rng.uniform(0, 400)), int(rng.integers(2)))
