@@ -22,11 +22,16 @@ from clumptool.aggregation.skill import (
     SkillPriors,
     Skills,
     false_pos_costs,
-    false_pos_log_odds_terms,
     link_costs,
     log_prior,
     m_step,
     open_costs,
+)
+from clumptool.aggregation.visibility import (
+    DEFAULT_GRID,
+    VisibilityFit,
+    candidate_log_likelihoods,
+    fit_visibility,
 )
 
 
@@ -51,6 +56,7 @@ class ConsensusConfig:
     clump_log_prior_odds: float = 0.0
     odd_tools: tuple[int, ...] = (1,)
     max_false_pos_prob: float = 0.5
+    visibility_grid: tuple[float, ...] = DEFAULT_GRID  # (1.0,): every real clump equally easy to see
     required_accuracy_px: float = 2.0
     false_pos_loss: float = 1.0
     false_neg_loss: float = 1.0
@@ -67,6 +73,8 @@ class ConsensusConfig:
             raise ValueError("max_iterations must be >= 1")
         if not 0 < self.max_false_pos_prob <= 1:
             raise ValueError("max_false_pos_prob must be in (0, 1]")
+        if not self.visibility_grid or not all(0 < v <= 1 for v in self.visibility_grid):
+            raise ValueError("visibility_grid must be a non-empty list of values in (0, 1]")
         if self.required_accuracy_px <= 0 or self.default_image_size <= 0:
             raise ValueError("required_accuracy_px and default_image_size must be positive")
 
@@ -99,6 +107,7 @@ class ConsensusResult:
     marks: pd.DataFrame
     history: list[float]
     best_iteration: int
+    visibility: dict = field(default_factory=dict)  # learned weight of each clump visibility level
 
 
 def build_markset(data: ExportData, default_image_size: float = 400.0) -> MarkSet:
@@ -287,21 +296,33 @@ def run_consensus(
             break
         skills = m_step(model.counts(st), config.priors)
     _, st, skills, best_it = best
-    clumps, mark_table = _clump_table(ms, st, skills, config)
+    clumps, mark_table, vis = _clump_table(ms, st, skills, config)
     subjects = _subject_table(ms, skills, clumps, mark_table, config, data)
     volunteers = _volunteer_table(model.counts(st), skills, data)
     return ConsensusResult(clumps=clumps, subjects=subjects, volunteers=volunteers, marks=mark_table,
-                           history=history, best_iteration=best_it)
+                           history=history, best_iteration=best_it,
+                           visibility=dict(zip(vis.grid, np.round(vis.weights, 4).tolist(), strict=True)))
 
 
-def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig) -> tuple[pd.DataFrame, pd.DataFrame, VisibilityFit]:
     linked, cl, n_c = st["linked"], st["cl"], st["n_c"]
     is_open = st["is_open"]
-    marked_term, unmarked_term = false_pos_log_odds_terms(skills)
-    viewers_unmarked = np.bincount(ms.view_group, weights=unmarked_term[ms.view_vol], minlength=ms.n_groups)
     n_viewers = np.bincount(ms.view_group, minlength=ms.n_groups)
-    per_mark = marked_term[ms.vol] - unmarked_term[ms.vol]
-    log_odds = viewers_unmarked[st["group_of"]] + np.bincount(cl[linked], weights=per_mark[linked], minlength=n_c)
+    # false-positive odds of every opened clump and of every lone mark (a one-mark candidate), with the
+    # visibility weights learned from the opened clumps
+    ids_open = np.flatnonzero(is_open)
+    lone_idx = np.flatnonzero(~linked)
+    cand_group = np.concatenate([st["group_of"][ids_open], ms.group[lone_idx]])
+    slot = np.full(n_c, -1, dtype=np.int64)
+    slot[ids_open] = np.arange(len(ids_open))
+    marker_cand = np.concatenate([slot[cl[linked]], len(ids_open) + np.arange(len(lone_idx))])
+    marker_vol = np.concatenate([ms.vol[linked], ms.vol[lone_idx]])
+    fp_ll, real_ll = candidate_log_likelihoods(skills, ms.view_group, ms.view_vol, ms.n_groups, cand_group,
+                                               marker_cand, marker_vol, cfg.visibility_grid)
+    fit_mask = np.arange(len(cand_group)) < len(ids_open)
+    vis = fit_visibility(fp_ll, real_ll, cfg.visibility_grid, fit_mask)
+    log_odds = np.zeros(n_c)
+    log_odds[ids_open] = vis.log_odds_false_pos[: len(ids_open)]
     fpp = 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
     precision = np.bincount(cl[linked], weights=1.0 / skills.s2[ms.vol][linked], minlength=n_c)
     inacc = np.exp(-(cfg.required_accuracy_px**2) * np.maximum(precision, 1e-12) / 2.0)
@@ -347,11 +368,10 @@ def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig) ->
         "clump_id": np.where(linked, clump_of_candidate[cl], -1),
     })
     # probability that a lone false-positive mark was on a real clump after all (feeds the expected misses)
-    lone = ~linked
-    marks["real_if_unlinked_prob"] = np.where(
-        lone, 1.0 / (1.0 + np.exp(np.clip(viewers_unmarked[ms.group] + per_mark, -700, 700))), 0.0
-    )
-    return clumps, marks
+    real_if_unlinked = np.zeros(len(ms.vol))
+    real_if_unlinked[lone_idx] = 1.0 / (1.0 + np.exp(np.clip(vis.log_odds_false_pos[len(ids_open):], -700, 700)))
+    marks["real_if_unlinked_prob"] = real_if_unlinked
+    return clumps, marks, vis
 
 
 def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.DataFrame,

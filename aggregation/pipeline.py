@@ -105,7 +105,8 @@ def aggregate(
         res = run_consensus(data, options.consensus, progress=log)
         clumps, subj, vols, marks = res.clumps, res.subjects, res.volunteers, res.marks
         fit = {"iterations": len(res.history), "best_iteration": res.best_iteration + 1,
-               "objective": res.history[res.best_iteration]}
+               "objective": res.history[res.best_iteration],
+               "clump_visibility_weights": {str(k): v for k, v in res.visibility.items()}}
     else:
         from clumptool.aggregation.reducers import reduce_export
 

@@ -149,22 +149,3 @@ def log_prior(skills: Skills, priors: SkillPriors) -> float:
     lp += -(nu0 / 2 + 1) * np.log(s2) - nu0 * s0sq / (2 * s2)
     return float(lp.sum())
 
-
-def false_pos_log_odds_terms(skills: Skills) -> tuple[np.ndarray, np.ndarray]:
-    """Per-volunteer terms of a clump's false-positive log odds.
-
-    A clump is a location some viewers clicked. If it is real, viewer w clicks it with probability
-    ``1 - p_fn(w)``; if it is not, w clicks it with the probability of a false click there,
-    ``f(w) = p_fp(w) (1 - p_fn(w))`` (the share of w's marks that are false, times w's propensity to mark).
-    Then log[P_FP / P_TP] = sum over markers of ``marked[w]`` + sum over non-markers of ``unmarked[w]``:
-
-        marked = log f - log(1 - p_fn),   unmarked = log(1 - f) - log p_fn.
-
-    For ordinary volunteers this matches the reference formula (aggregation-reference §4.9), which uses
-    ``log p_fp - log(1 - p_fp)`` and ``log(1 - p_fn) - log p_fn``; unlike it, a random clicker
-    (p_fp ~ 1, p_fn ~ 1) is uninformative instead of turning every spot they did not click into a
-    near-certain clump.
-    """
-    p_fp, p_fn = clip_prob(skills.p_fp), clip_prob(skills.p_fn)
-    f = clip_prob(p_fp * (1 - p_fn))
-    return np.log(f) - np.log1p(-p_fn), np.log1p(-f) - np.log(p_fn)
