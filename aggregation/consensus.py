@@ -264,6 +264,7 @@ class _Model:
 
 
 PARALLEL_MIN_COMPONENTS = 2_000  # below this, starting worker processes costs more than it saves
+RESPLIT_AT = (2,)  # EM iteration at which ambiguous components are split again, once the skills have moved
 
 
 def _solve_batch(inputs: list[ComponentInputs]) -> list[np.ndarray]:
@@ -283,7 +284,7 @@ def run_consensus(
     history: list[float] = []
     best = (np.inf, None, None, -1)
     for it in range(config.max_iterations):
-        if it in (1, 3):  # re-split ambiguous components once the skills have moved
+        if it in RESPLIT_AT:  # re-split ambiguous components once the skills have moved
             cluster = model.candidate_clusters(skills)
         st = model.link_open(cluster, skills)
         obj = model.objective(st, skills)
