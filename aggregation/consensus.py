@@ -381,10 +381,10 @@ def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.
     subj = pd.DataFrame({"subject_id": np.sort(data.classifications["subject_id"].unique())})
     n_view = data.classifications.groupby("subject_id").size().rename("n_viewers")
     subj = subj.merge(n_view, on="subject_id", how="left")
-    acc = clumps[clumps["accepted"]]
+    acc = clumps[clumps["accepted"]].assign(is_odd=lambda c: (c["label"] == 2).astype("int64"))
     rej = clumps[~clumps["accepted"]]
     agg = acc.groupby("subject_id").agg(
-        n_clumps=("x", "size"), n_odd_clumps=("label", lambda s: int((s == 2).sum())),
+        n_clumps=("x", "size"), n_odd_clumps=("is_odd", "sum"),
         expected_num_false_pos=("false_pos_prob", "sum"), expected_num_inaccurate=("inaccurate_prob", "sum"),
         clump_risk=("risk", "sum"),
     )
