@@ -197,7 +197,7 @@ class _Model:
         """Split every ambiguous group; independent problems, so big batches go to worker processes."""
         workers = self.cfg.workers
         if workers is None:
-            workers = min(2, os.cpu_count() or 1) if len(inputs) >= PARALLEL_MIN_COMPONENTS else 1
+            workers = min(2, os.cpu_count() or 1) if len(inputs) >= _parallel_min_components() else 1
         if workers <= 1 or len(inputs) < 2 * workers:
             return [solve_component(inp) for inp in inputs]
         from concurrent.futures import ProcessPoolExecutor
@@ -263,7 +263,14 @@ class _Model:
         )
 
 
-PARALLEL_MIN_COMPONENTS = 2_000  # below this, starting worker processes costs more than it saves
+PARALLEL_MIN_COMPONENTS = {"fork": 300, "other": 2_000}  # below these, worker processes cost more than they save
+
+
+def _parallel_min_components() -> int:
+    """Forked workers start in milliseconds; spawned or forkserver ones re-import numpy and scipy first."""
+    import multiprocessing
+
+    return PARALLEL_MIN_COMPONENTS["fork" if multiprocessing.get_start_method() == "fork" else "other"]
 RESPLIT_AT = (2,)  # EM iteration at which ambiguous components are split again, once the skills have moved
 
 
