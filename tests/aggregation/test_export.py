@@ -1,12 +1,14 @@
 """The export reader: both front-end forms, viewers without marks, duplicates, versions, bad rows."""
 
+import csv
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from clumptool.aggregation.export import ReadOptions, read_export
+from clumptool.aggregation import export
+from clumptool.aggregation.export import ReadOptions, _last_record_end, _record_ranges, read_export
 from clumptool.common.errors import ClumptoolError
 
 
@@ -129,10 +131,8 @@ def test_worker_processes_give_the_same_tables_as_one_process(export_builder, tm
     b.add(3, "broken", [], raw_annotations="[{not json")
     path = b.write(tmp_path / "e.csv")
     one = read_export(path, ReadOptions(chunksize=17, workers=1))
-    two = read_export(path, ReadOptions(chunksize=17, workers=2))
-    for name in ("classifications", "marks", "frames", "volunteers", "subject_data"):
-        pd.testing.assert_frame_equal(getattr(one, name), getattr(two, name))
-    assert one.report.as_dict() == two.report.as_dict()
+    two = read_export(path, ReadOptions(block_bytes=20_000, workers=2))  # ~7 byte ranges
+    _assert_same(one, two)
     assert one.report.rows_skipped["broken JSON in annotations"] == 1
     assert one.report.rows_read == 121
 
@@ -143,4 +143,113 @@ def test_strict_is_fatal_in_worker_processes_too(export_builder, tmp_path):
         b.add(i, f"u{i}", [(10, 10, 0)])
     b.add(99, "bad", [], raw_annotations="[{not json")
     with pytest.raises(ClumptoolError, match="annotations"):
-        read_export(b.write(tmp_path / "e.csv"), ReadOptions(chunksize=10, workers=2, strict=True))
+        read_export(b.write(tmp_path / "e.csv"), ReadOptions(block_bytes=4000, workers=2, strict=True))
+
+
+def _assert_same(one, two):
+    for name in ("classifications", "marks", "frames", "volunteers", "subject_data"):
+        pd.testing.assert_frame_equal(getattr(one, name), getattr(two, name))
+    assert one.report.as_dict() == two.report.as_dict()
+
+
+def _tricky_export(b, n=30):
+    """Rows whose fields hold raw newlines, CRLFs and doubled quotes inside quoted fields."""
+    for i in range(n):
+        name = f'vol "{i}"\nsecond line' if i % 3 == 0 else f"vol{i}"
+        b.add(i % 6, name, [(10.0 + i, 20.0, i % 2)], fem=bool(i % 2), workflow_name='Clump\r\n"marking"\n')
+    return b
+
+
+def test_record_boundaries_are_exact_for_quoted_newlines():
+    """Every byte range ends where a CSV record ends, whatever the block size (quote parity rule)."""
+    import io
+
+    rows = [["id", "text"], ["1", 'a\nb "quoted"\n'], ["2", "plain"], ["3", '""\n""'], ["4", "\n\n\n"], ["5", "x"]]
+    for terminator in ("\n", "\r\n"):
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator=terminator).writerows(rows)
+        data = buf.getvalue().encode()
+        ends, pos = set(), 0  # true record ends: after each written row
+        for row in rows:
+            one = io.StringIO()
+            csv.writer(one, lineterminator=terminator).writerow(row)
+            pos += len(one.getvalue().encode())
+            ends.add(pos)
+        for block in range(1, len(data) + 2):
+            pieces = list(_record_ranges(io.BytesIO(data), block))
+            assert b"".join(data[o:o + n] for o, n in pieces) == data
+            assert all(o + n in ends for o, n in pieces), (terminator, block, pieces)
+    assert _last_record_end(b'1,"a\nb"\n2,"c\n') == len(b'1,"a\nb"\n')
+    assert _last_record_end(b'1,"a\nb') == 0
+
+
+@pytest.mark.parametrize("terminator, trailing", [("\r\n", True), ("\n", True), ("\n", False)])
+def test_worker_byte_ranges_split_quoted_newlines_like_one_process(export_builder, tmp_path, terminator, trailing,
+                                                                   monkeypatch):
+    """Tiny byte ranges cut through multi-line quoted fields; line endings and a missing final newline."""
+    monkeypatch.setattr(export, "_check_csv", None)  # no falling back to the one-process reader here
+    src = _tricky_export(export_builder).write(tmp_path / "src.csv")
+    with open(src, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    path = tmp_path / "e.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator=terminator).writerows(rows)
+    if not trailing:
+        path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    one = read_export(path, ReadOptions(workers=1))
+    assert one.report.rows_read == 30 and len(one.marks) == 30
+    assert one.volunteers["user_name"].str.contains("\nsecond line").any()
+    for block_bytes in (700, 2500):  # records are ~900 bytes: ranges of one record, and of several
+        seen = []
+        two = read_export(path, ReadOptions(workers=2, block_bytes=block_bytes), progress=seen.append)
+        _assert_same(one, two)
+        assert sum(seen) == path.stat().st_size and len(seen) > 3
+
+
+def test_byte_order_mark_and_header_only_files(export_builder, tmp_path):
+    path = _tricky_export(export_builder, n=8).write(tmp_path / "e.csv")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    _assert_same(read_export(path, ReadOptions(workers=1)), read_export(path, ReadOptions(workers=2, block_bytes=900)))
+    header = tmp_path / "header.csv"
+    header.write_bytes(path.read_bytes().split(b"\r\n")[0])
+    for workers in (1, 2):
+        with pytest.raises(ClumptoolError, match="no readable classifications"):
+            read_export(header, ReadOptions(workers=workers))
+
+
+def test_broken_csv_gives_the_same_error_with_workers(export_builder, tmp_path):
+    """An unclosed quote fails clearly, naming the file, with the one-process reader's very message."""
+    path = _tricky_export(export_builder).write(tmp_path / "e.csv")
+    path.write_bytes(path.read_bytes() + b'1,"never closed\n')
+    with pytest.raises(ClumptoolError, match="CSV structure is broken") as one:
+        read_export(path, ReadOptions(workers=1))
+    assert str(path) in str(one.value) and "EOF inside string" in str(one.value)
+    for block_bytes in (700, 3000):
+        with pytest.raises(ClumptoolError, match="CSV structure is broken") as two:
+            read_export(path, ReadOptions(workers=2, block_bytes=block_bytes))
+        assert str(one.value) == str(two.value)
+
+
+def test_bare_quotes_outside_rfc_4180_still_read_like_one_process(export_builder, tmp_path, monkeypatch):
+    """Bare quotes break the quote-parity rule; pandas reads such files leniently, and so must the workers."""
+    src = _tricky_export(export_builder, n=20).write(tmp_path / "src.csv")
+    data = src.read_bytes()
+    starts = [i + 2 for i in range(len(data)) if data.startswith(b"\r\n10", i)]  # record starts (ids 10xx)
+    at = starts[len(starts) // 3]
+    variants = {
+        "bare quote in a field": data[:at + 4] + b'"' + data[at + 4:],  # classification_id 10xx" (unreadable)
+        "opening quote never closed as such": data[:at] + b'1,"' + data[at:],
+        "bare quote in the header": data.replace(b"workflow_name", b'workflow_"name', 1),
+        "bare quotes in the header and the first row": data.replace(b"workflow_name", b'workflow_"name', 1)
+        .replace(b"ddf0c9028b1ece89e3b1", b'ddf0c9028b1e"ce89e3b1', 1),  # the header must be one record
+    }
+    checks, check_csv = [], export._check_csv
+    monkeypatch.setattr(export, "_check_csv", lambda *a: checks.append(check_csv(*a)))
+    for kind, broken in variants.items():
+        path = tmp_path / "e.csv"
+        path.write_bytes(broken)
+        one = read_export(path, ReadOptions(workers=1))
+        assert one.report.rows_read >= 19, kind  # pandas read on, somehow
+        for block_bytes in (500, 3000):
+            _assert_same(one, read_export(path, ReadOptions(workers=2, block_bytes=block_bytes)))
+    assert checks  # some ranges were cut inside quoted fields and refused: the one-process reader took over
