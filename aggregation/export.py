@@ -649,6 +649,11 @@ def _parse_chunk(
             report.rows_skipped["bad workflow_id"] += 1
             report.problem("row", cid, "workflow_id", f"not an integer: {wf_s!r}", strict)
             continue
+        if not version.replace(".", "").isdigit():  # e.g. a row cut short: it must not pick the version
+            report.rows_skipped["bad workflow_version"] += 1
+            report.problem("row", cid, "workflow_version", f"not a version number like 12.34: {version!r}",
+                           strict)
+            continue
         seen = workflows_seen.get(wf)
         if seen is None:
             seen = workflows_seen[wf] = set()

@@ -1,6 +1,7 @@
 """The export reader: both front-end forms, viewers without marks, duplicates, versions, bad rows."""
 
 import csv
+import itertools
 import json
 
 import numpy as np
@@ -85,6 +86,22 @@ def test_bad_rows_are_counted_named_and_strict_makes_them_fatal(export_builder, 
     assert f"classification_id {outside}" in messages
     with pytest.raises(ClumptoolError, match=rf"classification_id {bad_json}.*--strict"):
         read_export(path, ReadOptions(strict=True))
+
+
+def test_a_row_cut_short_is_counted_and_does_not_choose_the_workflow_version(export_builder, tmp_path):
+    b = export_builder
+    b.add(1, "ok", [(10, 10, 0)])
+    b.add(2, "ok2", [(11, 10, 0)])
+    path = b.write(tmp_path / "e.csv")
+    with open(path, newline="", encoding="utf-8") as fh:
+        first = next(itertools.islice(csv.reader(fh), 1, None))
+    with open(path, "a", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerow(["999999"] + first[1:5])  # a truncated download: stops after workflow_id
+    data = read_export(path)
+    assert len(data.classifications) == 2
+    assert data.report.workflow_version == first[6]
+    assert data.report.rows_skipped["bad workflow_version"] == 1
+    assert "classification_id 999999" in " | ".join(e["message"] for e in data.report.examples)
 
 
 def test_missing_column_and_missing_file(export_builder, tmp_path):
