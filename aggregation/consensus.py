@@ -169,6 +169,25 @@ class _Model:
             self.members = [order[s:e] for s, e in zip(starts, ends, strict=True)]
 
     # -- stage 1: candidate clumps -------------------------------------------------------------------
+    def rough_clusters(self) -> np.ndarray:
+        """First guess without splitting: in an ambiguous component each volunteer keeps only the mark
+        nearest the component's centre (the others wait, unlinked, for the split once skills are known)."""
+        ms = self.ms
+        cluster = self.component.copy()
+        if self.members is None:
+            return cluster
+        n = np.bincount(cluster)
+        cx = np.bincount(cluster, weights=ms.x) / n
+        cy = np.bincount(cluster, weights=ms.y) / n
+        idx = np.concatenate(self.members)
+        d2 = (ms.x[idx] - cx[cluster[idx]]) ** 2 + (ms.y[idx] - cy[cluster[idx]]) ** 2
+        key = cluster[idx] * (ms.n_volunteers + 1) + ms.vol[idx]
+        order = np.lexsort((d2, key))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = key[order][1:] != key[order][:-1]
+        cluster[idx[order[~first]]] = -1
+        return cluster
+
     def candidate_clusters(self, skills: Skills) -> np.ndarray:
         ms = self.ms
         cluster = self.component.copy()
@@ -287,7 +306,7 @@ def run_consensus(
     ms = build_markset(data, config.default_image_size)
     model = _Model(ms, config)
     skills = Skills.from_priors(ms.n_volunteers, config.priors)
-    cluster = model.candidate_clusters(skills)
+    cluster = model.rough_clusters() if RESPLIT_AT else model.candidate_clusters(skills)
     history: list[float] = []
     best = (np.inf, None, None, -1)
     for it in range(config.max_iterations):

@@ -335,6 +335,7 @@ def read_export(
     path: str | os.PathLike,
     options: ReadOptions = ReadOptions(),
     progress: Callable[[int], None] | None = None,
+    while_reading: Callable[[], None] | None = None,
 ) -> ExportData:
     """Stream a classification export and return its marks, viewers and image sizes as tables.
 
@@ -345,6 +346,10 @@ def read_export(
     only cuts the file into record-aligned byte ranges, each worker reads and parses its own ranges, and the
     results are merged in file order with at most a few ranges in flight, so memory stays bounded whatever
     the file size. The tables are identical to the one-process reader's.
+
+    ``while_reading`` (e.g. importing what the caller needs next) runs in a thread of this process once the
+    worker processes have started, when this process would otherwise mostly wait; it has finished (and any
+    exception it raised is raised) when this function returns. Without workers it simply runs first.
     """
     path = Path(path)
     header = check_header(path)
@@ -356,14 +361,22 @@ def read_export(
     try:
         if workers > 1:
             acc, report = _Accumulator(), ReadReport(path=str(path))
+            background = _BackgroundTask(while_reading)
             try:
-                report.task = _read_in_workers(path, usecols, workers, acc, report, options, tools, progress)
+                with background:
+                    report.task = _read_in_workers(path, usecols, workers, acc, report, options, tools,
+                                                   progress, background.start)
                 return _finish(acc, report, options)
             except (pd.errors.ParserError, UnicodeDecodeError, _NoRecordBoundary):
                 # a broken (or not RFC-4180-quoted) file: find its error, or its tables, exactly as the
                 # one-process reader does
                 _check_csv(path, usecols, options.chunksize)
                 progress = None  # the bytes were counted once already
+                if background.thread is not None:
+                    background.reraise()
+                    while_reading = None
+        if while_reading is not None:
+            while_reading()
         acc, report = _Accumulator(), ReadReport(path=str(path))
         report.task = _read_serially(path, usecols, acc, report, options, tools, progress)
     except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
@@ -532,10 +545,12 @@ def _parse_range(path: str, header: bytes, offset: int, length: int, usecols: li
 
 def _read_in_workers(path: Path, usecols: list[str], workers: int, acc: _Accumulator, report: ReadReport,
                      options: ReadOptions, tools: set[int] | None,
-                     progress: Callable[[int], None] | None) -> str | None:
+                     progress: Callable[[int], None] | None,
+                     workers_started: Callable[[], None] = lambda: None) -> str | None:
     """Parse record-aligned byte ranges in a process pool, merging in file order, a bounded window in flight.
 
     Every worker must cluster the same drawing task, so it is found first in the rows of the first range.
+    ``workers_started`` is called once every worker process exists (no fork can follow it).
     """
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
@@ -569,8 +584,11 @@ def _read_in_workers(path: Path, usecols: list[str], workers: int, acc: _Accumul
             for offset, length in itertools.chain([first], ranges):
                 pending.append((pool.submit(_parse_range, str(path), header, offset, length, usecols, options,
                                             task, tools, read_id), length))
+                if len(pending) >= window:
+                    workers_started()
                 while len(pending) >= window or (pending and pending[0][0].done()):
                     merge_oldest()
+            workers_started()
             while pending:
                 merge_oldest()
         except BaseException:
@@ -578,6 +596,44 @@ def _read_in_workers(path: Path, usecols: list[str], workers: int, acc: _Accumul
                 future.cancel()
             raise
     return task
+
+
+class _BackgroundTask:
+    """Run a callable in a thread, started on demand (once), joined on exit; its exception is re-raised."""
+
+    def __init__(self, task: Callable[[], None] | None):
+        self.task = task
+        self.thread = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        if self.task is None or self.thread is not None:
+            return
+        import threading
+
+        def run() -> None:
+            try:
+                self.task()
+            except BaseException as exc:  # handed to the caller on exit
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name="clumptool-while-reading", daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> _BackgroundTask:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        elif self.task is not None and exc_info[0] is None:
+            self.task()  # the workers never started (e.g. an empty file): run it here
+        if exc_info[0] is None:
+            self.reraise()
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def peek_drawing_task(annotations: Iterable[str]) -> str | None:

@@ -3,6 +3,7 @@
 import csv
 import itertools
 import json
+import threading
 
 import numpy as np
 import pandas as pd
@@ -152,6 +153,27 @@ def test_worker_processes_give_the_same_tables_as_one_process(export_builder, tm
     _assert_same(one, two)
     assert one.report.rows_skipped["broken JSON in annotations"] == 1
     assert one.report.rows_read == 121
+
+
+def test_work_done_while_reading_runs_once_beside_the_workers_and_its_error_is_raised(export_builder, tmp_path):
+    b = export_builder
+    for i in range(60):
+        b.add(i % 7 + 1, f"user{i % 11}", [(10.0 + i, 20.0, 0)])
+    path = b.write(tmp_path / "e.csv")
+    calls = []
+    for workers in (1, 2):
+        data = read_export(path, ReadOptions(block_bytes=2_000, workers=workers),
+                           while_reading=lambda: calls.append(threading.current_thread().name))
+        assert len(data.marks) == 60
+    assert calls[0] == threading.main_thread().name  # no workers: run first, in line
+    assert calls[1] != threading.main_thread().name  # beside the workers, in a thread
+    assert len(calls) == 2
+
+    def fails() -> None:
+        raise ImportError("no module named nothing")
+
+    with pytest.raises(ImportError, match="nothing"):
+        read_export(path, ReadOptions(block_bytes=2_000, workers=2), while_reading=fails)
 
 
 def test_strict_is_fatal_in_worker_processes_too(export_builder, tmp_path):
