@@ -74,17 +74,19 @@ def test_bad_rows_are_counted_named_and_strict_makes_them_fatal(export_builder, 
     b.add(1, "nan", [(float("nan"), 3, 0)])
     outside = b.add(1, "out", [(500, 10, 0), (12, 12, 0)])
     b.add(1, "meta", None, raw_metadata="{not json")
+    cut = b.add(1, "cut", None, raw_metadata='{"subject_dimensions": [{"naturalWidth": 400, "naturalHei')
     path = b.write(tmp_path / "e.csv")
     data = read_export(path)
     rep = data.report
     assert rep.rows_skipped["broken JSON in annotations"] == 1
-    assert rep.rows_skipped["broken JSON in metadata"] == 1
+    assert rep.rows_skipped["broken JSON in metadata"] == 2
     assert rep.marks_dropped["missing or NaN coordinates"] == 1
     assert rep.marks_dropped["outside the image"] == 1
     assert len(data.classifications) == 3  # ok, nan (a viewer), out
     messages = " | ".join(e["message"] for e in rep.examples)
     assert f"classification_id {bad_json}" in messages and "field 'annotations'" in messages
     assert f"classification_id {outside}" in messages
+    assert f"classification_id {cut}" in messages
     with pytest.raises(ClumptoolError, match=rf"classification_id {bad_json}.*--strict"):
         read_export(path, ReadOptions(strict=True))
 
