@@ -495,12 +495,48 @@ def _read_header(fh: BinaryIO, block_bytes: int) -> bytes:
             raise _NoRecordBoundary
 
 
-def _read_range(path: str, header: bytes, offset: int, length: int, usecols: list[str]) -> pd.DataFrame:
-    """Rows of one record-aligned byte range, parsed as the one-process reader parses them."""
+def _read_range(path: str, header: bytes, offset: int, length: int, usecols: list[str]) -> dict[str, list]:
+    """Rows of one record-aligned byte range as plain column lists, parsed as the one-process reader parses them.
+
+    Arrow's CSV reader (a pandas dependency already) parses a range ~2.5x faster than pandas' own; it is used
+    only for what it reads exactly like pandas (RFC 4180 quoting, strings kept as they are, every row with
+    the header's number of fields). Anything it refuses (a short or long row, bad UTF-8, odd header) is read
+    by pandas, whose result or error is the reference.
+    """
     with open(path, "rb") as fh:
         fh.seek(offset)
         data = fh.read(length)
-    return _csv_reader(io.BytesIO(header + data), usecols, None)
+    columns = _arrow_columns(header + data, usecols)
+    if columns is None:
+        columns = _chunk_columns(_csv_reader(io.BytesIO(header + data), usecols, None))
+    return columns
+
+
+def _arrow_columns(data: bytes, usecols: list[str]) -> dict[str, list] | None:
+    """The columns by Arrow's CSV reader, or ``None`` where it cannot stand in for pandas exactly."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    names = data[: data.find(b"\n")].rstrip(b"\r").split(b",")
+    if b'"' in data[: data.find(b"\n")] or len(set(names)) != len(names):  # pandas renames duplicates
+        return None
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(data),
+            read_options=pa_csv.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 20)),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True, double_quote=True, escape_char=False),
+            convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in usecols},
+                                                  include_columns=usecols, strings_can_be_null=False,
+                                                  quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowKeyError, KeyError, ValueError):
+        return None
+    n = table.num_rows
+    cols = {c: table.column(c).to_pylist() for c in REQUIRED_COLUMNS}
+    cols["subject_data"] = table.column("subject_data").to_pylist() if "subject_data" in usecols else [""] * n
+    return cols
 
 
 def _peek_range(path: str, header: bytes, offset: int, length: int, workflow_id: int | None) -> str | None:
@@ -532,8 +568,7 @@ def _parse_range(path: str, header: bytes, offset: int, length: int, usecols: li
     """
     acc = _Accumulator()
     report = ReadReport(path=path)
-    _parse_chunk(_chunk_columns(_read_range(path, header, offset, length, usecols)), acc, report, options, task,
-                 tools)
+    _parse_chunk(_read_range(path, header, offset, length, usecols), acc, report, options, task, tools)
     acc.close_chunk()
     if _sent_subject_data["read"] != read_id:
         _sent_subject_data.update(read=read_id, subjects=set())

@@ -1,6 +1,7 @@
 """The export reader: both front-end forms, viewers without marks, duplicates, versions, bad rows."""
 
 import csv
+import io
 import itertools
 import json
 import threading
@@ -294,3 +295,28 @@ def test_bare_quotes_outside_rfc_4180_still_read_like_one_process(export_builder
         for block_bytes in (500, 3000):
             _assert_same(one, read_export(path, ReadOptions(workers=2, block_bytes=block_bytes)))
     assert checks  # some ranges were cut inside quoted fields and refused: the one-process reader took over
+
+
+def test_arrow_reads_a_range_exactly_as_pandas_or_declines():
+    """The fast range reader gives pandas' strings, or None where only pandas' reading is the reference."""
+    cols = ["classification_id", *export.REQUIRED_COLUMNS[1:], "subject_data"]
+    header = ",".join([*cols, "extra"]).encode()
+    rows = [
+        ["1", "ünïcode", "", "7", "12.34", "2020-01-01 00:00:00 UTC", '{"a": "x,y"}', '[{"t": "line\nbreak"}]',
+         "5", "NA", "keep"],
+        ["2", "null", "3", "7", "12.34", "", '{"q": "say ""hi"""}', "[]", "6", "", ""],
+    ]
+
+    def line(r):
+        return ",".join('"' + v.replace('"', '""') + '"' if any(ch in v for ch in ',"\n') else v for v in r)
+
+    for newline in (b"\n", b"\r\n"):
+        data = header + newline + newline.join(line(r).encode() for r in rows) + newline
+        for blob in (data, b"\xef\xbb\xbf" + data):
+            got = export._arrow_columns(blob, cols)
+            want = export._chunk_columns(export._csv_reader(io.BytesIO(blob), cols, None))
+            assert got == want
+    short = header + b"\n" + line(rows[0]).encode() + b"\n3,u,,7\n"
+    assert export._arrow_columns(short, cols) is None  # pandas pads short rows: it reads this one
+    duplicate = b"subject_data," + header + b"\n"
+    assert export._arrow_columns(duplicate, cols) is None
