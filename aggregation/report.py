@@ -136,7 +136,8 @@ def overview_figure(result: AggregationResult, target: str | os.PathLike, images
                               ("false-positive rate p_fp", "false-negative rate p_fn", "click scatter (px)"),
                               strict=True):
         if col in vols and vols[col].notna().any():
-            ax.hist(vols[col].dropna(), bins=30, color="steelblue")
+            counts, edges = np.histogram(vols[col].dropna(), bins=30)
+            ax.stairs(counts, edges, fill=True, color="steelblue")
             ax.set_xlabel(label)
             ax.set_ylabel("volunteers")
         else:
