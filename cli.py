@@ -563,5 +563,41 @@ def demo_command(out: Path, galaxies: int, seed: int) -> None:
     run_demo(out, galaxies=galaxies, seed=seed, log=click.echo)
 
 
+def run() -> None:
+    """Console entry point: run the command, then end the process without tearing the interpreter down.
+
+    Unloading numpy, pandas, scipy and matplotlib takes ~0.25 s after every command (a tenth of a 100k
+    aggregation). By then every output is written, closed and renamed into place, so standard streams are
+    flushed, exit handlers run, and the process ends at once. With threads or child processes still alive
+    (nothing of ours leaves any), the normal interpreter exit is kept.
+    """
+    import atexit
+    import os
+    import threading
+
+    try:
+        main.main(prog_name="clumptool")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        click.echo(code, err=True)
+        code = 1
+    import multiprocessing
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if others or multiprocessing.active_children():
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

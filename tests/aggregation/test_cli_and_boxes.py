@@ -1,6 +1,8 @@
 """`clumptool aggregate` end to end, and the click -> box rule."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -91,3 +93,20 @@ def test_read_subjects_flattens_metadata_and_strips_hidden_prefix(tmp_path):
     s = read_subjects(path)
     assert s["fwhmImagePix"].tolist() == [3.5, 3.5] and s["local_id"].tolist() == ["g5", "g6"]
     assert "metadata" not in s.columns
+
+
+def test_the_console_entry_point_exits_with_the_command_s_code_and_full_outputs(export_builder, tmp_path):
+    """`clumptool` ends without interpreter teardown: outputs must be complete, messages flushed, codes kept."""
+    export = _small_export(export_builder).write(tmp_path / "cls.csv")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "clumptool.cli", "aggregate", str(export), "--out", str(out)]
+    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "clumps:" in ok.stdout  # the summary reached the pipe before the process ended
+    assert len(pd.read_parquet(out / "clumps.parquet")) == 2 * 5
+    assert json.loads((out / "summary.json").read_text())["clumps_accepted"] == 10
+    bad = subprocess.run([*cmd[:4], str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o2")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "missing.csv: file not found" in bad.stderr
+    usage = subprocess.run([*cmd[:3], "aggregate", "--no-such-option"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "No such option" in usage.stderr
