@@ -10,8 +10,9 @@ Every figure printed here is measured by this script.
 
 Measured 2026-11-24 on a 2-core machine (--full-scale): completeness 0.998 of detectable clumps (0.977 of all
 injected, some below the S/N volunteers click), purity 1.000, F1 0.988 (dbscan 0.844); skill recovery
-r = 0.972 (>= 30 classifications); 100k classifications in 2.5 / 2.9 s (median of three) vs panoptes_aggregation
-62.0 / 64.8 s = 24.8x / 22.4x in two runs (the machine is shared: expect +-10%); 1.71M in 30 s, peak 2.9 GB over all
+r = 0.972 (>= 30 classifications); 100k classifications in 2.5 / 2.9 / 2.6 s (median of three) vs
+panoptes_aggregation 62.0 / 64.8 / 60.1 s = 24.8x / 22.4x / 22.7x in three runs (a shared machine: expect +-10%);
+1.71M in 30 s, peak 2.9 GB over all
 processes (goals < 120 s, < 4 GB), and there completeness 0.974 of all injected clumps, purity 1.000.
 """
 
