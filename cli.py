@@ -572,6 +572,7 @@ def run() -> None:
     (nothing of ours leaves any), the normal interpreter exit is kept.
     """
     import atexit
+    import multiprocessing
     import os
     import threading
 
@@ -585,8 +586,6 @@ def run() -> None:
     elif not isinstance(code, int):
         click.echo(code, err=True)
         code = 1
-    import multiprocessing
-
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     if others or multiprocessing.active_children():
         sys.exit(code)

@@ -290,7 +290,11 @@ def _parallel_min_components() -> int:
     import multiprocessing
 
     return PARALLEL_MIN_COMPONENTS["fork" if multiprocessing.get_start_method() == "fork" else "other"]
-RESPLIT_AT = (2,)  # EM iteration at which ambiguous components are split again, once the skills have moved
+
+
+# EM iterations at which ambiguous components are split with the current skills; before the first, each
+# volunteer keeps one mark per component (rough_clusters). Empty: split once, up front, with the priors.
+RESPLIT_AT = (2,)
 
 
 def _solve_batch(inputs: list[ComponentInputs]) -> list[np.ndarray]:
@@ -310,7 +314,7 @@ def run_consensus(
     history: list[float] = []
     best = (np.inf, None, None, -1)
     for it in range(config.max_iterations):
-        if it in RESPLIT_AT:  # re-split ambiguous components once the skills have moved
+        if it in RESPLIT_AT:  # split ambiguous components once the skills have moved
             cluster = model.candidate_clusters(skills)
         st = model.link_open(cluster, skills)
         obj = model.objective(st, skills)

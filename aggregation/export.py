@@ -506,9 +506,10 @@ def _read_range(path: str, header: bytes, offset: int, length: int, usecols: lis
     with open(path, "rb") as fh:
         fh.seek(offset)
         data = fh.read(length)
-    columns = _arrow_columns(header + data, usecols)
+    blob = header + data
+    columns = _arrow_columns(blob, usecols)
     if columns is None:
-        columns = _chunk_columns(_csv_reader(io.BytesIO(header + data), usecols, None))
+        columns = _chunk_columns(_csv_reader(io.BytesIO(blob), usecols, None))
     return columns
 
 
@@ -519,8 +520,9 @@ def _arrow_columns(data: bytes, usecols: list[str]) -> dict[str, list] | None:
 
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    names = data[: data.find(b"\n")].rstrip(b"\r").split(b",")
-    if b'"' in data[: data.find(b"\n")] or len(set(names)) != len(names):  # pandas renames duplicates
+    header = data[: data.find(b"\n")]
+    names = header.rstrip(b"\r").split(b",")
+    if b'"' in header or len(set(names)) != len(names):  # pandas renames duplicates
         return None
     try:
         table = pa_csv.read_csv(

@@ -136,7 +136,7 @@ def aggregate(
 def _import_what_comes_next(method: str, writes_files: bool) -> None:
     """Import the model's and the figure's libraries while worker processes parse the export.
 
-    About 0.7 s of imports (scipy, matplotlib, pyarrow) that would otherwise run on one core after the
+    About half a second of imports (scipy, matplotlib, pyarrow) that would otherwise run on one core after the
     reading, while the second core idles; here they fill the time this process spends waiting on workers.
     """
     if method == "clumpscout":
