@@ -211,6 +211,7 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
         method=method, consensus=consensus,
         reducer_params=({"eps": eps, "min_samples": min_samples} if method == "dbscan"
                         else {"min_cluster_size": min_cluster_size, "min_samples": min_samples}),
+        checked_params={"eps": eps, "min_samples": min_samples, "min_cluster_size": min_cluster_size},
         box_scale=box_scale, box_size=box_size, fwhm_column=fwhm_column, drop_central=drop_central,
         fold_improbable=fold_improbable, table_format=table_format,
     )

@@ -34,6 +34,7 @@ class AggregateOptions:
     method: str = "clumpscout"
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     reducer_params: dict = field(default_factory=dict)
+    checked_params: dict = field(default_factory=dict)  # reducer options given but unused by this method: checked too
     box_scale: float = DEFAULT_BOX_SCALE
     box_size: float = DEFAULT_BOX_SIZE
     fwhm_column: str = "fwhmImagePix"
@@ -65,16 +66,15 @@ def validate_options(o: AggregateOptions) -> None:
         problems.append(f"--drop-central {o.drop_central}: must be 0 (keep all marks) or a positive radius in px")
     if o.table_format not in ("parquet", "csv"):
         problems.append(f"--format {o.table_format!r}: use parquet or csv")
-    if o.method == "dbscan":
-        problems.append(_positive("--eps", o.reducer_params.get("eps", 1.0)))
-    if o.method in ("dbscan", "hdbscan"):
-        ms = o.reducer_params.get("min_samples", 1)
-        if not (isinstance(ms, int) and ms >= 1):
-            problems.append(f"--min-samples {ms}: must be a whole number >= 1 (marks needed to make a clump)")
-    if o.method == "hdbscan":
-        mcs = o.reducer_params.get("min_cluster_size", 2)
-        if not (isinstance(mcs, int) and mcs >= 2):
-            problems.append(f"--min-cluster-size {mcs}: must be a whole number >= 2")
+    params = {**o.checked_params, **o.reducer_params}
+    if "eps" in params and _positive("--eps", params["eps"]):
+        problems.append(_positive("--eps", params["eps"]) + " (DBSCAN radius in px, default 5)")
+    ms = params.get("min_samples", 1)
+    if not (isinstance(ms, int) and ms >= 1):
+        problems.append(f"--min-samples {ms}: must be a whole number >= 1 (marks needed to make a clump, default 3)")
+    mcs = params.get("min_cluster_size", 2)
+    if not (isinstance(mcs, int) and mcs >= 2):
+        problems.append(f"--min-cluster-size {mcs}: must be a whole number >= 2 (default 5)")
     if not (0 < o.improbable_threshold <= 1):
         problems.append(f"improbable_threshold {o.improbable_threshold}: must be in (0, 1]")
     tools = o.read.clump_tools

@@ -32,8 +32,12 @@ def check_something_to_aggregate(data: ExportData, options: ReadOptions, odd_too
     rep = data.report
     path, wf, task = rep.path, rep.workflow_id, rep.task
     if task is None:
+        info = read_inventory(path).get(wf)
+        empty = [t for t, ti in sorted(info.tasks.items()) if not ti.marks and ti.kinds.get("empty")] if info else []
+        hint = (f"If {' or '.join(empty)} is the clump-marking task and volunteers marked nothing, say so with "
+                f"--task {empty[0]} (an empty result). " if empty else "")
         raise ClumptoolError(
-            f"{path}: workflow {wf} has no task with point marks (nothing for aggregate to cluster). "
+            f"{path}: workflow {wf} has no task with point marks (nothing for aggregate to cluster). {hint}"
             + _listing(path, wf))
     if rep.marks_read == 0:
         inventory = read_inventory(path)
@@ -41,7 +45,7 @@ def check_something_to_aggregate(data: ExportData, options: ReadOptions, odd_too
         if info is None or task not in info.tasks:
             tasks = ", ".join(sorted(info.tasks)) if info else "none"
             raise ClumptoolError(
-                f"{path}: task {task} (--task) does not occur in workflow {wf} (its tasks: {tasks}); "
+                f"{path}: task {task} (--task) does not occur in workflow {wf} (its tasks: {tasks}). "
                 + _listing(path, wf))
         found = point_tasks(inventory, wf)
         kind = info.tasks[task].kind
@@ -85,7 +89,12 @@ def check_something_to_aggregate(data: ExportData, options: ReadOptions, odd_too
         per_tool = " (not point marks: " + ", ".join(
             f"{k} {n:,}" for k, n in sorted(rep.non_point_marks.items())) + ")"
     example = next((e["message"] for e in rep.examples if e["kind"] == "mark"), None)
+    if set(parse_dropped) <= {"not a point mark", "other tool"}:
+        fix = ("Name point tools (or circle/rectangle tools, used by their centre) with --clump-tools, or choose "
+               "the task that holds the clump marks with --task.")
+    else:
+        fix = ("Fix those marks in the export (coordinates must be finite pixels inside the image, on a frame "
+               "the subject has), or choose the task and tools that hold the clump marks.")
     raise ClumptoolError(
         f"{path}: none of the {rep.marks_read:,} marks of task {task} in workflow {wf} can be used: {reasons}"
-        f"{per_tool}{f'; e.g. {example}' if example else ''}. Fix the coordinates in the export, or choose the "
-        "task and point tools that hold the clump marks. " + _listing(path, wf))
+        f"{per_tool}{f'; e.g. {example}' if example else ''}. {fix} " + _listing(path, wf))
