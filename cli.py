@@ -151,7 +151,7 @@ def simulate_volunteers_command(truth: Path, subjects: Path, out: Path, voluntee
 @click.option("--odd-tools", default="1", show_default=True, help="Tool indices meaning 'odd clump'.")
 @click.option("--method", type=click.Choice(["clumpscout", "dbscan", "hdbscan"]), default="clumpscout",
               show_default=True, help="Volunteer-skill consensus, or the standard Zooniverse point reducers.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("aggregated"),
+@click.option("--out", type=click.Path(path_type=Path), default=Path("aggregated"),
               show_default=True, help="Output folder.")
 @click.option("--format", "table_format", type=click.Choice(["parquet", "csv"]), default="parquet",
               show_default=True, help="Table format of the outputs.")

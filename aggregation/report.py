@@ -70,7 +70,8 @@ def _pick_subjects(result: AggregationResult, n: int) -> list[int]:
     subj = result.subjects.sort_values(["n_clumps", "subject_id"], ascending=[False, True])
     with_clumps = subj[subj["n_clumps"] > 0]["subject_id"].tolist()
     picks = with_clumps[: n - 1] if len(with_clumps) >= n - 1 else with_clumps
-    risky = result.subjects.sort_values("risk", ascending=False)["subject_id"].tolist()
+    seen = result.subjects[result.subjects["n_viewers"] > 0] if "n_viewers" in result.subjects else result.subjects
+    risky = seen.sort_values("risk", ascending=False)["subject_id"].tolist()
     for sid in risky:
         if len(picks) >= n:
             break
@@ -115,8 +116,9 @@ def overview_figure(result: AggregationResult, target: str | os.PathLike, images
     marks = marks[marks["subject_id"].isin(picks)]
     clumps = clumps[clumps["subject_id"].isin(picks)]
     for ax, sid in zip(axes[:-1].ravel(), picks, strict=False):
-        w = float(subj.loc[sid, "image_width"]) if "image_width" in subj else 400.0
-        h = float(subj.loc[sid, "image_height"]) if "image_height" in subj else 400.0
+        w = float(subj.loc[sid, "image_width"]) if "image_width" in subj else np.nan
+        h = float(subj.loc[sid, "image_height"]) if "image_height" in subj else np.nan
+        w, h = (w if np.isfinite(w) and w > 0 else 400.0), (h if np.isfinite(h) and h > 0 else 400.0)
         img = _load_image(images, sid)
         if img is not None:
             ax.imshow(img, origin="upper", extent=(0, img.shape[1], img.shape[0], 0))
