@@ -11,8 +11,15 @@ What it keeps, and why:
 * the frame of each mark, and the natural image size of each frame (``subject_dimensions``);
 * anonymous volunteers, keyed by ``user_name`` (``not-logged-in-<hash>``) when ``user_id`` is empty.
 
+* rows sharing a ``classification_id``: byte-identical copies dropped and counted, different rows refused
+  (or the last kept, ``on_conflicting_duplicates="keep-last"``), see :mod:`clumptool.aggregation.duplicates`;
+* the shape of every mark: old PFE marks carry no ``toolType``, so rectangles, circles, polygons and lines are
+  known by their keys and never taken for points (a named circle/rectangle tool counts by its centre).
+
 Rows and marks that cannot be used are counted by reason in :class:`ReadReport` (with the first examples,
 naming the classification_id and field), never dropped silently; ``strict=True`` makes any of them fatal.
+A file that cannot be read at all (missing, empty, compressed, not UTF-8, cut short, another kind of table)
+is refused with the row and field and the fix (:mod:`clumptool.aggregation.csvcheck`).
 """
 
 from __future__ import annotations
@@ -754,6 +761,9 @@ def _parse_chunk(
         try:
             cid = int(cid_s)
         except ValueError:
+            if cid_s == "classification_id":  # files concatenated with their headers: harmless, counted
+                report.rows_skipped["repeated header line (files concatenated with their headers?)"] += 1
+                continue
             report.rows_skipped["bad classification_id"] += 1
             report.problem("row", cid_s or "?", "classification_id", "not an integer", strict)
             continue
@@ -1035,7 +1045,8 @@ def _finish(acc: _Accumulator, report: ReadReport, options: ReadOptions) -> Expo
         major = "." not in wanted and any(v.split(".")[0] == wanted for v in versions)
         if not (exact or major):
             raise ClumptoolError(
-                f"{path}: workflow {wf} has no version {wanted} (versions: {', '.join(sorted(versions))})"
+                f"{path}: workflow {wf} has no version {wanted} (--workflow-version); its versions: "
+                f"{', '.join(sorted(versions))} (give one of them, or the major number, e.g. 12 for all 12.x)"
             )
         ok_codes = [c for v, c in acc.version_code.items()
                     if v == wanted or ("." not in wanted and v.split(".")[0] == wanted)]

@@ -137,7 +137,11 @@ def aggregate(
     log: Callable[[str], None] | None = None,
 ) -> AggregationResult:
     """Read an export, build the consensus and (if ``out_dir``) write clumps, subjects, volunteers, boxes,
-    ``summary.json`` and ``overview.png``. Nothing is written if anything fails."""
+    ``summary.json`` and ``overview.png`` as one output set.
+
+    Options and ``out_dir`` are checked before the export is read; an export with nothing to aggregate (no
+    point task, a named task or tool that does not occur, only unusable marks) is refused with what it
+    holds. Nothing is written if anything fails, and the previous output set stays as it was."""
     validate_options(options)
     if out_dir is not None:
         check_output_location(out_dir)

@@ -79,7 +79,8 @@ def check_something_to_aggregate(data: ExportData, options: ReadOptions, odd_too
             raise ClumptoolError(
                 f"{path}: task {task} has no usable mark in version {rep.workflow_version} of workflow {wf} "
                 f"(the newest); its {usable_elsewhere:,} usable marks are in other versions "
-                f"({', '.join(sorted(rep.workflows_seen.get(wf, ())))}): choose them with --workflow-version "
+                f"({', '.join(sorted(set(rep.workflows_seen.get(wf, ())) - {rep.workflow_version}))}): choose them "
+                "with --workflow-version "
                 "(e.g. the major number for all its minor versions)")
         return (f"volunteers marked nothing in version {rep.workflow_version}: task {task} holds no usable mark in "
                 f"the {len(data.classifications):,} classifications used, so every subject has 0 clumps")

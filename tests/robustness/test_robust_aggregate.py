@@ -69,6 +69,16 @@ def test_concatenated_export_gives_the_single_exports_result(tmp_path):
         assert pd.read_parquet(a / f"{table}.parquet").equals(pd.read_parquet(b / f"{table}.parquet"))
 
 
+def test_exports_concatenated_with_their_headers(tmp_path):
+    single = small_export(tmp_path / "single.csv")
+    both = tmp_path / "both.csv"
+    both.write_bytes(single.read_bytes() * 2)  # `cat a.csv a.csv > both.csv`: the header comes twice
+    r = run_cli("aggregate", both, "--out", tmp_path / "o")
+    assert r.code == 0, r.text
+    assert "1 repeated header line" in r.out and "12 duplicate rows" in r.out
+    assert summary(tmp_path / "o")["marks_used"] == 24
+
+
 def test_one_repeated_row_is_dropped_and_counted(tmp_path):
     rows = clump_rows()
     path = write_export(tmp_path / "e.csv", rows + [rows[3]])
