@@ -19,16 +19,16 @@ _EOF_IN_STRING = re.compile(r"EOF inside string starting at row (\d+)")
 _FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
-def check_file_kind(path: Path) -> None:
+def check_file_kind(path: Path, what: str = "classification export") -> None:
     """A missing, empty or compressed file, refused before any parsing."""
     if not path.exists():
-        raise ClumptoolError(f"{path}: file not found; check the path (the classification export CSV that "
+        raise ClumptoolError(f"{path}: file not found; check the path (the {what} CSV that "
                              "Zooniverse's Lab > Data Exports gives)")
     if path.is_dir():
-        raise ClumptoolError(f"{path}: is a folder; give the classification export CSV file")
+        raise ClumptoolError(f"{path}: is a folder; give the {what} CSV file")
     size = path.stat().st_size
     if size == 0:
-        raise ClumptoolError(f"{path}: empty file (0 bytes), not a Zooniverse classification export; the "
+        raise ClumptoolError(f"{path}: empty file (0 bytes), not a Zooniverse {what}; the "
                              f"download or copy probably failed: {DOWNLOAD_HINT}")
     with open(path, "rb") as fh:
         magic = fh.read(4)
@@ -40,10 +40,11 @@ def check_file_kind(path: Path) -> None:
 
 
 def _row_id(row: list[str], header: list[str]) -> str:
-    try:
-        return f"classification_id {row[header.index('classification_id')]}"
-    except (ValueError, IndexError):
-        return "classification_id unknown"
+    for key in ("classification_id", "subject_id"):
+        if key in header:
+            i = header.index(key)
+            return f"{key} {row[i] if i < len(row) else 'unknown'}"
+    return "no id column"
 
 
 def locate_non_utf8(path: Path) -> ClumptoolError:
@@ -125,6 +126,9 @@ def wrong_columns_hint(header: list[str]) -> str:
     if SUBJECTS_EXPORT_COLUMNS <= cols or {"subject_id", "locations"} <= cols:
         return ("; this looks like a Zooniverse *subjects* export: pass it with --subjects, and give the "
                 "classifications export as the argument")
+    if {"classification_id", "annotations", "subject_ids"} <= cols:
+        return ("; this looks like a Zooniverse *classification* export: give it as the argument, and the "
+                "subjects export with --subjects")
     if {"subject_id", "x1", "y1", "x2", "y2"} <= cols or {"subject_id", "x", "y"} <= cols:
         return "; this looks like a table of boxes or clumps, not a classification export"
     if len(header) == 1:

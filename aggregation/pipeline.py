@@ -120,13 +120,6 @@ def drop_central_marks(data: ExportData, radius: float) -> int:
     return n
 
 
-def subject_metadata(data: ExportData, subjects_path: str | os.PathLike | None) -> pd.DataFrame:
-    """Metadata per subject: from the subjects export when given, else from the export's subject_data."""
-    if subjects_path is not None:
-        return read_subjects(subjects_path)
-    return subject_metadata_from_export(data.subject_data)
-
-
 def aggregate(
     classifications: str | os.PathLike,
     subjects: str | os.PathLike | None = None,
@@ -145,6 +138,7 @@ def aggregate(
     validate_options(options)
     if out_dir is not None:
         check_output_location(out_dir)
+    meta = read_subjects(subjects) if subjects is not None else None  # a bad --subjects fails before the export is read
     t0 = time.perf_counter()
     data = read_export(classifications, options.read, progress=progress,
                        while_reading=lambda: _import_what_comes_next(options.method, out_dir is not None))
@@ -155,7 +149,8 @@ def aggregate(
     if note is None and len(data.marks) == 0 and n_central:
         raise ClumptoolError(f"--drop-central {options.drop_central}: every one of the {n_central:,} usable marks "
                              "is within this radius of the image centre; use a smaller radius (or 0)")
-    meta = subject_metadata(data, subjects)
+    if meta is None:
+        meta = subject_metadata_from_export(data.subject_data)
 
     t1 = time.perf_counter()
     if options.method == "clumpscout":

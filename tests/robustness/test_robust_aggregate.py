@@ -369,3 +369,20 @@ def test_summary_json_names_its_files_in_the_published_folder(finished_run):
     out = finished_run
     files = json.loads((out / "summary.json").read_text())["files"]
     assert all(Path(p).parent == out for p in files.values())
+
+
+def test_classification_export_given_as_subjects(prev, tmp_path):
+    out, before = prev
+    export = small_export(tmp_path / "e.csv")
+    r = run_cli("aggregate", export, "--subjects", export, "--out", out)
+    failed(r, "no subject_id column", "(--subjects)", "looks like a Zooniverse *classification* export", out=out,
+           before=before)
+
+
+def test_subjects_with_a_latin1_byte(prev, tmp_path):
+    out, before = prev
+    subjects = tmp_path / "subjects.csv"
+    subjects.write_bytes(b'subject_id,metadata\n100,"{}"\n101,"{""name"": ""Jos\xe9""}"\n')
+    r = run_cli("aggregate", small_export(tmp_path / "e.csv"), "--subjects", subjects, "--out", out)
+    failed(r, "subjects.csv: line 3 (data row 2, subject_id 101), field 'metadata'", "0xE9", "Re-save it as UTF-8",
+           out=out, before=before)
