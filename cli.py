@@ -7,7 +7,6 @@ arrive as :class:`~clumptool.common.errors.ClumptoolError` and leave as ``Error:
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path  # noqa: F401  (used by command sections)
 
@@ -191,6 +190,8 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
 
     Example: clumptool aggregate classifications.csv --subjects subjects.csv --out aggregated/
     """
+    import math
+
     from clumptool.aggregation.consensus import ConsensusConfig
     from clumptool.aggregation.export import ReadOptions
     from clumptool.aggregation.pipeline import AggregateOptions, aggregate

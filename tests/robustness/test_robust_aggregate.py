@@ -14,8 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _aggregate_helpers import clump_rows, real_export, row, small_export, summary, write_export
-from conftest import interrupt_when, no_traceback, run_cli, snapshot
+from _aggregate_helpers import (
+    clump_rows,
+    interrupt_when,
+    no_traceback,
+    real_export,
+    row,
+    run_cli,
+    small_export,
+    snapshot,
+    summary,
+    write_export,
+)
 
 from clumptool.common.outputs import staging_path, verify_output_set
 
