@@ -182,11 +182,27 @@ def aggregate(
     summary = _summary(data, clumps, subj, options, n_central, fwhm, t_read, t_model, fit)
     summary["subjects_without_classifications"] = n_unclassified
     summary["notes"] = [note] if note else []
+    if len(data.marks) and not summary["clumps_accepted"]:
+        summary["notes"].append(no_clump_note(data, options))
     result = AggregationResult(clumps=clumps, subjects=subj, volunteers=vols, boxes=boxes, marks=marks,
                                summary=summary)
     if out_dir is not None:
         result.files = write_outputs(result, Path(out_dir), options.table_format, images)
     return result
+
+
+def no_clump_note(data: ExportData, options: AggregateOptions) -> str:
+    """Usable marks but no accepted clump: possible (every mark a false positive), but say so, with the knobs."""
+    most = int(data.classifications.groupby("subject_id").size().max())
+    text = f"{len(data.marks):,} usable marks gave no accepted clump (at most {most} classifications per subject)"
+    if options.method == "dbscan":
+        return text + f"; DBSCAN needs --min-samples {options.reducer_params.get('min_samples')} marks within --eps " \
+                      f"{options.reducer_params.get('eps')} px: lower them if that is more than volunteers give"
+    if options.method == "hdbscan":
+        return text + f"; HDBSCAN needs --min-cluster-size {options.reducer_params.get('min_cluster_size')} marks per " \
+                      "clump: lower it (and --min-samples) if that is more than volunteers give"
+    return text + (f"; every clump's false-positive probability is above --max-false-pos-prob "
+                   f"{options.consensus.max_false_pos_prob} (see clumps table): raise it to keep more")
 
 
 def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -396,3 +396,11 @@ def test_subjects_with_a_latin1_byte(prev, tmp_path):
     r = run_cli("aggregate", small_export(tmp_path / "e.csv"), "--subjects", subjects, "--out", out)
     failed(r, "subjects.csv: line 3 (data row 2, subject_id 101), field 'metadata'", "0xE9", "Re-save it as UTF-8",
            out=out, before=before)
+
+
+def test_marks_but_no_clump_is_said_with_the_option_to_change(tmp_path):
+    out = tmp_path / "o"
+    r = run_cli("aggregate", small_export(tmp_path / "e.csv"), "--method", "hdbscan", "--out", out)
+    assert r.code == 0, r.text  # possible in principle (every mark a false positive), so a result, said plainly
+    assert "24 usable marks gave no accepted clump" in r.out and "--min-cluster-size 5" in r.out
+    assert any("no accepted clump" in n for n in summary(out)["notes"])
