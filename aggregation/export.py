@@ -1005,7 +1005,10 @@ def _finish(acc: _Accumulator, report: ReadReport, options: ReadOptions) -> Expo
     dups = find_duplicate_rows(path, cls["classification_id"].to_numpy(), options.on_conflicting_duplicates)
     if dups.drop.any():
         mark_row = np.repeat(np.arange(len(cls)), cls["n_marks"].to_numpy())
-        marks = marks[~dups.drop[mark_row]].reset_index(drop=True)
+        in_dropped = dups.drop[mark_row]
+        if in_dropped.any():
+            report.marks_dropped["in dropped duplicate rows"] += int(in_dropped.sum())
+        marks = marks[~in_dropped].reset_index(drop=True)
         cls = cls[~dups.drop].reset_index(drop=True)
         report.duplicate_rows_dropped = dups.copies_dropped
         report.conflicting_rows_replaced = int(dups.drop.sum()) - dups.copies_dropped

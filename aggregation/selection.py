@@ -12,7 +12,7 @@ from clumptool.aggregation.export import ExportData, ReadOptions
 from clumptool.aggregation.inventory import HOW_TO_CHOOSE, describe, point_tasks, read_inventory
 from clumptool.common.errors import ClumptoolError
 
-UNUSED_CLASSIFICATION_KEY = "in classifications not used"
+NOT_PARSE_REASONS = ("in classifications not used", "in dropped duplicate rows")  # marks fine in themselves
 
 
 def _listing(path: str, workflow_id: int | None) -> str:
@@ -72,7 +72,7 @@ def check_something_to_aggregate(data: ExportData, options: ReadOptions, odd_too
                 "name the tool volunteers used for odd clumps, or leave --odd-tools out")
     if rep.marks_used > 0:
         return None
-    parse_dropped = {k: n for k, n in rep.marks_dropped.items() if not k.startswith(UNUSED_CLASSIFICATION_KEY)}
+    parse_dropped = {k: n for k, n in rep.marks_dropped.items() if not k.startswith(NOT_PARSE_REASONS)}
     usable_elsewhere = rep.marks_read - sum(parse_dropped.values())
     if usable_elsewhere > 0:
         if options.workflow_version is None:

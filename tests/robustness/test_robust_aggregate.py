@@ -71,6 +71,7 @@ def test_concatenated_export_gives_the_single_exports_result(tmp_path):
     r = run_cli("aggregate", doubled, "--out", b)
     assert r.code == 0, r.text
     assert "12 duplicate rows (byte-identical copies of another row, dropped)" in r.out
+    assert "marks read 48; used 24" in r.out and "24 in dropped duplicate rows" in r.out
     sa, sb = summary(a), summary(b)
     assert sb["export"]["duplicate_rows_dropped"] == 12
     for key in ("marks_used", "clumps_accepted", "classifications_used", "volunteers"):
