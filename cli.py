@@ -150,7 +150,7 @@ def simulate_volunteers_command(truth: Path, subjects: Path, out: Path, voluntee
 @click.option("--odd-tools", default="1", show_default=True, help="Tool indices meaning 'odd clump'.")
 @click.option("--method", type=click.Choice(["clumpscout", "dbscan", "hdbscan"]), default="clumpscout",
               show_default=True, help="Volunteer-skill consensus, or the standard Zooniverse point reducers.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("aggregated"),
+@click.option("--out", type=click.Path(path_type=Path), default=Path("aggregated"),
               show_default=True, help="Output folder.")
 @click.option("--format", "table_format", type=click.Choice(["parquet", "csv"]), default="parquet",
               show_default=True, help="Table format of the outputs.")
@@ -173,35 +173,46 @@ def simulate_volunteers_command(truth: Path, subjects: Path, out: Path, voluntee
 @click.option("--min-samples", type=int, default=3, show_default=True, help="DBSCAN/HDBSCAN min_samples.")
 @click.option("--min-cluster-size", type=int, default=5, show_default=True, help="HDBSCAN min_cluster_size.")
 @click.option("--strict", is_flag=True, help="Any unreadable row or mark is fatal (default: counted, reported).")
+@click.option("--on-conflicting-duplicates", type=click.Choice(["error", "keep-last"]), default="error",
+              show_default=True, help="Two different rows with one classification_id: refuse (error), or keep the "
+              "later row (keep-last). Byte-identical copies of a row are always dropped and counted.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def aggregate_command(classifications: Path, subjects: Path | None, workflow_id: int | None,
+@click.pass_context
+def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path | None, workflow_id: int | None,
                       workflow_version: str | None, task: str | None, clump_tools: str | None, odd_tools: str,
                       method: str, out: Path, table_format: str, images: Path | None, box_scale: float,
                       box_size: float, fwhm_column: str, drop_central: float, fold_improbable: bool,
                       max_false_pos_prob: float, link_radius: float, eps: float, min_samples: int,
-                      min_cluster_size: int, strict: bool, quiet: bool) -> None:
+                      min_cluster_size: int, strict: bool, on_conflicting_duplicates: str, quiet: bool) -> None:
     """Aggregate a Zooniverse classification export into consensus clumps.
 
     Writes clumps, subjects, volunteers and boxes tables, summary.json and overview.png to --out.
 
     Example: clumptool aggregate classifications.csv --subjects subjects.csv --out aggregated/
     """
+    import math
+
     from clumptool.aggregation.consensus import ConsensusConfig
     from clumptool.aggregation.export import ReadOptions
     from clumptool.aggregation.pipeline import AggregateOptions, aggregate
     from clumptool.aggregation.report import format_summary
 
-    try:
-        consensus = ConsensusConfig(link_radius=link_radius, odd_tools=_csv_ints(odd_tools) or (),
-                                    max_false_pos_prob=max_false_pos_prob)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+    odd = _option_ints("--odd-tools", odd_tools) or ()
+    tools = _option_ints("--clump-tools", clump_tools)
+    if not (math.isfinite(link_radius) and link_radius > 0):
+        raise ClumptoolError(f"--link-radius {link_radius}: must be a positive distance in pixels (default 6)")
+    if not (0 < max_false_pos_prob <= 1):
+        raise ClumptoolError(f"--max-false-pos-prob {max_false_pos_prob}: must be a probability in (0, 1] "
+                             "(default 0.5)")
+    consensus = ConsensusConfig(link_radius=link_radius, odd_tools=odd, max_false_pos_prob=max_false_pos_prob)
     options = AggregateOptions(
         read=ReadOptions(workflow_id=workflow_id, workflow_version=workflow_version, task=task,
-                         clump_tools=_csv_ints(clump_tools), strict=strict),
+                         clump_tools=tools, strict=strict, on_conflicting_duplicates=on_conflicting_duplicates),
+        check_odd_tools=ctx.get_parameter_source("odd_tools") is not click.core.ParameterSource.DEFAULT,
         method=method, consensus=consensus,
         reducer_params=({"eps": eps, "min_samples": min_samples} if method == "dbscan"
                         else {"min_cluster_size": min_cluster_size, "min_samples": min_samples}),
+        checked_params={"eps": eps, "min_samples": min_samples, "min_cluster_size": min_cluster_size},
         box_scale=box_scale, box_size=box_size, fwhm_column=fwhm_column, drop_central=drop_central,
         fold_improbable=fold_improbable, table_format=table_format,
     )
@@ -210,6 +221,17 @@ def aggregate_command(classifications: Path, subjects: Path | None, workflow_id:
                            log=None)
     if not quiet:
         click.echo(format_summary(result.summary))
+
+
+def _option_ints(option: str, value: str | None) -> tuple[int, ...] | None:
+    """Comma-separated tool indices of ``option``, or a message naming the option."""
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip() != "")
+    except ValueError:
+        raise ClumptoolError(f"{option} {value!r}: give tool indices as comma-separated whole numbers, "
+                             "e.g. 0,1") from None
 
 
 def _byte_progress(path: Path, desc: str, disable: bool = False):

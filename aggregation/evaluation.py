@@ -22,14 +22,19 @@ class MatchScores:
 
     @property
     def completeness(self) -> float:
-        return self.n_matched / self.n_truth if self.n_truth else 1.0
+        """Found true clumps / true clumps; undefined (NaN, never 1.0) without any true clump."""
+        return self.n_matched / self.n_truth if self.n_truth else float("nan")
 
     @property
     def purity(self) -> float:
-        return self.n_matched / self.n_found if self.n_found else 1.0
+        """Matched found clumps / found clumps; undefined (NaN, never 1.0) when nothing was found."""
+        return self.n_matched / self.n_found if self.n_found else float("nan")
 
     @property
     def f1(self) -> float:
+        """NaN when there is neither truth nor anything found; 0 when only one of them is empty."""
+        if not self.n_truth or not self.n_found:
+            return float("nan") if not (self.n_truth or self.n_found) else 0.0
         c, p = self.completeness, self.purity
         return 2 * c * p / (c + p) if c + p > 0 else 0.0
 

@@ -11,8 +11,15 @@ What it keeps, and why:
 * the frame of each mark, and the natural image size of each frame (``subject_dimensions``);
 * anonymous volunteers, keyed by ``user_name`` (``not-logged-in-<hash>``) when ``user_id`` is empty.
 
+* rows sharing a ``classification_id``: byte-identical copies dropped and counted, different rows refused
+  (or the last kept, ``on_conflicting_duplicates="keep-last"``), see :mod:`clumptool.aggregation.duplicates`;
+* the shape of every mark: old PFE marks carry no ``toolType``, so rectangles, circles, polygons and lines are
+  known by their keys and never taken for points (a named circle/rectangle tool counts by its centre).
+
 Rows and marks that cannot be used are counted by reason in :class:`ReadReport` (with the first examples,
 naming the classification_id and field), never dropped silently; ``strict=True`` makes any of them fatal.
+A file that cannot be read at all (missing, empty, compressed, not UTF-8, cut short, another kind of table)
+is refused with the row and field and the fix (:mod:`clumptool.aggregation.csvcheck`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ import numpy as np
 import pandas as pd
 from pandas.io.parsers import TextFileReader
 
+from clumptool.aggregation.csvcheck import (
+    DOWNLOAD_HINT,
+    check_file_kind,
+    check_last_row,
+    explain_parse_error,
+    locate_non_utf8,
+    wrong_columns_hint,
+)
+from clumptool.aggregation.duplicates import find_duplicate_rows
 from clumptool.common.errors import ClumptoolError, where
 
 EXPORT_COLUMNS = (
@@ -59,6 +75,10 @@ class ReadReport:
     marks_used: int = 0
     marks_dropped: Counter = field(default_factory=Counter)
     duplicates_dropped: int = 0
+    duplicate_rows_dropped: int = 0
+    conflicting_rows_replaced: int = 0
+    non_point_marks: Counter = field(default_factory=Counter)
+    dropped_tools: Counter = field(default_factory=Counter)  # tool index -> marks not used (any reason)
     workflow_id: int | None = None
     workflow_version: str | None = None
     task: str | None = None
@@ -82,6 +102,8 @@ class ReadReport:
         self.marks_read += other.marks_read
         self.marks_used += other.marks_used
         self.marks_dropped.update(other.marks_dropped)
+        self.non_point_marks.update(other.non_point_marks)
+        self.dropped_tools.update(other.dropped_tools)
         for wf, versions in other.workflows_seen.items():
             self.workflows_seen.setdefault(wf, set()).update(versions)
         self.examples.extend(other.examples[: max(0, MAX_EXAMPLES - len(self.examples))])
@@ -93,9 +115,12 @@ class ReadReport:
             "rows_used": self.rows_used,
             "rows_skipped": dict(self.rows_skipped),
             "duplicates_dropped": self.duplicates_dropped,
+            "duplicate_rows_dropped": self.duplicate_rows_dropped,
+            "conflicting_rows_replaced": self.conflicting_rows_replaced,
             "marks_read": self.marks_read,
             "marks_used": self.marks_used,
             "marks_dropped": dict(self.marks_dropped),
+            "non_point_marks": dict(self.non_point_marks),
             "workflow_id": self.workflow_id,
             "workflow_version": self.workflow_version,
             "task": self.task,
@@ -131,6 +156,7 @@ class ReadOptions:
     task: str | None = None
     clump_tools: tuple[int, ...] | None = None
     strict: bool = False
+    on_conflicting_duplicates: str = "error"  # two different rows with one classification_id: or "keep-last"
     chunksize: int = 25_000  # rows per chunk when reading in this process
     workers: int | None = None  # processes parsing chunks; None: up to 2 for big files, 1 for small ones
     block_bytes: int = 8 << 20  # bytes of the file per worker job
@@ -200,22 +226,24 @@ def iter_task_marks(annotations: list, task: str) -> Iterable[dict]:
 
 
 def check_header(path: Path) -> list[str]:
-    """Read the header line and fail clearly when required columns are missing."""
-    if not path.exists():
-        raise ClumptoolError(f"{path}: file not found")
+    """Read the header line and fail clearly when the file is not a classification export."""
+    check_file_kind(path)
     with open(path, newline="", encoding="utf-8-sig") as fh:  # pandas skips a BOM too
         try:
             header = next(csv.reader(fh))
         except StopIteration:
             raise ClumptoolError(f"{path}: empty file (expected a Zooniverse classification export)") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ClumptoolError(f"{path}: not a readable CSV file ({exc})") from exc
+        except UnicodeDecodeError:
+            raise locate_non_utf8(path) from None
+        except csv.Error as exc:
+            raise ClumptoolError(f"{path}: not a readable CSV file ({exc}); {DOWNLOAD_HINT}") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise ClumptoolError(
-            f"{path}: missing column(s) {', '.join(missing)} (a Zooniverse classification export has "
-            f"{', '.join(EXPORT_COLUMNS)})"
+            f"{path}: not a Zooniverse classification export: missing column(s) {', '.join(missing)} (it has "
+            f"{', '.join(header[:8])}{', ...' if len(header) > 8 else ''}){wrong_columns_hint(header)}"
         )
+    check_last_row(path, len(header))
     return header
 
 
@@ -380,7 +408,7 @@ def read_export(
         acc, report = _Accumulator(), ReadReport(path=str(path))
         report.task = _read_serially(path, usecols, acc, report, options, tools, progress)
     except (pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
-        raise ClumptoolError(f"{path}: the CSV structure is broken ({exc})") from exc
+        raise explain_parse_error(path, exc) from exc
     return _finish(acc, report, options)
 
 
@@ -733,6 +761,9 @@ def _parse_chunk(
         try:
             cid = int(cid_s)
         except ValueError:
+            if cid_s == "classification_id":  # files concatenated with their headers: harmless, counted
+                report.rows_skipped["repeated header line (files concatenated with their headers?)"] += 1
+                continue
             report.rows_skipped["bad classification_id"] += 1
             report.problem("row", cid_s or "?", "classification_id", "not an integer", strict)
             continue
@@ -794,19 +825,29 @@ def _parse_chunk(
                     tool = mark.get("toolIndex")
                 x, y, frame = mark.get("x"), mark.get("y"), mark.get("frame") or 0
                 tool_type = mark.get("toolType")
-                fine = ((tool_type is None or tool_type == "point") and type(tool) is int
-                        and (tools is None or tool in tools) and type(x) is float and type(y) is float
-                        and isfinite(x) and isfinite(y) and type(frame) is int and frame >= 0)
-                if fine and frame < len(sizes):
-                    w, h = sizes[frame]
-                    fine = (not isfinite(w) or 0 <= x <= w) and (not isfinite(h) or 0 <= y <= h)
+                fine = ((tool_type == "point" if tool_type is not None
+                         else "r" not in mark and "width" not in mark and "rx" not in mark)
+                        and type(tool) is int and (tools is None or tool in tools)
+                        and type(x) is float and type(y) is float and isfinite(x) and isfinite(y)
+                        and x >= 0 and y >= 0 and type(frame) is int and frame >= 0)
+                if fine and sizes:
+                    if frame < len(sizes):
+                        w, h = sizes[frame]
+                        fine = (not isfinite(w) or x <= w) and (not isfinite(h) or y <= h)
+                    else:
+                        fine = False
                 if not fine:
                     reason = _mark_problem(mark, sizes, tools)
                     if reason is not None:
                         report.marks_dropped[reason[0]] += 1
-                        if reason[0] not in ("other tool", "not a point mark"):
+                        if type(tool) is int:
+                            report.dropped_tools[tool] += 1
+                        if reason[0] == "not a point mark":
+                            report.non_point_marks[reason[1]] += 1
+                        elif reason[0] != "other tool":
                             report.problem("mark", cid, "annotations", reason[1], strict)
                         continue
+                    x, y = mark_centre(mark)
                 m_cid(cid)
                 m_frame(int(frame))
                 m_tool(int(tool))
@@ -880,12 +921,47 @@ def _load_metadata(text: str) -> object:
     return _json_loads(text)
 
 
-def _mark_problem(mark: dict, sizes: list[tuple[float, float]], tools: set[int] | None) -> tuple[str, str] | None:
-    """Why a mark cannot be used, as (counter key, message); ``None`` if it is fine."""
+SHAPE_KEYS = (("points", "polygon"), ("pathX", "freehand line"), ("width", "rectangle"), ("rx", "ellipse"),
+              ("r", "circle"), ("x1", "line"), ("x2", "line"))
+CENTRED_SHAPES = ("point", "circle", "rectangle", "ellipse")  # a named clump tool of these shapes: its centre
+
+
+def mark_shape(mark: dict) -> str:
+    """The shape a mark was drawn with: FEM says (``toolType``), old PFE marks are known by their keys."""
     tool_type = mark.get("toolType")
-    if tool_type is not None and tool_type != "point":
-        return "not a point mark", f"toolType {tool_type!r}"
+    if tool_type is not None:
+        return str(tool_type)
+    for key, shape in SHAPE_KEYS:
+        if key in mark:
+            return shape
+    has_x, has_y = "x" in mark, "y" in mark
+    if has_x and has_y:
+        return "point"
+    if has_x or has_y:
+        return "line (x only)" if has_x else "line (y only)"
+    return "unknown shape"
+
+
+def mark_centre(mark: dict) -> tuple[float, float]:
+    """The click a mark stands for: (x, y) of a point or circle, the centre of a rectangle."""
+    x, y = float(mark["x"]), float(mark["y"])
+    if mark_shape(mark) == "rectangle":
+        x += float(mark.get("width") or 0) / 2
+        y += float(mark.get("height") or 0) / 2
+    return x, y
+
+
+def _mark_problem(mark: dict, sizes: list[tuple[float, float]], tools: set[int] | None) -> tuple[str, str] | None:
+    """Why a mark cannot be used, as (counter key, message); ``None`` if it is fine.
+
+    A mark of another shape is not a point mark (its tool and shape are the message), except circles,
+    rectangles and ellipses of a tool named in ``--clump-tools``, whose centre is used as the click.
+    """
     tool = _mark_tool(mark)
+    shape = mark_shape(mark)
+    named = tools is not None and tool in tools
+    if shape != "point" and not (named and shape in CENTRED_SHAPES):
+        return "not a point mark", f"tool {tool} ({shape})"
     if not isinstance(tool, int) or isinstance(tool, bool):
         return "no tool index", f"mark without a tool index: {json.dumps(mark)[:120]}"
     if tools is not None and tool not in tools:
@@ -893,13 +969,18 @@ def _mark_problem(mark: dict, sizes: list[tuple[float, float]], tools: set[int] 
     x, y = mark.get("x"), mark.get("y")
     if not (_is_number(x) and _is_number(y)):
         return "missing or NaN coordinates", f"mark with x={x!r}, y={y!r}"
+    if shape == "rectangle" and not (_is_number(mark.get("width") or 0) and _is_number(mark.get("height") or 0)):
+        return "missing or NaN coordinates", f"rectangle with width={mark.get('width')!r}, height={mark.get('height')!r}"
+    x, y = mark_centre(mark)
     frame = mark.get("frame") or 0
-    if not isinstance(frame, int) or frame < 0:
+    if not isinstance(frame, int) or isinstance(frame, bool) or frame < 0:
         return "bad frame", f"frame {frame!r}"
-    if frame < len(sizes):
-        w, h = sizes[frame]
-        if (math.isfinite(w) and not (0 <= x <= w)) or (math.isfinite(h) and not (0 <= y <= h)):
-            return "outside the image", f"mark ({x:.1f}, {y:.1f}) outside the {w:g}x{h:g} image (frame {frame})"
+    if sizes and frame >= len(sizes):
+        return "frame that does not exist", f"mark on frame {frame}; the subject has {len(sizes)} frame(s)"
+    w, h = sizes[frame] if frame < len(sizes) else (math.nan, math.nan)
+    if x < 0 or y < 0 or (math.isfinite(w) and x > w) or (math.isfinite(h) and y > h):
+        size = f"the {w:g}x{h:g} image" if math.isfinite(w) and math.isfinite(h) else "the image"
+        return "outside the image", f"mark ({x:.1f}, {y:.1f}) outside {size} (frame {frame})"
     return None
 
 
@@ -918,21 +999,46 @@ def _finish(acc: _Accumulator, report: ReadReport, options: ReadOptions) -> Expo
     if not acc.cls_parts:
         acc.close_chunk()
     cls = _Accumulator.concat(acc.cls_parts)
+    marks = _Accumulator.concat(acc.mark_parts)
+    # rows sharing a classification_id: copies dropped, conflicts refused (or the last kept); each row's
+    # marks follow it in the parsed tables (n_marks of them), so they go with it
+    dups = find_duplicate_rows(path, cls["classification_id"].to_numpy(), options.on_conflicting_duplicates)
+    if dups.drop.any():
+        mark_row = np.repeat(np.arange(len(cls)), cls["n_marks"].to_numpy())
+        in_dropped = dups.drop[mark_row]
+        if in_dropped.any():
+            report.marks_dropped["in dropped duplicate rows"] += int(in_dropped.sum())
+        marks = marks[~in_dropped].reset_index(drop=True)
+        cls = cls[~dups.drop].reset_index(drop=True)
+        report.duplicate_rows_dropped = dups.copies_dropped
+        report.conflicting_rows_replaced = int(dups.drop.sum()) - dups.copies_dropped
+        for cid, rows in dups.conflicts[:MAX_EXAMPLES]:
+            report.examples.append({
+                "kind": "row", "classification_id": str(cid), "field": "classification_id",
+                "message": f"{where(path, f'classification_id {cid}')}: different rows ({', '.join(map(str, rows))}) "
+                           "share this id; the last was kept (--on-conflicting-duplicates keep-last)"})
     versions_by_code = np.array(list(acc.version_code.keys()) or [""], dtype=object)
     seen = report.workflows_seen
     if options.workflow_id is not None:
         if options.workflow_id not in seen:
             raise ClumptoolError(
-                f"{path}: workflow id {options.workflow_id} is not in this export (it holds "
-                f"{', '.join(map(str, sorted(seen))) or 'no readable rows'})"
+                f"{path}: workflow id {options.workflow_id} is not in this export (--workflow-id); it holds:\n"
+                f"{_inventory_text(path)}\nchoose one of these with --workflow-id"
             )
         wf = options.workflow_id
     else:
         if len(seen) == 0:
-            raise ClumptoolError(f"{path}: no readable classifications")
+            if report.rows_read == 0:
+                raise ClumptoolError(f"{path}: no readable classifications: the export has a header but no rows; download the export again "
+                                     "once volunteers have classified (Zooniverse project Lab > Data Exports)")
+            reasons = "; ".join(f"{n:,} {k}" for k, n in sorted(report.rows_skipped.items()))
+            example = f" (e.g. {report.examples[0]['message']})" if report.examples else ""
+            raise ClumptoolError(f"{path}: no readable classifications among {report.rows_read:,} rows: "
+                                 f"{reasons}{example}; check that this is a Zooniverse classification export")
         if len(seen) > 1:
             raise ClumptoolError(
-                f"{path}: several workflows ({', '.join(map(str, sorted(seen)))}); choose one with --workflow-id"
+                f"{path}: several workflows ({', '.join(map(str, sorted(seen)))}); choose one with "
+                f"--workflow-id. The export holds:\n{_inventory_text(path)}"
             )
         wf = next(iter(seen))
     versions = seen[wf]
@@ -942,7 +1048,8 @@ def _finish(acc: _Accumulator, report: ReadReport, options: ReadOptions) -> Expo
         major = "." not in wanted and any(v.split(".")[0] == wanted for v in versions)
         if not (exact or major):
             raise ClumptoolError(
-                f"{path}: workflow {wf} has no version {wanted} (versions: {', '.join(sorted(versions))})"
+                f"{path}: workflow {wf} has no version {wanted} (--workflow-version); its versions: "
+                f"{', '.join(sorted(versions))} (give one of them, or the major number, e.g. 12 for all 12.x)"
             )
         ok_codes = [c for v, c in acc.version_code.items()
                     if v == wanted or ("." not in wanted and v.split(".")[0] == wanted)]
@@ -985,7 +1092,6 @@ def _finish(acc: _Accumulator, report: ReadReport, options: ReadOptions) -> Expo
                                                  created.view("datetime64[ns]")), utc=True)
     cls = cls.drop(columns=["user", "version", "created_ns"])
 
-    marks = _Accumulator.concat(acc.mark_parts)
     n_parsed = len(marks)
     marks = marks.merge(cls[["classification_id", "subject_id", "volunteer"]], on="classification_id",
                         how="inner")
@@ -1004,6 +1110,12 @@ def _finish(acc: _Accumulator, report: ReadReport, options: ReadOptions) -> Expo
     subject_data = subject_data[subject_data["subject_id"].isin(kept_subjects)].reset_index(drop=True)
     return ExportData(classifications=cls, marks=marks, frames=frames, volunteers=users,
                       subject_data=subject_data, report=report)
+
+
+def _inventory_text(path: str) -> str:
+    from clumptool.aggregation.inventory import describe, read_inventory
+
+    return describe(read_inventory(path))
 
 
 def subject_metadata_from_export(subject_data: pd.DataFrame) -> pd.DataFrame:

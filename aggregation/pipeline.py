@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -14,10 +15,12 @@ import pandas as pd
 
 from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, clumps_to_boxes
 from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
+from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
+from clumptool.aggregation.selection import check_something_to_aggregate
 from clumptool.aggregation.subjects import metadata_key, read_subjects
-from clumptool.common.atomic import write_text_atomic
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.outputs import check_output_location, output_set
 from clumptool.common.tables import write_table
 
 METHODS = ("clumpscout", "dbscan", "hdbscan")
@@ -31,6 +34,7 @@ class AggregateOptions:
     method: str = "clumpscout"
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     reducer_params: dict = field(default_factory=dict)
+    checked_params: dict = field(default_factory=dict)  # reducer options given but unused by this method: checked too
     box_scale: float = DEFAULT_BOX_SCALE
     box_size: float = DEFAULT_BOX_SIZE
     fwhm_column: str = "fwhmImagePix"
@@ -39,15 +43,55 @@ class AggregateOptions:
     improbable_threshold: float = 0.7
     table_format: str = "parquet"
 
+    check_odd_tools: bool = False  # --odd-tools was given: each must occur in the task
+
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ClumptoolError(f"unknown method {self.method!r} (use one of {', '.join(METHODS)})")
-        if self.box_scale <= 0 or self.box_size <= 0:
-            raise ClumptoolError("--box-scale and --box-size must be positive")
-        if self.drop_central < 0:
-            raise ClumptoolError("--drop-central must be >= 0")
-        if self.table_format not in ("parquet", "csv"):
-            raise ClumptoolError(f"unknown table format {self.table_format!r} (use parquet or csv)")
+        validate_options(self)
+
+
+def _positive(name: str, value: float) -> str | None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        return f"{name} {value}: must be a positive number"
+    return None
+
+
+def validate_options(o: AggregateOptions) -> None:
+    """Every option checked before any work, each problem naming its option and the values it takes."""
+    problems = []
+    if o.method not in METHODS:
+        problems.append(f"--method {o.method!r}: use one of {', '.join(METHODS)}")
+    for name, value in (("--box-scale", o.box_scale), ("--box-size", o.box_size)):
+        problems.append(_positive(name, value))
+    if not (math.isfinite(o.drop_central) and o.drop_central >= 0):
+        problems.append(f"--drop-central {o.drop_central}: must be 0 (keep all marks) or a positive radius in px")
+    if o.table_format not in ("parquet", "csv"):
+        problems.append(f"--format {o.table_format!r}: use parquet or csv")
+    params = {**o.checked_params, **o.reducer_params}
+    if "eps" in params and _positive("--eps", params["eps"]):
+        problems.append(_positive("--eps", params["eps"]) + " (DBSCAN radius in px, default 5)")
+    ms = params.get("min_samples", 1)
+    if not (isinstance(ms, int) and ms >= 1):
+        problems.append(f"--min-samples {ms}: must be a whole number >= 1 (marks needed to make a clump, default 3)")
+    mcs = params.get("min_cluster_size", 2)
+    if not (isinstance(mcs, int) and mcs >= 2):
+        problems.append(f"--min-cluster-size {mcs}: must be a whole number >= 2 (default 5)")
+    if not (0 < o.improbable_threshold <= 1):
+        problems.append(f"improbable_threshold {o.improbable_threshold}: must be in (0, 1]")
+    tools = o.read.clump_tools
+    if tools is not None and (not tools or any(t < 0 for t in tools)):
+        problems.append(f"--clump-tools {','.join(map(str, tools))}: give tool indices >= 0, e.g. 0,1")
+    if any(t < 0 for t in o.consensus.odd_tools):
+        problems.append(f"--odd-tools {','.join(map(str, o.consensus.odd_tools))}: give tool indices >= 0, e.g. 1")
+    if o.read.task is not None and not o.read.task.strip():
+        problems.append("--task '': give a task id such as T1")
+    if o.read.workflow_version is not None and not all(p.isdigit() for p in o.read.workflow_version.split(".")):
+        problems.append(f"--workflow-version {o.read.workflow_version!r}: give a version like 12.34, or 12 for all 12.x")
+    if o.read.on_conflicting_duplicates not in ON_CONFLICT:
+        problems.append(f"--on-conflicting-duplicates {o.read.on_conflicting_duplicates!r}: use one of "
+                        f"{', '.join(ON_CONFLICT)}")
+    problems = [p for p in problems if p]
+    if problems:
+        raise ClumptoolError("; ".join(problems))
 
 
 @dataclass
@@ -76,13 +120,6 @@ def drop_central_marks(data: ExportData, radius: float) -> int:
     return n
 
 
-def subject_metadata(data: ExportData, subjects_path: str | os.PathLike | None) -> pd.DataFrame:
-    """Metadata per subject: from the subjects export when given, else from the export's subject_data."""
-    if subjects_path is not None:
-        return read_subjects(subjects_path)
-    return subject_metadata_from_export(data.subject_data)
-
-
 def aggregate(
     classifications: str | os.PathLike,
     subjects: str | os.PathLike | None = None,
@@ -93,13 +130,27 @@ def aggregate(
     log: Callable[[str], None] | None = None,
 ) -> AggregationResult:
     """Read an export, build the consensus and (if ``out_dir``) write clumps, subjects, volunteers, boxes,
-    ``summary.json`` and ``overview.png``. Nothing is written if anything fails."""
+    ``summary.json`` and ``overview.png`` as one output set.
+
+    Options and ``out_dir`` are checked before the export is read; an export with nothing to aggregate (no
+    point task, a named task or tool that does not occur, only unusable marks) is refused with what it
+    holds. Nothing is written if anything fails, and the previous output set stays as it was."""
+    validate_options(options)
+    if out_dir is not None:
+        check_output_location(out_dir)
+    meta = read_subjects(subjects) if subjects is not None else None  # a bad --subjects fails before the export is read
     t0 = time.perf_counter()
     data = read_export(classifications, options.read, progress=progress,
                        while_reading=lambda: _import_what_comes_next(options.method, out_dir is not None))
     t_read = time.perf_counter() - t0
+    note = check_something_to_aggregate(data, options.read,
+                                        options.consensus.odd_tools if options.check_odd_tools else None)
     n_central = drop_central_marks(data, options.drop_central)
-    meta = subject_metadata(data, subjects)
+    if note is None and len(data.marks) == 0 and n_central:
+        raise ClumptoolError(f"--drop-central {options.drop_central}: every one of the {n_central:,} usable marks "
+                             "is within this radius of the image centre; use a smaller radius (or 0)")
+    if meta is None:
+        meta = subject_metadata_from_export(data.subject_data)
 
     t1 = time.perf_counter()
     if options.method == "clumpscout":
@@ -117,6 +168,9 @@ def aggregate(
     t_model = time.perf_counter() - t1
 
     subj = _attach_metadata(subj, meta)
+    n_unclassified = 0
+    if subjects is not None:
+        subj, n_unclassified = add_unclassified_subjects(subj, meta)
     fwhm = None
     fwhm_col = metadata_key(options.fwhm_column)
     if fwhm_col in subj.columns:
@@ -126,11 +180,55 @@ def aggregate(
                             options.fold_improbable, options.improbable_threshold)
 
     summary = _summary(data, clumps, subj, options, n_central, fwhm, t_read, t_model, fit)
+    summary["subjects_without_classifications"] = n_unclassified
+    summary["notes"] = [note] if note else []
+    if len(data.marks) and not summary["clumps_accepted"]:
+        summary["notes"].append(no_clump_note(data, options))
     result = AggregationResult(clumps=clumps, subjects=subj, volunteers=vols, boxes=boxes, marks=marks,
                                summary=summary)
     if out_dir is not None:
         result.files = write_outputs(result, Path(out_dir), options.table_format, images)
     return result
+
+
+def no_clump_note(data: ExportData, options: AggregateOptions) -> str:
+    """Usable marks but no accepted clump: possible (every mark a false positive), but say so, with the knobs."""
+    most = int(data.classifications.groupby("subject_id").size().max())
+    text = f"{len(data.marks):,} usable marks gave no accepted clump (at most {most} classifications per subject)"
+    if options.method == "dbscan":
+        return text + f"; DBSCAN needs --min-samples {options.reducer_params.get('min_samples')} marks within --eps " \
+                      f"{options.reducer_params.get('eps')} px: lower them if that is more than volunteers give"
+    if options.method == "hdbscan":
+        return text + f"; HDBSCAN needs --min-cluster-size {options.reducer_params.get('min_cluster_size')} marks per " \
+                      "clump: lower it (and --min-samples) if that is more than volunteers give"
+    return text + (f"; every clump's false-positive probability is above --max-false-pos-prob "
+                   f"{options.consensus.max_false_pos_prob} (see clumps table): raise it to keep more")
+
+
+def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Subjects of ``--subjects`` that no classification used: rows with 0 viewers, 0 clumps, not finished.
+
+    A subject the user asked about must not vanish from the outputs: it is listed, and counted.
+    """
+    missing = meta.loc[~meta["subject_id"].isin(subj["subject_id"])].drop_duplicates("subject_id")
+    if len(missing) == 0:
+        return subj, 0
+    extra = pd.DataFrame({"subject_id": missing["subject_id"].to_numpy(dtype="int64")})
+    for c in subj.columns:
+        if c == "subject_id":
+            continue
+        if c in ("n_viewers", "n_clumps", "n_odd_clumps"):
+            extra[c] = 0
+        elif c == "is_finished":
+            extra[c] = False
+        elif c in missing.columns:
+            extra[c] = missing[c].to_numpy()
+        else:
+            extra[c] = np.nan
+    out = pd.concat([subj, extra.astype({c: subj[c].dtype for c in ("n_viewers", "n_clumps", "n_odd_clumps",
+                                                                     "is_finished") if c in subj})],
+                    ignore_index=True)
+    return out.sort_values("subject_id", kind="stable").reset_index(drop=True), len(extra)
 
 
 def _import_what_comes_next(method: str, writes_files: bool) -> None:
@@ -199,15 +297,17 @@ def _jsonable(obj):
 
 
 def write_outputs(result: AggregationResult, out_dir: Path, fmt: str, images: str | os.PathLike | None) -> dict:
-    """Write every output atomically (each file appears whole or not at all)."""
+    """Write every output as one set (staged, then published together with a manifest; or not at all)."""
     from clumptool.aggregation.report import overview_figure
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name in ("clumps", "subjects", "volunteers", "boxes"):
-        files[name] = str(write_table(getattr(result, name), out_dir / f"{name}.{fmt}", fmt))
-    files["overview"] = str(overview_figure(result, out_dir / "overview.png", images))
+    files = {name: str(out_dir / f"{name}.{fmt}") for name in ("clumps", "subjects", "volunteers", "boxes")}
+    files["overview"] = str(out_dir / "overview.png")
     files["summary"] = str(out_dir / "summary.json")
-    result.summary["files"] = files
-    write_text_atomic(out_dir / "summary.json", json.dumps(result.summary, indent=2, default=str))
+    with output_set(out_dir, "aggregate") as staged:
+        for name in ("clumps", "subjects", "volunteers", "boxes"):
+            write_table(getattr(result, name), staged.file(f"{name}.{fmt}"), fmt)
+        overview_figure(result, staged.file("overview.png"), images)
+        result.summary["files"] = files
+        staged.file("summary.json").write_text(json.dumps(result.summary, indent=2, default=str), encoding="utf-8")
+        staged.info.update({"export": result.summary["export"]["path"], "method": result.summary["method"]})
     return files

@@ -26,17 +26,32 @@ def format_summary(summary: dict) -> str:
     skipped = dict(ex["rows_skipped"])
     if ex["duplicates_dropped"]:
         skipped["repeat classification of a subject by the same volunteer"] = ex["duplicates_dropped"]
+    if ex.get("duplicate_rows_dropped"):
+        skipped["duplicate rows (byte-identical copies of another row, dropped)"] = ex["duplicate_rows_dropped"]
+    if ex.get("conflicting_rows_replaced"):
+        skipped["rows replaced by a later, different row with the same classification_id "
+                "(--on-conflicting-duplicates keep-last)"] = ex["conflicting_rows_replaced"]
     if skipped:
         lines.append("  rows not used: " + "; ".join(f"{v:,} {k}" for k, v in sorted(skipped.items())))
     lines.append(f"  marks read {ex['marks_read']:,}; used {summary['marks_used']:,}")
     if ex["marks_dropped"]:
-        lines.append("  marks not used: " + "; ".join(f"{v:,} {k}" for k, v in sorted(ex["marks_dropped"].items())))
+        dropped = []
+        for k, v in sorted(ex["marks_dropped"].items()):
+            if k == "not a point mark" and ex.get("non_point_marks"):
+                k += " (" + ", ".join(f"{t} {n:,}" for t, n in sorted(ex["non_point_marks"].items())) + ")"
+            dropped.append(f"{v:,} {k}")
+        lines.append("  marks not used: " + "; ".join(dropped))
     for e in ex["examples"][:3]:
         lines.append(f"    e.g. {e['message']}")
     lines.append(
         f"  clumps: {summary['clumps_accepted']:,} accepted ({summary['odd_clumps_accepted']:,} odd) of "
         f"{summary['clumps_opened']:,} opened; {summary['subjects_with_clumps']:,} subjects with clumps"
     )
+    if summary.get("subjects_without_classifications"):
+        lines.append(f"  subjects in --subjects with no classification in this export: "
+                     f"{summary['subjects_without_classifications']:,} (listed with n_viewers 0, not finished)")
+    for note in summary.get("notes", []):
+        lines.append(f"  NOTE: {note}")
     if summary.get("subjects_finished") is not None:
         lines.append(f"  finished subjects (low risk): {summary['subjects_finished']:,} of {summary['subjects']:,}")
     if summary.get("fit"):
@@ -55,7 +70,8 @@ def _pick_subjects(result: AggregationResult, n: int) -> list[int]:
     subj = result.subjects.sort_values(["n_clumps", "subject_id"], ascending=[False, True])
     with_clumps = subj[subj["n_clumps"] > 0]["subject_id"].tolist()
     picks = with_clumps[: n - 1] if len(with_clumps) >= n - 1 else with_clumps
-    risky = result.subjects.sort_values("risk", ascending=False)["subject_id"].tolist()
+    seen = result.subjects[result.subjects["n_viewers"] > 0] if "n_viewers" in result.subjects else result.subjects
+    risky = seen.sort_values("risk", ascending=False)["subject_id"].tolist()
     for sid in risky:
         if len(picks) >= n:
             break
@@ -100,8 +116,9 @@ def overview_figure(result: AggregationResult, target: str | os.PathLike, images
     marks = marks[marks["subject_id"].isin(picks)]
     clumps = clumps[clumps["subject_id"].isin(picks)]
     for ax, sid in zip(axes[:-1].ravel(), picks, strict=False):
-        w = float(subj.loc[sid, "image_width"]) if "image_width" in subj else 400.0
-        h = float(subj.loc[sid, "image_height"]) if "image_height" in subj else 400.0
+        w = float(subj.loc[sid, "image_width"]) if "image_width" in subj else np.nan
+        h = float(subj.loc[sid, "image_height"]) if "image_height" in subj else np.nan
+        w, h = (w if np.isfinite(w) and w > 0 else 400.0), (h if np.isfinite(h) and h > 0 else 400.0)
         img = _load_image(images, sid)
         if img is not None:
             ax.imshow(img, origin="upper", extent=(0, img.shape[1], img.shape[0], 0))

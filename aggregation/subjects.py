@@ -30,10 +30,40 @@ def _numeric_if_possible(s: pd.Series) -> pd.Series:
     return converted if converted.notna().sum() == s.notna().sum() else s
 
 
+def _read(path: Path) -> pd.DataFrame:
+    """The table, or an error that says which row and field is wrong and how to fix it."""
+    from clumptool.aggregation.csvcheck import (
+        check_file_kind,
+        explain_parse_error,
+        locate_non_utf8,
+        wrong_columns_hint,
+    )
+
+    csv_file = path.suffix.lower() not in (".parquet", ".pq")
+    if csv_file:
+        check_file_kind(path, "subjects export")
+    try:
+        df = read_table(path)
+    except ClumptoolError as exc:
+        cause = exc.__cause__
+        if csv_file and isinstance(cause, UnicodeDecodeError):
+            raise locate_non_utf8(path) from None
+        if csv_file and isinstance(cause, pd.errors.ParserError):
+            raise explain_parse_error(path, cause) from None
+        if csv_file and isinstance(cause, pd.errors.EmptyDataError):
+            raise ClumptoolError(f"{path}: no header line; give the subjects export CSV (--subjects)") from None
+        raise
+    if "subject_id" not in df.columns:
+        raise ClumptoolError(
+            f"{path}: no subject_id column, so not a subjects table (--subjects); it has "
+            f"{', '.join(map(str, df.columns[:8]))}{wrong_columns_hint([str(c) for c in df.columns])}")
+    return df
+
+
 def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
     """Subject table: ``subject_id`` plus metadata columns (prefixes stripped), one row per subject."""
     path = Path(path)
-    df = read_table(path, required=("subject_id",))
+    df = _read(path)
     try:
         df["subject_id"] = pd.to_numeric(df["subject_id"], errors="raise").astype("int64")
     except (ValueError, TypeError) as exc:

@@ -99,7 +99,7 @@ def fit_visibility(
     prior[int(np.argmax(grid))] = prior_strength
     w = np.full(k, 1.0 / k)
     for _ in range(iterations):
-        lo, resp = _log_odds(fp_ll[mask], real_ll[mask], np.log(w))
+        lo, resp = _log_odds(fp_ll[mask], real_ll[mask], np.log(np.maximum(w, 1e-300)))  # a weight may be 0
         p_real = 1.0 / (1.0 + np.exp(np.clip(lo, -700, 700)))
         new = (p_real[:, None] * np.exp(resp)).sum(axis=0) + prior
         new /= new.sum()

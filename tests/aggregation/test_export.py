@@ -265,7 +265,7 @@ def test_broken_csv_gives_the_same_error_with_workers(export_builder, tmp_path):
     path.write_bytes(path.read_bytes() + b'1,"never closed\n')
     with pytest.raises(ClumptoolError, match="CSV structure is broken") as one:
         read_export(path, ReadOptions(workers=1))
-    assert str(path) in str(one.value) and "EOF inside string" in str(one.value)
+    assert str(path) in str(one.value) and "quoted field that never closes" in str(one.value) and "data row 31" in str(one.value)
     for block_bytes in (700, 3000):
         with pytest.raises(ClumptoolError, match="CSV structure is broken") as two:
             read_export(path, ReadOptions(workers=2, block_bytes=block_bytes))
