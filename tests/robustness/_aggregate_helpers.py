@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
+from harness import interrupt_when, no_traceback, run_cli, snapshot  # noqa: E402,F401
 
-def _harness():
-    """The robustness harness (this folder's conftest.py), loaded by path: ``from conftest import`` picks
-    whichever conftest module was imported first when several test folders run together."""
-    name = "clumptool_robustness_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_h = _harness()
-run_cli, interrupt_when, snapshot, no_traceback = _h.run_cli, _h.interrupt_when, _h.snapshot, _h.no_traceback
-
-REAL_EXPORTS = Path("/work/shared/data/real-exports")
+# the shared data folder lies beside the checkout (../shared), in CI as on a developer's machine
+REAL_EXPORTS = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-exports"
 EXPORT_COLUMNS = (
     "classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name",
     "workflow_version", "created_at", "gold_standard", "expert", "metadata", "annotations",
