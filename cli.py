@@ -346,6 +346,22 @@ def _quiet_warnings(quiet: bool):
     return ctx()
 
 
+def _interrupted(out: Path):
+    """Ctrl-C: say that nothing was published and the previous outputs are as they were; exit 130."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        try:
+            yield
+        except KeyboardInterrupt:
+            click.echo(f"Interrupted: nothing was published; the previous outputs in {out} (if any) are unchanged. "
+                       "Rerun the same command to produce them.", err=True)
+            sys.exit(130)
+
+    return ctx()
+
+
 @main.command("evaluate", short_help="Completeness, purity and mAP of a trained detector against true clumps.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
               help="Model folder written by 'clumptool train' (or a .ckpt beside its model.json).")
@@ -401,7 +417,7 @@ def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     check_output_folder(out, "evaluate")
-    with _quiet_warnings(quiet):
+    with _interrupted(out), _quiet_warnings(quiet):
         report = evaluate_model(model_path, truth, images, out, subjects=subjects, settings=settings,
                                 score_threshold=score_threshold, nms_iou=nms_iou or None, min_score=min_score,
                                 batch_size=batch_size, device=device, progress=not quiet,
@@ -450,8 +466,8 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, allow
     """
     from clumptool.detection.predict import check_out, predict_catalogue
 
-    check_out(out)
-    with _quiet_warnings(quiet):
+    folder, _ = check_out(out)
+    with _interrupted(folder), _quiet_warnings(quiet):
         result = predict_catalogue(model_path, images, out, subjects=subjects, score_threshold=score_threshold,
                                    nms_iou=nms_iou or None, drop_central=drop_central, batch_size=batch_size,
                                    devices=devices, num_workers=num_workers, n_overlay=n_overlay,

@@ -438,7 +438,7 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
                                              for k, v in maps["per_class"]["map_per_class"].items()}
     seen = {r.subject_id for r in results}
     n_true = int(sum(len(r.true_boxes) for r in results))
-    notes = [f"score threshold {threshold:g}: {threshold_source}"]
+    notes: list[str] = []
     if missing:
         notes.append(f"{len(missing)} of the {len(wanted or [])} subjects in {subjects} have no image in "
                      f"{images_dir} and were NOT evaluated (--allow-missing-images): {', '.join(missing[:SHOWN_IDS])}"

@@ -216,9 +216,10 @@ def check_out(out: str | os.PathLike) -> tuple[Path, str]:
     except ClumptoolError as exc:
         if folder == Path(out):
             raise
+        reason = str(exc).removeprefix(f"--out {folder}: ")
         raise ClumptoolError(
             f"--out {out}: predict publishes the catalogue with {PLOT_NAME} and manifest.json as one folder, "
-            f"and {exc}. Give a new folder, e.g. --out {folder / Path(name).stem}/ (the catalogue is then "
+            f"{folder}, but that folder {reason.removeprefix('folder ')}. Give a new folder, e.g. --out {folder / Path(name).stem}/ (the catalogue is then "
             f"{folder / Path(name).stem / CATALOGUE_NAME})") from exc
     return folder, name
 
