@@ -448,6 +448,9 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
         notes.append(f"{not_seen} subjects of {truth_path} have no image in {images_dir} and were not evaluated")
     if n_true == 0:
         notes.append("no true clump in the region the model sees: completeness and F1 are undefined")
+    if not any(len(r.pred_scores) for r in results):
+        notes.append(f"the model made no detection scoring >= {floor:g} on any of the {len(results)} galaxies: "
+                     "purity is undefined; check the model (training may have found nothing) or lower --min-score")
     for sc in evaluation.summary.values():
         sc["best_f1"]["note"] = OPTIMISTIC_NOTE
     best = dict(evaluation.summary["overall"]["best_f1"])

@@ -128,7 +128,8 @@ def load_image(path: str | Path, channels: int = 3, fits_bands: list[int] | None
     except ClumptoolError:
         raise
     except Exception as exc:  # noqa: BLE001 - PIL/astropy raise many types for broken files
-        raise ClumptoolError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+        raise ClumptoolError(f"{path}: cannot read image ({type(exc).__name__}: {exc}); replace the file or "
+                             "remove it from the folder") from exc
 
 
 @dataclass

@@ -333,6 +333,9 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
             notes.append(f"{n_no_sky} galaxies have no ra/dec in {subjects}: their sky columns are NaN")
         if n_overlay > 0:
             _plot_overlays(overlays, paths, spec, staged.path / PLOT_NAME)
+        if not sum(r.n_clumps for r in results):
+            notes.append(f"no clump scored >= {threshold:g} in any of the {len(paths)} galaxies: the catalogue has "
+                         "no rows (a lower --score-threshold, or a better-trained model, may find some)")
         staged.info = {**metadata, "catalogue": name, "n_clumps": sum(r.n_clumps for r in results)}
     return PredictResult(catalogue_path=folder / name, plot_path=folder / PLOT_NAME if n_overlay > 0 else None,
                          n_images=sum(r.n_images for r in results), n_clumps=sum(r.n_clumps for r in results),
