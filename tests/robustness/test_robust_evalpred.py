@@ -379,3 +379,29 @@ def test_interrupted_predict_leaves_the_previous_catalogue_byte_identical(slow_w
     res = small_predict(root)
     assert res.code == 0, res.text
     assert not staging.exists() and set(snapshot(root / "cat")) == set(before)
+
+
+def test_corrupt_image_names_the_file_and_keeps_the_previous_catalogue(w, tmp_path):
+    shutil.copytree(w / "project" / "images", tmp_path / "imgs")
+    (tmp_path / "imgs" / f"{SUBJECTS[2]}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    before = snapshot(w / "prev-cat")
+    res = run_cli("predict", "--model", w / "model", "--images", tmp_path / "imgs", "--out", w / "prev-cat")
+    failed(res, f"{SUBJECTS[2]}.png", "cannot read image", "replace the file or remove it")
+    assert snapshot(w / "prev-cat") == before and not (w / ".prev-cat.partial").exists()
+
+
+def test_nothing_detected_is_said_plainly(w, tmp_path):
+    res = predict(w, "--score-threshold", "1.0", out=tmp_path / "cat")
+    assert res.code == 0, res.text
+    assert len(pd.read_parquet(tmp_path / "cat" / "catalogue.parquet")) == 0
+    assert "no clump scored >= 1" in res.out and "lower --score-threshold" in res.out
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_subjects_table_listing_nobody(w, tmp_path, command):
+    (tmp_path / "s.csv").write_text("subject_id\n")
+    prev = w / ("prev-eval" if command == "evaluate" else "prev-cat")
+    before = snapshot(prev)
+    res = (evaluate if command == "evaluate" else predict)(w, "--subjects", tmp_path / "s.csv")
+    failed(res, "--subjects", "s.csv", "lists no subjects", "give the table of galaxies")
+    assert snapshot(prev) == before
