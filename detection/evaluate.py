@@ -311,6 +311,22 @@ def check_unit(option: str, value: float | None, allow_zero: bool = True) -> Non
                              "pass a value in that range")
 
 
+def check_device(device: str, option: str = "--device") -> str:
+    """A torch device name that exists here (e.g. cpu, cuda, cuda:1, mps), checked before any work."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ClumptoolError(f"{option} {device!r}: not a torch device ({exc}); use cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ClumptoolError(f"{option} {device}: this CUDA device is not available here; use cpu, or leave "
+                             f"{option} out to use a GPU when there is one")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ClumptoolError(f"{option} {device}: unsupported device type {dev.type!r}; use cpu or cuda")
+    return device
+
+
 def check_output_folder(out_dir: str | os.PathLike, command: str, what: str = "--out") -> Path:
     """``check_output_location`` plus: an existing set written by another command (a model, an evaluation ...)
     is never replaced by this one."""
@@ -389,6 +405,7 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
     model, spec = load_model(model_path, device=device)
     threshold, threshold_source = operating_threshold(spec, score_threshold)
     floor = min(min_score, threshold)

@@ -63,12 +63,13 @@ def resolve_devices(devices: str | Sequence[str] | None = "auto") -> list[str]:
                 raise ClumptoolError("--devices cuda: no CUDA device is available (use cpu or auto)")
             return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         devices = [d.strip() for d in devices.split(",") if d.strip()]
+    from clumptool.detection.evaluate import check_device
+
     out = list(devices)
     if not out:
-        raise ClumptoolError("no device given")
+        raise ClumptoolError("--devices: no device given; use auto, cpu, cuda or a list such as cuda:0,cuda:1")
     for d in out:
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            raise ClumptoolError(f"device {d}: CUDA is not available here")
+        check_device(d, "--devices")
     return out
 
 
@@ -292,10 +293,10 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     if wanted is not None and not wanted:
         raise ClumptoolError(f"--subjects {subjects}: lists no subjects; give the table of galaxies to catalogue")
     sky = read_subject_sky(subjects, fwhm_column=fwhm_column) if subjects is not None else None
+    devs = resolve_devices(devices)
     paths, missing = find_images(images_dir, wanted)
     if missing and not allow_missing_images:
         raise missing_images_error(missing, len(wanted or []), images_dir, subjects)
-    devs = resolve_devices(devices)
     if len(devs) > len(paths):
         devs = devs[: len(paths)]
     notes: list[str] = []

@@ -405,3 +405,10 @@ def test_subjects_table_listing_nobody(w, tmp_path, command):
     res = (evaluate if command == "evaluate" else predict)(w, "--subjects", tmp_path / "s.csv")
     failed(res, "--subjects", "s.csv", "lists no subjects", "give the table of galaxies")
     assert snapshot(prev) == before
+
+
+def test_unknown_or_absent_device_is_refused_up_front(w):
+    before = snapshot(w / "prev-eval"), snapshot(w / "prev-cat")
+    failed(evaluate(w, "--device", "gpu0"), "--device 'gpu0'", "not a torch device", "use cpu, cuda or cuda:N")
+    failed(predict(w, "--devices", "cuda:7"), "--devices cuda:7", "not available here", "use cpu")
+    assert (snapshot(w / "prev-eval"), snapshot(w / "prev-cat")) == before
