@@ -268,7 +268,7 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     galaxies with most detections; ``n_overlay=0`` skips it) and ``manifest.json`` are published together as
     that folder, or not at all: a failure or Ctrl-C leaves the previous outputs as they were.
     """
-    from clumptool.common.outputs import output_set
+    from clumptool.common.outputs import output_set, read_manifest
     from clumptool.detection.evaluate import (
         check_unit,
         find_images,
@@ -300,6 +300,10 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     if len(devs) > len(paths):
         devs = devs[: len(paths)]
     notes: list[str] = []
+    previous = read_manifest(folder) if folder.is_dir() else None
+    if previous is not None and name not in previous.get("files", {}):
+        notes.append(f"the previous predict outputs in {folder} ({', '.join(sorted(previous['files']))}) were "
+                     "replaced by this run's")
     if score_threshold is None:
         notes.append(f"score threshold {threshold:g}: {threshold_source}")
     if sky is None:
