@@ -339,55 +339,111 @@ def train_command(boxes: Path, images: Path, subjects: Path | None, backbone: st
         click.echo(summarise(result))
 
 
+UNIT = click.FloatRange(0.0, 1.0)
+
+
+def _quiet_warnings(quiet: bool):
+    """--quiet: no library warnings (torchmetrics, Lightning, PIL) on the terminal; errors still print."""
+    import contextlib
+    import logging
+    import warnings
+
+    @contextlib.contextmanager
+    def ctx():
+        if not quiet:
+            yield
+            return
+        loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            for lg, lvl in zip(loggers, levels, strict=True):
+                lg.setLevel(lvl)
+
+    return ctx()
+
+
+def _interrupted(out: Path):
+    """Ctrl-C: say that nothing was published and the previous outputs are as they were; exit 130."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        try:
+            yield
+        except KeyboardInterrupt:
+            click.echo(f"Interrupted: nothing was published; the previous outputs in {out} (if any) are unchanged. "
+                       "Rerun the same command to produce them.", err=True)
+            sys.exit(130)
+
+    return ctx()
+
+
 @main.command("evaluate", short_help="Completeness, purity and mAP of a trained detector against true clumps.")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
               help="Model folder written by 'clumptool train' (or a .ckpt beside its model.json).")
-@click.option("--boxes", "--truth", "truth", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--boxes", "--truth", "truth", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True,
               help="True clumps: a boxes table (subject_id, x1, y1, x2, y2, label), e.g. aggregate's boxes, or a "
                    "point table (subject_id, x, y, label, fwhm_px), e.g. simulate's truth.csv.")
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Folder of <subject_id>.png; every image is evaluated (no truth rows = no clumps).")
-@click.option("--subjects", type=click.Path(dir_okay=False, path_type=Path),
-              help="Evaluate only these subjects (any table with subject_id, e.g. a test split).")
+@click.option("--subjects", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Evaluate only these subjects (any table with subject_id, e.g. a test split); each needs an image.")
+@click.option("--allow-missing-images", is_flag=True,
+              help="Go on when subjects listed in --subjects have no image (they are counted in metrics.json).")
+@click.option("--allow-no-truth", is_flag=True,
+              help="Go on when no evaluated galaxy has a true clump (completeness is then undefined).")
 @click.option("--match", "method", type=click.Choice(["centre", "iou"]), default="centre", show_default=True,
               help="centre: box centres within --max-dist; iou: box IoU >= --iou.")
-@click.option("--iou", "iou_thresh", type=float, default=0.5, show_default=True, help="IoU for --match iou.")
-@click.option("--max-dist", type=float, help="Centre distance in px for --match centre "
-              "[default: one PSF FWHM = true box side / 2.5].")
+@click.option("--iou", "iou_thresh", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
+              show_default=True, help="IoU for --match iou.")
+@click.option("--max-dist", "--match-radius", "max_dist", type=click.FloatRange(0.0, min_open=True),
+              help="Centre distance in px for --match centre [default: one PSF FWHM = true box side / 2.5].")
 @click.option("--assignment", type=click.Choice(["greedy", "hungarian"]), default="greedy", show_default=True,
               help="One-to-one matching: greedy by score (COCO) or Hungarian (most matches).")
-@click.option("--score-threshold", type=float,
-              help="Report every class at this score threshold [default: the overall best-F1 threshold].")
-@click.option("--nms-iou", type=float, default=0.2, show_default=True,
+@click.option("--score-threshold", type=UNIT,
+              help="Report every class at this score threshold [default: the model's operating threshold, chosen "
+                   "by train on its validation galaxies; 0.5 for models that record none]. The threshold best on "
+                   "the evaluated galaxies is reported beside it, labelled optimistic.")
+@click.option("--nms-iou", type=UNIT, default=0.2, show_default=True,
               help="Class-agnostic NMS before scoring, as the paper (0 = off).")
-@click.option("--min-score", type=float, default=0.05, show_default=True,
+@click.option("--min-score", type=UNIT, default=0.05, show_default=True,
               help="Detections below this score are dropped; the curves start here.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", help="torch device [default: cuda if available, else cpu].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("evaluation"),
-              show_default=True, help="Folder for metrics.json and pr_curve.png.")
-@click.option("--quiet", is_flag=True, help="No progress bar or table.")
-def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path | None, method: str,
-                     iou_thresh: float, max_dist: float | None, assignment: str, score_threshold: float | None,
-                     nms_iou: float, min_score: float, batch_size: int, device: str | None, out: Path,
-                     quiet: bool) -> None:
+              show_default=True, help="Folder for metrics.json, pr_curve.png and manifest.json (one set).")
+@click.option("--quiet", is_flag=True, help="No progress bar, table or warnings (errors are always printed).")
+def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path | None, allow_missing_images: bool,
+                     allow_no_truth: bool, method: str, iou_thresh: float, max_dist: float | None, assignment: str,
+                     score_threshold: float | None, nms_iou: float, min_score: float, batch_size: int,
+                     device: str | None, out: Path, quiet: bool) -> None:
     """Score a detector as the paper did: completeness (found true clumps / true clumps) and purity
     (correct detections / detections), per class and class-agnostic, over score thresholds, plus COCO mAP.
 
-    Only the central crop the model sees is scored. Writes metrics.json and pr_curve.png to --out.
+    Only the central crop the model sees is scored. Writes metrics.json, pr_curve.png and manifest.json to --out.
 
     Example: clumptool evaluate --model runs/model --boxes sim/truth.csv --images sim/images --out eval/
     """
-    from clumptool.detection.evaluate import evaluate_model
+    from clumptool.detection.evaluate import check_output_folder, evaluate_model
     from clumptool.detection.metrics import MatchSettings
 
     try:
         settings = MatchSettings(method=method, iou_thresh=iou_thresh, max_dist=max_dist, assignment=assignment)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    report = evaluate_model(model_path, truth, images, out, subjects=subjects, settings=settings,
-                            score_threshold=score_threshold, nms_iou=nms_iou or None, min_score=min_score,
-                            batch_size=batch_size, device=device, progress=not quiet)
+    check_output_folder(out, "evaluate")
+    with _interrupted(out), _quiet_warnings(quiet):
+        report = evaluate_model(model_path, truth, images, out, subjects=subjects, settings=settings,
+                                score_threshold=score_threshold, nms_iou=nms_iou or None, min_score=min_score,
+                                batch_size=batch_size, device=device, progress=not quiet,
+                                allow_missing_images=allow_missing_images, allow_no_truth=allow_no_truth)
     if not quiet:
         click.echo(report.format_table())
         click.echo(f"Wrote {report.metrics_path} and {report.plot_path}")
@@ -396,40 +452,48 @@ def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path
 @main.command("predict", short_help="Run a trained detector over images -> a clump catalogue (Parquet).")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
               help="Model folder written by 'clumptool train' (or a .ckpt beside its model.json).")
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Folder of <subject_id>.png (or .jpg/.fits).")
-@click.option("--subjects", type=click.Path(dir_okay=False, path_type=Path),
-              help="Subjects export (ra, dec, arcsecPerSide, fwhmImagePix): only these galaxies, with sky "
-                   "positions [default: every image, sky columns NaN].")
-@click.option("--score-threshold", type=float, default=0.5, show_default=True)
-@click.option("--nms-iou", type=float, default=0.2, show_default=True,
+@click.option("--subjects", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Subjects export (ra, dec, arcsecPerSide, fwhmImagePix): only these galaxies (each needs an "
+                   "image), with sky positions [default: every image, sky columns NaN].")
+@click.option("--allow-missing-images", is_flag=True,
+              help="Go on when subjects listed in --subjects have no image (counted in the summary and metadata).")
+@click.option("--score-threshold", type=UNIT,
+              help="Keep detections scoring at least this [default: the model's operating threshold, chosen by "
+                   "train on its validation galaxies; 0.5 for models that record none].")
+@click.option("--nms-iou", type=UNIT, default=0.2, show_default=True,
               help="Class-agnostic NMS IoU, as the paper (0 = off).")
-@click.option("--drop-central", type=float, default=0.0, show_default=True,
+@click.option("--drop-central", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
               help="Drop detections within this many px of the image centre (the bulge).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--devices", default="auto", show_default=True,
               help="auto (every GPU, else cpu), cpu, cuda, or a list such as cuda:0,cuda:1 (one process each).")
-@click.option("--num-workers", type=int, default=0, show_default=True, help="Image-loading worker processes.")
-@click.option("--overlay", "n_overlay", type=int, default=8, show_default=True,
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Image-loading worker processes.")
+@click.option("--overlay", "n_overlay", type=click.IntRange(min=0), default=8, show_default=True,
               help="Galaxies drawn in predictions.png (0 = none).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("catalogue.parquet"),
-              show_default=True, help="Catalogue file; predictions.png goes beside it.")
-@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def predict_command(model_path: Path, images: Path, subjects: Path | None, score_threshold: float, nms_iou: float,
-                    drop_central: float, batch_size: int, devices: str, num_workers: int, n_overlay: int, out: Path,
-                    quiet: bool) -> None:
+@click.option("--out", type=click.Path(path_type=Path), default=Path("catalogue"), show_default=True,
+              help="Output folder (catalogue.parquet, predictions.png, manifest.json, published together), or "
+                   "FOLDER/NAME.parquet to name the catalogue (FOLDER must be new, empty or a previous predict output).")
+@click.option("--quiet", is_flag=True, help="No progress bar, summary or warnings (errors are always printed).")
+def predict_command(model_path: Path, images: Path, subjects: Path | None, allow_missing_images: bool,
+                    score_threshold: float | None, nms_iou: float, drop_central: float, batch_size: int, devices: str,
+                    num_workers: int, n_overlay: int, out: Path, quiet: bool) -> None:
     """Detect clumps in every galaxy image and write one catalogue row per clump, in the columns of the
     paper's published catalogue (clump_id, clump_label_id/name, clump_score, clump_centre_px_x/y,
-    clump_px_x1/x2/y1/y2, clump_centre_ra/dec, galaxy_ra/dec, FWHM_r_px, ...).
+    clump_px_x1/x2/y1/y2, clump_centre_ra/dec, galaxy_ra/dec, FWHM_r_px, ..., model_version).
 
-    Example: clumptool predict --model runs/model --images sim/images --subjects sim/subjects.csv --out cat.parquet
+    Example: clumptool predict --model runs/model --images sim/images --subjects sim/subjects.csv --out catalogue/
     """
-    from clumptool.detection.predict import predict_catalogue
+    from clumptool.detection.predict import check_out, predict_catalogue
 
-    result = predict_catalogue(model_path, images, out, subjects=subjects, score_threshold=score_threshold,
-                               nms_iou=nms_iou or None, drop_central=drop_central, batch_size=batch_size,
-                               devices=devices, num_workers=num_workers, n_overlay=n_overlay,
-                               progress=not quiet)
+    folder, _ = check_out(out)
+    with _interrupted(folder), _quiet_warnings(quiet):
+        result = predict_catalogue(model_path, images, out, subjects=subjects, score_threshold=score_threshold,
+                                   nms_iou=nms_iou or None, drop_central=drop_central, batch_size=batch_size,
+                                   devices=devices, num_workers=num_workers, n_overlay=n_overlay,
+                                   progress=not quiet, allow_missing_images=allow_missing_images)
     if not quiet:
         click.echo(result.summary())
 

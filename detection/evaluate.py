@@ -14,8 +14,18 @@ every true clump is class 1.
 Detections go through the same post-processing as ``predict`` (class-agnostic NMS at IoU 0.2 by default, the
 paper's) so that the numbers describe the catalogue a user would get; ``nms_iou=None`` scores the raw model.
 
-Outputs in ``out_dir``: ``metrics.json`` (settings, completeness/purity/F1 per scope at the common threshold
-and at each scope's best-F1 threshold, curves sampled every 0.01 in score, COCO mAP) and ``pr_curve.png``.
+Threshold: completeness/purity are reported at the model's OPERATING threshold (chosen by ``train`` on its
+validation galaxies and recorded in model.json; ``--score-threshold`` overrides; 0.5 for models that record
+none, said so), never at the threshold best on the evaluated galaxies themselves: that figure is reported
+beside it as ``best_on_this_set``, labelled optimistic. Undefined ratios (no true clump, no detection) are
+null, never 1.0.
+
+Nothing is quietly smaller than asked: listed subjects without an image, truth outside its image, NaN
+coordinates or FWHM, unknown labels and empty truth are errors (``allow_missing_images`` /
+``allow_no_truth`` go on and say so). Outputs in ``out_dir`` (``metrics.json``: settings, completeness/
+purity/F1 per scope at the operating threshold and each scope's best-F1 threshold, curves sampled every 0.01
+in score, COCO mAP; ``pr_curve.png``; ``manifest.json``) are published together or not at all
+(:func:`clumptool.common.outputs.output_set`).
 """
 
 from __future__ import annotations
@@ -24,14 +34,13 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, box_sides, square_boxes
-from clumptool.common.atomic import write_text_atomic
 from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.tables import read_table
 from clumptool.detection.metrics import (
@@ -47,32 +56,76 @@ BOX_FIELDS = ("x1", "y1", "x2", "y2")
 POINT_FIELDS = ("x", "y")
 FWHM_FIELDS = ("fwhm_px", "fwhmImagePix", "FWHM_r_px")
 CURVE_GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
+LEGACY_THRESHOLD = 0.5
+OPTIMISTIC_NOTE = "tuned on the evaluated galaxies: optimistic (a figure for a paper uses the operating threshold)"
+SHOWN_IDS = 5
 
 
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def list_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None = None) -> list[Path]:
-    """Image files in ``images_dir`` sorted by subject id, only those of ``subject_ids`` when given."""
-    from clumptool.detection.images import IMAGE_SUFFIXES, index_images
+def looked_for() -> str:
+    """The image names searched for, as a user would type them."""
+    from clumptool.detection.images import IMAGE_SUFFIXES
+
+    return "|".join(f"*{s}" for s in IMAGE_SUFFIXES)
+
+
+def find_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None = None
+                ) -> tuple[list[Path], list[str]]:
+    """Image files in ``images_dir`` sorted by subject id (only those of ``subject_ids`` when given), and the
+    listed subject ids that have no image there (the caller decides whether that is an error)."""
+    from clumptool.detection.images import index_images
 
     images_dir = Path(images_dir)
     found = index_images(images_dir)
     if not found:
-        raise ClumptoolError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    if subject_ids is not None:
-        wanted = {str(s) for s in subject_ids}
-        found = {k: v for k, v in found.items() if k in wanted}
-        if not found:
-            raise ClumptoolError(f"{images_dir}: none of the {len(wanted)} listed subjects has an image here "
-                                 "(image files must be named <subject_id>.png)")
-    return [found[k] for k in sorted(found)]
+        raise ClumptoolError(f"--images {images_dir}: no images found in this folder (looked for {looked_for()}); "
+                             "point --images at the folder holding <subject_id>.png files")
+    if subject_ids is None:
+        return [found[k] for k in sorted(found)], []
+    wanted = list(dict.fromkeys(str(s) for s in subject_ids))
+    missing = [s for s in wanted if s not in found]
+    present = sorted(s for s in wanted if s in found)
+    if not present:
+        raise ClumptoolError(
+            f"--images {images_dir}: none of the {len(wanted)} listed subjects has an image here (looked for "
+            f"<subject_id>.png|.jpg|.fits, e.g. {wanted[0] + '.png' if wanted else '-'}); images here are named "
+            f"e.g. {', '.join(sorted(found)[:3])}: check that --images and --subjects belong together")
+    return [found[k] for k in present], missing
+
+
+def list_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None = None) -> list[Path]:
+    """Image files of ``subject_ids`` (or all) in ``images_dir``; a listed subject without an image is an error."""
+    paths, missing = find_images(images_dir, subject_ids)
+    if missing:
+        raise missing_images_error(missing, len(paths) + len(missing), images_dir, "the subject list")
+    return paths
+
+
+def missing_images_error(missing: list[str], n_listed: int, images_dir: str | os.PathLike,
+                         subjects: object) -> ClumptoolError:
+    """The error for listed galaxies without an image: how many, which, where we looked, what to do."""
+    shown = ", ".join(missing[:SHOWN_IDS]) + (", ..." if len(missing) > SHOWN_IDS else "")
+    return ClumptoolError(
+        f"{len(missing)} of the {n_listed} subjects listed in {subjects} have no image in {images_dir} "
+        f"(looked for <subject_id>.png|.jpg|.fits): {shown}. Put their images there, remove them from "
+        f"{subjects}, or pass --allow-missing-images to go on without them (the count is then reported)")
 
 
 def read_subject_ids(path: str | os.PathLike) -> list[str]:
-    """Subject ids (as text) of a subjects table: a Zooniverse export or any table with subject_id."""
-    df = read_table(path, required=("subject_id",))
-    return [str(s).strip() for s in df["subject_id"].dropna().astype(str)]
+    """Subject ids (as text, each once, in file order) of a subjects table: a Zooniverse export or any table
+    with subject_id. Fully blank rows are skipped; a row with an empty subject_id is an error."""
+    # the one id normaliser (train's): 101.0, as a CSV with a gap reads, -> '101'
+    from clumptool.detection.data import _subject_ids
+
+    df = read_table(path, required=("subject_id",)).dropna(how="all")
+    empty = df["subject_id"].isna() | (df["subject_id"].astype(str).str.strip() == "")
+    if empty.any():
+        row = int(df.index[np.flatnonzero(empty.to_numpy())[0]]) + 2
+        raise ClumptoolError(f"{where(path, f'row {row}', 'subject_id')}: empty; fill in the galaxy's subject id "
+                             "or delete the row")
+    return list(dict.fromkeys(_subject_ids(df["subject_id"]).tolist()))
 
 
 def _numeric(df: pd.DataFrame, cols: Iterable[str], path: Path) -> None:
@@ -81,79 +134,135 @@ def _numeric(df: pd.DataFrame, cols: Iterable[str], path: Path) -> None:
         bad = ~np.isfinite(values.to_numpy(dtype=float))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ClumptoolError(f"{where(path, f'row {i + 2}', c)}: not a finite number ({df[c].iloc[i]!r})")
+            raise ClumptoolError(f"{where(path, f'row {i + 2}', c)}: not a finite number ({df[c].iloc[i]!r}); "
+                                 "fix the value or delete the row")
         df[c] = values.astype(float)
 
 
 @dataclass
 class Truth:
-    """True boxes and labels by subject id, plus how they were obtained."""
+    """True boxes and labels by subject id, plus how they were obtained (and each box's row in the file)."""
 
     boxes: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     kind: str  # "boxes" | "points"
     note: str = ""
+    rows: dict[str, np.ndarray] = field(default_factory=dict)  # file row numbers (header = row 1)
+    path: str = "truth"
 
     def get(self, sid: str) -> tuple[np.ndarray, np.ndarray]:
         return self.boxes.get(sid, np.zeros((0, 4))), self.labels.get(sid, np.zeros(0, dtype=np.int64))
 
+    @property
+    def n_boxes(self) -> int:
+        return int(sum(len(b) for b in self.boxes.values()))
+
+
+def _first_bad(mask: np.ndarray) -> int | None:
+    bad = np.flatnonzero(np.asarray(mask, dtype=bool))
+    return int(bad[0]) if len(bad) else None
+
 
 def truth_from_frame(df: pd.DataFrame, path: str | os.PathLike = "truth", box_scale: float = DEFAULT_BOX_SCALE,
-                     box_size: float = DEFAULT_BOX_SIZE) -> Truth:
-    """A boxes table or a point table (see the module docstring) -> :class:`Truth`."""
+                     box_size: float = DEFAULT_BOX_SIZE, num_classes: int = 3) -> Truth:
+    """A boxes table or a point table (see the module docstring) -> :class:`Truth`, every value checked.
+
+    Rejected with file, row and field: an empty subject id, non-finite or negative coordinates, a box with
+    x2 <= x1 or y2 <= y1, a NaN or non-positive FWHM, a label outside 1..num_classes-1.
+    """
+    from clumptool.detection.data import _subject_ids
+
     path = Path(path)
-    df = df.copy()
+    df = df.copy().reset_index(drop=True)
     if "subject_id" not in df.columns:
         raise ClumptoolError(f"{path}: missing column subject_id; found {', '.join(map(str, df.columns))}")
+    i = _first_bad(df["subject_id"].isna().to_numpy())
+    if i is not None:
+        raise ClumptoolError(f"{where(path, f'row {i + 2}', 'subject_id')}: empty; fill in the subject id or "
+                             "delete the row")
     if all(c in df.columns for c in BOX_FIELDS):
         kind = "boxes"
         _numeric(df, BOX_FIELDS, path)
         xyxy = df[list(BOX_FIELDS)].to_numpy(dtype=float)
-        bad = (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ClumptoolError(f"{where(path, f'row {i + 2}', 'x2/y2')}: box has x2 <= x1 or y2 <= y1")
+        i = _first_bad((xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1]))
+        if i is not None:
+            raise ClumptoolError(f"{where(path, f'row {i + 2}', 'x2/y2')}: box has x2 <= x1 or y2 <= y1; "
+                                 "fix the corners (x1, y1 top-left, x2, y2 bottom-right) or delete the row")
+        centres = (xyxy[:, :2] + xyxy[:, 2:]) / 2
         note = "truth boxes as given"
     elif all(c in df.columns for c in POINT_FIELDS):
         kind = "points"
         _numeric(df, POINT_FIELDS, path)
         fcol = next((c for c in FWHM_FIELDS if c in df.columns), None)
-        fwhm = pd.to_numeric(df[fcol], errors="coerce").to_numpy(dtype=float) if fcol else None
+        fwhm = None
+        if fcol:
+            fwhm = pd.to_numeric(df[fcol], errors="coerce").to_numpy(dtype=float)
+            i = _first_bad(~np.isfinite(fwhm) | (fwhm <= 0))
+            if i is not None:
+                raise ClumptoolError(f"{where(path, f'row {i + 2}', fcol)}: the PSF FWHM must be a positive number "
+                                     f"of pixels, got {df[fcol].iloc[i]!r}; fix it, or drop the {fcol} column to "
+                                     f"use boxes of {box_size:g} px")
         sides = box_sides(fwhm, len(df), box_scale, box_size)
-        xyxy = square_boxes(df["x"].to_numpy(dtype=float), df["y"].to_numpy(dtype=float), sides)
+        centres = df[list(POINT_FIELDS)].to_numpy(dtype=float)
+        xyxy = square_boxes(centres[:, 0], centres[:, 1], sides)
         note = (f"truth points -> squares of side {box_scale:g} x {fcol}" if fcol
                 else f"truth points -> squares of side {box_size:g} px (no FWHM column)")
     else:
         raise ClumptoolError(
             f"{path}: truth needs subject_id with either box columns {', '.join(BOX_FIELDS)} or point columns "
             f"x, y; found {', '.join(map(str, df.columns))}")
+    for axis, name in ((0, "x" if kind == "points" else "x1/x2"), (1, "y" if kind == "points" else "y1/y2")):
+        i = _first_bad(centres[:, axis] < 0)
+        if i is not None:
+            raise ClumptoolError(f"{where(path, f'row {i + 2}', name)}: clump centre at {centres[i, axis]:g} px, "
+                                 "outside the image (pixels run from 0 at the left/top edge); fix or delete the row")
     if "label" in df.columns:
         labels = pd.to_numeric(df["label"], errors="coerce")
-        bad = labels.isna().to_numpy() | (labels.fillna(0) < 1).to_numpy()
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ClumptoolError(f"{where(path, f'row {i + 2}', 'label')}: expected a class id >= 1 "
-                                 f"(1 = clump, 2 = odd clump), got {df['label'].iloc[i]!r}")
-        labels = labels.to_numpy(dtype=np.int64)
+        lab = labels.to_numpy(dtype=float)
+        i = _first_bad(~np.isfinite(lab) | (lab != np.round(np.nan_to_num(lab))) | (lab < 1) | (lab >= num_classes))
+        if i is not None:
+            raise ClumptoolError(f"{where(path, f'row {i + 2}', 'label')}: expected a class id 1 .. "
+                                 f"{num_classes - 1} (1 = clump, 2 = odd clump), got {df['label'].iloc[i]!r}; "
+                                 "fix the label or delete the row")
+        labels = lab.astype(np.int64)
     else:
         labels = np.ones(len(df), dtype=np.int64)
         note += "; no label column: every true clump is class 1"
-    sids = df["subject_id"].astype(str).str.strip().to_numpy()
+    sids = _subject_ids(df["subject_id"]).to_numpy()
     boxes: dict[str, np.ndarray] = {}
     labs: dict[str, np.ndarray] = {}
+    rows: dict[str, np.ndarray] = {}
     if len(df):
         order = np.argsort(sids, kind="stable")
         uniq, start = np.unique(sids[order], return_index=True)
         for sid, chunk in zip(uniq, np.split(order, start[1:]), strict=True):
             boxes[str(sid)] = xyxy[chunk]
             labs[str(sid)] = labels[chunk]
-    return Truth(boxes=boxes, labels=labs, kind=kind, note=note)
+            rows[str(sid)] = chunk + 2
+    return Truth(boxes=boxes, labels=labs, kind=kind, note=note, rows=rows, path=str(path))
 
 
 def read_truth(path: str | os.PathLike, box_scale: float = DEFAULT_BOX_SCALE,
-               box_size: float = DEFAULT_BOX_SIZE) -> Truth:
+               box_size: float = DEFAULT_BOX_SIZE, num_classes: int = 3) -> Truth:
     """Read a truth table (parquet or csv)."""
-    return truth_from_frame(read_table(path), path, box_scale, box_size)
+    return truth_from_frame(read_table(path), path, box_scale, box_size, num_classes)
+
+
+def check_truth_inside(truth: Truth, sizes: dict[str, tuple[int, int]]) -> None:
+    """Every true clump centre lies in its image (``sizes``: subject id -> (width, height))."""
+    for sid, (w, h) in sizes.items():
+        b = truth.boxes.get(sid)
+        if b is None or not len(b):
+            continue
+        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+        i = _first_bad((cx > w) | (cy > h))
+        if i is not None:
+            row = int(truth.rows[sid][i])
+            name = ("x" if cx[i] > w else "y") if truth.kind == "points" else ("x1/x2" if cx[i] > w else "y1/y2")
+            raise ClumptoolError(
+                f"{where(truth.path, f'row {row}', name)}: clump centre ({cx[i]:g}, {cy[i]:g}) px is outside the "
+                f"{w} x {h} px image of subject {sid}; truth must be in that image's pixels (x right, y down from "
+                "the top-left corner): fix or delete the row")
 
 
 def restrict_to_region(boxes: np.ndarray, labels: np.ndarray, region: tuple[float, float, float, float]
@@ -172,6 +281,63 @@ def restrict_to_region(boxes: np.ndarray, labels: np.ndarray, region: tuple[floa
     kept[:, [0, 2]] = np.clip(kept[:, [0, 2]], x1, x2)
     kept[:, [1, 3]] = np.clip(kept[:, [1, 3]], y1, y2)
     return kept, np.asarray(labels)[inside], sides
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+
+def operating_threshold(spec, score_threshold: float | None) -> tuple[float, str]:
+    """The score threshold to report/keep detections at, and where it came from.
+
+    ``score_threshold`` (an explicit option) wins; else the threshold ``train`` chose on its validation
+    galaxies (``spec.score_threshold``); a model trained before that was recorded gets the legacy 0.5.
+    """
+    if score_threshold is not None:
+        check_unit("--score-threshold", score_threshold)
+        return float(score_threshold), "--score-threshold"
+    recorded = getattr(spec, "score_threshold", None)
+    if recorded is not None:
+        return float(recorded), "the model's operating threshold (chosen by train on its validation galaxies)"
+    return LEGACY_THRESHOLD, (f"legacy default {LEGACY_THRESHOLD:g}: the model records no operating threshold "
+                              "(trained before clumptool recorded one); pass --score-threshold or retrain")
+
+
+def check_unit(option: str, value: float | None, allow_zero: bool = True) -> None:
+    """A probability-like option must lie in [0, 1] ((0, 1] without ``allow_zero``)."""
+    if value is None:
+        return
+    if not (math.isfinite(value) and (0.0 <= value if allow_zero else 0.0 < value) and value <= 1.0):
+        raise ClumptoolError(f"{option} must be in {'[' if allow_zero else '('}0, 1], got {value}; "
+                             "pass a value in that range")
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """A torch device name that exists here (e.g. cpu, cuda, cuda:1, mps), checked before any work."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ClumptoolError(f"{option} {device!r}: not a torch device ({exc}); use cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ClumptoolError(f"{option} {device}: this CUDA device is not available here; use cpu, or leave "
+                             f"{option} out to use a GPU when there is one")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ClumptoolError(f"{option} {device}: unsupported device type {dev.type!r}; use cpu or cuda")
+    return device
+
+
+def check_output_folder(out_dir: str | os.PathLike, command: str, what: str = "--out") -> Path:
+    """``check_output_location`` plus: an existing set written by another command (a model, an evaluation ...)
+    is never replaced by this one."""
+    from clumptool.common.outputs import check_output_location, read_manifest
+
+    out = check_output_location(out_dir, what)
+    manifest = read_manifest(out) if out.is_dir() else None
+    if manifest is not None and manifest.get("command") != command:
+        raise ClumptoolError(f"{what} {out}: holds the outputs of 'clumptool {manifest.get('command')}', which "
+                             f"'{command}' would replace; choose another folder")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ model side
@@ -210,39 +376,67 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
                    settings: MatchSettings | None = None, score_threshold: float | None = None,
                    nms_iou: float | None = PAPER_NMS_IOU, min_score: float = 0.05, batch_size: int = 8,
                    device: str | None = None, box_scale: float = DEFAULT_BOX_SCALE,
-                   box_size: float = DEFAULT_BOX_SIZE, progress: bool = True) -> EvaluationReport:
+                   box_size: float = DEFAULT_BOX_SIZE, progress: bool = True, allow_missing_images: bool = False,
+                   allow_no_truth: bool = False) -> EvaluationReport:
     """Run the detector on the images and score it against the truth (see the module docstring).
 
-    ``score_threshold``: the common threshold every scope is reported at (None: the overall best-F1 one);
-    ``min_score``: detections below it are not kept at all (the curves start there); ``nms_iou``: the
-    paper's class-agnostic NMS before scoring (None = off).
+    ``score_threshold``: the operating threshold every scope is reported at (None: the one train chose on
+    its validation galaxies and recorded in the model; 0.5 for older models). The threshold best on these very
+    galaxies is reported too, labelled optimistic. ``min_score``: detections below it are not kept at all (the
+    curves start there); ``nms_iou``: the paper's class-agnostic NMS before scoring (None = off).
+    ``allow_missing_images``: go on when galaxies listed in ``subjects`` have no image (counted);
+    ``allow_no_truth``: go on when no evaluated galaxy has a true clump (completeness is then undefined).
+    Every input is checked before the detector runs; outputs are published as one set (``manifest.json``).
     """
+    from clumptool.common.outputs import output_set
+    from clumptool.detection.images import image_size, image_stem
     from clumptool.detection.inference import iter_detections
     from clumptool.detection.io import load_model
 
     settings = settings or MatchSettings()
-    for name, value in (("score threshold", score_threshold), ("min score", min_score), ("NMS IoU", nms_iou)):
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise ClumptoolError(f"{name} must be in [0, 1], got {value}")
+    check_unit("--min-score", min_score)
+    check_unit("--nms-iou", nms_iou)
+    if score_threshold is not None:
+        check_unit("--score-threshold", score_threshold)
     if batch_size < 1:
-        raise ClumptoolError(f"batch size must be >= 1, got {batch_size}")
-    out_dir = Path(out_dir)
-    truth = read_truth(truth_path, box_scale, box_size)
-    wanted = read_subject_ids(subjects) if subjects is not None else None
-    paths = list_images(images_dir, wanted)
+        raise ClumptoolError(f"--batch-size must be >= 1, got {batch_size}")
+    out_dir = check_output_folder(out_dir, "evaluate")
     if device is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
     model, spec = load_model(model_path, device=device)
+    threshold, threshold_source = operating_threshold(spec, score_threshold)
+    floor = min(min_score, threshold)
+    truth = read_truth(truth_path, box_scale, box_size, num_classes=spec.num_classes)
+    if truth.n_boxes == 0 and not allow_no_truth:
+        raise ClumptoolError(
+            f"{truth_path}: no true clumps in this table, so completeness cannot be measured; give the truth table "
+            "of these galaxies (aggregate's boxes or simulate's truth.csv), or pass --allow-no-truth to measure "
+            "only the detections (purity) on clump-free galaxies")
+    wanted = read_subject_ids(subjects) if subjects is not None else None
+    if wanted is not None and not wanted:
+        raise ClumptoolError(f"--subjects {subjects}: lists no subjects; give the table of galaxies to evaluate")
+    paths, missing = find_images(images_dir, wanted)
+    if missing and not allow_missing_images:
+        raise missing_images_error(missing, len(wanted or []), images_dir, subjects)
+    sizes = {sid: image_size(p) for p in paths if (sid := image_stem(p) or p.stem) in truth.boxes}
+    check_truth_inside(truth, sizes)
+    if not sizes and truth.n_boxes and not allow_no_truth:
+        t_ids, i_ids = sorted(truth.boxes)[:3], [image_stem(p) for p in paths[:3]]
+        raise ClumptoolError(
+            f"{truth_path}: none of its {len(truth.boxes)} subjects is among the {len(paths)} galaxies evaluated "
+            f"(truth ids e.g. {', '.join(t_ids)}; images e.g. {', '.join(map(str, i_ids))}): check that --images "
+            "and --subjects belong to this truth table, or pass --allow-no-truth to score clump-free galaxies")
     classes = {k: name for k, name in enumerate(spec.classes) if k > 0}
 
     results: list[ImageResult] = []
     n_true_outside = 0
     regions: dict[tuple[int, int], tuple[float, float, float, float]] = {}
-    for det in iter_detections(model, spec, paths, batch_size=batch_size, score_thresh=min_score, device=device,
+    for det in iter_detections(model, spec, paths, batch_size=batch_size, score_thresh=floor, device=device,
                                progress=progress):
-        det = postprocess(det, min_score=min_score, nms_iou=nms_iou)
+        det = postprocess(det, min_score=floor, nms_iou=nms_iou)
         key = (int(det.width), int(det.height))
         if key not in regions:
             regions[key] = model_region(spec, det.width, det.height)
@@ -253,40 +447,65 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
         results.append(ImageResult(str(det.subject_id), det.boxes, det.scores, det.labels, kept_b, kept_l,
                                    max_dist=radius))
 
-    evaluation = evaluate_images(results, classes, settings, threshold=score_threshold)
+    evaluation = evaluate_images(results, classes, settings, threshold=threshold)
     maps = {"per_class": mean_average_precision(results),
             "class_agnostic": mean_average_precision(results, class_agnostic=True)}
     if "map_per_class" in maps["per_class"]:
         maps["per_class"]["map_per_class"] = {classes.get(k, str(k)): v
                                              for k, v in maps["per_class"]["map_per_class"].items()}
     seen = {r.subject_id for r in results}
+    n_true = int(sum(len(r.true_boxes) for r in results))
+    notes: list[str] = []
+    if missing:
+        notes.append(f"{len(missing)} of the {len(wanted or [])} subjects in {subjects} have no image in "
+                     f"{images_dir} and were NOT evaluated (--allow-missing-images): {', '.join(missing[:SHOWN_IDS])}"
+                     + (", ..." if len(missing) > SHOWN_IDS else ""))
+    not_seen = len(set(truth.boxes) - seen)
+    if not_seen and subjects is None:
+        notes.append(f"{not_seen} subjects of {truth_path} have no image in {images_dir} and were not evaluated")
+    if n_true == 0:
+        notes.append("no true clump in the region the model sees: completeness and F1 are undefined")
+    if not any(len(r.pred_scores) for r in results):
+        notes.append(f"the model made no detection scoring >= {floor:g} on any of the {len(results)} galaxies: "
+                     "purity is undefined; check the model (training may have found nothing) or lower --min-score")
+    for sc in evaluation.summary.values():
+        sc["best_f1"]["note"] = OPTIMISTIC_NOTE
+    best = dict(evaluation.summary["overall"]["best_f1"])
     metrics = {
         "model": {"path": str(model_path), "version": spec.version, "backbone": spec.backbone,
                   "image_size": spec.image_size, "crop": spec.crop},
         "truth": {"path": str(truth_path), "kind": truth.kind, "note": truth.note,
-                  "n_true_in_region": int(sum(len(r.true_boxes) for r in results)),
-                  "n_true_outside_region": int(n_true_outside),
-                  "n_truth_subjects_not_evaluated": int(len(set(truth.boxes) - seen))},
+                  "n_true_in_region": n_true, "n_true_outside_region": int(n_true_outside),
+                  "n_truth_subjects_not_evaluated": int(not_seen)},
         "images": {"folder": str(images_dir), "n_images": len(results),
                    "n_images_with_truth": int(sum(len(r.true_boxes) > 0 for r in results)),
-                   "subjects_filter": None if subjects is None else str(subjects)},
-        "settings": {**settings.as_dict(), "nms_iou": nms_iou, "min_score": min_score,
-                     "score_threshold": score_threshold,
+                   "subjects_filter": None if subjects is None else str(subjects),
+                   "n_listed": None if wanted is None else len(wanted),
+                   "n_missing_images": len(missing), "missing_images": missing},
+        "settings": {**settings.as_dict(), "nms_iou": nms_iou, "min_score": floor,
+                     "score_threshold": threshold, "score_threshold_source": threshold_source,
                      "region": "model's central crop" if spec.crop else "whole image"},
-        "threshold": evaluation.threshold,
+        "threshold": threshold,
+        "threshold_source": threshold_source,
         "scopes": evaluation.summary,
+        "best_on_this_set": best,
         "map": maps,
-        "curves": {name: c.sampled(CURVE_GRID[CURVE_GRID >= min_score - 1e-9])
+        "curves": {name: c.sampled(CURVE_GRID[CURVE_GRID >= floor - 1e-9])
                    for name, c in evaluation.curves.items()},
+        "notes": notes,
     }
-    metrics_path = write_text_atomic(out_dir / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n")
-    plot_path = out_dir / "pr_curve.png"
     from clumptool.detection.plots import plot_score_curves
 
-    plot_score_curves(evaluation.curves, plot_path,
-                      title=f"{Path(model_path).name}: {settings.describe()}, {len(results)} galaxies")
-    return EvaluationReport(metrics=metrics, evaluation=evaluation, out_dir=out_dir, metrics_path=metrics_path,
-                            plot_path=plot_path)
+    with output_set(out_dir, "evaluate") as staged:
+        staged.info = {"model": str(model_path), "model_version": spec.version, "truth": str(truth_path),
+                       "images": str(images_dir), "score_threshold": threshold, "n_images": len(results),
+                       "n_missing_images": len(missing)}
+        (staged.path / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2) + "\n",
+                                                  encoding="utf-8")
+        plot_score_curves(evaluation.curves, staged.path / "pr_curve.png", operating=threshold,
+                          title=f"{Path(model_path).name}: {settings.describe()}, {len(results)} galaxies")
+    return EvaluationReport(metrics=metrics, evaluation=evaluation, out_dir=out_dir,
+                            metrics_path=out_dir / "metrics.json", plot_path=out_dir / "pr_curve.png")
 
 
 def _jsonable(obj):
@@ -301,30 +520,44 @@ def _jsonable(obj):
     return obj
 
 
+def _undefined(v) -> bool:
+    return v is None or (isinstance(v, float) and not math.isfinite(v))
+
+
 def _fmt(v) -> str:
-    if v is None:
-        return "-"
+    if _undefined(v):
+        return "undef."
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
 def format_metrics(metrics: dict) -> str:
-    """A readable table of metrics.json."""
+    """A readable table of metrics.json (undefined ratios say why, never print as numbers)."""
     s = metrics["settings"]
     thr = metrics["threshold"]
     lines = [f"Matching: {s['rule']}; {metrics['images']['n_images']} galaxies, "
              f"{metrics['truth']['n_true_in_region']} true clumps in the region the model sees "
              f"({metrics['truth']['n_true_outside_region']} outside it left out).",
-             f"At score threshold {_fmt(thr)}"
-             + (" (the overall best-F1 threshold)" if s["score_threshold"] is None else "") + ":",
-             f"{'scope':<12}{'n_true':>8}{'n_det':>8}{'matched':>9}{'complete':>10}{'purity':>9}{'F1':>7}"
-             f"   | best F1 {'thr':>6}{'compl':>7}{'purity':>8}{'F1':>7}"]
+             f"At score threshold {_fmt(thr)} ({metrics.get('threshold_source', '')}):",
+             f"{'scope':<12}{'n_true':>8}{'n_det':>8}{'matched':>9}{'complete':>10}{'purity':>9}{'F1':>8}"
+             f"   | best on this set (optimistic) {'thr':>6}{'compl':>8}{'purity':>8}{'F1':>8}"]
+    why: list[str] = []
     for name, sc in metrics["scopes"].items():
         a, b = sc["at_threshold"], sc["best_f1"]
         lines.append(f"{name:<12}{a['n_true']:>8}{a['n_det']:>8}{a['n_matched']:>9}{_fmt(a['completeness']):>10}"
-                     f"{_fmt(a['purity']):>9}{_fmt(a['f1']):>7}   |         {_fmt(b['threshold']):>6}"
-                     f"{_fmt(b['completeness']):>7}{_fmt(b['purity']):>8}{_fmt(b['f1']):>7}")
+                     f"{_fmt(a['purity']):>9}{_fmt(a['f1']):>8}   | {'':>30}{_fmt(b['threshold']):>6}"
+                     f"{_fmt(b['completeness']):>8}{_fmt(b['purity']):>8}{_fmt(b['f1']):>8}")
+        if _undefined(a["completeness"]):
+            why.append(f"{name}: completeness undefined (no true clumps)")
+        if _undefined(a["purity"]):
+            why.append(f"{name}: purity undefined (no detections at the threshold)")
+    lines += why
     m = metrics["map"]
-    lines.append(f"COCO mAP@0.5 = {_fmt(m['per_class'].get('map_50'))}, mAP@[.5:.95] = {_fmt(m['per_class'].get('map'))}"
-                 f" (class-agnostic: {_fmt(m['class_agnostic'].get('map_50'))}, "
-                 f"{_fmt(m['class_agnostic'].get('map'))})")
+
+    def mp(d: dict, key: str) -> str:
+        v = d.get(key)
+        return "undefined (no data)" if _undefined(v) else f"{v:.3f}"
+
+    lines.append(f"COCO mAP@0.5 = {mp(m['per_class'], 'map_50')}, mAP@[.5:.95] = {mp(m['per_class'], 'map')}"
+                 f" (class-agnostic: {mp(m['class_agnostic'], 'map_50')}, {mp(m['class_agnostic'], 'map')})")
+    lines += [f"note: {n}" for n in metrics.get("notes", [])]
     return "\n".join(lines)

@@ -50,6 +50,25 @@ def index_images(folder: str | Path) -> dict[str, Path]:
     return found
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header where the format allows (to check truth up front)."""
+    path = Path(path)
+    low = path.name.lower()
+    try:
+        if low.endswith((".fits", ".fit", ".fits.gz", ".fit.gz")):
+            arr = load_image(path, 1)
+            return int(arr.shape[2]), int(arr.shape[1])
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return int(im.width), int(im.height)
+    except ClumptoolError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
+        raise ClumptoolError(f"{path}: cannot read image ({type(exc).__name__}: {exc}); replace or remove "
+                             "the file") from exc
+
+
 def _load_pil(path: Path, channels: int) -> np.ndarray:
     from PIL import Image
 
@@ -109,7 +128,8 @@ def load_image(path: str | Path, channels: int = 3, fits_bands: list[int] | None
     except ClumptoolError:
         raise
     except Exception as exc:  # noqa: BLE001 - PIL/astropy raise many types for broken files
-        raise ClumptoolError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+        raise ClumptoolError(f"{path}: cannot read image ({type(exc).__name__}: {exc}); replace the file or "
+                             "remove it from the folder") from exc
 
 
 @dataclass

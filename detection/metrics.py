@@ -19,12 +19,14 @@ of the detections above a threshold is the greedy matching of all detections res
 pass gives the whole curve over score thresholds; Hungarian curves re-match each image at its own scores.
 
 Per class, detections of class c are matched to true clumps of class c; "overall" ignores labels.
-Empty denominators give 1.0 (no true clumps: nothing missed; no detections: nothing wrong); the counts are
-always reported beside the ratios. Pure numpy apart from :func:`mean_average_precision` (torchmetrics).
+Empty denominators are undefined, never made up: with no true clump completeness is NaN (JSON null), with no
+detection purity is NaN, and F1 is NaN when either is; the counts are always reported beside the ratios. COCO
+mAP is NaN where torchmetrics answers -1 ("no data"). Pure numpy apart from :func:`mean_average_precision` (torchmetrics).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -189,13 +191,17 @@ class ImageResult:
 
 
 def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den else 1.0
+    """num / den, NaN (undefined) when there is nothing to divide by."""
+    return float(num / den) if den else float("nan")
 
 
 def _f1(c: np.ndarray | float, p: np.ndarray | float) -> np.ndarray:
+    """Harmonic mean; NaN when either ratio is undefined, 0 when both are 0."""
     c, p = np.asarray(c, dtype=float), np.asarray(p, dtype=float)
     s = c + p
-    return np.where(s > 0, 2 * c * p / np.where(s > 0, s, 1.0), 0.0)
+    with np.errstate(invalid="ignore"):
+        f = np.where(s > 0, 2 * c * p / np.where(s > 0, s, 1.0), 0.0)
+    return np.where(np.isnan(c) | np.isnan(p), np.nan, f)
 
 
 @dataclass
@@ -213,12 +219,12 @@ class ScoreCurve:
 
     @property
     def completeness(self) -> np.ndarray:
-        return self.n_matched / self.n_true if self.n_true else np.ones(len(self.thresholds))
+        return self.n_matched / self.n_true if self.n_true else np.full(len(self.thresholds), np.nan)
 
     @property
     def purity(self) -> np.ndarray:
         n = np.maximum(self.n_det, 1)
-        return np.where(self.n_det > 0, self.n_matched / n, 1.0)
+        return np.where(self.n_det > 0, self.n_matched / n, np.nan)
 
     @property
     def f1(self) -> np.ndarray:
@@ -234,13 +240,16 @@ class ScoreCurve:
                 "completeness": c, "purity": p, "f1": float(_f1(c, p))}
 
     def best_f1(self) -> dict:
-        """The threshold with the highest F1 (the highest such threshold on ties); None without detections."""
-        if len(self.thresholds) == 0:
+        """The threshold with the highest F1 (the highest such threshold on ties).
+
+        ``threshold`` is None when there is no best: no detection, or no true clump (F1 undefined everywhere).
+        """
+        f1 = self.f1
+        if len(self.thresholds) == 0 or not np.isfinite(f1).any():
             out = self.at(np.inf)
             out["threshold"] = None
             return out
-        f1 = self.f1
-        k = int(np.flatnonzero(f1 >= f1.max() - 1e-12)[0])  # thresholds decrease: first = highest
+        k = int(np.flatnonzero(f1 >= np.nanmax(f1) - 1e-12)[0])  # thresholds decrease: first = highest
         return self.at(float(self.thresholds[k]))
 
     def sampled(self, grid: np.ndarray) -> dict:
@@ -350,11 +359,19 @@ def mean_average_precision(images: Sequence[ImageResult], class_agnostic: bool =
     if not preds:
         return {"map": float("nan"), "map_50": float("nan")}
     metric.update(preds, target)
-    res = metric.compute()
-    out = {"map": float(res["map"]), "map_50": float(res["map_50"]), "map_75": float(res["map_75"]),
-           "mar_100": float(res["mar_100"])}
+    with warnings.catch_warnings():  # "no ground truth" style warnings: the NaN below says it
+        warnings.simplefilter("ignore")
+        res = metric.compute()
+    out = {"map": _defined(res["map"]), "map_50": _defined(res["map_50"]), "map_75": _defined(res["map_75"]),
+           "mar_100": _defined(res["mar_100"])}
     if not class_agnostic and "classes" in res:
         cls = np.atleast_1d(res["classes"].numpy())
         per = np.atleast_1d(res["map_per_class"].numpy())
-        out["map_per_class"] = {int(c): float(v) for c, v in zip(cls, per, strict=False)}
+        out["map_per_class"] = {int(c): _defined(v) for c, v in zip(cls, per, strict=False)}
     return out
+
+
+def _defined(value) -> float:
+    """torchmetrics' -1 means "no data to compute this from": undefined (NaN), never a score."""
+    v = float(value)
+    return float("nan") if v < 0 else v

@@ -25,8 +25,10 @@ def _pyplot():
     return plt
 
 
-def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLike, title: str = "") -> None:
-    """Left: completeness and purity vs score threshold; right: purity vs completeness. Best F1 marked."""
+def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLike, title: str = "",
+                      operating: float | None = None) -> None:
+    """Left: completeness and purity vs score threshold; right: purity vs completeness. The operating
+    threshold (solid grey line) and the best F1 on this set (dotted, optimistic) are marked."""
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -43,10 +45,12 @@ def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLik
         if best["threshold"] is not None:
             ax2.plot(best["completeness"], best["purity"], "o", color=c)
             if name == "overall":
-                ax2.annotate(f"best F1 = {best['f1']:.2f} at score {best['threshold']:.2f}",
+                ax2.annotate(f"best F1 on this set = {best['f1']:.2f} at score {best['threshold']:.2f} (optimistic)",
                              (best["completeness"], best["purity"]), textcoords="offset points", xytext=(6, -12),
                              fontsize=8, color=c)
                 ax1.axvline(best["threshold"], color=c, lw=0.8, ls=":")
+    if operating is not None:
+        ax1.axvline(operating, color="0.4", lw=1.0, label=f"operating threshold {operating:.2f}")
     ax1.set(xlabel="score threshold", ylabel="completeness / purity", xlim=(0, 1), ylim=(0, 1.02))
     ax2.set(xlabel="completeness", ylabel="purity", xlim=(0, 1.02), ylim=(0, 1.02))
     for ax in (ax1, ax2):

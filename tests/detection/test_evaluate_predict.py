@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from clumptool.common.errors import ClumptoolError
@@ -231,13 +232,16 @@ def test_evaluate_and_predict_cli_on_a_tiny_model(project, tiny_model, tmp_path)
         assert abs(x[0] - r.clump_centre_px_x) < 1e-6 and abs(y[0] - r.clump_centre_px_y) < 1e-6
     assert set(cat["galaxy_ra"]) <= {150.0, 151.0, 152.0, 153.0}
     assert (out.parent / "predictions.png").stat().st_size > 1000
-    assert sorted(p.name for p in out.parent.iterdir()) == ["catalogue.parquet", "predictions.png"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["catalogue.parquet", "manifest.json", "predictions.png"]
+    meta = json.loads(pq.read_schema(out).metadata[b"clumptool"])
+    assert meta["score_threshold"] == 0.5 and meta["score_threshold_source"] == "--score-threshold"
+    assert set(cat["model_version"]) == {meta["model_version"]}
 
     # without subjects: the same detections, sky columns NaN, and a note says so
     res = runner.invoke(main, ["predict", "--model", str(tiny_model), "--images", str(project / "images"),
-                               "--out", str(tmp_path / "nosky.parquet"), "--overlay", "0"])
+                               "--out", str(tmp_path / "nosky"), "--overlay", "0", "--score-threshold", "0.5"])
     assert res.exit_code == 0, res.output
-    nosky = pd.read_parquet(tmp_path / "nosky.parquet")
+    nosky = pd.read_parquet(tmp_path / "nosky" / "catalogue.parquet")
     assert "NaN" in res.output and nosky["clump_centre_ra"].isna().all()
     np.testing.assert_allclose(nosky["clump_centre_px_x"], cat["clump_centre_px_x"])
 
@@ -246,24 +250,26 @@ def test_evaluate_and_predict_cli_on_a_tiny_model(project, tiny_model, tmp_path)
 def test_predict_on_two_devices_matches_one(project, tiny_model, tmp_path):
     from clumptool.detection.predict import predict_catalogue
 
-    one = predict_catalogue(tiny_model, project / "images", tmp_path / "one.parquet", score_threshold=0.3,
+    one = predict_catalogue(tiny_model, project / "images", tmp_path / "one", score_threshold=0.3,
                             devices="cpu", n_overlay=0, progress=False)
-    two = predict_catalogue(tiny_model, project / "images", tmp_path / "two.parquet", score_threshold=0.3,
+    two = predict_catalogue(tiny_model, project / "images", tmp_path / "two", score_threshold=0.3,
                             devices=["cpu", "cpu"], n_overlay=2, progress=False)
     assert two.devices == ["cpu", "cpu"] and one.n_clumps == two.n_clumps > 0
-    a = pd.read_parquet(tmp_path / "one.parquet").sort_values(["subject_id", "clump_score"]).reset_index(drop=True)
-    b = pd.read_parquet(tmp_path / "two.parquet")
+    a = pd.read_parquet(one.catalogue_path).sort_values(["subject_id", "clump_score"]).reset_index(drop=True)
+    b = pd.read_parquet(two.catalogue_path)
     assert sorted(b["clump_id"]) == list(range(len(b)))
     b = b.sort_values(["subject_id", "clump_score"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(a.drop(columns="clump_id"), b.drop(columns="clump_id"), atol=1e-4)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no shard or temp files left
+    assert not [p for p in tmp_path.rglob(".*")]  # no shard, staging or temp files left
 
 
 def test_predict_failure_leaves_no_half_written_catalogue(project, tiny_model, tmp_path, monkeypatch):
     from clumptool.detection import predict
 
-    target = tmp_path / "catalogue.parquet"
-    target.write_bytes(b"previous catalogue")
+    target = tmp_path / "out" / "catalogue.parquet"
+    predict.predict_catalogue(tiny_model, project / "images", target, score_threshold=0.9, devices="cpu",
+                              progress=False)
+    before = {p.name: p.read_bytes() for p in target.parent.iterdir()}
     real_rows = predict.catalogue_rows
     calls = []
 
@@ -277,8 +283,8 @@ def test_predict_failure_leaves_no_half_written_catalogue(project, tiny_model, t
     with pytest.raises(RuntimeError, match="disk full"):
         predict.predict_catalogue(tiny_model, project / "images", target, score_threshold=0.3, devices="cpu",
                                   progress=False)
-    assert target.read_bytes() == b"previous catalogue"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalogue.parquet"]
+    assert {p.name: p.read_bytes() for p in target.parent.iterdir()} == before  # the previous set, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left
 
 
 def test_bad_inputs_exit_2_with_a_clear_message(project, tiny_model, tmp_path):
@@ -293,18 +299,18 @@ def test_bad_inputs_exit_2_with_a_clear_message(project, tiny_model, tmp_path):
     pd.DataFrame({"subject_id": [101], "ra": [1.0]}).to_csv(tmp_path / "bad_truth.csv", index=False)
     images, truth = str(project / "images"), str(project / "truth.csv")
     cases = [
-        (["predict", "--model", str(tmp_path / "no_spec"), "--images", images, "--out", str(tmp_path / "c.parquet")],
+        (["predict", "--model", str(tmp_path / "no_spec"), "--images", images, "--out", str(tmp_path / "c" / "c.parquet")],
          "model.json"),
         (["evaluate", "--model", str(tmp_path / "missing"), "--boxes", truth, "--images", images], "model not found"),
         (["predict", "--model", str(tiny_model), "--images", str(tmp_path / "empty"),
-          "--out", str(tmp_path / "c.parquet")], "no images"),
+          "--out", str(tmp_path / "c" / "c.parquet")], "no images"),
         (["evaluate", "--model", str(tiny_model), "--boxes", str(tmp_path / "bad_truth.csv"), "--images", images,
           "--out", str(tmp_path / "e")], "x1, y1, x2, y2"),
-        (["predict", "--model", str(tiny_model), "--images", images, "--out", str(tmp_path / "c.csv")], "Parquet"),
+        (["predict", "--model", str(tiny_model), "--images", images, "--out", str(tmp_path / "c" / "c.csv")], "Parquet"),
     ]
     for args, message in cases:
         res = runner.invoke(main, args)
         assert res.exit_code == 2, (args, res.output)
         assert "Error:" in res.output and message in res.output, res.output
         assert "Traceback" not in res.output
-    assert not (tmp_path / "c.parquet").exists() and not (tmp_path / "e").exists()
+    assert not (tmp_path / "c").exists() and not (tmp_path / "e").exists()

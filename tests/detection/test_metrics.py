@@ -85,13 +85,23 @@ def test_empty_image_with_detections_counts_false_positives():
     assert s["purity"] == pytest.approx(1 / 3) and s["completeness"] == 1.0
 
 
-def test_empty_truth_and_no_detections():
+def test_empty_truth_and_no_detections_are_undefined_never_one():
     s = overall([image("a", [], [], [])])["overall"]
     assert s["at_threshold"]["n_true"] == 0 and s["at_threshold"]["n_det"] == 0
-    assert s["at_threshold"]["completeness"] == 1.0 and s["at_threshold"]["purity"] == 1.0
-    assert s["best_f1"]["threshold"] is None
-    s = overall([image("a", [(20, 20)], [0.9], [])])["overall"]["at_threshold"]
-    assert s["purity"] == 0.0 and s["f1"] == 0.0
+    assert np.isnan(s["at_threshold"]["completeness"]) and np.isnan(s["at_threshold"]["purity"])
+    assert np.isnan(s["at_threshold"]["f1"]) and s["best_f1"]["threshold"] is None
+    # detections but no truth: purity is measured (0), completeness is not, so neither is F1 nor a best threshold
+    s = overall([image("a", [(20, 20)], [0.9], [])])["overall"]
+    assert s["at_threshold"]["purity"] == 0.0 and np.isnan(s["at_threshold"]["completeness"])
+    assert np.isnan(s["at_threshold"]["f1"]) and s["best_f1"]["threshold"] is None
+    # truth but no detection above the threshold: completeness 0, purity undefined
+    s = overall([image("a", [(20, 20)], [0.3], [(20, 20)])], threshold=0.5)["overall"]["at_threshold"]
+    assert s["completeness"] == 0.0 and np.isnan(s["purity"]) and np.isnan(s["f1"])
+
+
+def test_map_minus_one_is_reported_as_undefined():
+    res = mean_average_precision([image("a", [(20, 20)], [0.9], [])])  # no ground truth: torchmetrics says -1
+    assert np.isnan(res["map"]) and np.isnan(res["map_50"])
 
 
 def test_per_class_and_class_agnostic():
