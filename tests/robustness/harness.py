@@ -1,5 +1,7 @@
-"""Harness of the robustness suite (import it as ``from harness import ...``; a module, not a conftest, so
-its name never clashes with the other test folders' conftest modules): run a command as a user would, and check what it left behind.
+"""Harness of the robustness suite: run a command as a user would, and check what it left behind.
+
+Import it as ``from harness import ...``: a module, not a conftest, so its name never clashes with the
+other test folders' conftest modules.
 
 Every case asserts the exit code, that the message names the file/row/field or option and how to fix it, and
 that previous outputs are byte-identical after a failed or interrupted run (:func:`snapshot`).

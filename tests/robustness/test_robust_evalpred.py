@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from tests.robustness._evalpred_helpers import (
+from _evalpred_helpers import (
     OPERATING,
     SUBJECTS,
     catalogue_meta,
@@ -23,7 +22,7 @@ from tests.robustness._evalpred_helpers import (
     metrics,
     patch_threshold,
 )
-from tests.robustness.conftest import interrupt_when, no_traceback, run_cli, snapshot
+from harness import interrupt_when, no_traceback, run_cli, snapshot
 
 
 @pytest.fixture(scope="module")
