@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/aggregation.py                 # accuracy + 100k speed comparison (~5 min)
     .venv/bin/python bench/aggregation.py --full-scale    # also a Clump Scout-sized export (1.7M rows)
+    .venv/bin/python bench/aggregation.py --crowds        # every simulated crowd at 20 and 8 volunteers (~3 min)
 
 Data come from `clumptool simulate --no-images` (realistic volunteers: varied skill, careless and random
 clickers, ~20% tool confusion, anonymous volunteers and repeats). panoptes_aggregation is installed into a
@@ -171,7 +172,9 @@ def full_scale(work: Path, seed: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--galaxies", type=int, default=5000, help="subjects in the accuracy/speed export (x20 rows)")
+    ap.add_argument("--galaxies", type=int, help="subjects in the accuracy/speed export (x20 rows) "
+                    "[default: 5000; 1000 per crowd with --crowds]")
+    ap.add_argument("--crowds", action="store_true", help="only the per-crowd accuracy table (bench/crowds.py)")
     ap.add_argument("--radius", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--full-scale", action="store_true", help="also time a 1.7M-classification export")
@@ -182,7 +185,12 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="clumptool-bench-agg-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        project = simulate(work / "project", args.galaxies, args.seed)
+        if args.crowds:
+            from crowds import run_crowds
+
+            run_crowds(work, args.galaxies or 1000, args.seed, args.radius)
+            return
+        project = simulate(work / "project", args.galaxies or 5000, args.seed)
         if not args.speed_only:
             accuracy(project, args.radius)
         speed(project, work, args.skip_panoptes)
