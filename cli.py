@@ -73,7 +73,7 @@ _CROWD_HELP = ("Volunteer crowd: default (today's realistic crowd), bulge (a sha
 
 
 @main.command("simulate", short_help="Make a synthetic Clump Scout project: images, exports, truth.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--galaxies", type=int, default=200, show_default=True, help="Number of galaxies (subjects).")
 @click.option("--volunteers-per-subject", type=int, help="Volunteers per subject [default: 20; the sparse crowd "
               "draws 6-10].")
@@ -110,7 +110,8 @@ def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int | Non
     _check_volunteers_option(volunteers_per_subject, crowd_cfg)
     if first_subject_id < 1:
         raise ClumptoolError(f"--first-subject-id must be a positive integer (got {first_subject_id})")
-    config = SimulationConfig(galaxies=galaxies, volunteers_per_subject=volunteers_per_subject or 20,
+    vps = 20 if volunteers_per_subject is None else volunteers_per_subject
+    config = SimulationConfig(galaxies=galaxies, volunteers_per_subject=vps,
                               image_size=image_size, cutout=cutout, seed=seed, clumpy_fraction=clumpy_fraction,
                               volunteer_model=_volunteer_model(volunteer_model), crowd=crowd_cfg,
                               images=not no_images, first_subject_id=first_subject_id)
@@ -166,7 +167,7 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
     _check_volunteers_option(volunteers_per_subject, crowd_cfg)
     if start_classification_id < 1:
         raise ClumptoolError(f"--start-classification-id must be a positive integer (got {start_classification_id})")
-    config = SimulationConfig(volunteers_per_subject=volunteers_per_subject or 20, image_size=image_size,
+    config = SimulationConfig(volunteers_per_subject=20 if volunteers_per_subject is None else volunteers_per_subject, image_size=image_size,
                               seed=seed, volunteer_model=_volunteer_model(volunteer_model), crowd=crowd_cfg,
                               first_classification_id=start_classification_id, images=False)
     check_export_target(out)

@@ -138,6 +138,20 @@ def _render_png(args: tuple[Scene, np.random.SeedSequence, str]) -> None:
     Image.fromarray(rgb).save(path, format="PNG", compress_level=3)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Render workers end with ``simulate`` itself: a SIGKILL to it must not leave orphans rendering on
+    (they would hold its output streams open and keep writing into a staging folder nobody owns)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
 def render_images(galaxies: list[Galaxy], folder: Path, workers: int,
                   progress: Callable[[int], None] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
@@ -149,7 +163,7 @@ def render_images(galaxies: list[Galaxy], folder: Path, workers: int,
             if progress:
                 progress(1)
         return
-    pool = ProcessPoolExecutor(max_workers=n)
+    pool = ProcessPoolExecutor(max_workers=n, initializer=_die_with_parent, initargs=(os.getpid(),))
     try:
         for _ in pool.map(_render_png, jobs, chunksize=8):
             if progress:
