@@ -95,7 +95,7 @@ class CrowdConfig:
     distractor_detection: tuple[float, float] = (0.3, 0.7)
     distractor_rate: float = 0.6
     distractor_rate_spread: float = 6.0
-    distractor_consistency: float = 0.7
+    distractor_consistency: float = 0.8
     distractor_consistency_spread: float = 8.0
     distractor_odd_share: float = 0.4  # distractor marks made with the "odd clump" tool
     noise_peaks_per_image: float = 0.0
@@ -138,7 +138,7 @@ class CrowdConfig:
         presets = {
             "default": {},
             "bulge": dict(bulge_fraction=0.3),
-            "distractor": dict(distractor_fraction=0.15, noise_peaks_per_image=1.5),
+            "distractor": dict(distractor_fraction=0.2, noise_peaks_per_image=1.5),
             "sparse": dict(volunteers_range=(6, 10)),
             "confusion": dict(tool_confusion_mean=0.4, offset_px=(1.5, 4.0)),
         }
@@ -158,8 +158,8 @@ CROWD_TABLE = (
                 "clickers, ~20% tool confusion, ~0.3 spurious clicks per classification"),
     ("bulge", "as default, plus 30% of volunteers mark the galaxy's centre (bulge) in 50-95% of their "
               "classifications, and bright companions' centres 30% of the time"),
-    ("distractor", "as default, plus a careless 15% minority (detection 30-70%) that, in ~60% of its "
-                   "classifications, marks each foreground star, companion galaxy (p ~ 0.7 per volunteer) and "
+    ("distractor", "as default, plus a careless 20% minority (detection 30-70%) that, in ~60% of its "
+                   "classifications, marks each foreground star, companion galaxy (p ~ 0.8 per volunteer) and "
                    "faint noise peak (half that); 1.5 noise peaks per image rendered on the sky"),
     ("sparse", "as default, but 6-10 volunteers per subject (uniform) instead of 20"),
     ("confusion", "as default, but odd/normal swapped 40% of the time on average and every volunteer's marks "

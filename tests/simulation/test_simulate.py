@@ -159,5 +159,5 @@ def test_cli_simulate_and_bad_arguments(tmp_path):
     assert (out / "classifications.csv").exists() and len(list((out / "images").iterdir())) == 3
     bad = tmp_path / "bad"
     r = CliRunner().invoke(main, ["simulate", "--out", str(bad), "--galaxies", "0"])
-    assert r.exit_code == 2 and "--galaxies must be >= 1" in r.output
+    assert r.exit_code == 2 and "--galaxies must be at least 1" in r.output
     assert not bad.exists()
