@@ -236,3 +236,15 @@ class SimulationConfig:
     def scale(self) -> float:
         """Image size relative to the 400 px Clump Scout images (layouts and sizes scale with it)."""
         return self.image_size / 400.0
+
+
+def crowd_table_markdown() -> str:
+    """CROWD_TABLE as a Markdown table with each crowd's parameters (for the README)."""
+    lines = ["| `--crowd` | Who clicks what | Parameters (simulation/config.py `CrowdConfig`) |", "|---|---|---|"]
+    base = CrowdConfig()
+    for name, text in CROWD_TABLE:
+        crowd = CrowdConfig.preset(name)
+        changed = {k: v for k, v in vars(crowd).items() if k != "name" and v != getattr(base, k)}
+        params = ", ".join(f"`{k}={v}`" for k, v in changed.items()) or "VolunteerModelConfig defaults"
+        lines.append(f"| `{name}` | {text} | {params} |")
+    return "\n".join(lines)
