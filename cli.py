@@ -116,9 +116,14 @@ def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int | Non
                               volunteer_model=_volunteer_model(volunteer_model), crowd=crowd_cfg,
                               images=not no_images, first_subject_id=first_subject_id)
     check_output_location(out)
-    with tqdm(total=galaxies if not no_images else None, desc="rendering galaxies", unit="img",
-              disable=quiet or no_images, leave=False) as bar:
-        result = simulate_project(out, config, progress=bar.update)
+    try:
+        with tqdm(total=galaxies if not no_images else None, desc="rendering galaxies", unit="img",
+                  disable=quiet or no_images, leave=False) as bar:
+            result = simulate_project(out, config, progress=bar.update)
+    except KeyboardInterrupt:
+        click.echo(f"Error: interrupted; nothing was published and {out} is as it was before this run "
+                   "(run the command again to make the project)", err=True)
+        sys.exit(130)
     if not quiet:
         click.echo(f"simulated {result.n_galaxies:,} galaxies, {result.n_clumps:,} clumps, "
                    f"{result.n_classifications:,} classifications by {result.n_volunteers:,} volunteers "

@@ -117,6 +117,7 @@ def test_interrupt_while_rendering_keeps_the_previous_project(tmp_path, sig):
     assert verify_output_set(out) == []
     if sig == signal.SIGINT:
         assert not staging_path(out).exists()  # cleaned up on Ctrl-C
+        assert r.code == 130 and "interrupted; nothing was published" in r.err and "run the command again" in r.err
     # the next run starts afresh (a staging folder left by SIGKILL is cleared) and publishes a whole set
     r = run_cli("simulate", "--out", out, *TINY, "--crowd", "confusion")
     assert r.code == 0, r.text
