@@ -61,10 +61,23 @@ def _volunteer_model(name: str):
     return VolunteerModelConfig.preset(name)
 
 
+def _crowd(name: str):
+    from clumptool.simulation.config import CrowdConfig
+
+    return CrowdConfig.preset(name)
+
+
+_CROWD_HELP = ("Volunteer crowd: default (today's realistic crowd), bulge (a share marks the galaxy's centre), "
+               "distractor (a careless minority marks stars, companions, noise peaks), sparse (6-10 volunteers "
+               "per subject), confusion (odd/normal swapped often, per-volunteer offsets). See README.")
+
+
 @main.command("simulate", short_help="Make a synthetic Clump Scout project: images, exports, truth.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--galaxies", type=int, default=200, show_default=True, help="Number of galaxies (subjects).")
-@click.option("--volunteers-per-subject", type=int, default=20, show_default=True)
+@click.option("--volunteers-per-subject", type=int, help="Volunteers per subject [default: 20; the sparse crowd "
+              "draws 6-10].")
+@click.option("--crowd", default="default", show_default=True, help=_CROWD_HELP)
 @click.option("--image-size", type=int, default=400, show_default=True, help="Image side in pixels.")
 @click.option("--cutout", type=int, help="Side of the central cutout a detector trains on, recorded in "
               "README.txt [default: half the image side, 200 px for 400 px images].")
@@ -76,32 +89,52 @@ def _volunteer_model(name: str):
 @click.option("--first-subject-id", type=int, default=90_000_000, show_default=True)
 @click.option("--no-images", is_flag=True, help="Only truth, subjects and classifications (fast, for big exports).")
 @click.option("--quiet", is_flag=True)
-def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int, image_size: int, cutout: int | None,
-                     seed: int, clumpy_fraction: float, volunteer_model: str, first_subject_id: int,
-                     no_images: bool, quiet: bool) -> None:
+def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int | None, crowd: str, image_size: int,
+                     cutout: int | None, seed: int, clumpy_fraction: float, volunteer_model: str,
+                     first_subject_id: int, no_images: bool, quiet: bool) -> None:
     """Make a complete simulated Clump Scout project in --out.
 
-    Writes images/<subject_id>.png, truth.csv, subjects.csv, classifications.csv (Zooniverse format),
-    volunteers_truth.csv, workflow.json, README.txt and preview.png.
+    Writes images/<subject_id>.png, truth.csv, objects.csv, subjects.csv, classifications.csv (Zooniverse
+    format), marks_truth.csv, volunteers_truth.csv, workflow.json, README.txt, preview.png and manifest.json,
+    as one output set: an interrupted or failed run leaves an earlier project in --out as it was.
 
-    Example: clumptool simulate --out sim/ --galaxies 500 --seed 1
+    Example: clumptool simulate --out sim/ --galaxies 500 --seed 1 --crowd bulge
     """
     from tqdm import tqdm
 
+    from clumptool.common.outputs import check_output_location
     from clumptool.simulation.config import SimulationConfig
     from clumptool.simulation.project import simulate_project
 
-    config = SimulationConfig(galaxies=galaxies, volunteers_per_subject=volunteers_per_subject,
+    crowd_cfg = _crowd(crowd)
+    _check_volunteers_option(volunteers_per_subject, crowd_cfg)
+    if first_subject_id < 1:
+        raise ClumptoolError(f"--first-subject-id must be a positive integer (got {first_subject_id})")
+    vps = 20 if volunteers_per_subject is None else volunteers_per_subject
+    config = SimulationConfig(galaxies=galaxies, volunteers_per_subject=vps,
                               image_size=image_size, cutout=cutout, seed=seed, clumpy_fraction=clumpy_fraction,
-                              volunteer_model=_volunteer_model(volunteer_model), images=not no_images,
-                              first_subject_id=first_subject_id)
-    with tqdm(total=galaxies if not no_images else None, desc="rendering galaxies", unit="img",
-              disable=quiet or no_images, leave=False) as bar:
-        result = simulate_project(out, config, progress=bar.update)
+                              volunteer_model=_volunteer_model(volunteer_model), crowd=crowd_cfg,
+                              images=not no_images, first_subject_id=first_subject_id)
+    check_output_location(out)
+    try:
+        with tqdm(total=galaxies if not no_images else None, desc="rendering galaxies", unit="img",
+                  disable=quiet or no_images, leave=False) as bar:
+            result = simulate_project(out, config, progress=bar.update)
+    except KeyboardInterrupt:
+        click.echo(f"Error: interrupted; nothing was published and {out} is as it was before this run "
+                   "(run the command again to make the project)", err=True)
+        sys.exit(130)
     if not quiet:
         click.echo(f"simulated {result.n_galaxies:,} galaxies, {result.n_clumps:,} clumps, "
                    f"{result.n_classifications:,} classifications by {result.n_volunteers:,} volunteers "
-                   f"in {result.seconds:.1f} s -> {result.out_dir}")
+                   f"(crowd {crowd_cfg.name}) in {result.seconds:.1f} s -> {result.out_dir}")
+
+
+def _check_volunteers_option(volunteers_per_subject: int | None, crowd_cfg) -> None:
+    if volunteers_per_subject is not None and crowd_cfg.volunteers_range is not None:
+        lo, hi = crowd_cfg.volunteers_range
+        raise ClumptoolError(f"--volunteers-per-subject cannot be combined with --crowd {crowd_cfg.name}, which "
+                             f"draws {lo}-{hi} volunteers per subject; drop one of the two options")
 
 
 @main.command("simulate-volunteers", short_help="Simulated volunteers classify given subjects (offline labels).")
@@ -109,29 +142,41 @@ def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int, imag
               help="truth.csv of a simulated project (subject_id, x, y, label[, peak_snr]).")
 @click.option("--subjects", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="Subjects to classify (Zooniverse subjects export or a table with subject_id).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--objects", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="objects.csv of the simulated project (bulges, stars, companions the crowd may click) "
+                   "[default: objects.csv beside --truth, if there].")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Classification export to write.")
-@click.option("--volunteers-per-subject", type=int, default=20, show_default=True)
+@click.option("--volunteers-per-subject", type=int, help="Volunteers per subject [default: 20; the sparse crowd "
+              "draws 6-10].")
+@click.option("--crowd", default="default", show_default=True, help=_CROWD_HELP)
 @click.option("--image-size", type=int, default=400, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--volunteer-model", type=click.Choice(["realistic", "perfect", "noisy"]), default="realistic",
               show_default=True)
 @click.option("--start-classification-id", type=int, default=400_000_000, show_default=True,
               help="First classification id (keep rounds distinct).")
-def simulate_volunteers_command(truth: Path, subjects: Path, out: Path, volunteers_per_subject: int,
-                                image_size: int, seed: int, volunteer_model: str,
-                                start_classification_id: int) -> None:
+def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | None, out: Path,
+                                volunteers_per_subject: int | None, crowd: str, image_size: int, seed: int,
+                                volunteer_model: str, start_classification_id: int) -> None:
     """Simulate volunteers classifying SUBJECTS and write a Zooniverse classification export.
+
+    The export is written atomically: a failed or interrupted run leaves an earlier file at --out as it was.
 
     Example: clumptool simulate-volunteers --truth sim/truth.csv --subjects batch.csv --out round2.csv
     """
     from clumptool.simulation.config import SimulationConfig
-    from clumptool.simulation.project import simulate_volunteer_export
+    from clumptool.simulation.project import check_export_target, simulate_volunteer_export
 
-    config = SimulationConfig(volunteers_per_subject=volunteers_per_subject, image_size=image_size, seed=seed,
-                              volunteer_model=_volunteer_model(volunteer_model),
+    crowd_cfg = _crowd(crowd)
+    _check_volunteers_option(volunteers_per_subject, crowd_cfg)
+    if start_classification_id < 1:
+        raise ClumptoolError(f"--start-classification-id must be a positive integer (got {start_classification_id})")
+    config = SimulationConfig(volunteers_per_subject=20 if volunteers_per_subject is None else volunteers_per_subject, image_size=image_size,
+                              seed=seed, volunteer_model=_volunteer_model(volunteer_model), crowd=crowd_cfg,
                               first_classification_id=start_classification_id, images=False)
-    n = simulate_volunteer_export(truth, subjects, out, config)
+    check_export_target(out)
+    n = simulate_volunteer_export(truth, subjects, out, config, objects_path=objects)
     click.echo(f"wrote {n:,} classifications -> {out}")
 
 # ---------------------------------------------------------------------------------------------

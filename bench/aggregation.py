@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/aggregation.py                 # accuracy + 100k speed comparison (~5 min)
     .venv/bin/python bench/aggregation.py --full-scale    # also a Clump Scout-sized export (1.7M rows)
+    .venv/bin/python bench/aggregation.py --crowds        # every simulated crowd at 20 and 8 volunteers (~6 min)
 
 Data come from `clumptool simulate --no-images` (realistic volunteers: varied skill, careless and random
 clickers, ~20% tool confusion, anonymous volunteers and repeats). panoptes_aggregation is installed into a
@@ -14,6 +15,57 @@ r = 0.972 (>= 30 classifications); 100k classifications in 2.5 / 2.9 / 2.6 s (me
 panoptes_aggregation 62.0 / 64.8 / 60.1 s = 24.8x / 22.4x / 22.7x in three runs (a shared machine: expect +-10%);
 1.71M in 30 s, peak 2.9 GB over all
 processes (goals < 120 s, < 4 GB), and there completeness 0.974 of all injected clumps, purity 1.000.
+
+Per-crowd baseline (``--crowds``, bench/crowds.py; measured 2026-12-01 on the shared 2-core machine, 1,000 galaxies
+per crowd, seed 1, match radius 5 px; ~4 min with the exports cached, ~6 min from scratch). compl = completeness of detectable clumps, compl(all) of all
+injected; false bulge/object/sky = accepted clumps matching no true clump that lie on the galaxy's centre, on a
+star/companion/noise peak, or on nothing (duplicates near a true clump are not counted there); r(p_fn), r(p_fp) =
+skill recovery (clumpscout only; volunteers with >= 30 classifications). clumptool's `dbscan` is already
+per-tool (panoptes-style), so it equals the independent sklearn `panoptes-dbscan` row by construction. This is
+the baseline the next consensus must beat (goal: completeness >= 0.97 and purity >= 0.97 on every crowd at 20
+volunteers, F1 >= 0.93 at 8):
+
+    .venv/bin/python bench/aggregation.py --crowds --galaxies 1000
+
+         crowd  vps          method  compl  compl(all)  purity    F1  pos err  label acc  false bulge  false object  false sky  r(p_fn)  r(p_fp)
+       default   20      clumpscout  0.996       0.966   1.000 0.998    0.634      0.993            0             0          0    0.970    0.975
+       default   20          dbscan  0.996       0.975   0.661 0.795    0.835      0.831            0            21          6        -        -
+       default   20         hdbscan  0.657       0.636   0.690 0.673    1.170      0.899            0             0        316        -        -
+       default   20 panoptes-dbscan  0.996       0.975   0.661 0.795    0.835      0.831            0            21          6        -        -
+       default    8      clumpscout  0.999       0.989   0.336 0.503    1.374      0.924            8           206       2529    0.526   -0.052
+       default    8          dbscan  0.907       0.878   0.920 0.913    1.214      0.916            0             3          7        -        -
+       default    8         hdbscan  0.218       0.211   0.634 0.325    1.302      0.977            1             1        169        -        -
+       default    8 panoptes-dbscan  0.907       0.878   0.920 0.913    1.214      0.916            0             3          7        -        -
+         bulge   20      clumpscout  1.000       0.995   0.150 0.260    0.660      0.991          983           762       6237    0.529    0.308
+         bulge   20          dbscan  0.996       0.975   0.572 0.727    0.835      0.832          288            50         12        -        -
+         bulge   20         hdbscan  0.636       0.617   0.580 0.607    1.171      0.911           43             4        489        -        -
+         bulge   20 panoptes-dbscan  0.996       0.975   0.572 0.727    0.835      0.832          288            50         12        -        -
+         bulge    8      clumpscout  0.998       0.988   0.259 0.411    1.390      0.924          773           369       2845    0.386   -0.085
+         bulge    8          dbscan  0.907       0.878   0.895 0.901    1.214      0.916           37             3          7        -        -
+         bulge    8         hdbscan  0.213       0.206   0.575 0.311    1.320      0.983            1             1        212        -        -
+         bulge    8 panoptes-dbscan  0.907       0.878   0.895 0.901    1.214      0.916           37             3          7        -        -
+    distractor   20      clumpscout  1.000       0.995   0.147 0.257    0.692      0.985           18          2089       6022    0.323    0.308
+    distractor   20          dbscan  0.999       0.976   0.625 0.768    0.847      0.846            0           191          4        -        -
+    distractor   20         hdbscan  0.649       0.629   0.634 0.641    1.160      0.907            0            16        409        -        -
+    distractor   20 panoptes-dbscan  0.999       0.976   0.625 0.768    0.847      0.846            0           191          4        -        -
+    distractor    8      clumpscout  0.999       0.989   0.272 0.428    1.422      0.917           10          1117       2589    0.117   -0.087
+    distractor    8          dbscan  0.871       0.843   0.932 0.900    1.272      0.919            0            16          1        -        -
+    distractor    8         hdbscan  0.192       0.185   0.589 0.289    1.339      0.992            0             0        183        -        -
+    distractor    8 panoptes-dbscan  0.871       0.843   0.932 0.900    1.272      0.919            0            16          1        -        -
+        sparse 6-10      clumpscout  0.997       0.983   0.342 0.509    1.352      0.944           11           217       2421    0.553    0.194
+        sparse 6-10          dbscan  0.882       0.856   0.912 0.897    1.171      0.926            0             3          3        -        -
+        sparse 6-10         hdbscan  0.243       0.234   0.649 0.354    1.268      0.982            0             0        176        -        -
+        sparse 6-10 panoptes-dbscan  0.882       0.856   0.912 0.897    1.171      0.926            0             3          3        -        -
+     confusion   20      clumpscout  0.991       0.959   1.000 0.996    1.107      0.883            0             0          0    0.973    0.979
+     confusion   20          dbscan  0.992       0.965   0.571 0.725    1.305      0.715            0            11         92        -        -
+     confusion   20         hdbscan  0.746       0.723   0.568 0.645    1.463      0.721            0             2        443        -        -
+     confusion   20 panoptes-dbscan  0.992       0.965   0.571 0.725    1.305      0.715            0            11         92        -        -
+     confusion    8      clumpscout  0.961       0.950   0.310 0.468    2.102      0.783           13           159       2754    0.750    0.167
+     confusion    8          dbscan  0.618       0.597   0.922 0.740    2.017      0.800            0             1         16        -        -
+     confusion    8         hdbscan  0.079       0.076   0.451 0.134    1.812      0.897            0             0        130        -        -
+     confusion    8 panoptes-dbscan  0.618       0.597   0.922 0.740    2.017      0.800            0             1         16        -        -
+
+      clumpscout worst crowd at 20: completeness 0.991 (confusion), purity 0.147 (distractor); worst F1 at 8 (or 6-10): 0.411 (bulge)
 """
 
 from __future__ import annotations
@@ -171,7 +223,9 @@ def full_scale(work: Path, seed: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--galaxies", type=int, default=5000, help="subjects in the accuracy/speed export (x20 rows)")
+    ap.add_argument("--galaxies", type=int, help="subjects in the accuracy/speed export (x20 rows) "
+                    "[default: 5000; 1000 per crowd with --crowds]")
+    ap.add_argument("--crowds", action="store_true", help="only the per-crowd accuracy table (bench/crowds.py)")
     ap.add_argument("--radius", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--full-scale", action="store_true", help="also time a 1.7M-classification export")
@@ -182,7 +236,12 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="clumptool-bench-agg-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        project = simulate(work / "project", args.galaxies, args.seed)
+        if args.crowds:
+            from crowds import run_crowds
+
+            run_crowds(work, args.galaxies or 1000, args.seed, args.radius)
+            return
+        project = simulate(work / "project", args.galaxies or 5000, args.seed)
         if not args.speed_only:
             accuracy(project, args.radius)
         speed(project, work, args.skip_panoptes)

@@ -64,7 +64,10 @@ def _iso(t: datetime) -> str:
 
 def classification_rows(batch: ClickBatch, pop: Population, subject_data: dict[int, str], config: SimulationConfig,
                         rng: np.random.Generator) -> pd.DataFrame:
-    """The export as a DataFrame of strings, ordered by classification_id (= by time)."""
+    """The export as a DataFrame of strings, ordered by classification_id (= by time).
+
+    An extra column ``_row`` (not written) keeps each classification's row in ``batch.classifications``.
+    """
     cls = batch.classifications
     n = len(cls)
     # time order: originals in random order, repeats after them
@@ -125,6 +128,7 @@ def classification_rows(batch: ClickBatch, pop: Population, subject_data: dict[i
         "subject_data": [subject_data[int(s)] for s in sids], "subject_ids": sids.astype(str),
     })
     df["_rank"] = rank
+    df["_row"] = np.arange(n)  # the classification's row in the batch (for marks_truth.csv)
     return df.sort_values("_rank").drop(columns="_rank").reset_index(drop=True)
 
 

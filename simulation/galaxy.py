@@ -9,7 +9,7 @@ Gaussian with unit sigma per band. The colour image is the Lupton et al. (2004) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,7 @@ class Scene:
     clumps: pd.DataFrame  # x, y, label, odd_kind, peak_snr, flux
     stars: np.ndarray  # (n, 3): x, y, peak (r band)
     neighbours: np.ndarray  # (n, 6): x, y, scale, q, pa, sb
+    noise_peaks: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (n, 3): x, y, peak (r band)
 
 
 def draw_scene(rng: np.random.Generator, size: int, layout: pd.DataFrame | None, fwhm_px: float,
@@ -159,8 +160,40 @@ def render_bands(scene: Scene, rng: np.random.Generator) -> np.ndarray:
         _add_gaussian(img, row.x, row.y, sigma, row.peak_snr * colour / colour.mean())
     for x, y, peak in scene.stars:
         _add_gaussian(img, x, y, sigma, peak * np.array([0.9, 1.0, 1.05]))
+    for x, y, peak in scene.noise_peaks:  # faint compact peaks on the sky (the distractor crowd clicks them)
+        _add_gaussian(img, x, y, sigma, peak * np.array([1.0, 1.0, 1.0]))
     img += rng.standard_normal(img.shape)
     return img
+
+
+def add_noise_peaks(scene: Scene, rng: np.random.Generator, rate: float, snr: tuple[float, float]) -> None:
+    """Put Poisson(``rate``) faint compact peaks on the sky, outside 3 disc scale lengths (not on the galaxy)."""
+    n = rng.poisson(rate)
+    c = scene.size / 2.0
+    pts = []
+    for _ in range(50 * n):
+        if len(pts) == n:
+            break
+        x, y = rng.uniform(0.05, 0.95, 2) * scene.size
+        if np.hypot(x - c, y - c) > 3 * scene.disc_scale:
+            pts.append([x, y, rng.uniform(*snr)])
+    scene.noise_peaks = np.asarray(pts, dtype=float).reshape(-1, 3)
+
+
+def scene_objects(scene: Scene) -> pd.DataFrame:
+    """What a volunteer could click besides clumps: the bulge (centre), stars, companions, noise peaks.
+
+    ``brightness`` is the peak (stars, noise peaks) or central surface brightness (bulge, companions) in units of
+    the sky sigma (r band); ``size_px`` the bulge's effective radius, a companion's scale length, or the PSF FWHM.
+    """
+    c = scene.size / 2.0
+    rows = [("bulge", c, c, scene.bulge_sb * scene.disc_sb + scene.disc_sb, scene.bulge_re)]
+    rows += [("star", x, y, peak, scene.fwhm_px) for x, y, peak in scene.stars]
+    rows += [("companion", x, y, sb, scale) for x, y, scale, _q, _pa, sb in scene.neighbours]
+    rows += [("noise_peak", x, y, peak, scene.fwhm_px) for x, y, peak in scene.noise_peaks]
+    t = pd.DataFrame(rows, columns=["kind", "x", "y", "brightness", "size_px"])
+    t.insert(0, "object_id", np.arange(len(t)))
+    return t
 
 
 def to_rgb(bands: np.ndarray) -> np.ndarray:
