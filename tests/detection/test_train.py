@@ -84,13 +84,8 @@ def test_cli_bad_inputs(tiny_project, tmp_path):
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
     """Lightning's "ddp" on CPU (gloo) re-runs the command once per extra device: run the CLI as a subprocess."""
-    import importlib.util  # this folder's conftest by path: another folder's "conftest" may be imported last
-
-    spec = importlib.util.spec_from_file_location("detection_conftest",
-                                                  os.path.join(os.path.dirname(__file__), "conftest.py"))
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
-    make_tiny_project = helpers.make_tiny_project
+    sys.path.insert(0, os.path.dirname(__file__))
+    from conftest import make_tiny_project
 
     boxes, images, subjects = make_tiny_project(tmp_path, n=10)
     out = tmp_path / "ddp"

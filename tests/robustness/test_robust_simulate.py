@@ -9,7 +9,7 @@ import shutil
 import signal
 
 import pytest
-from conftest import interrupt_when, no_traceback, run_cli, snapshot
+from harness import interrupt_when, no_traceback, run_cli, snapshot
 
 from clumptool.common.outputs import read_manifest, staging_path, verify_output_set
 
