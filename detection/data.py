@@ -59,7 +59,7 @@ def _subject_ids(series: pd.Series) -> pd.Series:
 
 def read_boxes(path: str | os.PathLike, num_classes: int = 3) -> pd.DataFrame:
     """The boxes table, checked: finite coordinates, x2 > x1, y2 > y1, labels in 1..num_classes-1."""
-    return check_boxes(read_table(path, BOX_REQUIRED), path, num_classes)
+    return check_boxes(read_table(path), path, num_classes)  # check_boxes names missing columns with a hint
 
 
 def check_boxes(df: pd.DataFrame, path: object = "boxes table", num_classes: int = 3) -> pd.DataFrame:

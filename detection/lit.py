@@ -9,8 +9,10 @@ over batches and over DDP processes before the ratios are taken. Without validat
 Exact resume: an epoch's randomness depends only on (seed, epoch), never on what ran before, so a run resumed
 from the checkpoint written at the end of epoch k repeats epochs k+1... of the uninterrupted run exactly.
 :class:`EpochSampler` shuffles from (seed, epoch) and hands the epoch to the dataset with each index (the
-augmentations draw from (seed, epoch, index), also in worker processes), and :class:`EpochSeed` re-seeds
-torch / numpy / random at each epoch start (Faster R-CNN samples anchors and RoIs from torch's global RNG).
+augmentations draw from (seed, epoch, index), also in worker processes), and :class:`StepSeed` re-seeds
+torch / numpy / random before every training step from (seed, epoch, step) (Faster R-CNN samples anchors and
+RoIs from torch's global RNG, and Lightning draws from it at points that differ between a fresh and a
+resumed run).
 """
 
 from __future__ import annotations
@@ -52,22 +54,46 @@ def f1_from_counts(n_true: float, n_det: float, n_matched: float) -> tuple[float
     return c, p, (2 * n_matched / (n_true + n_det) if n_true + n_det else nan)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 32-bit seed for one epoch of a run (the same whatever ran before)."""
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """A 32-bit seed for one training step of a run (the same whatever ran before)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(step), int(rank)]).generate_state(1)[0])
 
 
-class EpochSeed(L.Callback):
-    """Re-seed torch, numpy and random at each training epoch start from (seed, epoch)."""
+class StepSeed(L.Callback):
+    """Re-seed torch, numpy and random before each training step from (seed, epoch, step, rank)."""
 
     def __init__(self, seed: int):
         self.seed = seed
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        s = epoch_seed(self.seed, trainer.current_epoch)
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        s = step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
         random.seed(s)
         np.random.seed(s)
         torch.manual_seed(s)  # also seeds every CUDA device
+
+
+class EpochHistory(L.Callback):
+    """One row per epoch (mean training losses, validation metrics), kept in every checkpoint.
+
+    The CSV log of an interrupted run may lack its last epochs (it is flushed now and then); this record
+    travels with the checkpoint, so a resumed run's history is the uninterrupted run's.
+    """
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        row = {"epoch": int(trainer.current_epoch)}
+        for k, v in trainer.callback_metrics.items():
+            if (k.startswith("train_") and not k.endswith("_step") and k != "train_loss") or k.startswith("val_"):
+                row[k] = float(v)
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+
+    def state_dict(self) -> dict:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict.get("rows", []))
 
 
 class EpochSampler(DistributedSampler):

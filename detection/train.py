@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -378,7 +380,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
 
     from clumptool.detection.data import labelled_items, split_items
     from clumptool.detection.io import save_model
-    from clumptool.detection.lit import ClumpDataModule, DetectorModule, EpochSeed
+    from clumptool.detection.lit import ClumpDataModule, DetectorModule, EpochHistory, StepSeed
     from clumptool.detection.model import cpu_setup
 
     t0 = time.perf_counter()
@@ -447,13 +449,17 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
             shutil.copytree(resume.parent.parent / "logs", work / "logs", dirs_exist_ok=True)
         ckpt_dir = work / "checkpoints"
         # last.ckpt after every epoch (the exact resume point); best-*.ckpt by validation F1 when there is truth
+        # saved at the end of the training epoch (after its validation): a resume starts the next epoch cleanly
         last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                                  enable_version_counter=False)
-        cbs = [last_cb, EpochSeed(seed), *(callbacks or [])]
+                                  enable_version_counter=False, save_on_train_epoch_end=True)
+        epoch_history = EpochHistory()
+        ctrl_c = CtrlC()
+        cbs = [last_cb, StepSeed(seed), epoch_history, ctrl_c.callback(), *(callbacks or [])]
         best_cb = None
         if val_truth:
             best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}-{val_f1:.3f}", monitor="val_f1",
-                                      mode="max", save_top_k=1, auto_insert_metric_name=False)
+                                      mode="max", save_top_k=1, auto_insert_metric_name=False,
+                                      save_on_train_epoch_end=True)
             cbs.append(best_cb)
             if patience:
                 cbs.append(EarlyStopping(monitor="val_f1", mode="max", patience=patience, check_finite=False))
@@ -473,7 +479,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
                                   "split": ["train"] * len(train_items) + ["val"] * len(val_items)})
             write_table(split, work / "split.csv")
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), ctrl_c:
                 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
                 warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
                 trainer.fit(lit, datamodule=dm, ckpt_path=None if resume is None else str(resume))
@@ -481,7 +487,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
             if trainer.interrupted:
                 raise _interrupted(ckpt_dir / "last.ckpt") from exc
             raise
-        if trainer.interrupted:
+        if trainer.interrupted or ctrl_c.requested:  # (a Ctrl-C after the last step: nothing is published)
             raise _interrupted(ckpt_dir / "last.ckpt")
 
         best = Path(best_cb.best_model_path) if best_cb is not None and best_cb.best_model_path else None
@@ -504,7 +510,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
                                                    spec.init_weights))
             spec.score_threshold = threshold if threshold is not None else 0.5
             save_model(work, lit.model, spec)
-            history = history_table(work / "logs")
+            history = pd.DataFrame(epoch_history.rows) if epoch_history.rows else history_table(work / "logs")
             plot_history(history, work / "training.png")
             summary = {
                 "backbone": spec.backbone, "init_weights": spec.init_weights, "version": spec.version,
@@ -533,6 +539,48 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
                        is_global_zero=bool(trainer.is_global_zero), seconds=time.perf_counter() - t0,
                        history=history, score_threshold=spec.score_threshold, val_f1_at_threshold=threshold_f1,
                        n_val_boxes=int(val_truth))
+
+
+class CtrlC:
+    """Ctrl-C during training, acted on between steps.
+
+    Python raises KeyboardInterrupt wherever the main thread is, and a Ctrl-C that lands while Lightning
+    commits a checkpoint file is swallowed by fsspec (the run then finishes as if nothing happened). So the
+    first Ctrl-C only sets a flag; :meth:`callback` raises at the next step or validation batch, where
+    Lightning shuts down cleanly. A second Ctrl-C stops at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def callback(self):
+        import lightning as L
+
+        flag = self
+
+        class _Check(L.Callback):
+            def _check(self, *args, **kwargs) -> None:
+                if flag.requested:
+                    raise KeyboardInterrupt
+
+            on_train_epoch_start = on_train_batch_start = on_validation_batch_start = _check
+
+        return _Check()
 
 
 def _interrupted(last: Path) -> TrainingInterrupted:
