@@ -2,13 +2,29 @@
 
 Lightning runs the loop on CPU, one GPU, or several GPUs/nodes with DDP (launched by torchrun or SLURM as
 Lightning documents; ``devices=2, strategy="ddp"`` also works on CPU with gloo: Lightning re-runs the
-command in one subprocess per extra device). Writes into ``out``:
+command in one subprocess per extra device). Writes into ``out``, as one output set
+(:mod:`clumptool.common.outputs`: built in the hidden sibling ``.OUT.partial``, ``manifest.json`` written
+last, then swapped in; a failed, killed or interrupted run leaves a previous model folder byte-identical):
 
 * ``model.safetensors`` + ``model.json``: the best model by validation F1 (see :mod:`clumptool.detection.lit`),
-  all that evaluate / predict / select-next-batch need;
-* ``checkpoints/best-*.ckpt`` and ``checkpoints/last.ckpt``: Lightning checkpoints (resume with ``resume=``);
+  all that evaluate / predict / select-next-batch need. model.json records the operating score threshold
+  (best F1 on the validation galaxies) and the digests that tie it to the weights (see
+  :mod:`clumptool.detection.io`);
+* ``checkpoints/last.ckpt`` (written after every epoch) and ``checkpoints/best-*.ckpt``;
 * ``logs/metrics.csv`` (CSVLogger), ``training.png`` (losses and validation F1 per epoch),
-  ``split.csv`` (which galaxy trained / validated) and ``training.json`` (a summary).
+  ``split.csv`` (which galaxy trained / validated) and ``training.json`` (a summary, with the per-epoch history).
+
+What goes wrong, and what happens:
+
+* every option, ``--out`` and the data (empty boxes table, bad rows, missing images) are checked before any
+  training; failures are ClumptoolError (exit 2) naming the option or file/row/field;
+* Ctrl-C stops at the next step (exit 130) and prints the command that resumes: the staging folder (with
+  ``checkpoints/last.ckpt`` of the last finished epoch) is kept, and ``--resume .OUT.partial/checkpoints/last.ckpt``
+  continues exactly: the resumed run's per-epoch losses equal the uninterrupted run's (see
+  :mod:`clumptool.detection.lit` for how). A new run without ``--resume`` starts the staging folder afresh;
+* a model that detects nothing on its validation galaxies at any score is not published (exit 2, with what
+  to change and the checkpoint to continue from) unless ``accept_empty``; without validation truth F1 is
+  undefined (reported as such, never 1.0) and the threshold is the default 0.5, with a warning.
 """
 
 from __future__ import annotations
@@ -337,7 +353,7 @@ def _nothing_found(out: Path, stage: Path, f1: float, epochs: int, image_size: i
         f"training ended without finding anything: on the validation galaxies no detection at any score "
         f"matched a true clump (best F1 {f1:.3f}), so {out} was not written (a previous model there is "
         f"untouched). Train longer (--epochs more than {epochs}, or continue with --resume {ckpt} "
-        f"--epochs N), use a smaller --image-size than {image_size} or a larger --crop, "
+        f"--epochs N), use a smaller --image-size than {image_size}, "
         + ("or start from pretrained --weights (e.g. zoobot). " if init is None else ". ")
         + "To publish this model anyway, pass --accept-empty-model"
     )
