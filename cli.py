@@ -308,7 +308,13 @@ def train_command(ctx: click.Context, boxes: Path, images: Path, subjects: Path 
     """
     from click.core import ParameterSource
 
-    from clumptool.detection.train import TrainingInterrupted, check_resume, summarise, train
+    from clumptool.detection.train import (
+        TrainingInterrupted,
+        check_resume,
+        summarise,
+        train,
+        training_warnings,
+    )
 
     values = {"backbone": backbone, "image_size": image_size, "crop": _crop_option(crop),
               "in_channels": in_channels, "fits_bands": list(_csv_ints(fits_bands) or []) or None,
@@ -332,8 +338,11 @@ def train_command(ctx: click.Context, boxes: Path, images: Path, subjects: Path 
         if exc.checkpoint is not None:
             click.echo(f"  {_resume_command(exc.checkpoint)}", err=True)
         ctx.exit(130)
-    if result.is_global_zero and not quiet:
-        click.echo(summarise(result))
+    if result.is_global_zero:
+        if not quiet:
+            click.echo(summarise(result))
+        for line in training_warnings(result):
+            click.echo(line, err=True)
 
 
 def _resume_command(checkpoint: Path) -> str:

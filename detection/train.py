@@ -608,25 +608,30 @@ def _interrupted(last: Path) -> TrainingInterrupted:
                                "model folder is untouched): run the command again", None)
 
 
+def training_warnings(result: TrainResult) -> list[str]:
+    """What a user must know about a finished run even with --quiet (printed on stderr)."""
+    found = []
+    if result.val_f1_at_threshold != result.val_f1_at_threshold:
+        found.append(f"WARNING: no validation truth ({result.n_val} validation galaxies, {result.n_val_boxes} "
+                     "boxes): validation F1 is undefined and the operating threshold is the default 0.5; raise "
+                     "--val-fraction or label more galaxies")
+    if result.val_f1_at_threshold == 0:
+        found.append("WARNING: this model found no clump on the validation galaxies at any score (published "
+                     "because of --accept-empty-model)")
+    return found
+
+
 def summarise(result: TrainResult) -> str:
-    """A few lines for the terminal."""
+    """A few lines for the terminal (warnings: :func:`training_warnings`)."""
     f1 = "undefined (no validation truth)" if result.best_val_f1 is None else f"{result.best_val_f1:.3f}"
-    thr = result.score_threshold
     lines = [
         f"trained {result.spec.backbone} on {result.n_train} galaxies ({result.n_val} for validation), "
         f"{result.epochs} epoch(s), {result.global_step} steps, {result.seconds / 60:.1f} min",
         f"best validation F1 (score >= 0.5): {f1}",
     ]
     if result.val_f1_at_threshold == result.val_f1_at_threshold:
-        lines.append(f"operating score threshold {thr:.2f} (best F1 on the validation galaxies: "
-                     f"{result.val_f1_at_threshold:.3f}); evaluate and predict use it by default")
-    else:
-        lines.append(f"WARNING: no validation truth ({result.n_val} validation galaxies, {result.n_val_boxes} "
-                     "boxes): F1 is undefined and the operating threshold is the default 0.5; raise --val-fraction "
-                     "or label more galaxies")
-    if result.val_f1_at_threshold == 0:
-        lines.append("WARNING: this model found no clump on the validation galaxies at any score "
-                     "(published because of --accept-empty-model)")
+        lines.append(f"operating score threshold {result.score_threshold:.2f} (best F1 on the validation "
+                     f"galaxies: {result.val_f1_at_threshold:.3f}); evaluate and predict use it by default")
     lines += [f"model: {result.out_dir / 'model.safetensors'} (+ model.json, version {result.spec.version})",
               f"checkpoints: {result.out_dir / 'checkpoints'}; curves: {result.out_dir / 'training.png'}"]
     return "\n".join(lines)
