@@ -85,8 +85,13 @@ def test_cli_bad_inputs(tiny_project, tmp_path):
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
     """Lightning's "ddp" on CPU (gloo) re-runs the command once per extra device: run the CLI as a subprocess."""
-    sys.path.insert(0, os.path.dirname(__file__))
-    from conftest import make_tiny_project
+    import importlib.util  # this folder's conftest by path: "conftest" may name another folder's module
+
+    spec = importlib.util.spec_from_file_location("_detection_conftest", os.path.join(os.path.dirname(__file__),
+                                                                                      "conftest.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    make_tiny_project = helpers.make_tiny_project
 
     boxes, images, subjects = make_tiny_project(tmp_path, n=10)
     out = tmp_path / "ddp"
