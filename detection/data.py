@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.tables import read_table
-from clumptool.detection.images import index_images, load_image, prepare
+from clumptool.detection.images import index_images, load_image, prepare, working_geometry
 from clumptool.detection.spec import ModelSpec
 from clumptool.detection.symmetry import apply_to_boxes, apply_to_image
 
@@ -213,6 +213,19 @@ def boxes_to_working(boxes: np.ndarray, labels: np.ndarray, geom, width: int, he
     kept = np.clip(c[:, 2] - c[:, 0], 0, None) * np.clip(c[:, 3] - c[:, 1], 0, None)
     keep = (kept >= MIN_KEPT_FRACTION * area) & (c[:, 2] - c[:, 0] >= 1) & (c[:, 3] - c[:, 1] >= 1)
     return c[keep].astype(np.float32), np.asarray(labels)[keep].astype(np.int64)
+
+
+def count_trained_boxes(items: list[Item], spec: ModelSpec) -> tuple[int, int]:
+    """(boxes the network trains on, boxes in the table) after the central crop: reported, never silent."""
+    kept = total = 0
+    for it in items:
+        if len(it.boxes) == 0:
+            continue
+        w, h = image_dimensions(it.path)
+        geom, ww, wh = working_geometry(w, h, spec.crop, spec.image_size)
+        kept += len(boxes_to_working(it.boxes, it.labels, geom, ww, wh)[0])
+        total += len(it.boxes)
+    return kept, total
 
 
 @dataclass

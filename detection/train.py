@@ -75,6 +75,8 @@ class TrainResult:
     score_threshold: float | None = None
     val_f1_at_threshold: float = float("nan")
     n_val_boxes: int = 0
+    boxes_in_table: int = 0
+    boxes_trained_on: int = 0
 
 
 class TrainingInterrupted(ClumptoolError):
@@ -394,7 +396,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from clumptool.detection.data import labelled_items, split_items
+    from clumptool.detection.data import count_trained_boxes, labelled_items, split_items
     from clumptool.detection.io import save_model
     from clumptool.detection.lit import ClumpDataModule, DetectorModule, EpochHistory, StepSeed
     from clumptool.detection.model import cpu_setup
@@ -447,6 +449,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
         raise ClumptoolError("no training galaxies (all went to validation?): label more galaxies or lower "
                              "--val-fraction")
     val_truth = sum(len(it.boxes) for it in val_items)
+    boxes_used, boxes_total = count_trained_boxes(train_items + val_items, spec) if items is None else (0, 0)
 
     lit = DetectorModule(**module_kwargs)
     spec = lit.spec  # init_weights recorded
@@ -539,6 +542,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
                 else "default 0.5 (no validation truth to choose it on)",
                 "val_f1_at_threshold": None if threshold_f1 != threshold_f1 else threshold_f1,
                 "found_nothing": bool(threshold_f1 == 0), "seed": seed, "batch_size": batch_size,
+                "boxes_in_table": boxes_total, "boxes_trained_on": boxes_used,
                 "seconds": round(time.perf_counter() - t0, 1),
                 "history": json.loads(history.to_json(orient="records")) if not history.empty else [],
             }
@@ -554,7 +558,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
                        n_train=len(train_items), n_val=len(val_items), world_size=int(trainer.world_size),
                        is_global_zero=bool(trainer.is_global_zero), seconds=time.perf_counter() - t0,
                        history=history, score_threshold=spec.score_threshold, val_f1_at_threshold=threshold_f1,
-                       n_val_boxes=int(val_truth))
+                       n_val_boxes=int(val_truth), boxes_in_table=boxes_total, boxes_trained_on=boxes_used)
 
 
 class CtrlC:
@@ -615,6 +619,13 @@ def training_warnings(result: TrainResult) -> list[str]:
         found.append(f"WARNING: no validation truth ({result.n_val} validation galaxies, {result.n_val_boxes} "
                      "boxes): validation F1 is undefined and the operating threshold is the default 0.5; raise "
                      "--val-fraction or label more galaxies")
+    cut = result.boxes_in_table - result.boxes_trained_on
+    if cut > 0:
+        crop = result.spec.crop
+        found.append(f"NOTE: {cut} of {result.boxes_in_table} boxes lie mostly outside the central "
+                     f"{crop} px crop and were not trained on (--crop none or a larger --crop keeps them)"
+                     if crop else f"NOTE: {cut} of {result.boxes_in_table} boxes lie mostly outside their "
+                     "images and were not trained on")
     if result.val_f1_at_threshold == 0:
         found.append("WARNING: this model found no clump on the validation galaxies at any score (published "
                      "because of --accept-empty-model)")

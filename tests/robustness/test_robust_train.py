@@ -314,6 +314,19 @@ def test_no_validation_truth_is_undefined_not_perfect(project, tmp_path):
     assert json.loads((out / "model.json").read_text())["score_threshold"] == 0.5
 
 
+def test_boxes_cut_by_the_crop_are_counted(project, tmp_path):
+    """Boxes outside the central crop are not trained on: said with a count (even with --quiet), not silently."""
+    out = tmp_path / "cropped"
+    res = run_cli(*train_args(project, out, "--epochs", "1", "--val-fraction", "0", "--batch-size", "8",
+                              "--crop", "24"))
+    assert res.code == 0, res.text
+    summary = json.loads((out / "training.json").read_text())
+    cut = summary["boxes_in_table"] - summary["boxes_trained_on"]
+    assert 0 < cut < summary["boxes_in_table"]
+    assert f"NOTE: {cut} of {summary['boxes_in_table']} boxes lie mostly outside the central 24 px crop" in res.err
+    assert "--crop none" in res.err
+
+
 # --- 3/4. interrupts into an existing model folder, and the exact resume ----------------------------------
 
 def test_sigkill_mid_training_keeps_previous_model(project, prev):
