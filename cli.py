@@ -280,9 +280,13 @@ def _crop_option(value: str | None) -> int | None:
 @click.option("--precision", type=click.Choice(["32", "16-mixed", "bf16-mixed"]), default="32", show_default=True,
               help="Mixed precision needs a GPU.")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path),
-              help="Continue exactly from a checkpoint (e.g. OUT/checkpoints/last.ckpt); model settings come from it.")
+              help="Continue exactly from a checkpoint: .OUT.partial/checkpoints/last.ckpt after Ctrl-C (the "
+                   "command is printed), or OUT/checkpoints/last.ckpt to extend a finished run with more --epochs. "
+                   "Model and data settings come from it.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("model"), show_default=True,
-              help="Output folder (model, checkpoints, logs, training.png).")
+              help="Output folder (model, checkpoints, logs, training.png), published as a whole when training "
+                   "succeeds; until then it is built in the hidden sibling .OUT.partial and a previous model "
+                   "there stays as it was.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, help="DataLoader worker processes [default: 0 on CPU, up to 8 on GPU].")
 @click.option("--cache", is_flag=True, help="Decode all images once and keep them in memory.")
@@ -300,8 +304,10 @@ def train_command(ctx: click.Context, boxes: Path, images: Path, subjects: Path 
                   accept_empty_model: bool, quiet: bool) -> None:
     """Train a clump detector: Zoobot/timm encoder + FPN + Faster R-CNN.
 
-    Writes model.safetensors + model.json (the best model by validation F1), checkpoints/, logs/metrics.csv,
-    training.png, split.csv and training.json to --out.
+    Writes model.safetensors + model.json (the best model by validation F1, with the score threshold chosen
+    on the validation galaxies), checkpoints/, logs/metrics.csv, training.png, split.csv and training.json to
+    --out. Exit 2: a bad option or input (nothing written), or a model that found nothing (see
+    --accept-empty-model); exit 130: Ctrl-C (the resume command is printed).
 
     Example: clumptool train --boxes aggregated/boxes.parquet --subjects aggregated/subjects.parquet
     --images project/images --out model/

@@ -53,6 +53,7 @@ from clumptool.common.tables import write_table
 from clumptool.detection.spec import ModelSpec, make_spec
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -460,6 +461,9 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
 
     stage = staging_path(out)
     reuse = resume is not None and _inside(resume, stage)
+    if rank == 0 and not reuse and (stage / "checkpoints" / "last.ckpt").exists():
+        log.warning("starting afresh: discarding the checkpoints of an unfinished run in %s (to continue that "
+                    "run instead, pass --resume %s)", stage, stage / "checkpoints" / "last.ckpt")
     staging = (output_set(out, "train", keep_staging_on_error=True, reuse_staging=reuse) if rank == 0
                else _other_rank_stage(out))
     with staging as staged:
