@@ -347,41 +347,93 @@ def _crop_option(value: str | None) -> int | None:
 @click.option("--precision", type=click.Choice(["32", "16-mixed", "bf16-mixed"]), default="32", show_default=True,
               help="Mixed precision needs a GPU.")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path),
-              help="Continue exactly from a checkpoint (e.g. OUT/checkpoints/last.ckpt); model settings come from it.")
+              help="Continue exactly from a checkpoint: .OUT.partial/checkpoints/last.ckpt after Ctrl-C (the "
+                   "command is printed), or OUT/checkpoints/last.ckpt to extend a finished run with more --epochs. "
+                   "Model and data settings come from it.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("model"), show_default=True,
-              help="Output folder (model, checkpoints, logs, training.png).")
+              help="Output folder (model, checkpoints, logs, training.png), published as a whole when training "
+                   "succeeds; until then it is built in the hidden sibling .OUT.partial and a previous model "
+                   "there stays as it was.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, help="DataLoader worker processes [default: 0 on CPU, up to 8 on GPU].")
 @click.option("--cache", is_flag=True, help="Decode all images once and keep them in memory.")
-@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def train_command(boxes: Path, images: Path, subjects: Path | None, backbone: str, weights: str | None,
+@click.option("--accept-empty-model", is_flag=True,
+              help="Publish the model even when it finds no clump on the validation galaxies at any score "
+                   "(otherwise such a run exits 2 and leaves --out untouched).")
+@click.option("--quiet", is_flag=True, help="No progress bar, summary or Lightning messages (errors still print).")
+@click.pass_context
+def train_command(ctx: click.Context, boxes: Path, images: Path, subjects: Path | None, backbone: str, weights: str | None,
                   image_size: int, crop: str, in_channels: int, fits_bands: str | None, anchor_sizes: str | None,
                   box_dropout: float, trainable_stages: int | None, freeze_backbone: bool, epochs: int,
                   batch_size: int, lr: float, weight_decay: float, val_fraction: float, patience: int,
                   max_minutes: float | None, devices: str, num_nodes: int, strategy: str, precision: str,
                   resume: Path | None, out: Path, seed: int, workers: int | None, cache: bool,
-                  quiet: bool) -> None:
+                  accept_empty_model: bool, quiet: bool) -> None:
     """Train a clump detector: Zoobot/timm encoder + FPN + Faster R-CNN.
 
-    Writes model.safetensors + model.json (the best model by validation F1), checkpoints/, logs/metrics.csv,
-    training.png, split.csv and training.json to --out.
+    Writes model.safetensors + model.json (the best model by validation F1, with the score threshold chosen
+    on the validation galaxies), checkpoints/, logs/metrics.csv, training.png, split.csv and training.json to
+    --out. Exit 2: a bad option or input (nothing written), or a model that found nothing (see
+    --accept-empty-model); exit 130: Ctrl-C (the resume command is printed).
 
     Example: clumptool train --boxes aggregated/boxes.parquet --subjects aggregated/subjects.parquet
     --images project/images --out model/
     """
-    from clumptool.detection.train import summarise, train
+    from click.core import ParameterSource
 
-    result = train(
-        boxes, images, out, subjects=subjects, backbone=backbone, weights=weights, image_size=image_size,
-        crop=_crop_option(crop), in_channels=in_channels, fits_bands=list(_csv_ints(fits_bands) or []) or None,
-        anchor_sizes=list(_csv_ints(anchor_sizes) or []) or None, box_dropout=box_dropout,
-        trainable_stages=0 if freeze_backbone else trainable_stages, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, val_fraction=val_fraction, devices=devices, num_nodes=num_nodes,
-        strategy=strategy, precision=precision, resume=resume, seed=seed, workers=workers, cache=cache,
-        patience=patience or None, max_minutes=max_minutes, progress=not quiet,
+    from clumptool.detection.train import (
+        TrainingInterrupted,
+        check_resume,
+        summarise,
+        train,
+        training_warnings,
     )
-    if result.is_global_zero and not quiet:
-        click.echo(summarise(result))
+
+    values = {"backbone": backbone, "image_size": image_size, "crop": _crop_option(crop),
+              "in_channels": in_channels, "fits_bands": list(_csv_ints(fits_bands) or []) or None,
+              "anchor_sizes": list(_csv_ints(anchor_sizes) or []) or None, "box_dropout": box_dropout,
+              "trainable_stages": 0 if freeze_backbone else trainable_stages, "seed": seed,
+              "batch_size": batch_size, "val_fraction": val_fraction, "lr": lr, "weight_decay": weight_decay}
+    if resume is not None:
+        given = {k: v for k, v in values.items()
+                 if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)
+                 or (k == "trainable_stages" and freeze_backbone)}
+        check_resume(resume, given)
+    try:
+        result = train(
+            boxes, images, out, subjects=subjects, weights=weights, epochs=epochs, devices=devices,
+            num_nodes=num_nodes, strategy=strategy, precision=precision, resume=resume, workers=workers,
+            cache=cache, patience=patience or None, max_minutes=max_minutes, progress=not quiet,
+            accept_empty=accept_empty_model, **values,
+        )
+    except TrainingInterrupted as exc:
+        click.echo(f"Interrupted: {exc}", err=True)
+        if exc.checkpoint is not None:
+            click.echo(f"  {_resume_command(exc.checkpoint)}", err=True)
+        ctx.exit(130)
+    if result.is_global_zero:
+        if not quiet:
+            click.echo(summarise(result))
+        for line in training_warnings(result):
+            click.echo(line, err=True)
+
+
+def _resume_command(checkpoint: Path) -> str:
+    """The command line that resumes an interrupted run: this one with --resume CHECKPOINT."""
+    import shlex
+
+    argv = sys.argv[1:] if "train" in sys.argv[1:] else ["train", "..."]
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--resume":
+            skip = True
+            continue
+        if not a.startswith("--resume="):
+            args.append(a)
+    return "clumptool " + shlex.join([*args, "--resume", str(checkpoint)])
 
 
 UNIT = click.FloatRange(0.0, 1.0)

@@ -10,8 +10,11 @@ Which galaxies are labelled (galaxies without clumps are kept as negatives, as i
   folder, or pass ``subjects``.
 
 Either way every subject in the boxes table must have an image (a missing image is an error, not a silently
-smaller training set). Boxes are mapped to working pixels (central crop, resize); boxes cut by the crop are
-clipped and dropped when less than half of them is left.
+smaller training set), the table must hold at least one box (nothing to learn from otherwise), and every
+box must be centred inside its image (a box elsewhere means another pixel convention or a wrong image, so
+it is an error naming the row, never a box quietly clipped away). Boxes are mapped to working pixels
+(central crop, resize); boxes cut by the image edge or the crop are clipped and dropped when less than half
+of them is left.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from torch.utils.data import Dataset
 
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.tables import read_table
-from clumptool.detection.images import index_images, load_image, prepare
+from clumptool.detection.images import index_images, load_image, prepare, working_geometry
 from clumptool.detection.spec import ModelSpec
 from clumptool.detection.symmetry import apply_to_boxes, apply_to_image
 
@@ -56,36 +59,42 @@ def _subject_ids(series: pd.Series) -> pd.Series:
 
 def read_boxes(path: str | os.PathLike, num_classes: int = 3) -> pd.DataFrame:
     """The boxes table, checked: finite coordinates, x2 > x1, y2 > y1, labels in 1..num_classes-1."""
-    return check_boxes(read_table(path, BOX_REQUIRED), path, num_classes)
+    return check_boxes(read_table(path), path, num_classes)  # check_boxes names missing columns with a hint
 
 
 def check_boxes(df: pd.DataFrame, path: object = "boxes table", num_classes: int = 3) -> pd.DataFrame:
     """A copy of a boxes table with string subject ids and checked numbers (see :func:`read_boxes`)."""
     missing = [c for c in BOX_REQUIRED if c not in df.columns]
     if missing:
-        raise ClumptoolError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise ClumptoolError(f"{path}: missing column(s) {', '.join(missing)} (a boxes table needs "
+                             f"{', '.join(BOX_REQUIRED)}, e.g. the boxes table written by 'clumptool aggregate')")
     df = df.copy()
     if df["subject_id"].isna().any():
         row = int(np.flatnonzero(df["subject_id"].isna())[0])
-        raise ClumptoolError(f"{path}, row {row + 2}, field 'subject_id': empty")
+        raise ClumptoolError(f"{path}, row {row + 2}, field 'subject_id': empty; fill it in or remove the row")
     df["subject_id"] = _subject_ids(df["subject_id"])
     for col in ("x1", "y1", "x2", "y2", "label"):
         vals = pd.to_numeric(df[col], errors="coerce")
         bad = ~np.isfinite(vals.to_numpy(dtype=float))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise ClumptoolError(f"{path}, row {row + 2}, field '{col}': not a number ({df[col].iloc[row]!r})")
+            raise ClumptoolError(f"{path}, row {row + 2}, field '{col}': not a finite number "
+                                 f"({df[col].iloc[row]!r}); fix or remove the row")
         df[col] = vals
     bad = (df["x2"] <= df["x1"]) | (df["y2"] <= df["y1"])
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ClumptoolError(f"{path}, row {row + 2}: box has x2 <= x1 or y2 <= y1")
+        r = df.iloc[row]
+        fld = "x2" if r["x2"] <= r["x1"] else "y2"
+        raise ClumptoolError(f"{path}, row {row + 2}, field '{fld}': box has x2 <= x1 or y2 <= y1 "
+                             f"(x1={r['x1']}, y1={r['y1']}, x2={r['x2']}, y2={r['y2']}); fix or remove the row")
     labels = df["label"].to_numpy()
     bad = (labels != np.round(labels)) | (labels < 1) | (labels >= num_classes)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise ClumptoolError(
-            f"{path}, row {row + 2}, field 'label': {labels[row]!r} (expected 1 = clump .. {num_classes - 1})")
+            f"{path}, row {row + 2}, field 'label': {labels[row]!r} is not a known class (expected 1 = clump"
+            f" .. {num_classes - 1}); fix or remove the row")
     df["label"] = df["label"].astype("int64")
     return df
 
@@ -107,20 +116,29 @@ def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.Pat
     else:
         ids = sorted(index)
         source = f"{images}"
+    if table.empty:
+        raise ClumptoolError(
+            f"{boxes if not isinstance(boxes, pd.DataFrame) else 'boxes table'}: no box at all, so there is "
+            "nothing to learn from; check that 'clumptool aggregate' found clumps (its summary, --task and "
+            "--clump-tools) and pass its boxes table")
     missing = sorted(set(ids) - set(index))
     if missing:
         raise ClumptoolError(
             f"{len(missing)} labelled subject(s) from {source} have no image in {images} "
-            f"(e.g. {', '.join(missing[:5])}); expected files named <subject_id>.png|.jpg|.fits")
+            f"(e.g. {', '.join(missing[:5])}); add files named <subject_id>.png|.jpg|.fits or pass --subjects "
+            "listing only the galaxies you have images of")
     orphans = sorted(set(table["subject_id"]) - set(index))
     if orphans:
         raise ClumptoolError(
             f"{len(orphans)} subject(s) in the boxes table have no image in {images} "
-            f"(e.g. {', '.join(orphans[:5])})")
+            f"(e.g. {', '.join(orphans[:5])}); add their images (<subject_id>.png|.jpg|.fits) or remove their "
+            "rows from the boxes table")
     outside = sorted(set(table["subject_id"]) - set(ids))
     if outside:
         raise ClumptoolError(
-            f"{len(outside)} subject(s) have boxes but are not in {source} (e.g. {', '.join(outside[:5])})")
+            f"{len(outside)} subject(s) have boxes but are not in {source} (e.g. {', '.join(outside[:5])}); "
+            "pass the subjects table that belongs to these boxes")
+    check_boxes_inside(table, index, boxes if not isinstance(boxes, pd.DataFrame) else "boxes table")
     groups = {sid: g for sid, g in table.groupby("subject_id", sort=False)}
     items = []
     for sid in ids:
@@ -132,6 +150,40 @@ def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.Pat
             lab = g["label"].to_numpy(dtype=np.int64)
         items.append(Item(sid, index[sid], b, lab))
     return items
+
+
+def image_dimensions(path: Path) -> tuple[int, int]:
+    """(width, height) of an image, from the header when the format allows."""
+    low = path.name.lower()
+    if low.endswith((".png", ".jpg", ".jpeg")):
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
+            raise ClumptoolError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    arr = load_image(path, 1)
+    return arr.shape[2], arr.shape[1]
+
+
+def check_boxes_inside(table: pd.DataFrame, index: dict[str, Path], path: object) -> None:
+    """Every box centred inside its image (boxes may reach over the edge: they are clipped later)."""
+    for sid, g in table.groupby("subject_id", sort=True):
+        w, h = image_dimensions(index[sid])
+        cx = (g["x1"] + g["x2"]).to_numpy() / 2
+        cy = (g["y1"] + g["y2"]).to_numpy() / 2
+        bad = (cx < 0) | (cx > w) | (cy < 0) | (cy > h)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            row = g.index[k]
+            fld = "x1" if not 0 <= cx[k] <= w else "y1"
+            r = g.iloc[k]
+            raise ClumptoolError(
+                f"{path}, row {row + 2}, field '{fld}': box ({r['x1']}, {r['y1']}, {r['x2']}, {r['y2']}) of "
+                f"subject {sid} lies outside its {w}x{h} image {index[sid].name} ({int(bad.sum())} such box(es) "
+                f"for this subject); boxes are in the image's pixels (x right, y down, from 0): fix or remove "
+                "the row, or check that the images are the ones the boxes were drawn on")
 
 
 def split_items(items: list[Item], val_fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
@@ -161,6 +213,19 @@ def boxes_to_working(boxes: np.ndarray, labels: np.ndarray, geom, width: int, he
     kept = np.clip(c[:, 2] - c[:, 0], 0, None) * np.clip(c[:, 3] - c[:, 1], 0, None)
     keep = (kept >= MIN_KEPT_FRACTION * area) & (c[:, 2] - c[:, 0] >= 1) & (c[:, 3] - c[:, 1] >= 1)
     return c[keep].astype(np.float32), np.asarray(labels)[keep].astype(np.int64)
+
+
+def count_trained_boxes(items: list[Item], spec: ModelSpec) -> tuple[int, int]:
+    """(boxes the network trains on, boxes in the table) after the central crop: reported, never silent."""
+    kept = total = 0
+    for it in items:
+        if len(it.boxes) == 0:
+            continue
+        w, h = image_dimensions(it.path)
+        geom, ww, wh = working_geometry(w, h, spec.crop, spec.image_size)
+        kept += len(boxes_to_working(it.boxes, it.labels, geom, ww, wh)[0])
+        total += len(it.boxes)
+    return kept, total
 
 
 @dataclass
@@ -218,16 +283,17 @@ class DetectionDataset(Dataset):
         b, lab = boxes_to_working(it.boxes, it.labels, geom, tensor.shape[2], tensor.shape[1])
         return tensor, b, lab
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        """``key`` is an index, or (epoch, index) from the training sampler: augmentations draw from
+        (seed, epoch, index) only, so an epoch repeats exactly whatever ran before it (exact resume)."""
+        epoch, i = key if isinstance(key, tuple) else (0, key)
         if self._cache is not None:
             im, b, lab = self._cache[i]
             im = im.float()
         else:
             im, b, lab = self._decode(i)
         if self.augment is not None:
-            # torch's generator is seeded per DataLoader worker and epoch (from the seeded main process), so
-            # augmentations differ every epoch yet repeat for the same seed
-            rng = np.random.default_rng([self.seed, i, int(torch.randint(0, 2**31 - 1, ()).item())])
+            rng = np.random.default_rng([self.seed, epoch, i])
             im, b = self.augment(im, b, rng)
         target = {"boxes": torch.as_tensor(np.asarray(b, np.float32).reshape(-1, 4)),
                   "labels": torch.as_tensor(lab, dtype=torch.int64)}

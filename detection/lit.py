@@ -3,17 +3,28 @@
 Validation F1 (the checkpoint/early-stopping criterion) is completeness/purity of the detections with
 score >= 0.5 against the validation boxes, class-agnostic, matched one-to-one by centre distance within one
 PSF FWHM (box side / 2.5) with :func:`clumptool.detection.metrics.match_detections`. Counts are summed
-over batches and over DDP processes before the ratios are taken.
+over batches and over DDP processes before the ratios are taken. Without validation truth they are undefined
+(NaN), never 1.
+
+Exact resume: an epoch's randomness depends only on (seed, epoch), never on what ran before, so a run resumed
+from the checkpoint written at the end of epoch k repeats epochs k+1... of the uninterrupted run exactly.
+:class:`EpochSampler` shuffles from (seed, epoch) and hands the epoch to the dataset with each index (the
+augmentations draw from (seed, epoch, index), also in worker processes), and :class:`StepSeed` re-seeds
+torch / numpy / random before every training step from (seed, epoch, step) (Faster R-CNN samples anchors and
+RoIs from torch's global RNG, and Lightning draws from it at points that differ between a fresh and a
+resumed run).
 """
 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Iterator
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from clumptool.detection.data import Augment, DetectionDataset, Item, collate
 from clumptool.detection.metrics import match_detections
@@ -33,17 +44,76 @@ def match_counts(pred_boxes: np.ndarray, pred_scores: np.ndarray, true_boxes: np
 
 
 def f1_from_counts(n_true: float, n_det: float, n_matched: float) -> tuple[float, float, float]:
-    """completeness, purity, F1 (empty denominators give 1, as in detection.metrics)."""
-    c = n_matched / n_true if n_true else 1.0
-    p = n_matched / n_det if n_det else 1.0
-    return c, p, (2 * c * p / (c + p) if c + p > 0 else 0.0)
+    """completeness, purity, F1; a ratio with an empty denominator is undefined (NaN), never 1.
+
+    F1 = 2 matched / (true + detected): 0 when there is truth but nothing was found, NaN with neither.
+    """
+    nan = float("nan")
+    c = n_matched / n_true if n_true else nan
+    p = n_matched / n_det if n_det else nan
+    return c, p, (2 * n_matched / (n_true + n_det) if n_true + n_det else nan)
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """A 32-bit seed for one training step of a run (the same whatever ran before)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(step), int(rank)]).generate_state(1)[0])
+
+
+class StepSeed(L.Callback):
+    """Re-seed torch, numpy and random before each training step from (seed, epoch, step, rank)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        s = step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)  # also seeds every CUDA device
+
+
+class EpochHistory(L.Callback):
+    """One row per epoch (mean training losses, validation metrics), kept in every checkpoint.
+
+    The CSV log of an interrupted run may lack its last epochs (it is flushed now and then); this record
+    travels with the checkpoint, so a resumed run's history is the uninterrupted run's.
+    """
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        row = {"epoch": int(trainer.current_epoch)}
+        for k, v in trainer.callback_metrics.items():
+            if (k.startswith("train_") and not k.endswith("_step") and k != "train_loss") or k.startswith("val_"):
+                row[k] = float(v)
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+
+    def state_dict(self) -> dict:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
+class EpochSampler(DistributedSampler):
+    """DistributedSampler (shuffled from seed + epoch) that yields (epoch, index) so the dataset knows the epoch.
+
+    A subclass of DistributedSampler, so Lightning keeps it under DDP and calls ``set_epoch`` every epoch.
+    """
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        epoch = self.epoch
+        return ((epoch, int(i)) for i in super().__iter__())
 
 
 class DetectorModule(L.LightningModule):
     """Faster R-CNN training: summed torchvision losses, AdamW, warm-up then cosine learning rate."""
 
     def __init__(self, spec: dict, weights: str | None = None, lr: float = 3e-4, weight_decay: float = 5e-5,
-                 warmup_steps: int = 100):
+                 warmup_steps: int = 100, run: dict | None = None):
+        """``run`` records the data settings of the run (seed, batch size, validation fraction) in checkpoints,
+        so that a resume repeats them."""
         super().__init__()
         self.save_hyperparameters()
         self.spec = ModelSpec.from_dict(dict(spec))
@@ -117,12 +187,14 @@ class ClumpDataModule(L.LightningDataModule):
                                               self.progress)
             self.val_set = DetectionDataset(self.val_items, self.spec, None, self.cache, self.seed, self.progress)
 
-    def _loader(self, ds: DetectionDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.workers,
+    def _loader(self, ds: DetectionDataset, sampler=None) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers,
                           collate_fn=collate, persistent_workers=self.workers > 0, drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        sampler = EpochSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        return self._loader(self.train_set, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        return self._loader(self.val_set)

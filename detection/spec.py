@@ -9,6 +9,7 @@ their size; see /work/shared/docs/detection-reference.md).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -70,6 +71,10 @@ class ModelSpec:
     rpn_fg_iou_thresh: float = 0.6          # COCO 0.7: too strict for 8-20 px boxes on a 4 px grid
     box_score_thresh: float = 0.05
     init_weights: str | None = None         # where the backbone's initial weights came from (provenance)
+    # --- what ties the settings to their weights (written by save_model; None in models made before them) ---
+    score_threshold: float | None = None    # operating score threshold chosen by train on its validation galaxies
+    settings_sha256: str | None = None      # digest of every setting above (see settings_digest)
+    weights_sha256: str | None = None       # digest of model.safetensors' bytes
 
     def __post_init__(self) -> None:
         self.validate()
@@ -100,6 +105,8 @@ class ModelSpec:
             raise ClumptoolError(f"anchor_scales must be positive, got {self.anchor_scales}")
         if self.trainable_stages is not None and not 0 <= self.trainable_stages <= 4:
             raise ClumptoolError(f"trainable_stages must be 0..4 (or None = all), got {self.trainable_stages}")
+        if self.score_threshold is not None and not 0.0 <= self.score_threshold <= 1.0:
+            raise ClumptoolError(f"score_threshold must be in [0, 1] (or null), got {self.score_threshold}")
         if self.fits_bands is not None and len(self.fits_bands) != self.in_channels:
             raise ClumptoolError(
                 f"fits_bands {self.fits_bands} must list one band per input channel ({self.in_channels})"
@@ -111,6 +118,10 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def settings(self) -> dict:
+        """The settings that decide what the model outputs: everything but the version and the digests."""
+        return {k: v for k, v in self.to_dict().items() if k not in PROVENANCE_FIELDS}
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write the spec atomically as indented JSON."""
@@ -139,6 +150,24 @@ class ModelSpec:
         if not isinstance(data, dict):
             raise ClumptoolError(f"{path}: model spec must be a JSON object")
         return cls.from_dict(data, source=str(path))
+
+
+PROVENANCE_FIELDS = ("version", "settings_sha256", "weights_sha256")
+
+
+def settings_digest(settings: dict) -> str:
+    """SHA-256 of the settings as canonical JSON (sorted keys), so that any edit of model.json shows."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def tied_version(stamp: str, settings_sha256: str, weights_sha256: str) -> str:
+    """``<UTC time>-<12 hex>``: the hex part is derived from both digests, so the version names one model."""
+    return f"{stamp}-{hashlib.sha256((settings_sha256 + weights_sha256).encode()).hexdigest()[:12]}"
+
+
+def version_stamp(version: str) -> str:
+    """The UTC time part of a version string."""
+    return version.split("-", 1)[0]
 
 
 def default_anchor_sizes(image_size: int, crop: int | None) -> list[int]:

@@ -2,13 +2,29 @@
 
 Lightning runs the loop on CPU, one GPU, or several GPUs/nodes with DDP (launched by torchrun or SLURM as
 Lightning documents; ``devices=2, strategy="ddp"`` also works on CPU with gloo: Lightning re-runs the
-command in one subprocess per extra device). Writes into ``out``:
+command in one subprocess per extra device). Writes into ``out``, as one output set
+(:mod:`clumptool.common.outputs`: built in the hidden sibling ``.OUT.partial``, ``manifest.json`` written
+last, then swapped in; a failed, killed or interrupted run leaves a previous model folder byte-identical):
 
 * ``model.safetensors`` + ``model.json``: the best model by validation F1 (see :mod:`clumptool.detection.lit`),
-  all that evaluate / predict / select-next-batch need;
-* ``checkpoints/best-*.ckpt`` and ``checkpoints/last.ckpt``: Lightning checkpoints (resume with ``resume=``);
+  all that evaluate / predict / select-next-batch need. model.json records the operating score threshold
+  (best F1 on the validation galaxies) and the digests that tie it to the weights (see
+  :mod:`clumptool.detection.io`);
+* ``checkpoints/last.ckpt`` (written after every epoch) and ``checkpoints/best-*.ckpt``;
 * ``logs/metrics.csv`` (CSVLogger), ``training.png`` (losses and validation F1 per epoch),
-  ``split.csv`` (which galaxy trained / validated) and ``training.json`` (a summary).
+  ``split.csv`` (which galaxy trained / validated) and ``training.json`` (a summary, with the per-epoch history).
+
+What goes wrong, and what happens:
+
+* every option, ``--out`` and the data (empty boxes table, bad rows, missing images) are checked before any
+  training; failures are ClumptoolError (exit 2) naming the option or file/row/field;
+* Ctrl-C stops at the next step (exit 130) and prints the command that resumes: the staging folder (with
+  ``checkpoints/last.ckpt`` of the last finished epoch) is kept, and ``--resume .OUT.partial/checkpoints/last.ckpt``
+  continues exactly: the resumed run's per-epoch losses equal the uninterrupted run's (see
+  :mod:`clumptool.detection.lit` for how). A new run without ``--resume`` starts the staging folder afresh;
+* a model that detects nothing on its validation galaxies at any score is not published (exit 2, with what
+  to change and the checkpoint to continue from) unless ``accept_empty``; without validation truth F1 is
+  undefined (reported as such, never 1.0) and the threshold is the default 0.5, with a warning.
 """
 
 from __future__ import annotations
@@ -17,21 +33,27 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from clumptool.common.atomic import atomic_path, write_text_atomic
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.outputs import OutputSet, check_output_location, output_set, staging_path
 from clumptool.common.tables import write_table
 from clumptool.detection.spec import ModelSpec, make_spec
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,39 +73,128 @@ class TrainResult:
     is_global_zero: bool
     seconds: float
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    score_threshold: float | None = None
+    val_f1_at_threshold: float = float("nan")
+    n_val_boxes: int = 0
+    boxes_in_table: int = 0
+    boxes_trained_on: int = 0
+
+
+class TrainingInterrupted(ClumptoolError):
+    """Ctrl-C during training: the previous model folder is untouched; ``checkpoint`` resumes the run."""
+
+    def __init__(self, message: str, checkpoint: Path | None):
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 def _read_checkpoint_hparams(path: Path) -> dict:
+    fix = "pass --resume OUT/checkpoints/last.ckpt (or .OUT.partial/checkpoints/last.ckpt) written by 'clumptool train'"
+    if not path.is_file():
+        raise ClumptoolError(f"--resume {path}: checkpoint not found; {fix}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ClumptoolError(f"{path}: checkpoint to resume from not found") from exc
     except Exception as exc:  # noqa: BLE001
-        raise ClumptoolError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise ClumptoolError(f"--resume {path}: not a readable checkpoint ({type(exc).__name__}); {fix}") from exc
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hp, dict) or "spec" not in hp:
-        raise ClumptoolError(f"{path}: not a checkpoint written by 'clumptool train'")
+    if not isinstance(hp, dict) or "spec" not in hp or "loops" not in ckpt:
+        raise ClumptoolError(f"--resume {path}: not a checkpoint written by 'clumptool train'; {fix}")
     return hp
+
+
+RESUME_SPEC_OPTIONS = ("backbone", "image_size", "crop", "in_channels", "anchor_sizes", "box_dropout",
+                       "trainable_stages", "fits_bands")
+RESUME_RUN_OPTIONS = ("seed", "batch_size", "val_fraction", "lr", "weight_decay")
+
+
+def check_resume(resume: str | os.PathLike, given: dict) -> dict:
+    """The checkpoint's hyper-parameters, after checking that options given explicitly agree with it.
+
+    A resumed run takes its model and data settings from the checkpoint; an explicit option that differs
+    (another --image-size, --backbone, --seed ...) would silently not apply, so it is an error.
+    """
+    path = Path(resume)
+    hp = _read_checkpoint_hparams(path)
+    spec, run = hp["spec"], {**{"lr": hp.get("lr"), "weight_decay": hp.get("weight_decay")}, **(hp.get("run") or {})}
+    for name, value in given.items():
+        if name in RESUME_SPEC_OPTIONS:
+            recorded = spec.get(name)
+        elif name in RESUME_RUN_OPTIONS and run.get(name) is not None:
+            recorded = run[name]
+        else:
+            continue
+        value = list(value) if isinstance(value, (list, tuple)) else value
+        if value != recorded:
+            opt = "--" + name.replace("_", "-")
+            raise ClumptoolError(
+                f"{opt} {value}: the checkpoint {path} was trained with {name} = {recorded}; a resumed run "
+                f"keeps the checkpoint's settings: leave out {opt}, or start a new run without --resume")
+    return hp
+
+
+def check_options(*, epochs: int, batch_size: int, lr: float, weight_decay: float, val_fraction: float,
+                  patience: int | None, max_minutes: float | None, workers: int | None, num_nodes: int,
+                  seed: int, image_size: int, weights: str | os.PathLike | None) -> None:
+    """Every numeric option checked before any work (the option named, and what is allowed)."""
+    checks = [
+        (epochs >= 1, "--epochs", epochs, "at least 1"),
+        (batch_size >= 1, "--batch-size", batch_size, "at least 1"),
+        (lr > 0 and lr == lr, "--lr", lr, "a positive learning rate, e.g. 3e-4"),
+        (weight_decay >= 0, "--weight-decay", weight_decay, "0 or more"),
+        (0 <= val_fraction < 1, "--val-fraction", val_fraction, "in [0, 1), e.g. 0.2"),
+        (patience is None or patience >= 0, "--patience", patience, "0 (never stop early) or more"),
+        (max_minutes is None or max_minutes > 0, "--max-minutes", max_minutes, "a positive number of minutes"),
+        (workers is None or workers >= 0, "--workers", workers, "0 or more"),
+        (num_nodes >= 1, "--num-nodes", num_nodes, "at least 1"),
+        (seed >= 0, "--seed", seed, "0 or more"),
+        (image_size >= 32, "--image-size", image_size, "at least 32 px (the backbone downsamples 32 times)"),
+    ]
+    for ok, opt, value, allowed in checks:
+        if not ok:
+            raise ClumptoolError(f"{opt} {value}: must be {allowed}")
+    if weights is not None:
+        w = str(weights)
+        special = w.lower() in ("", "none", "random", "zoobot", "imagenet") or w.startswith("hf_hub:")
+        if not special and not Path(w).is_file():
+            raise ClumptoolError(f"--weights {w}: file not found; give a local .safetensors/.pth/.ckpt file, "
+                                 "'zoobot', a hf_hub: name, or leave --weights out for random initialisation")
 
 
 def _accelerator(precision: str) -> str:
     acc = "gpu" if torch.cuda.is_available() else "cpu"
     if precision not in PRECISIONS:
-        raise ClumptoolError(f"unknown precision '{precision}' (use one of {', '.join(PRECISIONS)})")
+        raise ClumptoolError(f"--precision {precision}: unknown (use one of {', '.join(PRECISIONS)})")
     if acc == "cpu" and precision != "32":
-        raise ClumptoolError(f"precision '{precision}' needs a GPU; on CPU use --precision 32")
+        raise ClumptoolError(f"--precision {precision}: needs a GPU; on CPU use --precision 32")
     return acc
 
 
-def _devices(devices: str | int | Sequence[int]):
+def _devices(devices: str | int | Sequence[int], accelerator: str = "cpu"):
+    """The --devices value for Lightning, checked against what this machine has."""
     if isinstance(devices, str):
         d = devices.strip()
         if d == "auto":
             return "auto"
         try:
-            return [int(v) for v in d.split(",") if v] if "," in d else int(d)
+            devices = [int(v) for v in d.split(",") if v] if "," in d else int(d)
         except ValueError as exc:
-            raise ClumptoolError(f"--devices must be 'auto', a count or a comma list, got {devices!r}") from exc
+            raise ClumptoolError(f"--devices {d}: must be 'auto', a count or a comma list like 0,1") from exc
+    gpu = accelerator == "gpu"
+    have = torch.cuda.device_count() if gpu else (os.cpu_count() or 1)
+    what = "GPU(s)" if gpu else "CPU core(s)"
+    if isinstance(devices, int):
+        if devices == -1:
+            return devices
+        if devices < 1 or devices > have:
+            raise ClumptoolError(f"--devices {devices}: this machine has {have} {what}; use a count from 1 to "
+                                 f"{have} (or auto)")
+        return devices
+    devices = list(devices)
+    if not gpu:
+        raise ClumptoolError(f"--devices {','.join(map(str, devices))}: a list of device indices needs GPUs and "
+                             "there are none; give a count of CPU processes (e.g. 1) or auto")
+    if any(i < 0 or i >= have for i in devices):
+        raise ClumptoolError(f"--devices {','.join(map(str, devices))}: this machine has GPUs 0..{have - 1}")
     return devices
 
 
@@ -185,6 +296,72 @@ def quiet_lightning() -> Iterator[None]:
             lg.setLevel(lvl)
 
 
+def validation_predictions(model: torch.nn.Module, val_set, batch_size: int) -> list[tuple]:
+    """(pred boxes, pred scores, true boxes) per validation galaxy, working pixels."""
+    from torch.utils.data import DataLoader
+
+    from clumptool.detection.data import collate
+
+    device = next(model.parameters()).device
+    model.eval()
+    found = []
+    with torch.no_grad():
+        for images, targets, _ in DataLoader(val_set, batch_size=batch_size, collate_fn=collate):
+            for out, tgt in zip(model([im.to(device) for im in images]), targets, strict=True):
+                found.append((out["boxes"].float().cpu().numpy(), out["scores"].float().cpu().numpy(),
+                              tgt["boxes"].numpy()))
+    return found
+
+
+THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def choose_threshold(predictions: list[tuple], floor: float = 0.0) -> tuple[float | None, float]:
+    """The operating score threshold: best F1 on the validation galaxies (ties: nearest 0.5).
+
+    Returns (threshold, its F1); (None, NaN) without validation truth, where F1 is undefined. An F1 of 0
+    means no detection at any threshold matched a true clump.
+    """
+    from clumptool.detection.lit import f1_from_counts, match_counts
+
+    if sum(len(t) for _, _, t in predictions) == 0:
+        return None, float("nan")
+    best: tuple[float, float] | None = None
+    for t in (t for t in THRESHOLD_GRID if t >= floor):
+        counts = np.sum([match_counts(b, s, tb, score=t) for b, s, tb in predictions], axis=0)
+        f1 = f1_from_counts(*counts)[2]
+        if best is None or f1 > best[1] or (f1 == best[1] and abs(t - 0.5) < abs(best[0] - 0.5)):
+            best = (t, f1)
+    assert best is not None
+    return best
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def _other_rank_stage(out: Path) -> Iterator[OutputSet]:
+    """DDP ranks other than 0 share rank 0's staging folder; only rank 0 publishes."""
+    yield OutputSet(out_dir=out, path=staging_path(out), command="train")
+
+
+def _nothing_found(out: Path, stage: Path, f1: float, epochs: int, image_size: int, init: str | None) -> str:
+    ckpt = stage / "checkpoints" / "last.ckpt"
+    return (
+        f"training ended without finding anything: on the validation galaxies no detection at any score "
+        f"matched a true clump (best F1 {f1:.3f}), so {out} was not written (a previous model there is "
+        f"untouched). Train longer (--epochs more than {epochs}, or continue with --resume {ckpt} "
+        f"--epochs N), use a smaller --image-size than {image_size}, "
+        + ("or start from pretrained --weights (e.g. zoobot). " if init is None else ". ")
+        + "To publish this model anyway, pass --accept-empty-model"
+    )
+
+
 def train(boxes: str | os.PathLike | None, images: str | os.PathLike, out: str | os.PathLike, *,
           subjects: str | os.PathLike | None = None, backbone: str = "convnext_nano",
           weights: str | os.PathLike | None = None, image_size: int = 200, crop: int | None = 200,
@@ -196,38 +373,59 @@ def train(boxes: str | os.PathLike | None, images: str | os.PathLike, out: str |
           workers: int | None = None, cache: bool = False, patience: int | None = 10,
           max_minutes: float | None = None, max_steps: int = -1, progress: bool = True,
           callbacks: list | None = None, items: tuple[list, list] | None = None,
-          log_every_n_steps: int = 10, gradient_clip_val: float | None = 10.0) -> TrainResult:
+          log_every_n_steps: int = 10, gradient_clip_val: float | None = 10.0,
+          accept_empty: bool = False) -> TrainResult:
     """Train a clump detector (see the module docstring for the outputs).
 
     ``items`` = (train, validation) lists of :class:`~clumptool.detection.data.Item` bypasses reading
     ``boxes``/``images``/``subjects`` (used by the benchmark). ``resume`` continues a run exactly (epoch,
-    step, optimiser and scheduler state) from a checkpoint; the model settings then come from it.
-    ``gradient_clip_val`` clips the gradient norm (random-init runs otherwise see loss spikes early on).
+    step, optimiser and scheduler state, data order and augmentations) from a checkpoint; the model and data
+    settings then come from it. ``gradient_clip_val`` clips the gradient norm (random-init runs otherwise see
+    loss spikes early on). A run whose model finds nothing on its validation galaxies raises ClumptoolError
+    unless ``accept_empty``.
     """
+    with contextlib.nullcontext() if progress else quiet_lightning():
+        return _train(**locals())
+
+
+def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop, in_channels, fits_bands,
+           anchor_sizes, box_dropout, trainable_stages, epochs, batch_size, lr, weight_decay, val_fraction,
+           devices, num_nodes, strategy, precision, resume, seed, workers, cache, patience, max_minutes,
+           max_steps, progress, callbacks, items, log_every_n_steps, gradient_clip_val,
+           accept_empty) -> TrainResult:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from clumptool.detection.data import labelled_items, split_items
+    from clumptool.detection.data import count_trained_boxes, labelled_items, split_items
     from clumptool.detection.io import save_model
-    from clumptool.detection.lit import ClumpDataModule, DetectorModule
+    from clumptool.detection.lit import ClumpDataModule, DetectorModule, EpochHistory, StepSeed
     from clumptool.detection.model import cpu_setup
 
     t0 = time.perf_counter()
     cpu_setup()
-    accelerator = _accelerator(str(precision))
     out = Path(out)
-    if epochs < 1:
-        raise ClumptoolError(f"epochs must be >= 1, got {epochs}")
-    if batch_size < 1:
-        raise ClumptoolError(f"batch size must be >= 1, got {batch_size}")
+    rank = _launch_rank()
+    # --- everything a user can get wrong is checked before any work ---
+    accelerator = _accelerator(str(precision))
+    lightning_devices = _devices(devices, accelerator)
+    if rank == 0:
+        check_output_location(out)
     if resume is not None:
         resume = Path(resume)
         hp = _read_checkpoint_hparams(resume)
+        run = hp.get("run") or {}
+        seed, batch_size = int(run.get("seed", seed)), int(run.get("batch_size", batch_size))
+        val_fraction = float(run.get("val_fraction", val_fraction))
+        lr, weight_decay = hp.get("lr", lr), hp.get("weight_decay", weight_decay)
+    check_options(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                  val_fraction=val_fraction, patience=patience, max_minutes=max_minutes, workers=workers,
+                  num_nodes=num_nodes, seed=seed, image_size=image_size, weights=weights)
+    run = {"seed": seed, "batch_size": batch_size, "val_fraction": val_fraction}
+    if resume is not None:
         spec = ModelSpec.from_dict(hp["spec"], source=str(resume))
-        module_kwargs = {"spec": spec.to_dict(), "weights": None, "lr": hp.get("lr", lr),
-                         "weight_decay": hp.get("weight_decay", weight_decay),
-                         "warmup_steps": hp.get("warmup_steps", 100)}
+        module_kwargs = {"spec": spec.to_dict(), "weights": None, "lr": lr, "weight_decay": weight_decay,
+                         "warmup_steps": hp.get("warmup_steps", 100), "run": run}
     else:
         from clumptool.detection.backbones import resolve_backbone
 
@@ -238,18 +436,21 @@ def train(boxes: str | os.PathLike | None, images: str | os.PathLike, out: str |
             spec_kwargs["anchor_sizes"] = list(anchor_sizes)
         spec = make_spec(backbone, in_channels=in_channels, **spec_kwargs)
         module_kwargs = {"spec": spec.to_dict(), "weights": None if weights is None else str(weights), "lr": lr,
-                         "weight_decay": weight_decay}
+                         "weight_decay": weight_decay, "run": run}
 
     L.seed_everything(seed, workers=True, verbose=False)
     if items is None:
         if boxes is None:
-            raise ClumptoolError("a boxes table is needed (--boxes)")
+            raise ClumptoolError("--boxes: a boxes table is needed (e.g. aggregate's boxes.parquet)")
         all_items = labelled_items(boxes, images, subjects, num_classes=spec.num_classes)
         train_items, val_items = split_items(all_items, val_fraction, seed)
     else:
         train_items, val_items = items
     if not train_items:
-        raise ClumptoolError("no training galaxies (all went to validation?)")
+        raise ClumptoolError("no training galaxies (all went to validation?): label more galaxies or lower "
+                             "--val-fraction")
+    val_truth = sum(len(it.boxes) for it in val_items)
+    boxes_used, boxes_total = count_trained_boxes(train_items + val_items, spec) if items is None else (0, 0)
 
     lit = DetectorModule(**module_kwargs)
     spec = lit.spec  # init_weights recorded
@@ -258,73 +459,194 @@ def train(boxes: str | os.PathLike | None, images: str | os.PathLike, out: str |
     dm = ClumpDataModule(train_items, val_items, spec, batch_size=batch_size, workers=workers, cache=cache,
                          seed=seed, progress=progress)
 
-    ckpt_dir = out / "checkpoints"
-    has_val = len(val_items) > 0
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}-{val_f1:.3f}" if has_val else "epoch-{epoch:03d}",
-                           monitor="val_f1" if has_val else None, mode="max", save_top_k=1, save_last=True,
-                           auto_insert_metric_name=False)
-    cbs = [ckpt, *(callbacks or [])]
-    if has_val and patience:
-        cbs.append(EarlyStopping(monitor="val_f1", mode="max", patience=patience))
-    if _launch_rank() == 0:
-        _prepare_logs(out / "logs", resuming=resume is not None)
-    logger = CSVLogger(save_dir=out, name="logs", version="")
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
-        precision="32-true" if str(precision) == "32" else precision, max_epochs=epochs, max_steps=max_steps,
-        max_time={"minutes": max_minutes} if max_minutes else None, callbacks=cbs, logger=logger,
-        enable_progress_bar=progress, enable_model_summary=progress, log_every_n_steps=log_every_n_steps,
-        num_sanity_val_steps=0, limit_val_batches=1.0 if has_val else 0, default_root_dir=out,
-        gradient_clip_val=gradient_clip_val,
-    )
-    if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        spec.to_json(out / "model.json")  # beside the checkpoints from the start (load_model reads it)
-        split = pd.DataFrame({"subject_id": [it.subject_id for it in train_items + val_items],
-                              "split": ["train"] * len(train_items) + ["val"] * len(val_items)})
-        write_table(split, out / "split.csv")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-        trainer.fit(lit, datamodule=dm, ckpt_path=None if resume is None else str(resume))
+    stage = staging_path(out)
+    reuse = resume is not None and _inside(resume, stage)
+    if rank == 0 and not reuse and (stage / "checkpoints" / "last.ckpt").exists():
+        log.warning("starting afresh: discarding the checkpoints of an unfinished run in %s (to continue that "
+                    "run instead, pass --resume %s)", stage, stage / "checkpoints" / "last.ckpt")
+    staging = (output_set(out, "train", keep_staging_on_error=True, reuse_staging=reuse) if rank == 0
+               else _other_rank_stage(out))
+    with staging as staged:
+        work = staged.path
+        if rank == 0 and resume is not None and not reuse and (resume.parent.parent / "logs").is_dir():
+            shutil.copytree(resume.parent.parent / "logs", work / "logs", dirs_exist_ok=True)
+        ckpt_dir = work / "checkpoints"
+        # last.ckpt after every epoch (the exact resume point); best-*.ckpt by validation F1 when there is truth
+        # saved at the end of the training epoch (after its validation): a resume starts the next epoch cleanly
+        last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                                  enable_version_counter=False, save_on_train_epoch_end=True)
+        epoch_history = EpochHistory()
+        ctrl_c = CtrlC()
+        cbs = [last_cb, StepSeed(seed), epoch_history, ctrl_c.callback(), *(callbacks or [])]
+        best_cb = None
+        if val_truth:
+            best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}-{val_f1:.3f}", monitor="val_f1",
+                                      mode="max", save_top_k=1, auto_insert_metric_name=False,
+                                      save_on_train_epoch_end=True)
+            cbs.append(best_cb)
+            if patience:
+                cbs.append(EarlyStopping(monitor="val_f1", mode="max", patience=patience, check_finite=False))
+        if rank == 0:
+            _prepare_logs(work / "logs", resuming=resume is not None)
+        logger = CSVLogger(save_dir=work, name="logs", version="")
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=lightning_devices, num_nodes=num_nodes, strategy=strategy,
+            precision="32-true" if str(precision) == "32" else precision, max_epochs=epochs, max_steps=max_steps,
+            max_time={"minutes": max_minutes} if max_minutes else None, callbacks=cbs, logger=logger,
+            enable_progress_bar=progress, enable_model_summary=progress, log_every_n_steps=log_every_n_steps,
+            num_sanity_val_steps=0, limit_val_batches=1.0 if val_items else 0, default_root_dir=work,
+            gradient_clip_val=gradient_clip_val,
+        )
+        if trainer.is_global_zero:
+            split = pd.DataFrame({"subject_id": [it.subject_id for it in train_items + val_items],
+                                  "split": ["train"] * len(train_items) + ["val"] * len(val_items)})
+            write_table(split, work / "split.csv")
+        try:
+            with warnings.catch_warnings(), ctrl_c:
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+                trainer.fit(lit, datamodule=dm, ckpt_path=None if resume is None else str(resume))
+        except SystemExit as exc:  # Lightning turns Ctrl-C into sys.exit(1) after its own clean-up
+            if trainer.interrupted:
+                raise _interrupted(ckpt_dir / "last.ckpt") from exc
+            raise
+        if trainer.interrupted or ctrl_c.requested:  # (a Ctrl-C after the last step: nothing is published)
+            raise _interrupted(ckpt_dir / "last.ckpt")
 
-    best = Path(ckpt.best_model_path) if ckpt.best_model_path else None
-    last = ckpt_dir / "last.ckpt"
-    best_score = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
-    history = pd.DataFrame()
-    if trainer.is_global_zero:
-        source = best if best is not None and best.exists() else last
-        if source.exists():
-            state = torch.load(source, map_location="cpu", weights_only=True)["state_dict"]
-            lit.load_state_dict(state)
-        save_model(out, lit.model, spec)
-        history = history_table(out / "logs")
-        plot_history(history, out / "training.png")
-        summary = {
-            "backbone": spec.backbone, "init_weights": spec.init_weights, "version": spec.version,
-            "n_train": len(train_items), "n_val": len(val_items), "epochs": int(trainer.current_epoch),
-            "global_step": int(trainer.global_step), "world_size": int(trainer.world_size),
-            "best_checkpoint": str(best) if best else None, "best_val_f1": best_score,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "history": json.loads(history.to_json(orient="records")) if not history.empty else [],
-        }
-        write_text_atomic(out / "training.json", json.dumps(summary, indent=2) + "\n")
-    return TrainResult(out_dir=out, spec=spec, best_checkpoint=best, last_checkpoint=last if last.exists() else None,
+        best = Path(best_cb.best_model_path) if best_cb is not None and best_cb.best_model_path else None
+        last = ckpt_dir / "last.ckpt"
+        best_score = float(best_cb.best_model_score) if best_cb is not None and best_cb.best_model_score is not None \
+            else None
+        history = pd.DataFrame()
+        threshold, threshold_f1 = None, float("nan")
+        if trainer.is_global_zero:
+            source = best if best is not None and best.exists() else last
+            if source.exists():
+                state = torch.load(source, map_location="cpu", weights_only=True)["state_dict"]
+                lit.load_state_dict(state)
+            if val_items:
+                dm.setup("fit")
+                preds = validation_predictions(lit.model, dm.val_set, batch_size)
+                threshold, threshold_f1 = choose_threshold(preds, floor=spec.box_score_thresh)
+            if threshold_f1 == 0 and not accept_empty:
+                raise ClumptoolError(_nothing_found(out, stage, threshold_f1, epochs, spec.image_size,
+                                                   spec.init_weights))
+            spec.score_threshold = threshold if threshold is not None else 0.5
+            save_model(work, lit.model, spec)
+            history = pd.DataFrame(epoch_history.rows) if epoch_history.rows else history_table(work / "logs")
+            plot_history(history, work / "training.png")
+            summary = {
+                "backbone": spec.backbone, "init_weights": spec.init_weights, "version": spec.version,
+                "n_train": len(train_items), "n_val": len(val_items), "n_val_boxes": int(val_truth),
+                "epochs": int(trainer.current_epoch), "global_step": int(trainer.global_step),
+                "world_size": int(trainer.world_size),
+                "best_checkpoint": f"checkpoints/{best.name}" if best else None, "best_val_f1": best_score,
+                "score_threshold": spec.score_threshold,
+                "score_threshold_source": "best F1 on the validation galaxies" if threshold is not None
+                else "default 0.5 (no validation truth to choose it on)",
+                "val_f1_at_threshold": None if threshold_f1 != threshold_f1 else threshold_f1,
+                "found_nothing": bool(threshold_f1 == 0), "seed": seed, "batch_size": batch_size,
+                "boxes_in_table": boxes_total, "boxes_trained_on": boxes_used,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "history": json.loads(history.to_json(orient="records")) if not history.empty else [],
+            }
+            write_text_atomic(work / "training.json", json.dumps(summary, indent=2) + "\n")
+            staged.info = {k: summary[k] for k in ("version", "backbone", "n_train", "n_val", "epochs",
+                                                   "global_step", "score_threshold")}
+    # published: paths now in the output folder
+    best_out = out / "checkpoints" / best.name if best is not None else None
+    last_out = out / "checkpoints" / "last.ckpt"
+    return TrainResult(out_dir=out, spec=spec, best_checkpoint=best_out,
+                       last_checkpoint=last_out if last_out.exists() else None,
                        best_val_f1=best_score, epochs=int(trainer.current_epoch), global_step=int(trainer.global_step),
                        n_train=len(train_items), n_val=len(val_items), world_size=int(trainer.world_size),
                        is_global_zero=bool(trainer.is_global_zero), seconds=time.perf_counter() - t0,
-                       history=history)
+                       history=history, score_threshold=spec.score_threshold, val_f1_at_threshold=threshold_f1,
+                       n_val_boxes=int(val_truth), boxes_in_table=boxes_total, boxes_trained_on=boxes_used)
+
+
+class CtrlC:
+    """Ctrl-C during training, acted on between steps.
+
+    Python raises KeyboardInterrupt wherever the main thread is, and a Ctrl-C that lands while Lightning
+    commits a checkpoint file is swallowed by fsspec (the run then finishes as if nothing happened). So the
+    first Ctrl-C only sets a flag; :meth:`callback` raises at the next step or validation batch, where
+    Lightning shuts down cleanly. A second Ctrl-C stops at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def callback(self):
+        import lightning as L
+
+        flag = self
+
+        class _Check(L.Callback):
+            def _check(self, *args, **kwargs) -> None:
+                if flag.requested:
+                    raise KeyboardInterrupt
+
+            on_train_epoch_start = on_train_batch_start = on_validation_batch_start = _check
+
+        return _Check()
+
+
+def _interrupted(last: Path) -> TrainingInterrupted:
+    if last.exists():
+        msg = (f"interrupted; the previous model folder is untouched. The last finished epoch is saved in "
+               f"{last}: resume exactly from it with the same command plus --resume {last}")
+        return TrainingInterrupted(msg, last)
+    return TrainingInterrupted("interrupted before the first epoch finished; nothing to resume (the previous "
+                               "model folder is untouched): run the command again", None)
+
+
+def training_warnings(result: TrainResult) -> list[str]:
+    """What a user must know about a finished run even with --quiet (printed on stderr)."""
+    found = []
+    if result.val_f1_at_threshold != result.val_f1_at_threshold:
+        found.append(f"WARNING: no validation truth ({result.n_val} validation galaxies, {result.n_val_boxes} "
+                     "boxes): validation F1 is undefined and the operating threshold is the default 0.5; raise "
+                     "--val-fraction or label more galaxies")
+    cut = result.boxes_in_table - result.boxes_trained_on
+    if cut > 0:
+        crop = result.spec.crop
+        found.append(f"NOTE: {cut} of {result.boxes_in_table} boxes lie mostly outside the central "
+                     f"{crop} px crop and were not trained on (--crop none or a larger --crop keeps them)"
+                     if crop else f"NOTE: {cut} of {result.boxes_in_table} boxes lie mostly outside their "
+                     "images and were not trained on")
+    if result.val_f1_at_threshold == 0:
+        found.append("WARNING: this model found no clump on the validation galaxies at any score (published "
+                     "because of --accept-empty-model)")
+    return found
 
 
 def summarise(result: TrainResult) -> str:
-    """A few lines for the terminal."""
-    f1 = "n/a" if result.best_val_f1 is None else f"{result.best_val_f1:.3f}"
-    return "\n".join([
+    """A few lines for the terminal (warnings: :func:`training_warnings`)."""
+    f1 = "undefined (no validation truth)" if result.best_val_f1 is None else f"{result.best_val_f1:.3f}"
+    lines = [
         f"trained {result.spec.backbone} on {result.n_train} galaxies ({result.n_val} for validation), "
         f"{result.epochs} epoch(s), {result.global_step} steps, {result.seconds / 60:.1f} min",
         f"best validation F1 (score >= 0.5): {f1}",
-        f"model: {result.out_dir / 'model.safetensors'} (+ model.json)",
-        f"checkpoints: {result.out_dir / 'checkpoints'}; curves: {result.out_dir / 'training.png'}",
-    ])
-
+    ]
+    if result.val_f1_at_threshold == result.val_f1_at_threshold:
+        lines.append(f"operating score threshold {result.score_threshold:.2f} (best F1 on the validation "
+                     f"galaxies: {result.val_f1_at_threshold:.3f}); evaluate and predict use it by default")
+    lines += [f"model: {result.out_dir / 'model.safetensors'} (+ model.json, version {result.spec.version})",
+              f"checkpoints: {result.out_dir / 'checkpoints'}; curves: {result.out_dir / 'training.png'}"]
+    return "\n".join(lines)

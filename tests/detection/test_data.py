@@ -26,8 +26,8 @@ def test_boxes_follow_pixels_under_symmetries(tmp_path, cache):
     spec = make_spec("resnet18", image_size=32, crop=64)  # offset 8, scale 0.5
     ds = DetectionDataset([item], spec, Augment(gamma=(1, 1), gain=(1, 1), noise=0.0), cache=cache)
     seen = set()
-    for _ in range(60):
-        im, target, sid = ds[0]
+    for epoch in range(60):  # augmentations draw from (seed, epoch, index): new every epoch
+        im, target, sid = ds[(epoch, 0)]
         assert sid == "7" and im.shape == (3, 32, 32)
         # the corner box lies mostly outside the 64 px crop: dropped; the clump box is kept
         assert target["labels"].tolist() == [1]
@@ -36,6 +36,18 @@ def test_boxes_follow_pixels_under_symmetries(tmp_path, cache):
         assert tuple(target["boxes"][0].tolist()) == bright
         seen.add(bright)
     assert len(seen) == 8  # all eight orientations were drawn, each with its box on the clump
+
+
+def test_augmentations_repeat_for_the_same_epoch(tmp_path):
+    """Exact resume: an epoch's augmentations depend on (seed, epoch, index) only, not on what ran before."""
+    import torch
+
+    item = _one_clump_image(tmp_path)
+    ds = DetectionDataset([item], make_spec("resnet18", image_size=32, crop=64), Augment(), seed=3)
+    first = ds[(5, 0)][0]
+    torch.manual_seed(123)  # global RNG state must not matter
+    assert torch.equal(first, ds[(5, 0)][0])
+    assert not torch.equal(first, ds[(6, 0)][0])
 
 
 def test_augment_noise_and_stretch_stay_in_range(tmp_path):
@@ -65,7 +77,7 @@ def test_labelled_items_errors(tiny_project, tmp_path):
     with pytest.raises(ClumptoolError, match="no image"):
         labelled_items(bad, images)
     df.assign(x2=df["x1"] - 1).to_csv(bad, index=False)
-    with pytest.raises(ClumptoolError, match="row 2: box has x2 <= x1"):
+    with pytest.raises(ClumptoolError, match="row 2, field .x2.: box has x2 <= x1"):
         read_boxes(bad)
     df.assign(label=5).to_csv(bad, index=False)
     with pytest.raises(ClumptoolError, match="field 'label'"):

@@ -155,6 +155,28 @@ def test_save_load_round_trip(tmp_path):
         load_model(tmp_path / "missing")
 
 
+def test_model_json_ties_settings_and_weights(tmp_path):
+    """model.json records both digests and derives its version from them; any hand edit is caught on load."""
+    import json
+
+    from clumptool.common.outputs import file_digest
+    from clumptool.detection.spec import settings_digest, tied_version, version_stamp
+
+    spec = make_spec("resnet18", image_size=64, crop=48)
+    spec.score_threshold = 0.35
+    save_model(tmp_path / "m", build_model(spec), spec)
+    saved = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert saved["weights_sha256"] == file_digest(tmp_path / "m" / "model.safetensors")
+    assert saved["settings_sha256"] == settings_digest(ModelSpec.from_dict(saved).settings())
+    assert saved["version"] == tied_version(version_stamp(saved["version"]), saved["settings_sha256"],
+                                            saved["weights_sha256"])
+    assert load_model(tmp_path / "m")[1].score_threshold == 0.35
+    for field, value in (("score_threshold", 0.9), ("crop", 64), ("mean", [0.1, 0.1, 0.1])):
+        (tmp_path / "m" / "model.json").write_text(json.dumps({**saved, field: value}))
+        with pytest.raises(ClumptoolError, match=f"edited after training .*{field}"):
+            load_model(tmp_path / "m")
+
+
 def test_spec_validation(tmp_path):
     with pytest.raises(ClumptoolError, match="mean/std"):
         ModelSpec(in_channels=1)
