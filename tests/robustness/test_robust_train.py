@@ -8,33 +8,18 @@ run real (tiny) training: SIGKILL and SIGINT into an existing model folder, and 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
 import os
 import shutil
 import signal
-import sys
-from pathlib import Path
 
+import _train_helpers as t  # tiny project, previous model folder, fake checkpoint
 import pytest
 import torch
+from harness import interrupt_when, no_traceback, run_cli, snapshot  # noqa: F401
 
-_HERE = Path(__file__).parent
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_robust_train_{name}", _HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-h = _load("conftest")          # the shared harness (run_cli, interrupt_when, snapshot ...)
-t = _load("_train_helpers")    # tiny project, previous model folder, fake checkpoint
-run_cli, snapshot, no_traceback = h.run_cli, h.snapshot, h.no_traceback
 TINY = t.TINY_ARGS
 
 
@@ -332,7 +317,7 @@ def test_boxes_cut_by_the_crop_are_counted(project, tmp_path):
 def test_sigkill_mid_training_keeps_previous_model(project, prev):
     out, before = prev
     stage = out.parent / f".{out.name}.partial"
-    res = h.interrupt_when(train_args(project, out, "--epochs", "5"), lambda: (stage / "split.csv").exists(),
+    res = interrupt_when(train_args(project, out, "--epochs", "5"), lambda: (stage / "split.csv").exists(),
                            sig=signal.SIGKILL, env=t.SINGLE_THREAD)
     assert res.code == -signal.SIGKILL
     assert snapshot(out) == before  # model.json + model.safetensors byte-identical
@@ -350,7 +335,7 @@ def test_exact_resume_after_sigint(project, prev, tmp_path):
     out, before = prev
     last = out.parent / f".{out.name}.partial" / "checkpoints" / "last.ckpt"
     args = train_args(project, out, "--epochs", "3", "--accept-empty-model")
-    res = h.interrupt_when(args, last.exists, sig=signal.SIGINT, env=t.SINGLE_THREAD)
+    res = interrupt_when(args, last.exists, sig=signal.SIGINT, env=t.SINGLE_THREAD)
     failed(res, 130, "Interrupted", "previous model folder is untouched", f"--resume {last}")
     assert "KeyboardInterrupt" not in res.text and "GPU available" not in res.text  # --quiet: no Lightning lines
     assert snapshot(out) == before
