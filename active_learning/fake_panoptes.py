@@ -145,7 +145,17 @@ class FakeState:
         path = folder / "state.json"
         if not path.exists():
             return
-        data = json.loads(path.read_text())
+        from clumptool.common.errors import ClumptoolError
+
+        try:
+            data = json.loads(path.read_text())
+            missing = [k for k in self._PERSISTED if k not in data] if isinstance(data, dict) else ["all"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ClumptoolError(f"{path}: not a readable fake-panoptes state ({exc}); give another --state "
+                                 "folder or delete this one to start empty") from exc
+        if missing:
+            raise ClumptoolError(f"{path}: not a fake-panoptes state (missing {', '.join(missing)}); give another "
+                                 "--state folder or delete this one to start empty")
         with self.lock:
             for key in self._PERSISTED:
                 setattr(self, key, data[key])
