@@ -506,15 +506,21 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
     elif endpoint != "https://www.zooniverse.org" or project_id is not None:
         raise ClumptoolError(f"--endpoint {redact_url(endpoint)} / --project-id are used only with --upload "
                              "(or --dry-run); add --upload, or leave them out")
-    with _quiet_warnings(quiet):
-        result = select_next_batch(
-            model_path, pool, out, n=n, images=images, labelled=list(labelled), strategy=strategy,
-            candidates=candidates, diversity=diversity, random_control=random_control, state=state,
-            round_name=round_name, include_unfinished=include_unfinished, max_unfinished=max_unfinished,
-            upload=request, aggregate=aggregate, topk=topk, passes=passes, score_thresh=score_threshold,
-            batch_size=batch_size, workers=workers, seed=seed, device=device, allow_fewer=allow_fewer,
-            progress=not quiet,
-        )
+    try:
+        with _quiet_warnings(quiet):
+            result = select_next_batch(
+                model_path, pool, out, n=n, images=images, labelled=list(labelled), strategy=strategy,
+                candidates=candidates, diversity=diversity, random_control=random_control, state=state,
+                round_name=round_name, include_unfinished=include_unfinished, max_unfinished=max_unfinished,
+                upload=request, aggregate=aggregate, topk=topk, passes=passes, score_thresh=score_threshold,
+                batch_size=batch_size, workers=workers, seed=seed, device=device, allow_fewer=allow_fewer,
+                progress=not quiet,
+            )
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted: {out} holds either its previous outputs or this run's whole selection, never "
+                   "a mix; run the same command again to finish (an upload resumes where it stopped, nothing "
+                   "is uploaded twice).", err=True)
+        sys.exit(130)
     failed = result.upload is not None and not result.upload.ok
     if not quiet:
         click.echo(result.format(include_upload=not failed))

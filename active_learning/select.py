@@ -18,11 +18,22 @@
    (an unbiased check of what the loop gains, as Galaxy Zoo did). Optionally, labelled galaxies whose
    consensus is unfinished (aggregate's subjects table, ``is_finished == False``, highest risk first) are
    sent back for more volunteers (``strategy = "unfinished"``).
-4. Written in ``out``: ``selection.parquet``, ``pool_scores.parquet`` (every scored galaxy),
-   ``cutouts/*.png`` (<= 1 MiB) + ``manifest.csv`` (panoptes CLI convention), ``selection.png``.
-5. The selection is recorded in the ledger (``state`` folder) under the round name, so later rounds exclude
-   it and a re-run of the same round reuses it instead of selecting a different batch; ``upload`` sends it
-   to Zooniverse through :func:`clumptool.active_learning.zooniverse.upload_selection`.
+4. Written in ``out`` as one output set (:func:`clumptool.common.outputs.output_set`: staged beside it,
+   ``manifest.json`` last, swapped in; a failure or Ctrl-C leaves the previous set byte-identical):
+   ``selection.parquet``, ``pool_scores.parquet`` (every scored galaxy), ``cutouts/*.png`` (<= 1 MiB) +
+   ``manifest.csv`` (panoptes CLI convention), ``selection.png``.
+5. The selection is recorded in the ledger under the round name just before that publish, so later rounds
+   exclude it and a re-run of the same round reuses it instead of selecting a different batch. The ledger
+   is shared by every round of a project and workflow (:mod:`clumptool.active_learning.state`), never
+   inside ``out``. ``upload`` then sends the published batch to Zooniverse through
+   :func:`clumptool.active_learning.zooniverse.upload_selection`; a failed or killed upload leaves the
+   local selection whole, and the same command resumes it.
+
+Never uploaded twice: galaxies that an earlier round recorded in the ledger, or that the project's
+clumptool subject sets on the server already hold (``#galaxy_id``; asked before scoring, so a lost ledger
+does not matter), leave the pool before scoring; the uploader refuses them again as a last check. Only
+``allow_reupload`` (``--allow-reupload``) or labelled galaxies sent back on purpose (``--include-unfinished``)
+pass. Too small a pool is an error unless ``allow_fewer`` (``--allow-fewer``) says to take what is left.
 """
 
 from __future__ import annotations
@@ -110,8 +121,11 @@ class _Images(Dataset):
     def __getitem__(self, i: int):
         from clumptool.detection.images import load_image, to_model_input
 
-        img = load_image(self.paths[i], self.spec.in_channels, self.spec.fits_bands)
-        tensor, _ = to_model_input(img, self.spec)
+        try:
+            img = load_image(self.paths[i], self.spec.in_channels, self.spec.fits_bands)
+            tensor, _ = to_model_input(img, self.spec)
+        except ClumptoolError as exc:
+            raise ClumptoolError(f"{exc}; replace the image, or leave this galaxy out of --pool") from None
         return tensor, i
 
 
@@ -444,7 +458,10 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
     if include_unfinished is not None:
         unfinished_galaxies(include_unfinished, None)  # readable, right columns
     device = _check_device(device)
-    net, spec = load_model(model, device=device)
+    try:
+        net, spec = load_model(model, device=device)
+    except ClumptoolError as exc:
+        raise ClumptoolError(f"--model {model}: {exc}") from None
     round_name = round_name or f"al-{spec.version}"
     if isinstance(upload, UploadRequest):
         upload = upload.config(round_name, spec.version)
@@ -469,7 +486,7 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
                 on_server = {g for g, r in uploaded_galaxies(upload).items() if r != round_name}
                 taken |= on_server
             p = build_pool(pool, images, labelled, taken)
-            result.pool_text = p.describe()
+            result.pool_text = "\n".join([p.describe(), *p.notes])
             n, random_control = _check_pool_size(p, n, random_control, allow_fewer, result.notes)
             unfinished_full = read_pool(pool, images) if include_unfinished is not None else None
             # 3. scoring and choosing

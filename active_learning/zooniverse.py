@@ -735,9 +735,10 @@ def uploaded_galaxies(config: UploadConfig) -> dict[str, str]:
                 return uploader.server_galaxies()
             except ClumptoolError as exc:
                 raise ClumptoolError(redact(exc, secrets)) from None
-            except (pc.panoptes.PanoptesAPIException, OSError) as exc:
+            except (pc.panoptes.PanoptesAPIException, OSError, ValueError, KeyError, TypeError) as exc:
                 raise ClumptoolError(f"listing the subjects already in project {config.project_id} at "
-                                     f"{config.endpoint} failed ({uploader._clean(exc)}); run again") from None
+                                     f"{config.endpoint} failed ({uploader._clean(exc)}); check --endpoint and "
+                                     "the network, then run again") from None
 
 
 def upload_selection(selection: pd.DataFrame, ledger: Ledger, round_name: str, config: UploadConfig,
@@ -780,6 +781,9 @@ def upload_selection(selection: pd.DataFrame, ledger: Ledger, round_name: str, c
                 report.errors.append(f"Zooniverse API error: {uploader._clean(exc)}")
             except OSError as exc:  # requests' network errors are OSErrors too
                 report.errors.append(f"network error talking to {config.endpoint}: {uploader._clean(exc)}")
+            except (ValueError, KeyError, TypeError) as exc:  # an answer that is not Panoptes JSON
+                report.errors.append(f"{config.endpoint} answered in a way Panoptes does not "
+                                     f"({type(exc).__name__}: {uploader._clean(exc)}); check --endpoint")
     rows = ledger.rows(round_name)
     rows = rows[rows["galaxy_id"].isin(set(sel["galaxy_id"]))]
     report.linked_total = int((rows["state"] == "linked").sum())

@@ -214,6 +214,37 @@ def test_pool_table_with_missing_image_files(world, out, tmp_path):
     assert snapshot(out) == before
 
 
+def test_pool_table_with_repeated_and_conflicting_rows(world, out, tmp_path):
+    img = [str(world / "images" / f"{7000 + i}.png") for i in range(5)]
+    rows = pd.DataFrame({"galaxy_id": [str(7000 + i) for i in range(5)], "image_path": img,
+                         "ra": [150.0 + i for i in range(5)]})
+    clash = tmp_path / "clash.csv"
+    pd.concat([rows, rows.iloc[[2]].assign(ra=999.0)]).to_csv(clash, index=False)
+    before = snapshot(out)
+    args = base_args(world, out)
+    args[4] = clash
+    res = run_cli(*args)
+    failed(res, 2, str(clash), "rows 4 and 7", "'galaxy_id'", "two different rows for galaxy 7002",
+           "keep one row per galaxy")
+    assert snapshot(out) == before
+    repeated = tmp_path / "repeated.csv"
+    pd.concat([rows, rows]).to_csv(repeated, index=False)  # an export concatenated with itself
+    args[4] = repeated
+    res = run_cli(*args, "--round", "dup")
+    assert res.code == 0, res.text
+    assert "pool: 5 galaxies (5 repeated rows dropped)" in res.out
+    assert len(pd.read_parquet(out / "pool_scores.parquet")) == 5
+
+
+def test_labelled_file_matching_no_pool_galaxy_is_pointed_out(world, out, tmp_path):
+    other = tmp_path / "zooniverse-subjects.csv"
+    pd.DataFrame({"subject_id": [91000001, 91000002]}).to_csv(other, index=False)
+    res = run_cli(*base_args(world, out, "--labelled", other, "--round", "lab"))
+    assert res.code == 0, res.text
+    assert f"none of the 2 ids in --labelled {other} is a pool galaxy id" in res.out
+    assert "'7000'" in res.out and "'91000001'" in res.out
+
+
 def test_model_folder_without_weights(world, out, tmp_path):
     model = tmp_path / "model"
     model.mkdir()
@@ -222,7 +253,7 @@ def test_model_folder_without_weights(world, out, tmp_path):
     args = base_args(world, out)
     args[2] = model
     res = run_cli(*args)
-    failed(res, 2, str(model))
+    failed(res, 2, f"--model {model}", "no model.safetensors", "'clumptool train' output")
     assert snapshot(out) == before
 
 
@@ -237,7 +268,7 @@ def test_failed_scoring_leaves_previous_outputs(world, out, tmp_path):
     args = base_args(world, out)
     args[4] = pool
     res = run_cli(*args)
-    failed(res, 2, "7003.png")
+    failed(res, 2, "7003.png", "cannot read image", "replace the image, or leave this galaxy out of --pool")
     assert snapshot(out) == before
     assert not (out.parent / ".out.partial").exists()
 
@@ -251,7 +282,7 @@ def test_ctrl_c_during_scoring_leaves_previous_outputs(world, out, monkeypatch):
     monkeypatch.setattr(select, "score_pool", interrupted)
     before = snapshot(out)
     res = run_cli(*base_args(world, out, "--round", "ctrl-c"))
-    assert res.code == 1 and "Aborted" in res.text, res.text
+    assert res.code == 130 and "run the same command again" in res.err, res.text
     assert snapshot(out) == before and not (out.parent / ".out.partial").exists()
 
 
