@@ -483,7 +483,7 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
             # 2. the candidate pool: minus labelled galaxies, earlier rounds (ledger) and the server's
             taken = set() if allow_reupload else ledger.already_taken(exclude_round=round_name)
             if upload is not None and not upload.dry_run and not allow_reupload:
-                on_server = {g for g, r in uploaded_galaxies(upload).items() if r != round_name}
+                on_server = {g for g, r in uploaded_galaxies(upload, n + random_control).items() if r != round_name}
                 taken |= on_server
             p = build_pool(pool, images, labelled, taken)
             result.pool_text = "\n".join([p.describe(), *p.notes])

@@ -407,6 +407,21 @@ class _Uploader:
             raise ClumptoolError(f"--project-id {cfg.project_id}: not found or not accessible at {cfg.endpoint} "
                                  f"({self._clean(exc)}); check the id and that this account may edit it") from exc
 
+    def check_workflow(self) -> None:
+        pc, cfg = self.pc, self.config
+        if cfg.workflow_id is None:
+            return
+        try:
+            workflow = pc.Workflow.find(cfg.workflow_id)
+        except pc.panoptes.PanoptesAPIException as exc:
+            raise ClumptoolError(f"--workflow-id {cfg.workflow_id}: not found or not accessible at {cfg.endpoint} "
+                                 f"({self._clean(exc)}); check the id, or leave it out to link the subject set "
+                                 "by hand") from exc
+        owner = str(workflow.raw.get("links", {}).get("project"))
+        if owner != str(cfg.project_id):
+            raise ClumptoolError(f"--workflow-id {cfg.workflow_id} belongs to project {owner}, not --project-id "
+                                 f"{cfg.project_id}; give a workflow of this project")
+
     def server_galaxies(self) -> dict[str, str]:
         """galaxy id -> round of every subject in the project's clumptool subject sets (those whose metadata
         has ``#clumptool_round``): what earlier rounds put on Zooniverse, whatever the local ledger says."""
@@ -720,9 +735,10 @@ def _connected(config: UploadConfig, selection: pd.DataFrame, ledger: Ledger | N
     return pc, uploader, credentials, secrets
 
 
-def uploaded_galaxies(config: UploadConfig) -> dict[str, str]:
+def uploaded_galaxies(config: UploadConfig, needed: int = 0) -> dict[str, str]:
     """Log in and list the galaxies earlier clumptool rounds put in ``config.project_id`` (galaxy id ->
-    round). Run before scoring: it checks the endpoint, the credentials and the project at the same time."""
+    round). Run before scoring: it checks the endpoint, the credentials, the project, the workflow and that
+    the account's subject quota leaves room for ``needed`` more subjects at the same time."""
     report = UploadReport(round_name="", subject_set_name=config.subject_set_name, endpoint=config.endpoint,
                           dry_run=False, requested=0)
     empty = pd.DataFrame({"galaxy_id": pd.Series([], dtype=str)})
@@ -732,6 +748,8 @@ def uploaded_galaxies(config: UploadConfig) -> dict[str, str]:
         with client:
             try:
                 uploader.check_project()
+                uploader.check_workflow()
+                uploader.quota(needed)
                 return uploader.server_galaxies()
             except ClumptoolError as exc:
                 raise ClumptoolError(redact(exc, secrets)) from None

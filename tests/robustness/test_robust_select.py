@@ -319,6 +319,31 @@ def test_wrong_password_fails_before_scoring_without_echoing_it(world, out, fake
     assert not fake.state.subjects
 
 
+@pytest.mark.parametrize("extra, words", [
+    (["--project-id", 999], ["--project-id 999: not found", "check the id"]),
+    (["--workflow-id", 4242], ["--workflow-id 4242: not found", "check the id"]),
+])
+def test_unknown_project_or_workflow_refused_before_scoring(world, out, fake, extra, words, monkeypatch):
+    import clumptool.active_learning.select as select
+
+    monkeypatch.setattr(select, "score_pool", lambda *a, **k: pytest.fail("scored before the server checks"))
+    before = snapshot(out)
+    res = run_cli(*base_args(world, out, *upload_args(fake.url), *extra))
+    failed(res, 2, *words)
+    assert snapshot(out) == before and not fake.state.subjects
+
+
+def test_subject_quota_too_small_refused_before_scoring(world, out, fake, monkeypatch):
+    import clumptool.active_learning.select as select
+
+    monkeypatch.setattr(select, "score_pool", lambda *a, **k: pytest.fail("scored before the quota check"))
+    fake.state.users[USER]["subject_limit"] = 2
+    before = snapshot(out)
+    res = run_cli(*base_args(world, out, *upload_args(fake.url), n=2, controls=1))
+    failed(res, 2, "uploaded 0 of 2 subjects", "needs 3 more", "ask the Zooniverse team to raise the limit")
+    assert snapshot(out) == before and not fake.state.subjects
+
+
 def test_quiet_still_prints_a_failed_upload_and_rerun_resumes(world, out, fake, tmp_path):
     fake.state.add_fault(method="POST", path=r"^/api/subjects$", nth=2, times=50, status=500)
     res = run_cli(*base_args(world, out, *upload_args(fake.url), "--round", "r1", "--quiet"))
