@@ -498,11 +498,12 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
 
     request = None
     if upload or dry_run:
-        if project_id is None:
+        if project_id is None and not dry_run:
             raise ClumptoolError("--upload needs --project-id (the Zooniverse project to upload to; usually with "
                                  "--workflow-id)")
-        request = UploadRequest(project_id=project_id, workflow_id=workflow_id, subject_set_name=subject_set_name,
-                                endpoint=endpoint, dry_run=dry_run, allow_reupload=allow_reupload)
+        request = UploadRequest(project_id=project_id or 0, workflow_id=workflow_id,
+                                subject_set_name=subject_set_name, endpoint=endpoint, dry_run=dry_run,
+                                allow_reupload=allow_reupload)
     elif endpoint != "https://www.zooniverse.org" or project_id is not None:
         raise ClumptoolError(f"--endpoint {redact_url(endpoint)} / --project-id are used only with --upload "
                              "(or --dry-run); add --upload, or leave them out")

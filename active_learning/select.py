@@ -450,7 +450,7 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
         probe = upload
     allow_reupload = bool(probe is not None and probe.allow_reupload)
     if state is None:
-        state = default_state_dir(probe.endpoint if probe else "", probe.project_id if probe else None,
+        state = default_state_dir(probe.endpoint if probe else "", (probe.project_id or None) if probe else None,
                                   probe.workflow_id if probe else None)
     state = check_state_location(Path(state), out)
     if probe is not None and not probe.dry_run:

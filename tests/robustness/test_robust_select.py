@@ -25,12 +25,15 @@ from _select_helpers import (
     copy_previous,
     every_file_text,
     galaxies_on_server,
+    harness,
     upload_args,
 )
-from conftest import interrupt_when, no_traceback, run_cli, snapshot
 
 from clumptool.active_learning.fake_panoptes import FakePanoptes
 from clumptool.common.outputs import verify_output_set
+
+interrupt_when, no_traceback, run_cli, snapshot = (harness.interrupt_when, harness.no_traceback, harness.run_cli,
+                                                   harness.snapshot)
 
 
 @pytest.fixture(scope="module")
