@@ -637,7 +637,10 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, allow
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("next-batch"),
               show_default=True, help="Folder for selection.parquet, manifest.csv, cutouts/, selection.png.")
 @click.option("--state", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of the upload ledger (al_ledger.sqlite) shared by all rounds [default: --out].")
+              help="Folder of the ledger (al_ledger.sqlite) that remembers every round's picks and uploads "
+                   "[default: shared by all rounds of the project and workflow: $CLUMPTOOL_STATE_DIR (else "
+                   "~/.local/state/clumptool)/<endpoint host>/project-<id>-workflow-<id>/; without "
+                   "--project-id .../local/]. Never inside --out.")
 @click.option("--round", "round_name", help="Round name (also the subject set's identity in the ledger) "
               "[default: al-<model version>]. Re-running a round reuses its batch.")
 @click.option("--upload", is_flag=True, help="Upload the batch to Zooniverse (credentials from PANOPTES_* env).")
@@ -645,15 +648,21 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, allow
 @click.option("--project-id", type=int, help="Zooniverse project id (--upload).")
 @click.option("--workflow-id", type=int, help="Workflow to link the new subject set to (--upload; optional).")
 @click.option("--subject-set-name", help="Subject set for this round [default: the round name].")
-@click.option("--endpoint", default="https://www.zooniverse.org", show_default=True, help="Panoptes endpoint.")
-@click.option("--quiet", is_flag=True, help="No progress bars or summary.")
+@click.option("--endpoint", default="https://www.zooniverse.org", show_default=True,
+              help="Panoptes endpoint (https; no user:password@, credentials come from PANOPTES_* only).")
+@click.option("--allow-reupload", is_flag=True,
+              help="Let galaxies that earlier rounds already uploaded be chosen and uploaded again.")
+@click.option("--allow-fewer", is_flag=True,
+              help="When fewer than --n + --random-control galaxies are left, take what is left (and say so).")
+@click.option("--quiet", is_flag=True, help="No progress bars or summary (errors are always printed).")
 def select_next_batch_command(model_path: Path, pool: Path, images: Path | None, labelled: tuple[Path, ...], n: int,
                               strategy: str, aggregate: str, topk: int, candidates: int | None, diversity: str,
                               random_control: int, include_unfinished: Path | None, max_unfinished: int | None,
                               passes: int, score_threshold: float, batch_size: int, workers: int,
                               device: str | None, seed: int, out: Path, state: Path | None, round_name: str | None,
                               upload: bool, dry_run: bool, project_id: int | None, workflow_id: int | None,
-                              subject_set_name: str | None, endpoint: str, quiet: bool) -> None:
+                              subject_set_name: str | None, endpoint: str, allow_reupload: bool,
+                              allow_fewer: bool, quiet: bool) -> None:
     """Score every pool galaxy's uncertainty with the trained detector, keep the most uncertain, spread
     them out on backbone embeddings, add random controls, and write a Zooniverse-ready batch.
 
@@ -662,35 +671,76 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
 
     Example: clumptool select-next-batch --model model/ --pool sim/images --labelled agg/subjects.parquet
     --n 100 --out round1/ --upload --project-id 1234 --workflow-id 5678
+
+    Exit 0: the selection is written (and, with --upload, every galaxy is linked on Zooniverse). Exit 2: an
+    error, printed even with --quiet; a failed upload leaves the selection complete in --out, and the same
+    command resumes the upload without uploading anything twice.
     """
     from clumptool.active_learning.select import UploadRequest, select_next_batch
+    from clumptool.active_learning.zooniverse import redact_url
 
     request = None
     if upload or dry_run:
         if project_id is None and not dry_run:
-            raise ClumptoolError("--upload needs --project-id (and usually --workflow-id)")
+            raise ClumptoolError("--upload needs --project-id (the Zooniverse project to upload to; usually with "
+                                 "--workflow-id)")
         request = UploadRequest(project_id=project_id or 0, workflow_id=workflow_id,
-                                subject_set_name=subject_set_name, endpoint=endpoint, dry_run=dry_run)
-    result = select_next_batch(
-        model_path, pool, out, n=n, images=images, labelled=list(labelled), strategy=strategy,
-        candidates=candidates, diversity=diversity, random_control=random_control, state=state,
-        round_name=round_name, include_unfinished=include_unfinished, max_unfinished=max_unfinished,
-        upload=request, aggregate=aggregate, topk=topk, passes=passes, score_thresh=score_threshold,
-        batch_size=batch_size, workers=workers, seed=seed, device=device, progress=not quiet,
-    )
+                                subject_set_name=subject_set_name, endpoint=endpoint, dry_run=dry_run,
+                                allow_reupload=allow_reupload)
+    elif endpoint != "https://www.zooniverse.org" or project_id is not None:
+        raise ClumptoolError(f"--endpoint {redact_url(endpoint)} / --project-id are used only with --upload "
+                             "(or --dry-run); add --upload, or leave them out")
+    try:
+        with _quiet_warnings(quiet):
+            result = select_next_batch(
+                model_path, pool, out, n=n, images=images, labelled=list(labelled), strategy=strategy,
+                candidates=candidates, diversity=diversity, random_control=random_control, state=state,
+                round_name=round_name, include_unfinished=include_unfinished, max_unfinished=max_unfinished,
+                upload=request, aggregate=aggregate, topk=topk, passes=passes, score_thresh=score_threshold,
+                batch_size=batch_size, workers=workers, seed=seed, device=device, allow_fewer=allow_fewer,
+                progress=not quiet,
+            )
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted: {out} holds either its previous outputs or this run's whole selection, never "
+                   "a mix; run the same command again to finish (an upload resumes where it stopped, nothing "
+                   "is uploaded twice).", err=True)
+        sys.exit(130)
+    failed = result.upload is not None and not result.upload.ok
     if not quiet:
-        click.echo(result.format())
-    if result.upload is not None and not result.upload.ok:
-        sys.exit(1)
+        click.echo(result.format(include_upload=not failed))
+    if failed:
+        raise ClumptoolError(f"the upload is incomplete (the selection itself is complete in {out}):\n"
+                             f"{result.upload.format()}")
+
+
+def _quiet_warnings(quiet: bool):
+    """With --quiet, library warnings (Lightning, torchvision, ...) are not printed; errors still are."""
+    import contextlib
+    import logging
+    import warnings
+
+    if not quiet:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        stack.callback(logger.setLevel, level)
+    return stack
 
 
 @main.command("fake-panoptes", short_help="Serve a local fake Zooniverse (Panoptes) API for demos and tests.")
-@click.option("--port", type=int, default=0, show_default=True, help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port).")
 @click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder keeping subjects, images and the request log across restarts [default: in memory].")
 @click.option("--project-id", type=int, default=1234, show_default=True, help="The project it knows.")
 @click.option("--workflow-id", type=int, default=5678, show_default=True, help="The project's workflow.")
-@click.option("--subject-limit", type=int, default=10_000, show_default=True, help="The user's subject quota.")
+@click.option("--subject-limit", type=click.IntRange(0), default=10_000, show_default=True,
+              help="The user's subject quota.")
 @click.option("--fault", "faults", multiple=True, metavar="JSON",
               help='Inject a fault (repeatable), e.g. \'{"method": "POST", "path": "^/api/subjects$", "nth": 4, '
                    '"status": 403, "message": "User has uploaded 3 subjects of 3 maximum"}\'; '
@@ -712,6 +762,16 @@ def fake_panoptes_command(port: int, state_dir: Path | None, project_id: int, wo
         specs = [fault_from_dict(json.loads(f)) for f in faults]
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc), param_hint="--fault") from exc
+    if state_dir is not None:
+        import os
+
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ClumptoolError(f"--state {state_dir}: cannot create the folder ({exc.strerror or exc}); choose "
+                                 "another folder") from exc
+        if not os.access(state_dir, os.W_OK | os.X_OK):
+            raise ClumptoolError(f"--state {state_dir}: the folder is not writable; choose another folder")
     server = FakePanoptes(port=port, state_dir=state_dir, projects={project_id: (workflow_id,)},
                           subject_limit=subject_limit)
     server.state.faults.extend(specs)

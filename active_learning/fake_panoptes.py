@@ -41,7 +41,8 @@ class Fault:
     """Answer the ``nth`` (1-based) request matching ``method`` and the regex ``path`` (searched in the
     path without query) and the ``times - 1`` following ones with an error ``status`` and ``message``, or
     ``drop`` the connection without an answer. With ``after=True`` the request is processed first (the
-    object is created), and only the answer is replaced by the fault."""
+    object is created), and only the answer is replaced by the fault. ``delay`` (seconds) holds the
+    request first; with ``status=0`` the fault is only that delay (e.g. to kill a client at a chosen point)."""
 
     method: str = "*"
     path: str = ".*"
@@ -51,6 +52,7 @@ class Fault:
     message: str = "Internal Server Error"
     drop: bool = False
     after: bool = False
+    delay: float = 0.0
     seen: int = 0
     fired: int = 0
 
@@ -145,7 +147,17 @@ class FakeState:
         path = folder / "state.json"
         if not path.exists():
             return
-        data = json.loads(path.read_text())
+        from clumptool.common.errors import ClumptoolError
+
+        try:
+            data = json.loads(path.read_text())
+            missing = [k for k in self._PERSISTED if k not in data] if isinstance(data, dict) else ["all"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ClumptoolError(f"{path}: not a readable fake-panoptes state ({exc}); give another --state "
+                                 "folder or delete this one to start empty") from exc
+        if missing:
+            raise ClumptoolError(f"{path}: not a fake-panoptes state (missing {', '.join(missing)}); give another "
+                                 "--state folder or delete this one to start empty")
         with self.lock:
             for key in self._PERSISTED:
                 setattr(self, key, data[key])
@@ -189,6 +201,10 @@ class _Handler(BaseHTTPRequestHandler):
                         fault = f
                         break
         fake._append_log(entry)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status == 0 and not fault.drop:
+            fault = None  # a pure delay
         if fault is not None and not fault.after:
             entry["fault"] = "drop" if fault.drop else fault.status
             return self._fail(fault)

@@ -159,6 +159,16 @@ class Ledger:
         cur = self._exec("SELECT DISTINCT galaxy_id FROM galaxies WHERE round IS NOT ?", (exclude_round,))
         return {r[0] for r in cur.fetchall()}
 
+    def uploaded_elsewhere(self, round_name: str) -> dict[str, str]:
+        """galaxy id -> round, for galaxies that another round created on Zooniverse (or may have)."""
+        cur = self._exec("SELECT galaxy_id, round FROM galaxies WHERE round IS NOT ? AND (subject_id IS NOT NULL "
+                         "OR create_pending = 1 OR state IN ('created', 'uploaded', 'linked')) ORDER BY round",
+                         (round_name,))
+        out: dict[str, str] = {}
+        for gid, rnd in cur.fetchall():
+            out.setdefault(gid, rnd)
+        return out
+
     def rounds(self) -> list[str]:
         """Round names in the order they were first recorded."""
         cur = self._exec("SELECT round, MIN(selected_at) AS t FROM galaxies GROUP BY round ORDER BY t, round")

@@ -162,16 +162,17 @@ def select_round(project: Project, model_dir: Path, labelled: list[str], n: int,
     """Run ``select_next_batch`` on the unlabelled pool; returns the chosen ids and galaxies scored per second."""
     from clumptool.active_learning.select import select_next_batch
 
-    out.mkdir(parents=True, exist_ok=True)
+    inputs = out.parent / f"{out.name}-inputs"  # beside the output set (which holds only its own files)
+    inputs.mkdir(parents=True, exist_ok=True)
     pool = pd.DataFrame({"galaxy_id": project.pool_ids,
                          "image_path": [str(project.images / f"{g}.png") for g in project.pool_ids]})
-    with atomic_path(out / "pool.csv") as tmp:
+    with atomic_path(inputs / "pool.csv") as tmp:
         pool.to_csv(tmp, index=False)
-    lab = _ids_csv(labelled, out / "labelled.csv")
-    res = select_next_batch(model_dir, out / "pool.csv", out, n=n, labelled=[lab], strategy=strategy,
+    lab = _ids_csv(labelled, inputs / "labelled.csv")
+    res = select_next_batch(model_dir, inputs / "pool.csv", out, n=n, labelled=[lab], strategy=strategy,
                             candidates=cfg.candidates_factor * n, diversity=cfg.diversity, random_control=0,
-                            round_name=out.name, aggregate=cfg.aggregate, batch_size=cfg.score_batch, seed=seed,
-                            plot=plot, progress=False)
+                            round_name=out.name, state=inputs / "ledger", aggregate=cfg.aggregate,
+                            batch_size=cfg.score_batch, seed=seed, plot=plot, progress=False)
     return res.selection["galaxy_id"].astype(str).tolist(), res.rate
 
 

@@ -74,7 +74,7 @@ def _table_pool(path: Path, images: Path | None) -> pd.DataFrame:
         df["galaxy_id"] = df["galaxy_id"].map(_as_id)
     else:
         df.insert(0, "galaxy_id", df[id_col].map(_as_id))
-    df = df.drop_duplicates("galaxy_id", keep="first").reset_index(drop=True)
+    df, n_dup = _drop_duplicate_rows(df, path, id_col)
     if "metadata" in df.columns:
         df = _expand_metadata(df, path)
     img_col = next((c for c in IMAGE_COLUMNS if c in df.columns), None)
@@ -97,8 +97,25 @@ def _table_pool(path: Path, images: Path | None) -> pd.DataFrame:
     if not exists.all():
         bad = np.flatnonzero(~exists)
         eg = ", ".join(f"{df['galaxy_id'].iloc[i]} ({df['image_path'].iloc[i] or 'no path'})" for i in bad[:3])
-        raise ClumptoolError(f"{path}: {len(bad)} of {len(df)} pool galaxies have no image file, e.g. {eg}")
+        raise ClumptoolError(f"{path}: {len(bad)} of {len(df)} pool galaxies have no image file, e.g. {eg}; fix "
+                             "the image paths (relative paths are read from the table's folder) or remove those "
+                             "rows")
+    df.attrs["duplicate_rows"] = n_dup
     return df
+
+
+def _drop_duplicate_rows(df: pd.DataFrame, path: Path, id_col: str) -> tuple[pd.DataFrame, int]:
+    """Rows repeated exactly are dropped (and counted); two different rows for one galaxy are an error
+    that names both, since either could be the right one."""
+    exact = df.duplicated(keep="first").to_numpy()
+    kept = df[~exact]
+    clash = kept["galaxy_id"].duplicated(keep=False).to_numpy()
+    if clash.any():
+        gid = kept["galaxy_id"].to_numpy()[clash][0]
+        rows = [int(i) + 2 for i in np.flatnonzero(df["galaxy_id"].to_numpy() == gid)[:2]]
+        raise ClumptoolError(f"{where(path, f'rows {rows[0]} and {rows[1]}', id_col)}: two different rows for "
+                             f"galaxy {gid}; keep one row per galaxy")
+    return kept.reset_index(drop=True), int(exact.sum())
 
 
 def read_pool(pool: str | os.PathLike, images: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -117,8 +134,12 @@ def read_pool(pool: str | os.PathLike, images: str | os.PathLike | None = None) 
     else:
         df = _table_pool(pool, Path(images) if images is not None else None)
     if df.empty:
-        raise ClumptoolError(f"{pool}: the pool is empty")
-    return df.reset_index(drop=True)
+        raise ClumptoolError(f"{pool}: the pool is empty; give a folder of images or a table with one row per "
+                             "galaxy")
+    n_dup = df.attrs.get("duplicate_rows", 0)
+    df = df.reset_index(drop=True)
+    df.attrs["duplicate_rows"] = n_dup
+    return df
 
 
 def _galaxy_ids_in_subject_data(series: pd.Series) -> set[str]:
@@ -175,9 +196,12 @@ class Pool:
     n_labelled: int = 0
     n_taken: int = 0
     excluded: set[str] = field(default_factory=set)
+    n_duplicates: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        return (f"pool: {self.n_total:,} galaxies, {self.n_labelled:,} already labelled, "
+        dup = f" ({self.n_duplicates:,} repeated rows dropped)" if self.n_duplicates else ""
+        return (f"pool: {self.n_total:,} galaxies{dup}, {self.n_labelled:,} already labelled, "
                 f"{self.n_taken:,} taken by earlier rounds -> {len(self.table):,} to score")
 
 
@@ -185,10 +209,19 @@ def build_pool(pool: str | os.PathLike, images: str | os.PathLike | None = None,
                labelled: Iterable[str | os.PathLike] = (), taken: set[str] | None = None) -> Pool:
     """Read the pool and remove labelled galaxies and those taken by earlier rounds."""
     df = read_pool(pool, images)
-    lab = read_labelled_ids(labelled)
+    notes = []
+    lab: set[str] = set()
+    for path in labelled:  # one file at a time, to name a file whose ids match no pool galaxy
+        ids = read_labelled_ids([path])
+        if ids and not df["galaxy_id"].isin(ids).any():
+            notes.append(f"note: none of the {len(ids):,} ids in --labelled {path} is a pool galaxy id (pool "
+                         f"ids look like {df['galaxy_id'].iloc[0]!r}, that file's like {sorted(ids)[0]!r}); if "
+                         "they should match, both must use the same ids")
+        lab |= ids
     taken = set(taken or ())
     is_lab = df["galaxy_id"].isin(lab).to_numpy()
     is_taken = df["galaxy_id"].isin(taken).to_numpy() & ~is_lab
     keep = ~(is_lab | is_taken)
     return Pool(table=df[keep].reset_index(drop=True), n_total=len(df), n_labelled=int(is_lab.sum()),
-                n_taken=int(is_taken.sum()), excluded=set(df["galaxy_id"][~keep]))
+                n_taken=int(is_taken.sum()), excluded=set(df["galaxy_id"][~keep]),
+                n_duplicates=int(df.attrs.get("duplicate_rows", 0)), notes=notes)

@@ -18,11 +18,22 @@
    (an unbiased check of what the loop gains, as Galaxy Zoo did). Optionally, labelled galaxies whose
    consensus is unfinished (aggregate's subjects table, ``is_finished == False``, highest risk first) are
    sent back for more volunteers (``strategy = "unfinished"``).
-4. Written in ``out``: ``selection.parquet``, ``pool_scores.parquet`` (every scored galaxy),
-   ``cutouts/*.png`` (<= 1 MiB) + ``manifest.csv`` (panoptes CLI convention), ``selection.png``.
-5. The selection is recorded in the ledger (``state`` folder) under the round name, so later rounds exclude
-   it and a re-run of the same round reuses it instead of selecting a different batch; ``upload`` sends it
-   to Zooniverse through :func:`clumptool.active_learning.zooniverse.upload_selection`.
+4. Written in ``out`` as one output set (:func:`clumptool.common.outputs.output_set`: staged beside it,
+   ``manifest.json`` last, swapped in; a failure or Ctrl-C leaves the previous set byte-identical):
+   ``selection.parquet``, ``pool_scores.parquet`` (every scored galaxy), ``cutouts/*.png`` (<= 1 MiB) +
+   ``manifest.csv`` (panoptes CLI convention), ``selection.png``.
+5. The selection is recorded in the ledger under the round name just before that publish, so later rounds
+   exclude it and a re-run of the same round reuses it instead of selecting a different batch. The ledger
+   is shared by every round of a project and workflow (:mod:`clumptool.active_learning.state`), never
+   inside ``out``. ``upload`` then sends the published batch to Zooniverse through
+   :func:`clumptool.active_learning.zooniverse.upload_selection`; a failed or killed upload leaves the
+   local selection whole, and the same command resumes it.
+
+Never uploaded twice: galaxies that an earlier round recorded in the ledger, or that the project's
+clumptool subject sets on the server already hold (``#galaxy_id``; asked before scoring, so a lost ledger
+does not matter), leave the pool before scoring; the uploader refuses them again as a last check. Only
+``allow_reupload`` (``--allow-reupload``) or labelled galaxies sent back on purpose (``--include-unfinished``)
+pass. Too small a pool is an error unless ``allow_fewer`` (``--allow-fewer``) says to take what is left.
 """
 
 from __future__ import annotations
@@ -110,8 +121,11 @@ class _Images(Dataset):
     def __getitem__(self, i: int):
         from clumptool.detection.images import load_image, to_model_input
 
-        img = load_image(self.paths[i], self.spec.in_channels, self.spec.fits_bands)
-        tensor, _ = to_model_input(img, self.spec)
+        try:
+            img = load_image(self.paths[i], self.spec.in_channels, self.spec.fits_bands)
+            tensor, _ = to_model_input(img, self.spec)
+        except ClumptoolError as exc:
+            raise ClumptoolError(f"{exc}; replace the image, or leave this galaxy out of --pool") from None
         return tensor, i
 
 
@@ -289,13 +303,15 @@ class UploadRequest:
     subject_set_name: str | None = None
     endpoint: str = "https://www.zooniverse.org"
     dry_run: bool = False
+    allow_reupload: bool = False
 
     def config(self, round_name: str, model_version: str):
         from clumptool.active_learning.zooniverse import UploadConfig
 
         return UploadConfig(project_id=self.project_id, workflow_id=self.workflow_id,
                             subject_set_name=self.subject_set_name or round_name, endpoint=self.endpoint,
-                            dry_run=self.dry_run, model_version=model_version)
+                            dry_run=self.dry_run, model_version=model_version,
+                            allow_reupload=self.allow_reupload)
 
 
 @dataclass
@@ -311,9 +327,10 @@ class SelectionResult:
     n_scored: int = 0
     rate: float = 0.0               # galaxies scored per second
     pool_text: str = ""
+    notes: list[str] = field(default_factory=list)
     upload: object | None = None    # UploadReport
 
-    def format(self) -> str:
+    def format(self, include_upload: bool = True) -> str:
         sel = self.selection
         n_ctrl = int(sel["control"].sum())
         n_unf = int((sel["strategy"] == "unfinished").sum())
@@ -323,6 +340,7 @@ class SelectionResult:
                          "(the ledger keeps rounds stable; pass a new --round for a new batch)")
         else:
             lines.append(f"scored {self.n_scored:,} galaxies at {self.rate:.2f} galaxies/s")
+        lines.extend(self.notes)
         al = sel[~sel["control"] & (sel["strategy"] != "unfinished")]
         strat = al["strategy"].iloc[0] if len(al) else "-"
         lines.append(f"round {self.round_name!r}: {len(al)} galaxies by {strat}, {n_ctrl} random controls"
@@ -332,9 +350,59 @@ class SelectionResult:
                          f"max {al['score'].max():.3g}")
         for k, v in self.files.items():
             lines.append(f"  {k}: {v}")
-        if self.upload is not None:
+        if self.upload is not None and include_upload:
             lines.append(self.upload.format())
         return "\n".join(lines)
+
+
+def _check_options(n: int, candidates: int, random_control: int, diversity: str,
+                   max_unfinished: int | None, round_name: str | None) -> None:
+    from clumptool.active_learning.diversity import METHODS
+
+    if n < 1:
+        raise ClumptoolError(f"--n must be >= 1, got {n}")
+    if candidates < n:
+        raise ClumptoolError(f"--candidates ({candidates}) must be at least --n ({n}); raise --candidates or "
+                             "leave it out (default 5 x n)")
+    if random_control < 0:
+        raise ClumptoolError(f"--random-control must be >= 0, got {random_control}")
+    if diversity not in METHODS:
+        raise ClumptoolError(f"unknown diversity method {diversity!r} (use one of {', '.join(METHODS)})")
+    if max_unfinished is not None and max_unfinished < 0:
+        raise ClumptoolError(f"--max-unfinished must be >= 0, got {max_unfinished}")
+    if round_name is not None and not round_name.strip():
+        raise ClumptoolError("--round must not be empty; give a name or leave it out (al-<model version>)")
+
+
+def _check_device(device: str | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ClumptoolError(f"--device {device!r}: not a torch device (use cpu, cuda or cuda:0)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ClumptoolError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def _check_pool_size(p, n: int, random_control: int, allow_fewer: bool, notes: list[str]) -> tuple[int, int]:
+    """(n, random_control) that the pool can give; fewer only with ``allow_fewer``, and then said."""
+    left = len(p.table)
+    if left == 0:
+        raise ClumptoolError(f"nothing left to select: {p.describe()}; every pool galaxy is already labelled or "
+                             "was taken by an earlier round; add galaxies to --pool (or check --labelled)")
+    if n + random_control <= left:
+        return n, random_control
+    if not allow_fewer:
+        raise ClumptoolError(f"only {left} galaxies are left to select from ({p.describe()}), fewer than --n {n} "
+                             f"+ --random-control {random_control} = {n + random_control}; lower --n or "
+                             "--random-control, or pass --allow-fewer to take what is left")
+    n2 = min(n, left)
+    rc2 = min(random_control, left - n2)
+    notes.append(f"--allow-fewer: only {left} galaxies left, so {n2} (not {n}) by the strategy and {rc2} "
+                 f"(not {random_control}) random controls")
+    return n2, rc2
 
 
 def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: str | os.PathLike, *, n: int = 500,
@@ -344,48 +412,84 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
                       round_name: str | None = None, include_unfinished: str | os.PathLike | None = None,
                       max_unfinished: int | None = None, upload=None, aggregate: str = "sum", topk: int = 3,
                       passes: int = 8, score_thresh: float = 0.05, batch_size: int = 8, workers: int = 0,
-                      seed: int = 0, device: str | None = None, plot: bool = True,
+                      seed: int = 0, device: str | None = None, plot: bool = True, allow_fewer: bool = False,
                       progress: bool = True) -> SelectionResult:
     """Select, write and (with ``upload``, an :class:`UploadRequest` or
     :class:`~clumptool.active_learning.zooniverse.UploadConfig`) upload the next batch; see the module
-    docstring. Credentials for the upload come only from the environment (PANOPTES_*)."""
-    from clumptool.active_learning.diversity import METHODS
+    docstring. Credentials for the upload come only from the environment (PANOPTES_*).
+
+    Order (so nothing is lost and nothing is wrong): every option, the output and ledger locations, the
+    endpoint, the credentials and the model are checked first; with a real upload the server is asked which
+    galaxies earlier rounds already put there, and those leave the pool (with the ledger's and the
+    labelled ones) before scoring. The local outputs are then staged and published as one output set
+    (:func:`clumptool.common.outputs.output_set`), the round recorded in the ledger just before the
+    publish, and only then is the batch uploaded: a failed or interrupted upload leaves a complete local
+    selection, and the same command resumes the upload from the ledger.
+
+    ``state`` is the ledger's folder; by default the one shared by every round of this project and
+    workflow (:func:`clumptool.active_learning.state.default_state_dir`).
+    """
     from clumptool.active_learning.ledger import DEFAULT_LEDGER_NAME, Ledger
     from clumptool.active_learning.pool import build_pool, read_pool
+    from clumptool.active_learning.state import check_state_location, default_state_dir
+    from clumptool.active_learning.zooniverse import UploadConfig, credentials_from_env, uploaded_galaxies
+    from clumptool.common.outputs import check_output_location, read_manifest
     from clumptool.detection.io import load_model
 
-    if n < 1:
-        raise ClumptoolError(f"--n must be >= 1, got {n}")
+    # 1. everything checked before any long work
     candidates = 5 * n if candidates is None else int(candidates)
-    if candidates < n:
-        raise ClumptoolError(f"--candidates ({candidates}) must be at least --n ({n})")
-    if random_control < 0:
-        raise ClumptoolError(f"--random-control must be >= 0, got {random_control}")
-    if diversity not in METHODS:
-        raise ClumptoolError(f"unknown diversity method {diversity!r} (use one of {', '.join(METHODS)})")
+    _check_options(n, candidates, random_control, diversity, max_unfinished, round_name)
     options = ScoringOptions(strategy=strategy, aggregate=aggregate, topk=topk, passes=passes,
                              score_thresh=score_thresh, batch_size=batch_size, workers=workers)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state = Path(state) if state is not None else out
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    net, spec = load_model(model, device=device)
+    if workers < 0:
+        raise ClumptoolError(f"--workers must be >= 0, got {workers}")
+    out = check_output_location(out)
+    if isinstance(upload, UploadRequest):
+        probe = upload.config("probe", "")   # validates the endpoint and the subject set name now
+    else:
+        probe = upload
+    allow_reupload = bool(probe is not None and probe.allow_reupload)
+    if state is None:
+        state = default_state_dir(probe.endpoint if probe else "", (probe.project_id or None) if probe else None,
+                                  probe.workflow_id if probe else None)
+    state = check_state_location(Path(state), out)
+    if probe is not None and not probe.dry_run:
+        credentials_from_env()
+    if include_unfinished is not None:
+        unfinished_galaxies(include_unfinished, None)  # readable, right columns
+    device = _check_device(device)
+    try:
+        net, spec = load_model(model, device=device)
+    except ClumptoolError as exc:
+        raise ClumptoolError(f"--model {model}: {exc}") from None
     round_name = round_name or f"al-{spec.version}"
+    if isinstance(upload, UploadRequest):
+        upload = upload.config(round_name, spec.version)
+    elif isinstance(upload, UploadConfig) and upload.model_version is None:
+        upload.model_version = spec.version
 
     with Ledger(state / DEFAULT_LEDGER_NAME) as ledger:
         previous = ledger.rows(round_name)
         result = SelectionResult(selection=pd.DataFrame(), round_name=round_name, out_dir=out)
+        scored = None
         if len(previous):
-            full = read_pool(pool, images)
-            sel = _resume(previous, full, pool)
+            sel = _resume(previous, read_pool(pool, images), pool)
             result.resumed = True
-            scored = read_table(out / "pool_scores.parquet") if (out / "pool_scores.parquet").exists() else None
+            old = read_manifest(out)
+            if old is not None and (old.get("info") or {}).get("round") == round_name \
+                    and (out / "pool_scores.parquet").exists():
+                scored = read_table(out / "pool_scores.parquet")
         else:
-            p = build_pool(pool, images, labelled, ledger.already_taken(exclude_round=round_name))
-            result.pool_text = p.describe()
-            if len(p.table) == 0:
-                raise ClumptoolError(f"{pool}: nothing left to select ({p.describe()})")
+            # 2. the candidate pool: minus labelled galaxies, earlier rounds (ledger) and the server's
+            taken = set() if allow_reupload else ledger.already_taken(exclude_round=round_name)
+            if upload is not None and not upload.dry_run and not allow_reupload:
+                on_server = {g for g, r in uploaded_galaxies(upload, n + random_control).items() if r != round_name}
+                taken |= on_server
+            p = build_pool(pool, images, labelled, taken)
+            result.pool_text = "\n".join([p.describe(), *p.notes])
+            n, random_control = _check_pool_size(p, n, random_control, allow_fewer, result.notes)
+            unfinished_full = read_pool(pool, images) if include_unfinished is not None else None
+            # 3. scoring and choosing
             scored, rate = score_pool(net, spec, p.table, options, seed, progress)
             result.n_scored, result.rate = len(scored), rate
 
@@ -399,37 +503,55 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
             sel = pd.concat([sel, extra, picks.drop(columns=["pool_index"])], axis=1)
             if include_unfinished is not None:
                 sel = _add_unfinished(sel, include_unfinished, max_unfinished if max_unfinished is not None else n,
-                                      read_pool(pool, images))
+                                      unfinished_full)
             sel["round"] = round_name
             sel["model_version"] = spec.version
             sel = _order_columns(sel)
-            ledger.record_selection(round_name, sel)
-            write_table(_parquet_safe(scored), out / "pool_scores.parquet")
-            result.files["pool scores"] = str(out / "pool_scores.parquet")
         result.n_pool = len(scored) if scored is not None else 0
 
-        from clumptool.active_learning.manifest import write_cutouts, write_manifest
-
-        sel = write_cutouts(sel, out / "cutouts")
-        write_manifest(sel, out / "manifest.csv", round_name)
-        write_table(_parquet_safe(sel), out / "selection.parquet")
-        result.files.update({"selection": str(out / "selection.parquet"), "manifest": str(out / "manifest.csv"),
-                             "cutouts": str(out / "cutouts")})
-        if plot:
-            from clumptool.active_learning.plots import selection_figure
-
-            result.files["figure"] = str(selection_figure(sel, scored, net, spec, out / "selection.png"))
+        # 4. the local outputs as one set; the round enters the ledger just before the publish
+        sel = _publish(sel, scored, out, round_name, spec, net, plot, ledger, result)
         result.files["ledger"] = str(ledger.path)
         result.selection = sel
         if upload is not None:
             from clumptool.active_learning.zooniverse import upload_selection
 
-            if isinstance(upload, UploadRequest):
-                upload = upload.config(round_name, spec.version)
-            elif upload.model_version is None:
-                upload.model_version = spec.version
-            result.upload = upload_selection(sel, ledger, round_name, upload, progress=progress)
+            try:
+                result.upload = upload_selection(sel, ledger, round_name, upload, progress=progress)
+            except ClumptoolError as exc:
+                raise ClumptoolError(f"{exc}\nthe selection itself is complete in {out}; fix the problem and run "
+                                     "the same command again to upload it (nothing is uploaded twice)") from None
     return result
+
+
+def _publish(sel: pd.DataFrame, scored: pd.DataFrame | None, out: Path, round_name: str, spec, net, plot: bool,
+             ledger, result: SelectionResult) -> pd.DataFrame:
+    """Write selection, scores, cutouts, manifest and figure as one output set; returns the selection with
+    ``file`` pointing at the published cutouts."""
+    from clumptool.active_learning.manifest import write_cutouts, write_manifest
+    from clumptool.common.outputs import output_set
+
+    with output_set(out, "select-next-batch") as staged:
+        staged.info.update({"round": round_name, "model_version": spec.version, "galaxies": int(len(sel)),
+                            "ledger": str(ledger.path)})
+        if scored is not None:
+            write_table(_parquet_safe(scored), staged.file("pool_scores.parquet"))
+        sel = write_cutouts(sel, staged.path / "cutouts")
+        write_manifest(sel, staged.file("manifest.csv"), round_name)
+        sel["file"] = [str(out / Path(f).relative_to(staged.path)) for f in sel["file"]]
+        write_table(_parquet_safe(sel), staged.file("selection.parquet"))
+        if plot:
+            from clumptool.active_learning.plots import selection_figure
+
+            selection_figure(sel, scored, net, spec, staged.file("selection.png"))
+        ledger.record_selection(round_name, sel)  # the commit point of the round
+    result.files.update({"selection": str(out / "selection.parquet"), "manifest": str(out / "manifest.csv"),
+                         "cutouts": str(out / "cutouts")})
+    if scored is not None:
+        result.files["pool scores"] = str(out / "pool_scores.parquet")
+    if plot:
+        result.files["figure"] = str(out / "selection.png")
+    return sel
 
 
 def _order_columns(sel: pd.DataFrame) -> pd.DataFrame:

@@ -32,6 +32,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
@@ -65,13 +66,15 @@ class UploadConfig:
     check_quota: bool = True                          # compare the user's subject quota with the batch first
     verify_media: bool = False                        # also GET every new image back and compare bytes
     admin: bool = False
+    allow_reupload: bool = False                      # upload galaxies that earlier rounds already sent
 
     def __post_init__(self) -> None:
         if not self.subject_set_name or not self.subject_set_name.strip():
-            raise ClumptoolError("the subject set name must not be empty")
+            raise ClumptoolError("--subject-set-name must not be empty; give a name or leave it out (the round "
+                                 "name is used)")
         if not 1 <= self.link_batch <= 100:
             raise ClumptoolError(f"link_batch must be between 1 and 100, got {self.link_batch}")
-        self.endpoint = self.endpoint.rstrip("/")
+        self.endpoint = check_endpoint(self.endpoint)
 
 
 @dataclass
@@ -130,6 +133,48 @@ class UploadReport:
 # ---------------------------------------------------------------------------------------------
 # credentials, client import and logging hygiene
 # ---------------------------------------------------------------------------------------------
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def redact_url(url: object) -> str:
+    """``url`` with the password of a ``user:password@`` part replaced by ``***`` (for messages)."""
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+        if parts.password is None:
+            return text
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    except ValueError:
+        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", text)
+
+
+def check_endpoint(endpoint: str) -> str:
+    """The Panoptes endpoint, validated before any work: ``https://host[:port]`` (plain http only on loopback),
+    no credentials in it (they come from PANOPTES_* only), no trailing slash."""
+    shown = redact_url(endpoint)
+    try:
+        parts = urlsplit(str(endpoint).strip())
+        host, _ = parts.hostname, parts.port
+    except ValueError as exc:
+        raise ClumptoolError(f"--endpoint {shown}: not a valid URL ({redact_url(exc)}); give e.g. "
+                             f"{DEFAULT_ENDPOINT}") from exc
+    if parts.scheme not in ("http", "https") or not host:
+        raise ClumptoolError(f"--endpoint {shown}: not an http(s) URL with a host; give e.g. {DEFAULT_ENDPOINT}")
+    if parts.username is not None or parts.password is not None:
+        raise ClumptoolError(f"--endpoint {shown}: remove the user:password@ part; Zooniverse credentials are "
+                             "read only from the environment (PANOPTES_USERNAME and PANOPTES_PASSWORD, or "
+                             "PANOPTES_CLIENT_ID and PANOPTES_CLIENT_SECRET)")
+    if parts.query or parts.fragment or parts.path.strip("/"):
+        raise ClumptoolError(f"--endpoint {shown}: give only scheme and host (e.g. {DEFAULT_ENDPOINT}), "
+                             "without a path or query")
+    if parts.scheme == "http" and host not in _LOOPBACK:
+        raise ClumptoolError(f"--endpoint {shown}: plain http would send the password unencrypted; use https "
+                             "(plain http is accepted only for a local server on 127.0.0.1)")
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
 
 
 def credentials_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -339,25 +384,72 @@ class _Uploader:
             client = pc.Panoptes(endpoint=self.config.endpoint, admin=self.config.admin, **kwargs)
             client.get_bearer_token()
         except pc.panoptes.PanoptesAPIException as exc:
-            raise ClumptoolError(f"Zooniverse login failed at {self.config.endpoint}: {self._clean(exc)}") from exc
+            raise ClumptoolError(f"Zooniverse login failed at {self.config.endpoint}: {self._clean(exc)}; check "
+                                 "PANOPTES_USERNAME and PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and "
+                                 "PANOPTES_CLIENT_SECRET) and --endpoint") from exc
         except (KeyError, ValueError) as exc:
-            raise ClumptoolError(f"{self.config.endpoint} did not answer like a Zooniverse (Panoptes) API "
-                                 f"({self._clean(exc)})") from exc
+            raise ClumptoolError(f"--endpoint {self.config.endpoint} did not answer like a Zooniverse (Panoptes) "
+                                 f"API ({self._clean(exc)}); check the URL") from exc
         except Exception as exc:
-            raise ClumptoolError(f"cannot reach {self.config.endpoint}: {self._clean(exc)}") from exc
+            raise ClumptoolError(f"--endpoint {self.config.endpoint}: cannot reach the server "
+                                 f"({self._clean(exc)}); check the URL and the network, then run again") from exc
         if client.bearer_token:
             self.secrets.append(client.bearer_token)
         if getattr(client, "refresh_token", None):
             self.secrets.append(client.refresh_token)
         return client
 
-    def subject_set(self) -> None:
+    def check_project(self) -> None:
         pc, cfg = self.pc, self.config
         try:
             pc.Project.find(cfg.project_id)
         except pc.panoptes.PanoptesAPIException as exc:
-            raise ClumptoolError(f"project {cfg.project_id} not found or not accessible at {cfg.endpoint}: "
-                                 f"{self._clean(exc)}") from exc
+            raise ClumptoolError(f"--project-id {cfg.project_id}: not found or not accessible at {cfg.endpoint} "
+                                 f"({self._clean(exc)}); check the id and that this account may edit it") from exc
+
+    def check_workflow(self) -> None:
+        pc, cfg = self.pc, self.config
+        if cfg.workflow_id is None:
+            return
+        try:
+            workflow = pc.Workflow.find(cfg.workflow_id)
+        except pc.panoptes.PanoptesAPIException as exc:
+            raise ClumptoolError(f"--workflow-id {cfg.workflow_id}: not found or not accessible at {cfg.endpoint} "
+                                 f"({self._clean(exc)}); check the id, or leave it out to link the subject set "
+                                 "by hand") from exc
+        owner = str(workflow.raw.get("links", {}).get("project"))
+        if owner != str(cfg.project_id):
+            raise ClumptoolError(f"--workflow-id {cfg.workflow_id} belongs to project {owner}, not --project-id "
+                                 f"{cfg.project_id}; give a workflow of this project")
+
+    def server_galaxies(self) -> dict[str, str]:
+        """galaxy id -> round of every subject in the project's clumptool subject sets (those whose metadata
+        has ``#clumptool_round``): what earlier rounds put on Zooniverse, whatever the local ledger says."""
+        pc, found = self.pc, {}
+        for subject_set in pc.SubjectSet.where(project_id=self.config.project_id, page_size=100):
+            set_round = (subject_set.raw.get("metadata") or {}).get("#clumptool_round")
+            if set_round is None:
+                continue
+            for s in pc.Subject.where(subject_set_id=subject_set.id, page_size=100):
+                meta = s.raw.get("metadata") or {}
+                gid = meta.get("#galaxy_id")
+                if gid is not None:
+                    found.setdefault(str(gid), str(meta.get("#al_round", set_round)))
+        return found
+
+    def refuse_reuploads(self, found: dict[str, str]) -> None:
+        """Refuse galaxies already on the server from another round (unless ``allow_reupload``)."""
+        if self.config.allow_reupload:
+            return
+        again = [(gid, found[gid]) for gid, row in self.sel.iterrows()
+                 if gid in found and found[gid] != self.round and row.get("strategy") != "unfinished"]
+        if again:
+            raise ClumptoolError(_reupload_message(again, f"on {self.config.endpoint} in project "
+                                                         f"{self.config.project_id}"))
+
+    def subject_set(self) -> None:
+        pc, cfg = self.pc, self.config
+        self.check_project()
         known = self.ledger.round_info(self.round).get("subject_set_id")
         found = None
         if known:
@@ -571,6 +663,8 @@ class _Uploader:
     def run(self) -> None:
         from tqdm import tqdm
 
+        self.check_project()
+        self.refuse_reuploads(self.server_galaxies())
         self.subject_set()
         self.reconcile()
         rows = self._rows()
@@ -624,6 +718,47 @@ class _Uploader:
                                       f"{self._clean(exc)}")
 
 
+def _reupload_message(again: list[tuple[str, str]], where_: str) -> str:
+    shown = ", ".join(f"{gid} (round {rnd!r})" for gid, rnd in again[:5]) + (", ..." if len(again) > 5 else "")
+    return (f"{len(again)} galaxies of this selection were already uploaded by earlier rounds {where_}: "
+            f"{shown}; they are left out of new selections automatically; to upload them again on purpose pass "
+            "--allow-reupload")
+
+
+def _connected(config: UploadConfig, selection: pd.DataFrame, ledger: Ledger | None, round_name: str,
+               report: UploadReport, progress: bool):
+    """(client module, uploader, client, secrets) for ``config``, logged in (credentials from the env)."""
+    credentials = credentials_from_env()
+    secrets = [v for k, v in credentials.items() if k in ("password", "client_secret")]
+    pc = import_panoptes_client()
+    uploader = _Uploader(pc, selection, ledger, round_name, config, report, secrets, progress)
+    return pc, uploader, credentials, secrets
+
+
+def uploaded_galaxies(config: UploadConfig, needed: int = 0) -> dict[str, str]:
+    """Log in and list the galaxies earlier clumptool rounds put in ``config.project_id`` (galaxy id ->
+    round). Run before scoring: it checks the endpoint, the credentials, the project, the workflow and that
+    the account's subject quota leaves room for ``needed`` more subjects at the same time."""
+    report = UploadReport(round_name="", subject_set_name=config.subject_set_name, endpoint=config.endpoint,
+                          dry_run=False, requested=0)
+    empty = pd.DataFrame({"galaxy_id": pd.Series([], dtype=str)})
+    pc, uploader, credentials, secrets = _connected(config, empty, None, "", report, False)
+    with _quiet_client_logs(secrets):
+        client = uploader.connect(credentials)
+        with client:
+            try:
+                uploader.check_project()
+                uploader.check_workflow()
+                uploader.quota(needed)
+                return uploader.server_galaxies()
+            except ClumptoolError as exc:
+                raise ClumptoolError(redact(exc, secrets)) from None
+            except (pc.panoptes.PanoptesAPIException, OSError, ValueError, KeyError, TypeError) as exc:
+                raise ClumptoolError(f"listing the subjects already in project {config.project_id} at "
+                                     f"{config.endpoint} failed ({uploader._clean(exc)}); check --endpoint and "
+                                     "the network, then run again") from None
+
+
 def upload_selection(selection: pd.DataFrame, ledger: Ledger, round_name: str, config: UploadConfig,
                      progress: bool = True) -> UploadReport:
     """Upload ``selection`` (galaxy_id, file = PNG path, score, strategy, rank, control, metadata columns)
@@ -635,6 +770,13 @@ def upload_selection(selection: pd.DataFrame, ledger: Ledger, round_name: str, c
     credentials and without writing to the ledger.
     """
     sel = _prepare(selection, config.max_bytes)
+    if not config.allow_reupload:
+        earlier = ledger.uploaded_elsewhere(round_name)
+        strategy = sel["strategy"] if "strategy" in sel.columns else pd.Series("", index=sel.index)
+        again = [(gid, earlier[gid]) for gid, st in zip(sel["galaxy_id"], strategy, strict=True)
+                 if gid in earlier and st != "unfinished"]
+        if again:
+            raise ClumptoolError(_reupload_message(again, f"(ledger {ledger.path})"))
     report = UploadReport(round_name=round_name, subject_set_name=config.subject_set_name,
                           endpoint=config.endpoint, dry_run=config.dry_run, requested=len(sel))
     if config.dry_run:  # read-only: no request, no credentials, the ledger untouched
@@ -645,10 +787,7 @@ def upload_selection(selection: pd.DataFrame, ledger: Ledger, round_name: str, c
         report.summary = ledger.summary(round_name)
         return report
     ledger.record_selection(round_name, sel, subject_set_name=config.subject_set_name)
-    credentials = credentials_from_env()
-    secrets = [v for k, v in credentials.items() if k in ("password", "client_secret")]
-    pc = import_panoptes_client()
-    uploader = _Uploader(pc, sel, ledger, round_name, config, report, secrets, progress)
+    pc, uploader, credentials, secrets = _connected(config, sel, ledger, round_name, report, progress)
     with _quiet_client_logs(secrets):
         client = uploader.connect(credentials)
         with client:
@@ -660,6 +799,9 @@ def upload_selection(selection: pd.DataFrame, ledger: Ledger, round_name: str, c
                 report.errors.append(f"Zooniverse API error: {uploader._clean(exc)}")
             except OSError as exc:  # requests' network errors are OSErrors too
                 report.errors.append(f"network error talking to {config.endpoint}: {uploader._clean(exc)}")
+            except (ValueError, KeyError, TypeError) as exc:  # an answer that is not Panoptes JSON
+                report.errors.append(f"{config.endpoint} answered in a way Panoptes does not "
+                                     f"({type(exc).__name__}: {uploader._clean(exc)}); check --endpoint")
     rows = ledger.rows(round_name)
     rows = rows[rows["galaxy_id"].isin(set(sel["galaxy_id"]))]
     report.linked_total = int((rows["state"] == "linked").sum())

@@ -19,6 +19,13 @@ _ENV = ("PANOPTES_USERNAME", "PANOPTES_PASSWORD", "PANOPTES_CLIENT_ID", "PANOPTE
         "PANOPTES_ENDPOINT", "PANOPTES_DEBUG", "PANOPTES_REDIRECT_URL")
 
 
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path, monkeypatch):
+    """Ledgers in a temporary folder, never in the real ~/.local/state."""
+    monkeypatch.setenv("CLUMPTOOL_STATE_DIR", str(tmp_path / "clumptool-state"))
+    return tmp_path / "clumptool-state"
+
+
 @pytest.fixture
 def panoptes_client(monkeypatch):
     """The real client with retries limited to one attempt; thread-locals cleared afterwards."""

@@ -54,8 +54,10 @@ def test_end_to_end_writes_a_zooniverse_ready_batch(tiny, tmp_path):
     res = select_next_batch(tiny / "model", tiny / "images", out, n=2, labelled=[labelled], random_control=2,
                             diversity="none", round_name="r1", progress=False)
     sel = pd.read_parquet(out / "selection.parquet")
-    for name in ("manifest.csv", "selection.png", "pool_scores.parquet", "al_ledger.sqlite"):
+    for name in ("manifest.csv", "selection.png", "pool_scores.parquet", "manifest.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not (out / "al_ledger.sqlite").exists()  # the ledger is shared by rounds, outside --out
+    assert res.files["ledger"].endswith("local/al_ledger.sqlite")
     assert len(sel) == 4
     assert sel["rank"].tolist() == [1, 2, 3, 4]
     assert sel["control"].tolist() == [False, False, True, True]
@@ -190,7 +192,8 @@ def test_cli_dry_run_and_error_exit(tiny, tmp_path):
                                "1234", "--quiet"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "selection.parquet").exists()
-    with Ledger(tmp_path / "o" / "al_ledger.sqlite") as ledger:
+    ledger_path = tmp_path / "clumptool-state" / "www.zooniverse.org" / "project-1234-workflow-none"
+    with Ledger(ledger_path / "al_ledger.sqlite") as ledger:
         assert ledger.summary("cli-1")["selected"] == 3
     res = runner.invoke(main, ["select-next-batch", "--model", str(tiny / "model"), "--pool",
                                str(tmp_path / "missing"), "--out", str(tmp_path / "o2")])

@@ -261,7 +261,7 @@ def test_bad_login_and_missing_credentials(fake, selection, tmp_path, monkeypatc
 
 def test_unknown_project_and_bad_files_are_user_errors(fake, selection, tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
-    with pytest.raises(ClumptoolError, match="project 999 not found"):
+    with pytest.raises(ClumptoolError, match="--project-id 999: not found"):
         upload_selection(selection, ledger, ROUND, UploadConfig(999, None, SET_NAME, endpoint=fake.url),
                          progress=False)
     bad = selection.copy()
