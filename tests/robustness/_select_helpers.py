@@ -4,29 +4,13 @@ protect, and the loopback fake Zooniverse talked to by the real panoptes-client.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
+import harness  # noqa: E402,F401  (re-exported to the test module)
 import numpy as np
 import torch
 from PIL import Image
-
-
-def _harness():
-    """tests/robustness/conftest.py as a module of its own: ``from conftest import ...`` would get whichever
-    conftest.py (tests/active_learning's, ...) was imported first under that name in a whole-suite run."""
-    name = "clumptool_robustness_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _harness()
 
 N_POOL = 10
 PASSWORD = "Pw-r0bust-91xq"  # distinctive, so a leak anywhere can be searched for
