@@ -73,7 +73,7 @@ class ConsensusConfig:
     # learn the share of candidates that are real (prior odds) instead of assuming even odds
     learn_prior_odds: bool = True
     # pseudo-clumps at full visibility per expected real clump (keeps the faint levels from taking over)
-    visibility_anchor: float = 1.0
+    visibility_anchor: float = 0.0
     skill_tolerance: float = 1e-3  # stop when no volunteer's p_fp or p_fn moves more than this
 
     def __post_init__(self) -> None:
@@ -417,7 +417,12 @@ def judge_candidates(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig
         central_ll = np.where(central, central_log_likelihoods(centre_rate, ms.view_group, ms.view_vol, ms.n_groups,
                                                                cand_group, marker_cand, marker_vol), -np.inf)
     false_ll = np.logaddexp(fp_ll, central_ll)
-    fit = fit_visibility(false_ll, real_ll, cfg.visibility_grid, iterations=iterations,
+    n_viewers = np.bincount(ms.view_group, minlength=ms.n_groups)
+    n_markers = np.bincount(marker_cand, minlength=len(cand_group))
+    needed = np.minimum(cfg.min_volunteers, np.maximum(n_viewers[cand_group], 1))
+    # weights and prior odds are learned from the candidates that could be accepted: lone clicks (far more
+    # numerous, and never clumps) would otherwise set the odds of every cluster that several volunteers marked
+    fit = fit_visibility(false_ll, real_ll, cfg.visibility_grid, fit_mask=n_markers >= needed, iterations=iterations,
                          init=None if prev is None else prev.fit, learn_prior_real=cfg.learn_prior_odds,
                          anchor=cfg.visibility_anchor)
     p_all = 1.0 / (1.0 + np.exp(-np.clip(fit.log_odds_false_pos, -700, 700)))
@@ -427,7 +432,6 @@ def judge_candidates(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig
     central_source[ids_open] = (central_ll > fp_ll)[:n_open] & (p_all[:n_open] >= cfg.max_false_pos_prob)
     central_c = np.zeros(n_c, dtype=bool)
     central_c[ids_open] = central[:n_open]
-    n_viewers = np.bincount(ms.view_group, minlength=ms.n_groups)
     n_needed = np.minimum(cfg.min_volunteers, np.maximum(n_viewers[st["group_of"]], 1))
     n_marks = np.bincount(cl[linked], minlength=n_c)
     counted = np.where(n_marks < n_needed, 1.0, p_false)
