@@ -411,8 +411,8 @@ def judge_candidates(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig
     if cfg.central_radius > 0:
         central = near_centre(cand_x, cand_y, width[cand_group], height[cand_group], cfg.central_radius)
         mark_central = near_centre(ms.x, ms.y, width[ms.group], height[ms.group], cfg.central_radius)
-        weight = mark_central * (1.0 if prev is None else prev.p_false_mark if len(prev.p_false_mark) == len(ms.x)
-                                 else 1.0)
+        # a central mark counts towards its volunteer's centre rate unless it was judged to be on a real clump
+        weight = mark_central * (1.0 if prev is None else prev.p_false_mark)
         centre_rate = centre_rates(ms.view_vol, ms.vol, weight.astype(float), ms.n_volunteers)
         central_ll = np.where(central, central_log_likelihoods(centre_rate, ms.view_group, ms.view_vol, ms.n_groups,
                                                                cand_group, marker_cand, marker_vol), -np.inf)
@@ -438,7 +438,7 @@ def judge_candidates(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig
     p_lone = p_all[n_open:]
     p_mark = np.ones(len(ms.x))
     p_mark[linked] = counted[cl[linked]]
-    p_mark[lone_idx] = np.where(n_viewers[ms.group[lone_idx]] > 1, 1.0, p_lone) if cfg.min_volunteers > 1 else p_lone
+    p_mark[lone_idx] = np.where(needed[n_open:] > 1, 1.0, p_lone)  # a lone mark is never accepted then
     return Judgement(fit=fit, p_false=p_false, p_false_lone=p_lone, central_source=central_source,
                      central=central_c, n_needed=n_needed, p_false_counted=counted, centre_rate=centre_rate,
                      p_false_mark=p_mark)
