@@ -339,7 +339,8 @@ def run_consensus(
     or central source, with the learned visibility and prior odds), then re-estimate the skills from the
     *judged* clumps: marks on candidates judged false count as false positives, so a volunteer who
     consistently marks what the crowd does not (bulges, stars) gets a high false-positive rate and their
-    clusters are explained as theirs. Stops when no volunteer's rates move by more than ``skill_tolerance``.
+    clusters are explained as theirs. Stops when no volunteer's rates move by more than ``skill_tolerance`` or
+    the objective changes by less than ``tolerance`` (relative); the last round is the result.
     """
     ms = build_markset(data, config.default_image_size)
     model = _Model(ms, config)
@@ -358,7 +359,8 @@ def run_consensus(
         new = m_step(model.counts(st, judged.p_false_counted), config.priors)
         moved = max(float(np.max(np.abs(new.p_fp - skills.p_fp), initial=0.0)),
                     float(np.max(np.abs(new.p_fn - skills.p_fn), initial=0.0)))
-        if it >= max(RESPLIT_AT, default=0) + 1 and moved <= config.skill_tolerance:
+        settled = len(history) > 1 and abs(history[-2] - history[-1]) <= config.tolerance * abs(history[-1])
+        if it >= max(RESPLIT_AT, default=0) + 1 and (moved <= config.skill_tolerance or settled):
             break
         skills = new
     judged = judge_candidates(ms, st, skills, config, judged, iterations=50)
