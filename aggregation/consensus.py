@@ -75,6 +75,8 @@ class ConsensusConfig:
     # pseudo-clumps at full visibility per expected real clump (keeps the faint levels from taking over)
     visibility_anchor: float = 0.0
     skill_tolerance: float = 1e-3  # stop when no volunteer's p_fp or p_fn moves more than this
+    # learn each volunteer's systematic click offset (shrunk towards 0 by this many pseudo-marks; 0: off)
+    offset_prior_marks: float = 5.0
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -93,8 +95,8 @@ class ConsensusConfig:
             raise ValueError("min_volunteers must be >= 1")
         if not 0 <= self.central_radius < 0.5:
             raise ValueError("central_radius must be a share of the image side in [0, 0.5)")
-        if self.visibility_anchor < 0 or self.skill_tolerance <= 0:
-            raise ValueError("visibility_anchor must be >= 0 and skill_tolerance > 0")
+        if self.visibility_anchor < 0 or self.skill_tolerance <= 0 or self.offset_prior_marks < 0:
+            raise ValueError("visibility_anchor and offset_prior_marks must be >= 0, skill_tolerance > 0")
 
 
 @dataclass
@@ -111,6 +113,12 @@ class MarkSet:
     view_group: np.ndarray
     view_vol: np.ndarray
     n_volunteers: int
+    x_raw: np.ndarray | None = None  # the marks as clicked (x, y above: corrected for volunteer offsets)
+    y_raw: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.x_raw is None:
+            self.x_raw, self.y_raw = self.x.copy(), self.y.copy()
 
     @property
     def n_groups(self) -> int:
@@ -171,6 +179,11 @@ class _Model:
         self.cfg = config
         g = ms.groups
         self.log_area = np.log(np.maximum(g["image_width"].to_numpy() * g["image_height"].to_numpy(), 1.0))
+        self.find_components()
+
+    def find_components(self) -> None:
+        """Candidate groups from the current mark positions (re-run once volunteer offsets are known)."""
+        ms, config = self.ms, self.cfg
         self.component = candidate_components(ms.group, ms.vol, ms.x, ms.y, config.link_radius)
         comp_sizes = np.bincount(self.component) if len(self.component) else np.zeros(0, int)
         # components where some volunteer has several marks need splitting
@@ -348,8 +361,11 @@ def run_consensus(
     cluster = model.rough_clusters() if RESPLIT_AT else model.candidate_clusters(skills)
     history: list[float] = []
     judged: Judgement | None = None
+    offsets = (np.zeros(ms.n_volunteers), np.zeros(ms.n_volunteers))
     for it in range(config.max_iterations):
-        if it in RESPLIT_AT:  # split ambiguous components once the skills have moved
+        if it in RESPLIT_AT:  # split ambiguous components once the skills (and offsets) have moved
+            if config.offset_prior_marks > 0:
+                model.find_components()
             cluster = model.candidate_clusters(skills)
         st = model.link_open(cluster, skills)
         history.append(model.objective(st, skills))
@@ -357,6 +373,9 @@ def run_consensus(
         if progress is not None:
             progress(f"iteration {it + 1}: objective {history[-1]:,.1f}")
         new = m_step(model.counts(st, judged.p_false_counted), config.priors)
+        if config.offset_prior_marks > 0:
+            offsets = volunteer_offsets(ms, st, judged.p_false_counted, config.offset_prior_marks)
+            ms.x, ms.y = ms.x_raw - offsets[0][ms.vol], ms.y_raw - offsets[1][ms.vol]
         moved = max(float(np.max(np.abs(new.p_fp - skills.p_fp), initial=0.0)),
                     float(np.max(np.abs(new.p_fn - skills.p_fn), initial=0.0)))
         settled = len(history) > 1 and abs(history[-2] - history[-1]) <= config.tolerance * abs(history[-1])
@@ -366,12 +385,26 @@ def run_consensus(
     judged = judge_candidates(ms, st, skills, config, judged, iterations=50)
     clumps, mark_table = _clump_table(ms, st, skills, config, judged)
     subjects = _subject_table(ms, skills, clumps, mark_table, config, data)
-    volunteers = _volunteer_table(model.counts(st, judged.p_false_counted), skills, data, judged.centre_rate)
+    volunteers = _volunteer_table(model.counts(st, judged.p_false_counted), skills, data, judged.centre_rate,
+                                  offsets)
     vis = judged.fit
     return ConsensusResult(clumps=clumps, subjects=subjects, volunteers=volunteers, marks=mark_table,
                            history=history, best_iteration=len(history) - 1,
                            visibility=dict(zip(vis.grid, np.round(vis.weights, 4).tolist(), strict=True)),
                            prior_real=round(vis.prior_real, 4))
+
+
+def volunteer_offsets(ms: MarkSet, st: dict, p_false: np.ndarray, prior_marks: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each volunteer's systematic click offset: mean (as-clicked mark - clump centre) over their marks on
+    clumps judged real, shrunk towards 0 by ``prior_marks`` pseudo-marks. Some volunteers click consistently
+    beside the clump (a habit, or a display offset); corrected, their marks join the crowd's instead of forming
+    a second cluster a few pixels away."""
+    linked, cl = st["linked"], st["cl"]
+    w = np.where(linked, 1.0 - p_false[cl], 0.0)
+    n = np.bincount(ms.vol, weights=w, minlength=ms.n_volunteers) + prior_marks
+    dx = np.bincount(ms.vol, weights=w * (ms.x_raw - st["cx"][cl]), minlength=ms.n_volunteers)
+    dy = np.bincount(ms.vol, weights=w * (ms.y_raw - st["cy"][cl]), minlength=ms.n_volunteers)
+    return dx / n, dy / n
 
 
 @dataclass
@@ -496,8 +529,8 @@ def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig,
         "subject_id": groups["subject_id"].to_numpy()[ms.group],
         "frame": groups["frame"].to_numpy()[ms.group],
         "volunteer": ms.vol,
-        "x": ms.x,
-        "y": ms.y,
+        "x": ms.x_raw,
+        "y": ms.y_raw,
         "tool": ms.tool,
         "clump_id": np.where(linked, clump_of_candidate[cl], -1),
     })
@@ -566,7 +599,8 @@ def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.
     return subj.merge(sizes, on="subject_id", how="left")
 
 
-def _volunteer_table(counts: SkillCounts, skills: Skills, data: ExportData, centre_rate: np.ndarray) -> pd.DataFrame:
+def _volunteer_table(counts: SkillCounts, skills: Skills, data: ExportData, centre_rate: np.ndarray,
+                     offsets: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
     vols = data.volunteers.copy()
     n_cls = data.classifications.groupby("volunteer").size()
     vols["n_classifications"] = vols["volunteer"].map(n_cls).fillna(0).astype("int64")
@@ -575,6 +609,7 @@ def _volunteer_table(counts: SkillCounts, skills: Skills, data: ExportData, cent
     vols["scatter_px"] = np.sqrt(skills.s2)
     vols["n_marks"] = counts.n_marks.astype("int64")
     vols["centre_mark_rate"] = centre_rate
+    vols["offset_x_px"], vols["offset_y_px"] = offsets
     vols["n_false_pos"] = np.round(counts.n_false_pos).astype("int64")
     vols["n_clumps_seen"] = np.round(counts.n_clumps_seen).astype("int64")
     vols["n_matched"] = np.round(counts.n_matched).astype("int64")
