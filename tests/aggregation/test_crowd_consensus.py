@@ -135,3 +135,37 @@ def test_a_faint_clump_marked_by_8_of_20_careful_volunteers_is_kept(tmp_path):
     assert kept == [1] * len(kept)
     acc = res.clumps[res.clumps["accepted"]]
     assert acc["evidence"].str.startswith("accepted: ").all()
+
+
+def test_the_cli_options_switch_the_rules_off_and_the_table_says_why(tmp_path):
+    from click.testing import CliRunner
+
+    from clumptool.cli import main
+
+    rng = np.random.default_rng(9)
+    b = ExportBuilder(size=SIZE)
+    for sid in range(1, 21):
+        for v in range(8):
+            marks = [_click(rng, (150.0, 250.0))]
+            if v < 3:  # three of eight mark the centre in every image
+                marks.append(_click(rng, (CENTRE, CENTRE), scatter=1.0))
+            b.add(sid, f"v{v}", marks)
+    b.add(21, "v0", [(90.0, 90.0, 0)])  # one viewer, one click: the only evidence there is
+    export = b.write(tmp_path / "e.csv")
+
+    def clumps(*opts):
+        out = tmp_path / f"out{len(opts)}"
+        r = CliRunner().invoke(main, ["aggregate", str(export), "--out", str(out), "--format", "csv", "--quiet", *opts])
+        assert r.exit_code == 0, r.output
+        return pd.read_csv(out / "clumps.csv")
+
+    default = clumps()
+    central = default[np.hypot(default["x"] - CENTRE, default["y"] - CENTRE) < 8]
+    assert len(central) == 20 and not central["accepted"].any() and central["central_source"].all()
+    assert default.loc[default["accepted"], "evidence"].str.startswith("accepted: 8/8 volunteers").sum() == 20
+    assert _accepted_near(default, 21, (90, 90)) == 1  # a lone viewer's click: min volunteers is capped at 1
+    assert int(default["accepted"].sum()) == 21
+    off = clumps("--central-radius", "0")
+    assert not off["central_source"].any()
+    r = CliRunner().invoke(main, ["aggregate", str(export), "--out", str(tmp_path / "x"), "--min-volunteers", "0"])
+    assert r.exit_code == 2 and "--min-volunteers" in r.output
