@@ -544,15 +544,16 @@ def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig,
 def _evidence(n_marks: np.ndarray, n_viewers: np.ndarray, fpp: np.ndarray, accepted: np.ndarray,
               enough: np.ndarray, central_source: np.ndarray, n_needed: np.ndarray, max_fpp: float) -> np.ndarray:
     """Why each candidate was accepted or rejected, in words (the clumps table's ``evidence`` column)."""
-    base = pd.Series(n_marks).astype(str) + "/" + pd.Series(n_viewers).astype(str) + " volunteers, P(false) " \
-        + pd.Series(fpp).map("{:.2g}".format)
+    add = np.char.add
+    base = add(add(add(add(np.asarray(n_marks).astype(str), "/"), np.asarray(n_viewers).astype(str)),
+                   " volunteers, P(false) "), np.char.mod("%.2g", np.asarray(fpp, dtype=float)))
     why = np.where(accepted, "accepted: ", "rejected: ")
     reason = np.where(
         accepted, "",
-        np.where(~enough, "; fewer than " + pd.Series(n_needed).astype(str) + " volunteers marked it",
+        np.where(~enough, add(add("; fewer than ", np.asarray(n_needed).astype(str)), " volunteers marked it"),
                  np.where(central_source, "; the central source (marked by those who mark image centres)",
                           f"; P(false) >= {max_fpp:g}")))
-    return (why + base + reason).to_numpy(dtype=object)
+    return add(add(why, base), reason).astype(object)
 
 
 def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.DataFrame,
