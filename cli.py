@@ -214,6 +214,11 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
               help="Clumps above this false-positive probability are reported but get no training box.")
 @click.option("--link-radius", type=float, default=6.0, show_default=True,
               help="Marks of different volunteers closer than this (px) may belong to one clump.")
+@click.option("--min-volunteers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="A clump needs marks by this many distinct volunteers (fewer on images with fewer viewers).")
+@click.option("--central-radius", type=click.FloatRange(min=0.0, max=0.5, max_open=True), default=0.02,
+              show_default=True, help="Clusters within this share of the image side of the centre are also "
+              "weighed as the central source (bulge marks by the volunteers who mark centres); 0: off.")
 @click.option("--eps", type=float, default=5.0, show_default=True, help="DBSCAN eps (px), --method dbscan.")
 @click.option("--min-samples", type=int, default=3, show_default=True, help="DBSCAN/HDBSCAN min_samples.")
 @click.option("--min-cluster-size", type=int, default=5, show_default=True, help="HDBSCAN min_cluster_size.")
@@ -227,7 +232,8 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
                       workflow_version: str | None, task: str | None, clump_tools: str | None, odd_tools: str,
                       method: str, out: Path, table_format: str, images: Path | None, box_scale: float,
                       box_size: float, fwhm_column: str, drop_central: float, fold_improbable: bool,
-                      max_false_pos_prob: float, link_radius: float, eps: float, min_samples: int,
+                      max_false_pos_prob: float, link_radius: float, min_volunteers: int,
+                      central_radius: float, eps: float, min_samples: int,
                       min_cluster_size: int, strict: bool, on_conflicting_duplicates: str, quiet: bool) -> None:
     """Aggregate a Zooniverse classification export into consensus clumps.
 
@@ -249,7 +255,8 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
     if not (0 < max_false_pos_prob <= 1):
         raise ClumptoolError(f"--max-false-pos-prob {max_false_pos_prob}: must be a probability in (0, 1] "
                              "(default 0.5)")
-    consensus = ConsensusConfig(link_radius=link_radius, odd_tools=odd, max_false_pos_prob=max_false_pos_prob)
+    consensus = ConsensusConfig(link_radius=link_radius, odd_tools=odd, max_false_pos_prob=max_false_pos_prob,
+                                min_volunteers=min_volunteers, central_radius=central_radius)
     options = AggregateOptions(
         read=ReadOptions(workflow_id=workflow_id, workflow_version=workflow_version, task=task,
                          clump_tools=tools, strict=strict, on_conflicting_duplicates=on_conflicting_duplicates),

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from clumptool.aggregation.assign import ComponentInputs, candidate_components, solve_component
+from clumptool.aggregation.central import central_log_likelihoods, centre_rates, near_centre
 from clumptool.aggregation.export import ExportData
 from clumptool.aggregation.skill import (
     SkillCounts,
@@ -63,6 +64,19 @@ class ConsensusConfig:
     finished: FinishedThresholds = field(default_factory=FinishedThresholds)
     default_image_size: float = 400.0
     workers: int | None = None  # processes splitting ambiguous groups; None: up to 2 when there are many
+    # a clump needs marks by this many distinct volunteers (fewer if the image had fewer viewers): one click
+    # among 8 viewers is never a clump, whatever the learned visibility says
+    min_volunteers: int = 2
+    # the central source (bulge): candidates within this share of the image side of the centre are also
+    # weighed as "the volunteers who mark centres marked it" (aggregation/central.py); 0 switches it off
+    central_radius: float = 0.02
+    # learn the share of candidates that are real (prior odds) instead of assuming even odds
+    learn_prior_odds: bool = True
+    # pseudo-clumps at full visibility per expected real clump (keeps the faint levels from taking over)
+    visibility_anchor: float = 0.0
+    skill_tolerance: float = 1e-3  # stop when no volunteer's p_fp or p_fn moves more than this
+    # learn each volunteer's systematic click offset (shrunk towards 0 by this many pseudo-marks; 0: off)
+    offset_prior_marks: float = 5.0
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -77,6 +91,12 @@ class ConsensusConfig:
             raise ValueError("visibility_grid must be a non-empty list of values in (0, 1]")
         if self.required_accuracy_px <= 0 or self.default_image_size <= 0:
             raise ValueError("required_accuracy_px and default_image_size must be positive")
+        if self.min_volunteers < 1:
+            raise ValueError("min_volunteers must be >= 1")
+        if not 0 <= self.central_radius < 0.5:
+            raise ValueError("central_radius must be a share of the image side in [0, 0.5)")
+        if self.visibility_anchor < 0 or self.skill_tolerance <= 0 or self.offset_prior_marks < 0:
+            raise ValueError("visibility_anchor and offset_prior_marks must be >= 0, skill_tolerance > 0")
 
 
 @dataclass
@@ -93,6 +113,12 @@ class MarkSet:
     view_group: np.ndarray
     view_vol: np.ndarray
     n_volunteers: int
+    x_raw: np.ndarray | None = None  # the marks as clicked (x, y above: corrected for volunteer offsets)
+    y_raw: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.x_raw is None:
+            self.x_raw, self.y_raw = self.x.copy(), self.y.copy()
 
     @property
     def n_groups(self) -> int:
@@ -108,6 +134,7 @@ class ConsensusResult:
     history: list[float]
     best_iteration: int
     visibility: dict = field(default_factory=dict)  # learned weight of each clump visibility level
+    prior_real: float = 0.5  # learned share of candidates (opened clumps and lone marks) that are real
 
 
 def build_markset(data: ExportData, default_image_size: float = 400.0) -> MarkSet:
@@ -152,6 +179,11 @@ class _Model:
         self.cfg = config
         g = ms.groups
         self.log_area = np.log(np.maximum(g["image_width"].to_numpy() * g["image_height"].to_numpy(), 1.0))
+        self.find_components()
+
+    def find_components(self) -> None:
+        """Candidate groups from the current mark positions (re-run once volunteer offsets are known)."""
+        ms, config = self.ms, self.cfg
         self.component = candidate_components(ms.group, ms.vol, ms.x, ms.y, config.link_radius)
         comp_sizes = np.bincount(self.component) if len(self.component) else np.zeros(0, int)
         # components where some volunteer has several marks need splitting
@@ -265,20 +297,28 @@ class _Model:
         open_part = np.sum(st["oc"][st["group_of"][st["is_open"]]] - st["gain"][st["is_open"]])
         return float(np.sum(st["e"]) + open_part - log_prior(skills, self.cfg.priors))
 
-    def counts(self, st: dict) -> SkillCounts:
+    def counts(self, st: dict, p_false: np.ndarray | None = None) -> SkillCounts:
+        """Skill statistics of an assignment. ``p_false`` (per candidate clump): the judged probability that
+        an opened clump is not real; its marks then count as false positives and it is not a clump the
+        viewers missed (so volunteers who consistently mark what is not a clump get a high p_fp)."""
         ms = self.ms
         nv = ms.n_volunteers
         linked = st["linked"]
-        n_open_group = np.bincount(st["group_of"][st["is_open"]], minlength=ms.n_groups)
+        real = np.where(st["is_open"], 1.0, 0.0)
+        if p_false is not None:
+            real = real * (1.0 - p_false)
+        n_open_group = np.bincount(st["group_of"], weights=real, minlength=ms.n_groups)
         seen = np.bincount(ms.view_vol, weights=n_open_group[ms.view_group], minlength=nv)
-        matched = np.bincount(ms.vol[linked], minlength=nv).astype(float)
+        w_link = np.where(linked, real[st["cl"]], 0.0)
+        matched = np.bincount(ms.vol, weights=w_link, minlength=nv)
+        n_marks = np.bincount(ms.vol, minlength=nv).astype(float)
         return SkillCounts(
-            n_marks=np.bincount(ms.vol, minlength=nv).astype(float),
-            n_false_pos=np.bincount(ms.vol[~linked], minlength=nv).astype(float),
+            n_marks=n_marks,
+            n_false_pos=n_marks - matched,
             n_clumps_seen=seen,
             n_clumps_missed=np.maximum(seen - matched, 0.0),
             n_matched=matched,
-            sum_d2=np.bincount(ms.vol[linked], weights=st["d2"][linked], minlength=nv),
+            sum_d2=np.bincount(ms.vol, weights=w_link * st["d2"], minlength=nv),
         )
 
 
@@ -306,55 +346,145 @@ def run_consensus(
     config: ConsensusConfig = ConsensusConfig(),
     progress: Callable[[str], None] | None = None,
 ) -> ConsensusResult:
-    """Fit the volunteer-skill model to an export and return clumps, subject and volunteer tables."""
+    """Fit the volunteer-skill model to an export and return clumps, subject and volunteer tables.
+
+    Each round: assign marks to candidate clumps (given skills), judge every candidate (real, false hot spot
+    or central source, with the learned visibility and prior odds), then re-estimate the skills from the
+    *judged* clumps: marks on candidates judged false count as false positives, so a volunteer who
+    consistently marks what the crowd does not (bulges, stars) gets a high false-positive rate and their
+    clusters are explained as theirs. Stops when no volunteer's rates move by more than ``skill_tolerance`` or
+    the objective changes by less than ``tolerance`` (relative); the last round is the result.
+    """
     ms = build_markset(data, config.default_image_size)
     model = _Model(ms, config)
     skills = Skills.from_priors(ms.n_volunteers, config.priors)
     cluster = model.rough_clusters() if RESPLIT_AT else model.candidate_clusters(skills)
     history: list[float] = []
-    best = (np.inf, None, None, -1)
+    judged: Judgement | None = None
+    offsets = (np.zeros(ms.n_volunteers), np.zeros(ms.n_volunteers))
     for it in range(config.max_iterations):
-        if it in RESPLIT_AT:  # split ambiguous components once the skills have moved
+        if it in RESPLIT_AT:  # split ambiguous components once the skills (and offsets) have moved
+            if config.offset_prior_marks > 0:
+                model.find_components()
             cluster = model.candidate_clusters(skills)
         st = model.link_open(cluster, skills)
-        obj = model.objective(st, skills)
-        history.append(obj)
+        history.append(model.objective(st, skills))
+        judged = judge_candidates(ms, st, skills, config, judged, iterations=8)
         if progress is not None:
-            progress(f"iteration {it + 1}: objective {obj:,.1f}")
-        if obj < best[0]:
-            best = (obj, st, skills, it)
-        if it > 3 and abs(history[-2] - obj) <= config.tolerance * abs(obj):
+            progress(f"iteration {it + 1}: objective {history[-1]:,.1f}")
+        new = m_step(model.counts(st, judged.p_false_counted), config.priors)
+        if config.offset_prior_marks > 0:
+            offsets = volunteer_offsets(ms, st, judged.p_false_counted, config.offset_prior_marks)
+            ms.x, ms.y = ms.x_raw - offsets[0][ms.vol], ms.y_raw - offsets[1][ms.vol]
+        moved = max(float(np.max(np.abs(new.p_fp - skills.p_fp), initial=0.0)),
+                    float(np.max(np.abs(new.p_fn - skills.p_fn), initial=0.0)))
+        settled = len(history) > 1 and abs(history[-2] - history[-1]) <= config.tolerance * abs(history[-1])
+        if it >= max(RESPLIT_AT, default=0) + 1 and (moved <= config.skill_tolerance or settled):
             break
-        skills = m_step(model.counts(st), config.priors)
-    _, st, skills, best_it = best
-    clumps, mark_table, vis = _clump_table(ms, st, skills, config)
+        skills = new
+    judged = judge_candidates(ms, st, skills, config, judged, iterations=50)
+    clumps, mark_table = _clump_table(ms, st, skills, config, judged)
     subjects = _subject_table(ms, skills, clumps, mark_table, config, data)
-    volunteers = _volunteer_table(model.counts(st), skills, data)
+    volunteers = _volunteer_table(model.counts(st, judged.p_false_counted), skills, data, judged.centre_rate,
+                                  offsets)
+    vis = judged.fit
     return ConsensusResult(clumps=clumps, subjects=subjects, volunteers=volunteers, marks=mark_table,
-                           history=history, best_iteration=best_it,
-                           visibility=dict(zip(vis.grid, np.round(vis.weights, 4).tolist(), strict=True)))
+                           history=history, best_iteration=len(history) - 1,
+                           visibility=dict(zip(vis.grid, np.round(vis.weights, 4).tolist(), strict=True)),
+                           prior_real=round(vis.prior_real, 4))
 
 
-def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig) -> tuple[pd.DataFrame, pd.DataFrame, VisibilityFit]:
-    linked, cl, n_c = st["linked"], st["cl"], st["n_c"]
-    is_open = st["is_open"]
-    n_viewers = np.bincount(ms.view_group, minlength=ms.n_groups)
-    # false-positive odds of every opened clump and of every lone mark (a one-mark candidate), with the
-    # visibility weights learned from the opened clumps
+def volunteer_offsets(ms: MarkSet, st: dict, p_false: np.ndarray, prior_marks: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each volunteer's systematic click offset: mean (as-clicked mark - clump centre) over their marks on
+    clumps judged real, shrunk towards 0 by ``prior_marks`` pseudo-marks. Some volunteers click consistently
+    beside the clump (a habit, or a display offset); corrected, their marks join the crowd's instead of forming
+    a second cluster a few pixels away."""
+    linked, cl = st["linked"], st["cl"]
+    w = np.where(linked, 1.0 - p_false[cl], 0.0)
+    n = np.bincount(ms.vol, weights=w, minlength=ms.n_volunteers) + prior_marks
+    dx = np.bincount(ms.vol, weights=w * (ms.x_raw - st["cx"][cl]), minlength=ms.n_volunteers)
+    dy = np.bincount(ms.vol, weights=w * (ms.y_raw - st["cy"][cl]), minlength=ms.n_volunteers)
+    return dx / n, dy / n
+
+
+@dataclass
+class Judgement:
+    """Every candidate of one assignment judged: opened clumps (indexed by candidate id) and lone marks."""
+
+    fit: VisibilityFit
+    p_false: np.ndarray  # per candidate clump (n_c); 1 for candidates that were not opened
+    p_false_lone: np.ndarray  # per lone (unlinked) mark
+    central_source: np.ndarray  # per candidate clump: explained best as the central source
+    central: np.ndarray  # per candidate clump: its centre lies within central_radius of the image centre
+    n_needed: np.ndarray  # per candidate clump: distinct volunteers needed to accept it
+    p_false_counted: np.ndarray  # p_false, and 1 where too few volunteers marked it (for the skill counts)
+    centre_rate: np.ndarray  # per volunteer: rate of marking the image centre
+    p_false_mark: np.ndarray  # per mark: P(its candidate is not real)
+
+
+def judge_candidates(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig, prev: Judgement | None,
+                     iterations: int = 50) -> Judgement:
+    """False-positive probability of every opened clump and every lone mark (a one-mark candidate)."""
+    linked, cl, n_c, is_open = st["linked"], st["cl"], st["n_c"], st["is_open"]
     ids_open = np.flatnonzero(is_open)
     lone_idx = np.flatnonzero(~linked)
+    n_open = len(ids_open)
     cand_group = np.concatenate([st["group_of"][ids_open], ms.group[lone_idx]])
     slot = np.full(n_c, -1, dtype=np.int64)
-    slot[ids_open] = np.arange(len(ids_open))
-    marker_cand = np.concatenate([slot[cl[linked]], len(ids_open) + np.arange(len(lone_idx))])
+    slot[ids_open] = np.arange(n_open)
+    marker_cand = np.concatenate([slot[cl[linked]], n_open + np.arange(len(lone_idx))])
     marker_vol = np.concatenate([ms.vol[linked], ms.vol[lone_idx]])
     fp_ll, real_ll = candidate_log_likelihoods(skills, ms.view_group, ms.view_vol, ms.n_groups, cand_group,
                                                marker_cand, marker_vol, cfg.visibility_grid)
-    fit_mask = np.arange(len(cand_group)) < len(ids_open)
-    vis = fit_visibility(fp_ll, real_ll, cfg.visibility_grid, fit_mask)
-    log_odds = np.zeros(n_c)
-    log_odds[ids_open] = vis.log_odds_false_pos[: len(ids_open)]
-    fpp = 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
+    g = ms.groups
+    width, height = g["image_width"].to_numpy(float), g["image_height"].to_numpy(float)
+    cand_x = np.concatenate([st["cx"][ids_open], ms.x[lone_idx]])
+    cand_y = np.concatenate([st["cy"][ids_open], ms.y[lone_idx]])
+    central = np.zeros(len(cand_group), dtype=bool)
+    centre_rate = np.zeros(ms.n_volunteers)
+    central_ll = np.full(len(cand_group), -np.inf)
+    if cfg.central_radius > 0:
+        central = near_centre(cand_x, cand_y, width[cand_group], height[cand_group], cfg.central_radius)
+        mark_central = near_centre(ms.x, ms.y, width[ms.group], height[ms.group], cfg.central_radius)
+        # a central mark counts towards its volunteer's centre rate unless it was judged to be on a real clump
+        weight = mark_central * (1.0 if prev is None else prev.p_false_mark)
+        centre_rate = centre_rates(ms.view_vol, ms.vol, weight.astype(float), ms.n_volunteers)
+        central_ll = np.where(central, central_log_likelihoods(centre_rate, ms.view_group, ms.view_vol, ms.n_groups,
+                                                               cand_group, marker_cand, marker_vol), -np.inf)
+    false_ll = np.logaddexp(fp_ll, central_ll)
+    n_viewers = np.bincount(ms.view_group, minlength=ms.n_groups)
+    n_markers = np.bincount(marker_cand, minlength=len(cand_group))
+    needed = np.minimum(cfg.min_volunteers, np.maximum(n_viewers[cand_group], 1))
+    # weights and prior odds are learned from the candidates that could be accepted: lone clicks (far more
+    # numerous, and never clumps) would otherwise set the odds of every cluster that several volunteers marked
+    fit = fit_visibility(false_ll, real_ll, cfg.visibility_grid, fit_mask=n_markers >= needed, iterations=iterations,
+                         init=None if prev is None else prev.fit, learn_prior_real=cfg.learn_prior_odds,
+                         anchor=cfg.visibility_anchor)
+    p_all = 1.0 / (1.0 + np.exp(-np.clip(fit.log_odds_false_pos, -700, 700)))
+    p_false = np.ones(n_c)
+    p_false[ids_open] = p_all[:n_open]
+    central_source = np.zeros(n_c, dtype=bool)
+    central_source[ids_open] = (central_ll > fp_ll)[:n_open] & (p_all[:n_open] >= cfg.max_false_pos_prob)
+    central_c = np.zeros(n_c, dtype=bool)
+    central_c[ids_open] = central[:n_open]
+    n_needed = np.minimum(cfg.min_volunteers, np.maximum(n_viewers[st["group_of"]], 1))
+    n_marks = np.bincount(cl[linked], minlength=n_c)
+    counted = np.where(n_marks < n_needed, 1.0, p_false)
+    p_lone = p_all[n_open:]
+    p_mark = np.ones(len(ms.x))
+    p_mark[linked] = counted[cl[linked]]
+    p_mark[lone_idx] = np.where(needed[n_open:] > 1, 1.0, p_lone)  # a lone mark is never accepted then
+    return Judgement(fit=fit, p_false=p_false, p_false_lone=p_lone, central_source=central_source,
+                     central=central_c, n_needed=n_needed, p_false_counted=counted, centre_rate=centre_rate,
+                     p_false_mark=p_mark)
+
+
+def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig,
+                 judged: Judgement) -> tuple[pd.DataFrame, pd.DataFrame]:
+    linked, cl, n_c = st["linked"], st["cl"], st["n_c"]
+    is_open = st["is_open"]
+    n_viewers = np.bincount(ms.view_group, minlength=ms.n_groups)
+    fpp = judged.p_false
     precision = np.bincount(cl[linked], weights=1.0 / skills.s2[ms.vol][linked], minlength=n_c)
     inacc = np.exp(-(cfg.required_accuracy_px**2) * np.maximum(precision, 1e-12) / 2.0)
     risk = cfg.false_pos_loss * fpp + inacc * (cfg.false_neg_loss + (1 - fpp) * cfg.false_pos_loss)
@@ -365,6 +495,8 @@ def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig) ->
     groups = ms.groups
     g = st["group_of"][ids]
     mean_tool = n_odd[ids] / np.maximum(n_marks[ids], 1)
+    enough = n_marks[ids] >= judged.n_needed[ids]
+    accepted = (fpp[ids] < cfg.max_false_pos_prob) & enough
     clumps = pd.DataFrame({
         "subject_id": groups["subject_id"].to_numpy()[g],
         "frame": groups["frame"].to_numpy()[g],
@@ -380,9 +512,13 @@ def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig) ->
         "position_error_px": np.sqrt(1.0 / np.maximum(precision[ids], 1e-12)),
         "image_width": groups["image_width"].to_numpy()[g],
         "image_height": groups["image_height"].to_numpy()[g],
+        "accepted": accepted,
+        "central": judged.central[ids],
+        "central_source": judged.central_source[ids],
+        "evidence": _evidence(n_marks[ids], n_viewers[g], fpp[ids], accepted, enough, judged.central_source[ids],
+                              judged.n_needed[ids], cfg.max_false_pos_prob),
         "_candidate": ids,
     })
-    clumps["accepted"] = clumps["false_pos_prob"] < cfg.max_false_pos_prob
     clumps = clumps.sort_values(["subject_id", "frame", "y", "x"]).reset_index(drop=True)
     clumps.insert(1, "clump_id", clumps.groupby("subject_id").cumcount().astype("int64"))
     clump_of_candidate = np.full(n_c, -1, dtype=np.int64)
@@ -393,16 +529,31 @@ def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig) ->
         "subject_id": groups["subject_id"].to_numpy()[ms.group],
         "frame": groups["frame"].to_numpy()[ms.group],
         "volunteer": ms.vol,
-        "x": ms.x,
-        "y": ms.y,
+        "x": ms.x_raw,
+        "y": ms.y_raw,
         "tool": ms.tool,
         "clump_id": np.where(linked, clump_of_candidate[cl], -1),
     })
     # probability that a lone false-positive mark was on a real clump after all (feeds the expected misses)
     real_if_unlinked = np.zeros(len(ms.vol))
-    real_if_unlinked[lone_idx] = 1.0 / (1.0 + np.exp(np.clip(vis.log_odds_false_pos[len(ids_open):], -700, 700)))
+    real_if_unlinked[~linked] = 1.0 - judged.p_false_lone
     marks["real_if_unlinked_prob"] = real_if_unlinked
-    return clumps, marks, vis
+    return clumps, marks
+
+
+def _evidence(n_marks: np.ndarray, n_viewers: np.ndarray, fpp: np.ndarray, accepted: np.ndarray,
+              enough: np.ndarray, central_source: np.ndarray, n_needed: np.ndarray, max_fpp: float) -> np.ndarray:
+    """Why each candidate was accepted or rejected, in words (the clumps table's ``evidence`` column)."""
+    add = np.char.add
+    base = add(add(add(add(np.asarray(n_marks).astype(str), "/"), np.asarray(n_viewers).astype(str)),
+                   " volunteers, P(false) "), np.char.mod("%.2g", np.asarray(fpp, dtype=float)))
+    why = np.where(accepted, "accepted: ", "rejected: ")
+    reason = np.where(
+        accepted, "",
+        np.where(~enough, add(add("; fewer than ", np.asarray(n_needed).astype(str)), " volunteers marked it"),
+                 np.where(central_source, "; the central source (marked by those who mark image centres)",
+                          f"; P(false) >= {max_fpp:g}")))
+    return add(add(why, base), reason).astype(object)
 
 
 def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.DataFrame,
@@ -449,7 +600,8 @@ def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.
     return subj.merge(sizes, on="subject_id", how="left")
 
 
-def _volunteer_table(counts: SkillCounts, skills: Skills, data: ExportData) -> pd.DataFrame:
+def _volunteer_table(counts: SkillCounts, skills: Skills, data: ExportData, centre_rate: np.ndarray,
+                     offsets: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
     vols = data.volunteers.copy()
     n_cls = data.classifications.groupby("volunteer").size()
     vols["n_classifications"] = vols["volunteer"].map(n_cls).fillna(0).astype("int64")
@@ -457,7 +609,9 @@ def _volunteer_table(counts: SkillCounts, skills: Skills, data: ExportData) -> p
     vols["p_fn"] = skills.p_fn
     vols["scatter_px"] = np.sqrt(skills.s2)
     vols["n_marks"] = counts.n_marks.astype("int64")
-    vols["n_false_pos"] = counts.n_false_pos.astype("int64")
+    vols["centre_mark_rate"] = centre_rate
+    vols["offset_x_px"], vols["offset_y_px"] = offsets
+    vols["n_false_pos"] = np.round(counts.n_false_pos).astype("int64")
     vols["n_clumps_seen"] = np.round(counts.n_clumps_seen).astype("int64")
-    vols["n_matched"] = counts.n_matched.astype("int64")
+    vols["n_matched"] = np.round(counts.n_matched).astype("int64")
     return vols

@@ -158,7 +158,8 @@ def aggregate(
         clumps, subj, vols, marks = res.clumps, res.subjects, res.volunteers, res.marks
         fit = {"iterations": len(res.history), "best_iteration": res.best_iteration + 1,
                "objective": res.history[res.best_iteration],
-               "clump_visibility_weights": {str(k): v for k, v in res.visibility.items()}}
+               "clump_visibility_weights": {str(k): v for k, v in res.visibility.items()},
+               "prior_real": res.prior_real}
     else:
         from clumptool.aggregation.reducers import reduce_export
 

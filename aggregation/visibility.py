@@ -32,11 +32,13 @@ DEFAULT_GRID = (1.0, 0.7, 0.5, 0.35, 0.25)
 
 @dataclass(frozen=True)
 class VisibilityFit:
-    """Learned visibility weights and every candidate's log odds of being a false positive."""
+    """Learned visibility weights, the share of candidates that are real, and every candidate's log odds of
+    being a false positive (prior odds included)."""
 
     grid: tuple[float, ...]
     weights: np.ndarray
     log_odds_false_pos: np.ndarray
+    prior_real: float = 0.5
 
 
 def candidate_log_likelihoods(
@@ -70,11 +72,11 @@ def candidate_log_likelihoods(
     return fp_ll, real_ll
 
 
-def _log_odds(fp_ll: np.ndarray, real_ll: np.ndarray, log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _log_real(real_ll: np.ndarray, log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     joint = real_ll + log_w[None, :]
     top = joint.max(axis=1, keepdims=True)
     log_real = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))
-    return fp_ll - log_real, joint - log_real[:, None]
+    return log_real, joint - log_real[:, None]
 
 
 def fit_visibility(
@@ -84,28 +86,38 @@ def fit_visibility(
     fit_mask: np.ndarray | None = None,
     iterations: int = 50,
     prior_strength: float = 1.0,
+    init: VisibilityFit | None = None,
+    learn_prior_real: bool = False,
+    anchor: float = 0.0,
 ) -> VisibilityFit:
-    """Learn the visibility weights by EM and return every candidate's false-positive log odds.
+    """Learn the visibility weights (and, if ``learn_prior_real``, the share of real candidates) by EM and
+    return every candidate's false-positive log odds.
 
     ``fit_mask`` selects the candidates the weights are learned from (default: all). Each contributes its
-    responsibilities weighted by its probability of being real; a weak Dirichlet prior (``prior_strength``
-    pseudo-clumps, all at full visibility) keeps the weights defined on tiny exports.
+    responsibilities weighted by its probability of being real. The Dirichlet prior puts ``prior_strength``
+    pseudo-clumps plus ``anchor`` x the expected number of real candidates at full visibility: with
+    ``anchor > 0`` the faint levels can never take over however large the export (points marked by a minority
+    are only taken as faint clumps when the marks themselves say so, not because the prior drifted there).
+    ``init`` warm-starts the EM (the consensus refits every round).
     """
     k = len(grid)
-    if k == 1:
-        return VisibilityFit(grid, np.ones(1), fp_ll - real_ll[:, 0])
     mask = np.ones(len(fp_ll), bool) if fit_mask is None else fit_mask
-    prior = np.zeros(k)
-    prior[int(np.argmax(grid))] = prior_strength
-    w = np.full(k, 1.0 / k)
-    for _ in range(iterations):
-        lo, resp = _log_odds(fp_ll[mask], real_ll[mask], np.log(np.maximum(w, 1e-300)))  # a weight may be 0
+    w = np.full(k, 1.0 / k) if init is None or len(init.weights) != k else init.weights.copy()
+    pi = 0.5 if init is None else init.prior_real
+    full = int(np.argmax(grid))
+    fp_m, real_m = fp_ll[mask], real_ll[mask]
+    for _ in range(iterations if (k > 1 or learn_prior_real) else 0):
+        log_real, resp = _log_real(real_m, np.log(np.maximum(w, 1e-300)))  # a weight may be 0
+        lo = fp_m - log_real + (np.log1p(-pi) - np.log(pi) if learn_prior_real else 0.0)
         p_real = 1.0 / (1.0 + np.exp(np.clip(lo, -700, 700)))
-        new = (p_real[:, None] * np.exp(resp)).sum(axis=0) + prior
+        new = (p_real[:, None] * np.exp(resp)).sum(axis=0)
+        new[full] += prior_strength + anchor * p_real.sum()
         new /= new.sum()
-        if np.allclose(new, w, atol=1e-6):
-            w = new
+        new_pi = (p_real.sum() + 1.0) / (len(p_real) + 2.0) if learn_prior_real else pi
+        done = np.allclose(new, w, atol=1e-6) and abs(new_pi - pi) < 1e-6
+        w, pi = new, new_pi
+        if done:
             break
-        w = new
-    lo, _ = _log_odds(fp_ll, real_ll, np.log(np.maximum(w, 1e-300)))
-    return VisibilityFit(tuple(grid), w, lo)
+    log_real, _ = _log_real(real_ll, np.log(np.maximum(w, 1e-300)))
+    lo = fp_ll - log_real + (np.log1p(-pi) - np.log(pi) if learn_prior_real else 0.0)
+    return VisibilityFit(tuple(grid), w, lo, float(pi))

@@ -16,6 +16,99 @@ panoptes_aggregation 62.0 / 64.8 / 60.1 s = 24.8x / 22.4x / 22.7x in three runs 
 1.71M in 30 s, peak 2.9 GB over all
 processes (goals < 120 s, < 4 GB), and there completeness 0.974 of all injected clumps, purity 1.000.
 
+Per-crowd figures of the current consensus (issue 11: central source, skills re-estimated from the judged clumps,
+learned prior odds, at least 2 volunteers per clump, per-volunteer click offsets), measured 2026-12-01 on the shared
+2-core machine, 1,000 galaxies per crowd, seed 1, match radius 5 px (columns as in the baseline below). Goal met:
+worst crowd at 20 volunteers completeness 0.996 (bulge) and purity 0.983 (default), both >= 0.97; worst F1 at 8
+(or 6-10) 0.977 (default) >= 0.93. The baseline's bulge/distractor purity at 20 was 0.150/0.147, and F1 at 8 was
+0.41-0.51.
+
+    .venv/bin/python bench/aggregation.py --crowds --galaxies 1000
+
+         crowd  vps          method  compl  compl(all)  purity    F1  pos err  label acc  false bulge  false object  false sky  r(p_fn)  r(p_fp)
+       default   20      clumpscout  1.000       0.984   0.983 0.991    0.650      0.991            0            24          0    0.970    0.977
+       default   20          dbscan  0.996       0.975   0.661 0.795    0.835      0.831            0            21          6        -        -
+       default   20         hdbscan  0.657       0.636   0.690 0.673    1.170      0.899            0             0        316        -        -
+       default   20 panoptes-dbscan  0.996       0.975   0.661 0.795    0.835      0.831            0            21          6        -        -
+       default    8      clumpscout  0.996       0.973   0.958 0.977    1.068      0.924            0            27         25    0.975    0.984
+       default    8          dbscan  0.907       0.878   0.920 0.913    1.214      0.916            0             3          7        -        -
+       default    8         hdbscan  0.218       0.211   0.634 0.325    1.302      0.977            1             1        169        -        -
+       default    8 panoptes-dbscan  0.907       0.878   0.920 0.913    1.214      0.916            0             3          7        -        -
+         bulge   20      clumpscout  0.996       0.966   1.000 0.998    0.643      0.994            0             0          0    0.972    0.986
+         bulge   20          dbscan  0.996       0.975   0.572 0.727    0.835      0.832          288            50         12        -        -
+         bulge   20         hdbscan  0.636       0.617   0.580 0.607    1.171      0.911           43             4        489        -        -
+         bulge   20 panoptes-dbscan  0.996       0.975   0.572 0.727    0.835      0.832          288            50         12        -        -
+         bulge    8      clumpscout  0.969       0.940   0.998 0.984    0.979      0.925            1             1          0    0.979    0.984
+         bulge    8          dbscan  0.907       0.878   0.895 0.901    1.214      0.916           37             3          7        -        -
+         bulge    8         hdbscan  0.213       0.206   0.575 0.311    1.320      0.983            1             1        212        -        -
+         bulge    8 panoptes-dbscan  0.907       0.878   0.895 0.901    1.214      0.916           37             3          7        -        -
+    distractor   20      clumpscout  0.996       0.964   1.000 0.998    0.674      0.990            0             0          0    0.975    0.987
+    distractor   20          dbscan  0.999       0.976   0.625 0.768    0.847      0.846            0           191          4        -        -
+    distractor   20         hdbscan  0.649       0.629   0.634 0.641    1.160      0.907            0            16        409        -        -
+    distractor   20 panoptes-dbscan  0.999       0.976   0.625 0.768    0.847      0.846            0           191          4        -        -
+    distractor    8      clumpscout  0.979       0.951   0.996 0.987    1.078      0.922            0             3          0    0.984    0.987
+    distractor    8          dbscan  0.871       0.843   0.932 0.900    1.272      0.919            0            16          1        -        -
+    distractor    8         hdbscan  0.192       0.185   0.589 0.289    1.339      0.992            0             0        183        -        -
+    distractor    8 panoptes-dbscan  0.871       0.843   0.932 0.900    1.272      0.919            0            16          1        -        -
+        sparse 6-10      clumpscout  0.993       0.969   0.963 0.978    1.031      0.948            0            24         20    0.957    0.980
+        sparse 6-10          dbscan  0.882       0.856   0.912 0.897    1.171      0.926            0             3          3        -        -
+        sparse 6-10         hdbscan  0.243       0.234   0.649 0.354    1.268      0.982            0             0        176        -        -
+        sparse 6-10 panoptes-dbscan  0.882       0.856   0.912 0.897    1.171      0.926            0             3          3        -        -
+     confusion   20      clumpscout  1.000       0.977   0.990 0.995    0.758      0.883            0            12          2    0.976    0.984
+     confusion   20          dbscan  0.992       0.965   0.571 0.725    1.305      0.715            0            11         92        -        -
+     confusion   20         hdbscan  0.746       0.723   0.568 0.645    1.463      0.721            0             2        443        -        -
+     confusion   20 panoptes-dbscan  0.992       0.965   0.571 0.725    1.305      0.715            0            11         92        -        -
+     confusion    8      clumpscout  0.993       0.969   0.967 0.980    1.186      0.799            1            18         16    0.960    0.975
+     confusion    8          dbscan  0.618       0.597   0.922 0.740    2.017      0.800            0             1         16        -        -
+     confusion    8         hdbscan  0.079       0.076   0.451 0.134    1.812      0.897            0             0        130        -        -
+     confusion    8 panoptes-dbscan  0.618       0.597   0.922 0.740    2.017      0.800            0             1         16        -        -
+      clumpscout worst crowd at 20: completeness 0.996 (bulge), purity 0.983 (default); worst F1 at 8 (or 6-10): 0.977 (default)
+
+The same at 3,000 galaxies per crowd (the learned weights no longer drift with the size of the export; the old
+consensus got worse with size): goal met, worst at 20 completeness 0.996 (bulge) and purity 0.995 (confusion),
+worst F1 at 8 (or 6-10) 0.959 (distractor; its completeness at 8 is the weakest figure, 0.926):
+
+    .venv/bin/python bench/aggregation.py --crowds --galaxies 3000
+
+         crowd  vps          method  compl  compl(all)  purity    F1  pos err  label acc  false bulge  false object  false sky  r(p_fn)  r(p_fp)
+       default   20      clumpscout  1.000       0.988   0.996 0.998    0.683      0.996            0            15          3    0.969    0.988
+       default   20          dbscan  0.999       0.983   0.714 0.832    0.834      0.886            0            40         24        -        -
+       default   20         hdbscan  0.644       0.630   0.733 0.686    1.144      0.939            0             1        756        -        -
+       default   20 panoptes-dbscan  0.999       0.983   0.714 0.832    0.834      0.886            0            40         24        -        -
+       default    8      clumpscout  0.996       0.977   0.963 0.979    1.082      0.945            0            58         70    0.964    0.974
+       default    8          dbscan  0.883       0.859   0.944 0.912    1.293      0.941            0             2         11        -        -
+       default    8         hdbscan  0.240       0.233   0.659 0.352    1.380      0.993            1             0        496        -        -
+       default    8 panoptes-dbscan  0.883       0.859   0.944 0.912    1.293      0.941            0             2         11        -        -
+         bulge   20      clumpscout  0.996       0.971   1.000 0.998    0.673      0.996            0             0          0    0.970    0.988
+         bulge   20          dbscan  0.999       0.983   0.588 0.740    0.835      0.886         1118           116         50        -        -
+         bulge   20         hdbscan  0.658       0.643   0.626 0.642    1.148      0.941          199             3       1183        -        -
+         bulge   20 panoptes-dbscan  0.999       0.983   0.588 0.740    0.835      0.886         1118           116         50        -        -
+         bulge    8      clumpscout  0.985       0.962   0.994 0.989    1.071      0.946            1             2         11    0.966    0.980
+         bulge    8          dbscan  0.883       0.859   0.937 0.909    1.293      0.941           26             4         11        -        -
+         bulge    8         hdbscan  0.238       0.231   0.625 0.345    1.399      0.988            2             1        570        -        -
+         bulge    8 panoptes-dbscan  0.883       0.859   0.937 0.909    1.293      0.941           26             4         11        -        -
+    distractor   20      clumpscout  0.997       0.972   1.000 0.998    0.719      0.994            0             0          0    0.973    0.991
+    distractor   20          dbscan  0.998       0.983   0.651 0.788    0.875      0.890            0           729         26        -        -
+    distractor   20         hdbscan  0.623       0.608   0.633 0.628    1.161      0.939            0            47       1268        -        -
+    distractor   20 panoptes-dbscan  0.998       0.983   0.651 0.788    0.875      0.890            0           729         26        -        -
+    distractor    8      clumpscout  0.926       0.901   0.995 0.959    1.144      0.933            0            10          3    0.967    0.976
+    distractor    8          dbscan  0.796       0.775   0.920 0.854    1.352      0.942            0           141         10        -        -
+    distractor    8         hdbscan  0.145       0.141   0.519 0.227    1.482      0.985            0             2        537        -        -
+    distractor    8 panoptes-dbscan  0.796       0.775   0.920 0.854    1.352      0.942            0           141         10        -        -
+        sparse 6-10      clumpscout  0.994       0.976   0.968 0.980    1.109      0.946            0            71         43    0.963    0.978
+        sparse 6-10          dbscan  0.859       0.837   0.940 0.897    1.298      0.946            0             6          9        -        -
+        sparse 6-10         hdbscan  0.234       0.228   0.671 0.347    1.378      0.987            1             1        457        -        -
+        sparse 6-10 panoptes-dbscan  0.859       0.837   0.940 0.897    1.298      0.946            0             6          9        -        -
+     confusion   20      clumpscout  0.999       0.984   0.995 0.997    0.681      0.801            0            16          3    0.967    0.985
+     confusion   20          dbscan  0.992       0.971   0.540 0.699    1.215      0.656            0            32        231        -        -
+     confusion   20         hdbscan  0.769       0.749   0.531 0.628    1.320      0.653            2             3       1309        -        -
+     confusion   20 panoptes-dbscan  0.992       0.971   0.540 0.699    1.215      0.656            0            32        231        -        -
+     confusion    8      clumpscout  0.989       0.971   0.944 0.966    1.205      0.734            0            96        106    0.956    0.973
+     confusion    8          dbscan  0.595       0.577   0.899 0.716    2.122      0.726            0             9         75        -        -
+     confusion    8         hdbscan  0.075       0.072   0.361 0.124    1.966      0.893            0             0        529        -        -
+     confusion    8 panoptes-dbscan  0.595       0.577   0.899 0.716    2.122      0.726            0             9         75        -        -
+      clumpscout worst crowd at 20: completeness 0.996 (bulge), purity 0.995 (confusion); worst F1 at 8 (or 6-10): 0.959 (distractor)
+
 Per-crowd baseline (``--crowds``, bench/crowds.py; measured 2026-12-01 on the shared 2-core machine, 1,000 galaxies
 per crowd, seed 1, match radius 5 px; ~4 min with the exports cached, ~6 min from scratch). compl = completeness of detectable clumps, compl(all) of all
 injected; false bulge/object/sky = accepted clumps matching no true clump that lie on the galaxy's centre, on a

@@ -50,3 +50,25 @@ def test_faint_clumps_are_kept_when_the_crowd_shows_they_exist():
 def test_without_faint_clumps_the_weights_stay_at_full_visibility():
     _, weights = _p_false([18] * 100 + [17] * 50 + [2] * 10, (1.0, 0.7, 0.5, 0.35, 0.25))
     assert weights[0] > 0.95
+
+
+def test_learned_prior_odds_follow_the_share_of_real_candidates():
+    grid = (1.0, 0.7, 0.5, 0.35, 0.25)
+    marks = [18] * 60 + [2] * 140  # few real clumps among many two-click coincidences
+    fp_ll, real_ll = candidate_log_likelihoods(*_crowd(marks), grid=grid)
+    fit = fit_visibility(fp_ll, real_ll, grid, learn_prior_real=True)
+    assert 0.25 < fit.prior_real < 0.35
+    even = fit_visibility(fp_ll, real_ll, grid)
+    assert even.prior_real == 0.5
+    # the odds of a two-click candidate move towards "false" with the learned prior, real clumps stay certain
+    assert (fit.log_odds_false_pos[60:] > even.log_odds_false_pos[60:]).all()
+    assert (fit.log_odds_false_pos[:60] < -10).all()
+
+
+def test_the_anchor_keeps_the_faint_levels_from_taking_over():
+    grid = (1.0, 0.7, 0.5, 0.35, 0.25)
+    marks = [18] * 20 + [4] * 400  # many minority-marked points: faint clumps or hot spots?
+    fp_ll, real_ll = candidate_log_likelihoods(*_crowd(marks), grid=grid)
+    free = fit_visibility(fp_ll, real_ll, grid)
+    anchored = fit_visibility(fp_ll, real_ll, grid, anchor=1.0)
+    assert free.weights[0] < 0.5 < anchored.weights[0]
