@@ -29,7 +29,7 @@ import timm
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import HfHubHTTPError
 from safetensors.torch import load_file
 from timm.layers import freeze_batch_norm_2d
 from timm.models import adapt_input_conv
