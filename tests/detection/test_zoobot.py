@@ -52,7 +52,8 @@ def test_train_from_a_zoobot_lightning_checkpoint(tiny_project, tmp_path):
     zoobot = FinetuneableZoobotClassifier(encoder=encoder, num_classes=2, learning_rate=1e-3)
     data = [{"image": torch.rand(3, 32, 32), "label": i % 2} for i in range(4)]
     trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        limit_val_batches=0)
     trainer.fit(zoobot, DataLoader(data, batch_size=2))
     ckpt = tmp_path / "zoobot-finetuned.ckpt"
     trainer.save_checkpoint(ckpt)
