@@ -320,7 +320,7 @@ def _torchvision_backbone(name: str, in_channels: int, weights: str | None, fpn_
 
 def build_backbone(name: str, *, in_channels: int = 3, weights: str | os.PathLike | None = None,
                    fpn_channels: int = 128, trainable_stages: int | None = None,
-                   image_size: int = 224, frozen_bn: bool | None = None) -> FPNBackbone:
+                   image_size: int = 224, frozen_bn: bool | None = None) -> FPNBackbone | ResNetFPN:
     """The encoder ``name`` with ``weights`` (see module doc) and an FPN of ``fpn_channels``.
 
     ``trainable_stages``: None trains everything; k in 0..4 trains only the last k of the 4 stages
