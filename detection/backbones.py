@@ -5,26 +5,43 @@ clump-sized anchors (8-64 px) sit on the finest maps. Weights come from:
 
 * ``None``: random initialisation;
 * a Zoobot hub name (``hf_hub:mwalmsley/zoobot-encoder-convnext_nano``, or ``zoobot`` for the one matching the
-  backbone): the real path through timm ``pretrained=True``; checked first so that an offline machine fails
-  fast with advice instead of stalling;
+  backbone): the real path through timm ``pretrained=True`` (huggingface_hub, its cache and its offline mode
+  ``HF_HUB_OFFLINE=1``); checked first so that an offline machine fails at once with advice instead of
+  retrying for ~25 s;
 * a local file: ``.safetensors`` (Zoobot/timm/Hugging Face), ``.pth``/``.pt``/``.bin`` (a state dict) or a
   Lightning ``.ckpt`` (Zoobot finetuned model: the ``encoder.*`` tensors are used). Files are read with
   ``safetensors`` or ``torch.load(weights_only=True)``: no untrusted code is unpickled;
 * ``imagenet`` for ``torchvision_resnet50`` (torchvision's ResNet50_Weights, needs the torch hub cache offline).
+
+Trainable stages follow torchvision's ``trainable_layers`` convention (``resnet_fpn_backbone``): k in 0..4
+trains only the last k of the 4 stages and freezes everything before them (stem included); None trains
+everything (torchvision's 5).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from collections import OrderedDict
 from pathlib import Path
+from urllib.error import URLError
 
+import timm
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.utils import HfHubHTTPError
+from safetensors.torch import load_file
+from timm.layers import freeze_batch_norm_2d
+from timm.models import adapt_input_conv
 from torch import nn
+from torchvision.models import ResNet50_Weights, resnet50
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from clumptool.common.errors import ClumptoolError
+from clumptool.detection.spec import weights_name
 
 # clumptool name -> timm architecture (the Zoobot encoders are timm models)
 TIMM_BACKBONES = {
@@ -48,7 +65,13 @@ STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
 class FPNBackbone(nn.Module):
-    """An encoder returning a list/dict of maps + a FeaturePyramidNetwork; ``out_channels`` for FasterRCNN."""
+    """A timm ``features_only`` encoder + a FeaturePyramidNetwork; ``out_channels`` for FasterRCNN.
+
+    Not torchvision's BackboneWithFPN: that wraps the encoder in IntermediateLayerGetter, which re-runs the
+    encoder's child modules in order. timm's feature encoders are feature extractors already (a
+    FeatureListNet, or a model-specific class with its own forward such as efficientnet's), so they only
+    need the FPN on top. :class:`ResNetFPN` uses BackboneWithFPN where it fits (torchvision's ResNet).
+    """
 
     def __init__(self, body: nn.Module, indices: list[int], in_channels_list: list[int], out_channels: int,
                  stage_prefixes: list[tuple[str, ...]]):
@@ -70,6 +93,25 @@ class FPNBackbone(nn.Module):
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.features(x))))
 
 
+class _NoExtraLevel(ExtraFPNBlock):
+    """No pooled 5th level (torchvision's default): clump anchors live on the 4 maps at strides 4-32."""
+
+    def forward(self, results: list[torch.Tensor], x: list[torch.Tensor], names: list[str]):
+        return results, names
+
+
+class ResNetFPN(BackboneWithFPN):
+    """torchvision's BackboneWithFPN on a ResNet's layer1..layer4 (maps "0".."3"), without the pooled level."""
+
+    def __init__(self, net: nn.Module, fpn_channels: int):
+        super().__init__(net, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [256, 512, 1024, 2048],
+                         fpn_channels, extra_blocks=_NoExtraLevel())
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's maps at strides 4/8/16/32 (before the FPN)."""
+        return list(self.body(x).values())
+
+
 def resolve_backbone(name: str) -> str:
     if name not in BACKBONES:
         raise ClumptoolError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
@@ -86,61 +128,39 @@ def _hub_id(weights: str, backbone: str) -> str | None:
     return None
 
 
+HUB_TIMEOUT = 5.0  # seconds for the one request that tells whether the hub answers
+
+
 def _hub_cached(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - timm depends on it
-        return False
-    for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-        if isinstance(try_to_load_from_cache(repo_id, fname), str):
-            return True
-    return False
+    """Are the weights of ``repo_id`` in the Hugging Face cache (HF_HUB_CACHE / HF_HOME)?"""
+    return any(isinstance(try_to_load_from_cache(repo_id, fname), str)
+               for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "CLUMPTOOL_OFFLINE"))
+def _hub_unreachable(repo_id: str) -> str | None:
+    """Why the hub cannot serve ``repo_id`` now, or None when it answers.
 
-
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
-    """Can a TCP connection to ``host:443`` be opened within ~2 x ``timeout`` seconds (DNS included)?
-
-    Name resolution has no timeout of its own (a dead resolver can retry for many seconds), so it runs in a
-    daemon thread that is abandoned when slow.
+    huggingface_hub's own offline mode (``HF_HUB_OFFLINE=1``, read when it is imported) means no request at
+    all; otherwise one HEAD request with a timeout and no retries (a download retries with back-off for
+    ~25 s before failing when there is no network).
     """
-    import threading
-
-    found: list = []
-
-    def resolve() -> None:
-        try:
-            found.extend(socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM))
-        except OSError:
-            pass
-
-    t = threading.Thread(target=resolve, daemon=True)
-    t.start()
-    t.join(timeout)
-    if not found:
-        return False
-    family, kind, proto, _, addr = found[0]
+    if hf_constants.HF_HUB_OFFLINE:
+        return "offline mode is set (HF_HUB_OFFLINE)"
     try:
-        with socket.socket(family, kind, proto) as s:
-            s.settimeout(timeout)
-            s.connect(addr)
-        return True
-    except OSError:
-        return False
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=HUB_TIMEOUT)
+    except HfHubHTTPError:
+        return None  # the hub answered (e.g. no such repository): timm's own error says what is wrong
+    except Exception as exc:  # noqa: BLE001 - connection errors come from several HTTP libraries
+        return f"huggingface.co cannot be reached ({type(exc).__name__})"
+    return None
 
 
 def check_hub_weights(hub_name: str) -> None:
-    """Fail fast (no 23 s stall) when hub weights are neither cached nor downloadable."""
+    """Fail at once (not after ~25 s of retries) when hub weights are neither cached nor downloadable."""
     repo_id = hub_name.split(":", 1)[1]
     if _hub_cached(repo_id):
         return
-    why = "offline mode is set (HF_HUB_OFFLINE)" if _offline() else None
-    if why is None and not _hub_reachable():
-        why = "huggingface.co cannot be reached"
+    why = _hub_unreachable(repo_id)
     if why:
         raise ClumptoolError(
             f"cannot load weights '{hub_name}': {why} and they are not in the Hugging Face cache. "
@@ -163,8 +183,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ClumptoolError(f"{path}: unknown weights format (use one of {', '.join(STATE_DICT_SUFFIXES)})")
     try:
         if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             obj = load_file(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -199,7 +217,12 @@ def _check_keys(sd: dict, expected: set[str], source: str, ignore: tuple[str, ..
 
 
 def _freeze(module: nn.Module, stage_prefixes: list[tuple[str, ...]], trainable_stages: int | None) -> None:
-    """Freeze every body parameter before the first of the last ``trainable_stages`` stages."""
+    """Freeze every parameter before the first of the last ``trainable_stages`` stages.
+
+    torchvision's ``trainable_layers`` rule for ResNets (stem, then layer1..4), by position rather than by
+    name: a timm encoder may have modules between its feature stages (efficientnet's blocks.3 and
+    blocks.5 lie between the stride-16 and stride-32 maps), and those must train with the stages after them.
+    """
     if trainable_stages is None:
         return
     params = list(module.named_parameters())
@@ -214,8 +237,6 @@ def _freeze(module: nn.Module, stage_prefixes: list[tuple[str, ...]], trainable_
 
 def _timm_backbone(name: str, in_channels: int, weights: str | None, fpn_channels: int,
                    trainable_stages: int | None, image_size: int, frozen_bn: bool) -> FPNBackbone:
-    import timm
-
     arch = TIMM_BACKBONES[name]
     kwargs: dict = {"features_only": True, "in_chans": in_channels}
     if arch.startswith("maxvit"):
@@ -248,42 +269,37 @@ def _timm_backbone(name: str, in_channels: int, weights: str | None, fpn_channel
     modules = body.feature_info.module_name()
     stage_prefixes = [(modules[i] + ".", modules[i].replace(".", "_") + ".") for i in indices]
     if frozen_bn:
-        from timm.layers import freeze_batch_norm_2d
-
         body = freeze_batch_norm_2d(body)  # small detection batches: keep the pretrained statistics
     _freeze(body, stage_prefixes, trainable_stages)
     return FPNBackbone(body, indices, channels, fpn_channels, stage_prefixes)
 
 
 def _torchvision_backbone(name: str, in_channels: int, weights: str | None, fpn_channels: int,
-                          trainable_stages: int | None, frozen_bn: bool) -> FPNBackbone:
-    from torchvision.models import ResNet50_Weights, resnet50
-    from torchvision.models._utils import IntermediateLayerGetter
-    from torchvision.ops.misc import FrozenBatchNorm2d
-
+                          trainable_stages: int | None, frozen_bn: bool) -> ResNetFPN:
     sd = None
     tv_weights = None
+    file = Path(ResNet50_Weights.IMAGENET1K_V1.url).name
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / file
+    fix = f"put {file} in {cached.parent} or pass a local file with --weights PATH"
     if weights == "imagenet":
         tv_weights = ResNet50_Weights.IMAGENET1K_V1
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(tv_weights.url).name
-        if not cached.exists() and (_offline() or not _hub_reachable("download.pytorch.org")):
-            raise ClumptoolError(
-                f"cannot download torchvision's ImageNet ResNet-50 weights (not in {cached.parent}); "
-                f"put {Path(tv_weights.url).name} there or pass a local file with --weights PATH"
-            )
+        if not cached.exists() and hf_constants.HF_HUB_OFFLINE:
+            raise ClumptoolError(f"cannot download torchvision's ImageNet ResNet-50 weights: offline mode is set "
+                                 f"(HF_HUB_OFFLINE) and they are not in {cached.parent}; {fix}")
     elif weights:
         if _hub_id(weights, "resnet50"):
             raise ClumptoolError("torchvision_resnet50 takes --weights imagenet or a local file, not a hub name")
         sd = read_state_dict(weights)
     pretrained = tv_weights is not None or sd is not None
     norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d  # torchvision's rule for detection backbones
-    net = resnet50(weights=tv_weights, norm_layer=norm)
+    try:
+        net = resnet50(weights=tv_weights, norm_layer=norm)
+    except (URLError, OSError) as exc:
+        raise ClumptoolError(f"cannot download torchvision's ImageNet ResNet-50 weights ({exc}); {fix}") from exc
     if sd is not None:
         _check_keys(sd, set(net.state_dict()), str(weights), ignore=("fc.",))
         sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
     if in_channels != 3:
-        from timm.layers import adapt_input_conv
-
         old = net.conv1.weight.detach()
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         if pretrained:
@@ -298,16 +314,13 @@ def _torchvision_backbone(name: str, in_channels: int, weights: str | None, fpn_
                if not k.startswith("fc.") and not (k == "conv1.weight" and in_channels != 3)]
         if bad:
             raise ClumptoolError(f"{weights}: tensors missing for {', '.join(bad[:3])}")
-    layers = ["layer1", "layer2", "layer3", "layer4"]
-    body = IntermediateLayerGetter(net, return_layers={layer: str(i) for i, layer in enumerate(layers)})
-    stage_prefixes = [(layer + ".",) for layer in layers]
-    _freeze(body, stage_prefixes, trainable_stages)
-    return FPNBackbone(body, [0, 1, 2, 3], [256, 512, 1024, 2048], fpn_channels, stage_prefixes)
+    _freeze(net, [(f"layer{i}.",) for i in range(1, 5)], trainable_stages)
+    return ResNetFPN(net, fpn_channels)
 
 
 def build_backbone(name: str, *, in_channels: int = 3, weights: str | os.PathLike | None = None,
                    fpn_channels: int = 128, trainable_stages: int | None = None,
-                   image_size: int = 224, frozen_bn: bool | None = None) -> FPNBackbone:
+                   image_size: int = 224, frozen_bn: bool | None = None) -> FPNBackbone | ResNetFPN:
     """The encoder ``name`` with ``weights`` (see module doc) and an FPN of ``fpn_channels``.
 
     ``trainable_stages``: None trains everything; k in 0..4 trains only the last k of the 4 stages
@@ -316,7 +329,7 @@ def build_backbone(name: str, *, in_channels: int = 3, weights: str | os.PathLik
     trained model without its initial weights passes it explicitly so the layers match.
     """
     resolve_backbone(name)
-    w = None if weights is None or str(weights).lower() in ("", "none", "random") else str(weights)
+    w = weights_name(weights)
     frozen_bn = (w is not None) if frozen_bn is None else frozen_bn
     if name in TORCHVISION_BACKBONES:
         return _torchvision_backbone(name, in_channels, w, fpn_channels, trainable_stages, frozen_bn)

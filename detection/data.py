@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.tables import read_table
@@ -38,7 +40,7 @@ BOX_REQUIRED = ("subject_id", "x1", "y1", "x2", "y2", "label")
 MIN_KEPT_FRACTION = 0.5
 
 
-@dataclass
+@dataclass(frozen=True)
 class Item:
     """One labelled galaxy: its image and its boxes/labels in ORIGINAL pixels."""
 
@@ -156,8 +158,6 @@ def image_dimensions(path: Path) -> tuple[int, int]:
     """(width, height) of an image, from the header when the format allows."""
     low = path.name.lower()
     if low.endswith((".png", ".jpg", ".jpeg")):
-        from PIL import Image
-
         try:
             with Image.open(path) as im:
                 return im.size
@@ -228,7 +228,7 @@ def count_trained_boxes(items: list[Item], spec: ModelSpec) -> tuple[int, int]:
     return kept, total
 
 
-@dataclass
+@dataclass(frozen=True)
 class Augment:
     """Physically harmless changes: the 8 flips/rotations, a mild stretch (gamma, gain) and noise."""
 
@@ -265,8 +265,6 @@ class DetectionDataset(Dataset):
         self.items, self.spec, self.augment, self.seed = items, spec, augment, seed
         self._cache: list[tuple[torch.Tensor, np.ndarray, np.ndarray]] | None = None
         if cache:
-            from tqdm import tqdm
-
             self._cache = []
             for i in tqdm(range(len(items)), desc="caching images", unit="img", disable=not progress,
                           leave=False):

@@ -14,17 +14,21 @@ version. Model folders written before the digests existed still load, with a war
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from clumptool.common.atomic import atomic_path
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.outputs import file_digest
+from clumptool.detection.model import build_model
 from clumptool.detection.spec import ModelSpec, settings_digest, tied_version, version_stamp
 
 log = logging.getLogger(__name__)
@@ -34,13 +38,17 @@ SPEC_NAME = "model.json"
 
 
 def save_model(out_dir: str | os.PathLike, model: nn.Module, spec: ModelSpec) -> Path:
-    """Write weights and spec atomically into ``out_dir``; returns the folder.
+    """Write weights and spec atomically into ``out_dir``; returns the folder (see :func:`write_model`)."""
+    write_model(out_dir, model, spec)
+    return Path(out_dir)
 
-    Records the digests of the settings and of the weights file in ``spec`` (and so in model.json) and
-    derives ``spec.version`` from them.
+
+def write_model(out_dir: str | os.PathLike, model: nn.Module, spec: ModelSpec) -> ModelSpec:
+    """Write weights and spec atomically into ``out_dir``; returns the spec as written to model.json.
+
+    That spec is ``spec`` plus the digests of its settings and of the weights file, and a ``version``
+    derived from both (``spec`` itself is not changed).
     """
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = spec.settings()
@@ -49,17 +57,15 @@ def save_model(out_dir: str | os.PathLike, model: nn.Module, spec: ModelSpec) ->
     with atomic_path(out / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"backbone": spec.backbone, "settings_sha256": s_digest,
                                              "settings": json.dumps(settings, sort_keys=True)})
-    spec.settings_sha256 = s_digest
-    spec.weights_sha256 = file_digest(out / WEIGHTS_NAME)
-    spec.version = tied_version(version_stamp(spec.version), s_digest, spec.weights_sha256)
-    spec.to_json(out / SPEC_NAME)
-    return out
+    w_digest = file_digest(out / WEIGHTS_NAME)
+    saved = dataclasses.replace(spec, settings_sha256=s_digest, weights_sha256=w_digest,
+                                version=tied_version(version_stamp(spec.version), s_digest, w_digest))
+    saved.to_json(out / SPEC_NAME)
+    return saved
 
 
 def _weights_settings(weights: Path) -> dict | None:
     """The settings copy stored in a weights file's metadata (None if absent or unreadable)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(weights), framework="pt") as fh:
             meta = fh.metadata() or {}
@@ -134,8 +140,6 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Mode
     if path.suffix == ".ckpt":
         sd, spec = _lightning_state(path)
     elif path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             sd = load_file(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001
@@ -154,8 +158,6 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Mode
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
     """Rebuild a trained detector in eval mode on ``device``."""
-    from clumptool.detection.model import build_model
-
     sd, spec = read_weights(path)
     model = build_model(spec)
     try:

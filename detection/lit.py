@@ -2,9 +2,9 @@
 
 Validation F1 (the checkpoint/early-stopping criterion) is completeness/purity of the detections with
 score >= 0.5 against the validation boxes, class-agnostic, matched one-to-one by centre distance within one
-PSF FWHM (box side / 2.5) with :func:`clumptool.detection.metrics.match_detections`. Counts are summed
-over batches and over DDP processes before the ratios are taken. Without validation truth they are undefined
-(NaN), never 1.
+PSF FWHM (box side / 2.5) with :func:`clumptool.detection.metrics.match_detections`. The counts are a
+torchmetrics :class:`MatchCounts` metric, summed over batches and over DDP processes before the ratios are
+taken. Without validation truth they are undefined (NaN), never 1.
 
 Exact resume: an epoch's randomness depends only on (seed, epoch), never on what ran before, so a run resumed
 from the checkpoint written at the end of epoch k repeats epochs k+1... of the uninterrupted run exactly.
@@ -25,11 +25,12 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
+from torchmetrics import Metric
 
 from clumptool.detection.data import Augment, DetectionDataset, Item, collate
 from clumptool.detection.metrics import match_detections
 from clumptool.detection.model import build_model
-from clumptool.detection.spec import ModelSpec
+from clumptool.detection.spec import ModelSpec, weights_name
 
 VAL_SCORE = 0.5
 
@@ -52,6 +53,34 @@ def f1_from_counts(n_true: float, n_det: float, n_matched: float) -> tuple[float
     c = n_matched / n_true if n_true else nan
     p = n_matched / n_det if n_det else nan
     return c, p, (2 * n_matched / (n_true + n_det) if n_true + n_det else nan)
+
+
+class MatchCounts(Metric):
+    """Validation counts (true clumps, detections, matched) at a score threshold, class-agnostic.
+
+    Summed over batches, and over DDP processes when computed (``dist_reduce_fx="sum"``); :meth:`compute`
+    gives completeness, purity and F1 (:func:`f1_from_counts`).
+    """
+
+    full_state_update = False
+
+    def __init__(self, score: float = VAL_SCORE):
+        super().__init__()
+        self.score = score
+        for name in ("n_true", "n_det", "n_matched"):
+            self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, outputs: list[dict], targets: list[dict]) -> None:
+        for out, tgt in zip(outputs, targets, strict=True):
+            n_true, n_det, n_matched = match_counts(out["boxes"].float().cpu().numpy(),
+                                                    out["scores"].float().cpu().numpy(),
+                                                    tgt["boxes"].cpu().numpy(), score=self.score)
+            self.n_true += n_true
+            self.n_det += n_det
+            self.n_matched += n_matched
+
+    def compute(self) -> tuple[float, float, float]:
+        return f1_from_counts(int(self.n_true), int(self.n_det), int(self.n_matched))
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
@@ -112,14 +141,17 @@ class DetectorModule(L.LightningModule):
 
     def __init__(self, spec: dict, weights: str | None = None, lr: float = 3e-4, weight_decay: float = 5e-5,
                  warmup_steps: int = 100, run: dict | None = None):
-        """``run`` records the data settings of the run (seed, batch size, validation fraction) in checkpoints,
-        so that a resume repeats them."""
+        """``spec`` must record ``weights`` (``ModelSpec.with_init_weights``): the checkpoint's hyper-parameters
+        then rebuild the same layers. ``run`` records the data settings of the run (seed, batch size,
+        validation fraction) in checkpoints, so that a resume repeats them."""
         super().__init__()
-        self.save_hyperparameters()
         self.spec = ModelSpec.from_dict(dict(spec))
+        if weights_name(weights) is not None and self.spec.init_weights != weights_name(weights):
+            raise ValueError(f"spec.init_weights is {self.spec.init_weights!r} but the weights are {weights!r}: "
+                             "pass spec.with_init_weights(weights)")
+        self.save_hyperparameters()
         self.model = build_model(self.spec, weights=weights)
-        self.hparams.spec = self.spec.to_dict()  # with init_weights recorded, so checkpoints rebuild exactly
-        self._val_counts = torch.zeros(3, dtype=torch.float64)
+        self.val_counts = MatchCounts()
 
     def forward(self, images):
         return self.model(images)
@@ -134,21 +166,13 @@ class DetectorModule(L.LightningModule):
             self.log(f"train_{k}", v, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return loss
 
-    def on_validation_epoch_start(self) -> None:
-        self._val_counts = torch.zeros(3, dtype=torch.float64)
-
     def validation_step(self, batch, batch_idx):
         images, targets, _ = batch
-        outs = self.model(images)
-        for out, tgt in zip(outs, targets, strict=True):
-            counts = match_counts(out["boxes"].float().cpu().numpy(), out["scores"].float().cpu().numpy(),
-                                  tgt["boxes"].cpu().numpy())
-            self._val_counts += torch.tensor(counts, dtype=torch.float64)
+        self.val_counts.update(self.model(images), targets)
 
     def on_validation_epoch_end(self) -> None:
-        counts = self._val_counts.to(self.device, dtype=torch.float32)
-        counts = self.trainer.strategy.reduce(counts, reduce_op="sum") if self.trainer.world_size > 1 else counts
-        c, p, f1 = f1_from_counts(*counts.tolist())
+        c, p, f1 = self.val_counts.compute()  # summed over the DDP processes
+        self.val_counts.reset()
         self.log_dict({"val_f1": f1, "val_completeness": c, "val_purity": p}, prog_bar=True, sync_dist=False,
                       rank_zero_only=False)
 

@@ -21,7 +21,8 @@ pass gives the whole curve over score thresholds; Hungarian curves re-match each
 Per class, detections of class c are matched to true clumps of class c; "overall" ignores labels.
 Empty denominators are undefined, never made up: with no true clump completeness is NaN (JSON null), with no
 detection purity is NaN, and F1 is NaN when either is; the counts are always reported beside the ratios. COCO
-mAP is NaN where torchmetrics answers -1 ("no data"). Pure numpy apart from :func:`mean_average_precision` (torchmetrics).
+mAP is NaN where torchmetrics answers -1 ("no data"). Numpy, with torchvision's box IoU and torchmetrics'
+COCO mAP (:func:`mean_average_precision`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
+from torchvision.ops import box_iou as tv_box_iou
 
 from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE
 
@@ -80,16 +83,9 @@ def _boxes(a: np.ndarray | Sequence) -> np.ndarray:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, m) IoU of ``[x1, y1, x2, y2]`` boxes."""
-    a, b = _boxes(a), _boxes(b)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    """(n, m) IoU of ``[x1, y1, x2, y2]`` boxes (torchvision.ops.box_iou; 0 where both boxes are empty)."""
+    iou = tv_box_iou(torch.as_tensor(_boxes(a)), torch.as_tensor(_boxes(b))).numpy()
+    return np.nan_to_num(iou, nan=0.0)
 
 
 def box_centres(boxes: np.ndarray) -> np.ndarray:
@@ -342,7 +338,6 @@ def mean_average_precision(images: Sequence[ImageResult], class_agnostic: bool =
 
     ``class_agnostic`` relabels everything as one class (a detection of the wrong class still counts).
     """
-    import torch
     from torchmetrics.detection import MeanAveragePrecision
 
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=not class_agnostic,

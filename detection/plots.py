@@ -1,12 +1,23 @@
-"""Figures of the detection layer: completeness/purity curves and detections drawn on galaxies (matplotlib, Agg)."""
+"""Figures of the detection layer: training curves, completeness/purity curves, detections on galaxies.
+
+Drawn on a bare matplotlib ``Figure`` with an Agg canvas, never through pyplot: a notebook user's backend
+and open figures stay as they were.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from matplotlib import rcParams
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
 from clumptool.common.atomic import atomic_path
 from clumptool.detection.metrics import ScoreCurve
@@ -16,22 +27,44 @@ TRUTH_COLOUR = "#ffd400"
 MAX_SCORE_LABELS = 12  # beyond this many boxes per galaxy, scores would hide the image
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs) -> Figure:
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    return plt
+def plot_history(history: pd.DataFrame, target: Path) -> Path | None:
+    """training.png: training losses (left) and validation completeness/purity/F1 (right) per epoch."""
+    if history.empty:
+        return None
+    fig = _figure(figsize=(10, 4))
+    a, b = fig.subplots(1, 2)
+    for col in [c for c in history.columns if c.startswith("train_")]:
+        s = history[["epoch", col]].dropna()
+        label = col[len("train_"):].removesuffix("_epoch")
+        a.plot(s["epoch"], s[col], marker="o", ms=3, label="total" if label == "loss" else label)
+    a.set(xlabel="epoch", ylabel="loss", title="training losses", yscale="log")
+    a.legend(fontsize=8)
+    for col in ("val_f1", "val_completeness", "val_purity"):
+        if col in history:
+            s = history[["epoch", col]].dropna()
+            b.plot(s["epoch"], s[col], marker="o", ms=3, label=col[4:])
+    b.set(xlabel="epoch", ylim=(0, 1.02), title="validation (score >= 0.5, centre match)")
+    if b.get_legend_handles_labels()[0]:
+        b.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    return target
 
 
 def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLike, title: str = "",
                       operating: float | None = None) -> None:
     """Left: completeness and purity vs score threshold; right: purity vs completeness. The operating
     threshold (solid grey line) and the best F1 on this set (dotted, optimistic) are marked."""
-    plt = _pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = _figure(figsize=(11, 4.6))
+    ax1, ax2 = fig.subplots(1, 2)
+    colours = rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (name, curve) in enumerate(curves.items()):
         if len(curve.thresholds) == 0:
             continue
@@ -62,7 +95,6 @@ def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLik
     fig.tight_layout(rect=(0, 0, 1, 0.95) if title else None)
     with atomic_path(target, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
 
 
 @dataclass
@@ -91,15 +123,11 @@ def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
 
 def plot_detections(panels: Sequence[Panel], target: str | os.PathLike, title: str = "", ncols: int = 4) -> None:
     """A grid of galaxies with detected boxes (colour by class, score printed) and optional true boxes."""
-    plt = _pyplot()
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
-
     n = max(len(panels), 1)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows + 0.6), squeeze=False,
-                             layout="constrained")
+    fig = _figure(figsize=(3.2 * ncols, 3.4 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, p in zip(axes.ravel(), panels, strict=False):
@@ -130,4 +158,3 @@ def plot_detections(panels: Sequence[Panel], target: str | os.PathLike, title: s
         fig.suptitle(title, fontsize=9)
     with atomic_path(target, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)

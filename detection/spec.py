@@ -2,8 +2,11 @@
 
 evaluate / predict / select-next-batch read it so that nobody has to repeat options (image size, crop,
 normalisation, classes ...) and so that a model is never fed images prepared differently from training
-(the paper's released models were trained on x4-upscaled crops and run on full images: clumps looked half
-their size; see /work/shared/docs/detection-reference.md).
+(the models released with Popp et al. 2024 were trained on x4-upscaled crops and run on full images, so
+clumps looked half their size to the network).
+
+A spec is frozen: code that needs other settings makes a new one (``dataclasses.replace`` or
+:meth:`ModelSpec.with_init_weights`), so a spec handed to a function is never changed behind its owner's back.
 """
 
 from __future__ import annotations
@@ -42,7 +45,15 @@ def new_version() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
-@dataclass
+NO_WEIGHTS = ("", "none", "random")
+
+
+def weights_name(weights: str | os.PathLike | None) -> str | None:
+    """``weights`` as recorded in a spec: None for random initialisation (None, "", "none", "random")."""
+    return None if weights is None or str(weights).lower() in NO_WEIGHTS else str(weights)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """The architecture and input preparation of a detector (weights live beside it)."""
 
@@ -111,6 +122,15 @@ class ModelSpec:
             raise ClumptoolError(
                 f"fits_bands {self.fits_bands} must list one band per input channel ({self.in_channels})"
             )
+
+    def with_init_weights(self, weights: str | os.PathLike | None) -> ModelSpec:
+        """This spec recording ``weights`` as the backbone's initial weights (unchanged for none/random).
+
+        Recorded before the model is built, so that a checkpoint rebuilds the same layers (batch norm is
+        frozen when a backbone starts from weights) and model.json says where training started.
+        """
+        name = weights_name(weights)
+        return self if name is None else dataclasses.replace(self, init_weights=name)
 
     @property
     def num_classes(self) -> int:

@@ -30,6 +30,7 @@ What goes wrong, and what happens:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -42,21 +43,39 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
 
-from clumptool.common.atomic import atomic_path, write_text_atomic
+from clumptool.common.atomic import write_text_atomic
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.outputs import OutputSet, check_output_location, output_set, staging_path
 from clumptool.common.tables import write_table
+from clumptool.detection.backbones import resolve_backbone
+from clumptool.detection.data import collate, count_trained_boxes, labelled_items, split_items
+from clumptool.detection.io import write_model
+from clumptool.detection.lit import (
+    ClumpDataModule,
+    DetectorModule,
+    EpochHistory,
+    StepSeed,
+    f1_from_counts,
+    match_counts,
+)
+from clumptool.detection.model import cpu_setup
+from clumptool.detection.plots import plot_history
 from clumptool.detection.spec import ModelSpec, make_spec
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
     """What a training run produced (on DDP ranks other than 0 only the counters are filled)."""
 
@@ -198,24 +217,13 @@ def _devices(devices: str | int | Sequence[int], accelerator: str = "cpu"):
     return devices
 
 
-def _launch_rank() -> int:
-    """Global rank from the launcher's environment (torchrun, SLURM, Lightning's subprocesses), before DDP starts."""
-    env = os.environ
-    if "RANK" in env:
-        return int(env["RANK"])
-    if "LOCAL_RANK" in env:
-        return int(env["LOCAL_RANK"]) + int(env.get("NODE_RANK", "0"))
-    if int(env.get("SLURM_NTASKS", "1")) > 1:
-        return int(env.get("SLURM_PROCID", "0"))
-    return 0
-
-
 def _metrics_parts(log_dir: Path) -> list[Path]:
     """Metrics files of this run in order: parts archived at each resume, then the current file."""
     parts = sorted(log_dir.glob("metrics.part*.csv"))
     return parts + ([log_dir / "metrics.csv"] if (log_dir / "metrics.csv").exists() else [])
 
 
+@rank_zero_only
 def _prepare_logs(log_dir: Path, resuming: bool) -> None:
     """CSVLogger deletes an existing metrics.csv: keep it as a numbered part when resuming, else start clean."""
     if not log_dir.exists():
@@ -248,41 +256,9 @@ def history_table(log_dir: Path) -> pd.DataFrame:
     return m.groupby("epoch")[cols].last().reset_index() if cols else pd.DataFrame()
 
 
-def plot_history(history: pd.DataFrame, target: Path) -> Path | None:
-    """training.png: training losses (left) and validation completeness/purity/F1 (right) per epoch."""
-    if history.empty:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for col in [c for c in history.columns if c.startswith("train_")]:
-        s = history[["epoch", col]].dropna()
-        label = col[len("train_"):].removesuffix("_epoch")
-        a.plot(s["epoch"], s[col], marker="o", ms=3, label="total" if label == "loss" else label)
-    a.set(xlabel="epoch", ylabel="loss", title="training losses", yscale="log")
-    a.legend(fontsize=8)
-    for col in ("val_f1", "val_completeness", "val_purity"):
-        if col in history:
-            s = history[["epoch", col]].dropna()
-            b.plot(s["epoch"], s[col], marker="o", ms=3, label=col[4:])
-    b.set(xlabel="epoch", ylim=(0, 1.02), title="validation (score >= 0.5, centre match)")
-    if b.get_legend_handles_labels()[0]:
-        b.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return target
-
-
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
     """Lightning's info lines and deprecation warnings would drown the loop's own progress lines."""
-    import lightning.pytorch  # noqa: F401 - its import sets the levels; set ours after it
-
     loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -298,10 +274,6 @@ def quiet_lightning() -> Iterator[None]:
 
 def validation_predictions(model: torch.nn.Module, val_set, batch_size: int) -> list[tuple]:
     """(pred boxes, pred scores, true boxes) per validation galaxy, working pixels."""
-    from torch.utils.data import DataLoader
-
-    from clumptool.detection.data import collate
-
     device = next(model.parameters()).device
     model.eval()
     found = []
@@ -322,8 +294,6 @@ def choose_threshold(predictions: list[tuple], floor: float = 0.0) -> tuple[floa
     Returns (threshold, its F1); (None, NaN) without validation truth, where F1 is undefined. An F1 of 0
     means no detection at any threshold matched a true clump.
     """
-    from clumptool.detection.lit import f1_from_counts, match_counts
-
     if sum(len(t) for _, _, t in predictions) == 0:
         return None, float("nan")
     best: tuple[float, float] | None = None
@@ -393,19 +363,11 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
            devices, num_nodes, strategy, precision, resume, seed, workers, cache, patience, max_minutes,
            max_steps, progress, callbacks, items, log_every_n_steps, gradient_clip_val,
            accept_empty) -> TrainResult:
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-    from clumptool.detection.data import count_trained_boxes, labelled_items, split_items
-    from clumptool.detection.io import save_model
-    from clumptool.detection.lit import ClumpDataModule, DetectorModule, EpochHistory, StepSeed
-    from clumptool.detection.model import cpu_setup
-
     t0 = time.perf_counter()
     cpu_setup()
     out = Path(out)
-    rank = _launch_rank()
+    # the launcher's global rank (torchrun, SLURM, Lightning's own processes), known before DDP starts
+    rank = rank_zero_only.rank
     # --- everything a user can get wrong is checked before any work ---
     accelerator = _accelerator(str(precision))
     lightning_devices = _devices(devices, accelerator)
@@ -427,14 +389,12 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
         module_kwargs = {"spec": spec.to_dict(), "weights": None, "lr": lr, "weight_decay": weight_decay,
                          "warmup_steps": hp.get("warmup_steps", 100), "run": run}
     else:
-        from clumptool.detection.backbones import resolve_backbone
-
         resolve_backbone(backbone)
         spec_kwargs = {"image_size": image_size, "crop": crop, "fits_bands": fits_bands,
                        "box_dropout": box_dropout, "trainable_stages": trainable_stages}
         if anchor_sizes is not None:
             spec_kwargs["anchor_sizes"] = list(anchor_sizes)
-        spec = make_spec(backbone, in_channels=in_channels, **spec_kwargs)
+        spec = make_spec(backbone, in_channels=in_channels, **spec_kwargs).with_init_weights(weights)
         module_kwargs = {"spec": spec.to_dict(), "weights": None if weights is None else str(weights), "lr": lr,
                          "weight_decay": weight_decay, "run": run}
 
@@ -453,7 +413,6 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
     boxes_used, boxes_total = count_trained_boxes(train_items + val_items, spec) if items is None else (0, 0)
 
     lit = DetectorModule(**module_kwargs)
-    spec = lit.spec  # init_weights recorded
     if workers is None:
         workers = 0 if accelerator == "cpu" else min(8, os.cpu_count() or 1)
     dm = ClumpDataModule(train_items, val_items, spec, batch_size=batch_size, workers=workers, cache=cache,
@@ -486,8 +445,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
             cbs.append(best_cb)
             if patience:
                 cbs.append(EarlyStopping(monitor="val_f1", mode="max", patience=patience, check_finite=False))
-        if rank == 0:
-            _prepare_logs(work / "logs", resuming=resume is not None)
+        _prepare_logs(work / "logs", resuming=resume is not None)
         logger = CSVLogger(save_dir=work, name="logs", version="")
         trainer = L.Trainer(
             accelerator=accelerator, devices=lightning_devices, num_nodes=num_nodes, strategy=strategy,
@@ -531,8 +489,8 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
             if threshold_f1 == 0 and not accept_empty:
                 raise ClumptoolError(_nothing_found(out, stage, threshold_f1, epochs, spec.image_size,
                                                    spec.init_weights))
-            spec.score_threshold = threshold if threshold is not None else 0.5
-            save_model(work, lit.model, spec)
+            spec = write_model(work, lit.model, dataclasses.replace(
+                spec, score_threshold=threshold if threshold is not None else 0.5))
             history = pd.DataFrame(epoch_history.rows) if epoch_history.rows else history_table(work / "logs")
             plot_history(history, work / "training.png")
             summary = {
@@ -592,9 +550,7 @@ class CtrlC:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
 
-    def callback(self):
-        import lightning as L
-
+    def callback(self) -> L.Callback:
         flag = self
 
         class _Check(L.Callback):

@@ -1,7 +1,9 @@
-"""Backbones build and train; weights load from local files exactly; hub names fail fast offline."""
+"""Backbones build and train; weights load from local files exactly; hub names fail fast offline;
+specs are never changed in place; thresholds and MC dropout apply per call."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -10,8 +12,8 @@ import torch
 
 from clumptool.common.errors import ClumptoolError
 from clumptool.detection.backbones import build_backbone, read_state_dict
-from clumptool.detection.io import load_model, save_model
-from clumptool.detection.model import build_model
+from clumptool.detection.io import load_model, save_model, write_model
+from clumptool.detection.model import build_model, detect, has_dropout
 from clumptool.detection.spec import ModelSpec, make_spec
 
 
@@ -126,8 +128,9 @@ def test_bad_backbone_and_files(tmp_path):
 
 
 def test_hub_name_offline_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    # huggingface_hub reads HF_HUB_OFFLINE / HF_HUB_CACHE when imported: set its constants (a subprocess with
+    # the environment variables is tested in test_zoobot.py)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     t0 = time.monotonic()
     with pytest.raises(ClumptoolError, match="--weights PATH"):
@@ -141,10 +144,13 @@ def test_save_load_round_trip(tmp_path):
     torch.manual_seed(2)
     spec = make_spec("resnet18", image_size=64, crop=48, box_dropout=0.3)
     model = build_model(spec).eval()
-    save_model(tmp_path / "m", model, spec)
+    before = dataclasses.asdict(spec)
+    saved = write_model(tmp_path / "m", model, spec)
+    assert dataclasses.asdict(spec) == before and spec.weights_sha256 is None  # the spec passed in is unchanged
     assert (tmp_path / "m" / "model.json").exists()
     loaded, spec2 = load_model(tmp_path / "m")
-    assert spec2 == spec and not loaded.training
+    assert spec2 == saved and not loaded.training
+    assert dataclasses.replace(saved, settings_sha256=None, weights_sha256=None, version=spec.version) == spec
     x = [torch.rand(3, 64, 64)]
     with torch.no_grad():
         a, b = model(x)[0], loaded(x)[0]
@@ -162,8 +168,7 @@ def test_model_json_ties_settings_and_weights(tmp_path):
     from clumptool.common.outputs import file_digest
     from clumptool.detection.spec import settings_digest, tied_version, version_stamp
 
-    spec = make_spec("resnet18", image_size=64, crop=48)
-    spec.score_threshold = 0.35
+    spec = dataclasses.replace(make_spec("resnet18", image_size=64, crop=48), score_threshold=0.35)
     save_model(tmp_path / "m", build_model(spec), spec)
     saved = json.loads((tmp_path / "m" / "model.json").read_text())
     assert saved["weights_sha256"] == file_digest(tmp_path / "m" / "model.safetensors")
@@ -185,3 +190,84 @@ def test_spec_validation(tmp_path):
     (tmp_path / "m.json").write_text('{"backbone": "resnet18", "colour": 1}')
     with pytest.raises(ClumptoolError, match="unknown field"):
         ModelSpec.from_json(tmp_path / "m.json")
+
+
+def test_specs_are_never_changed_in_place(tmp_path, resnet18_encoder):
+    """build_model and the weights provenance: a new spec, the one passed in untouched (and frozen)."""
+    from safetensors.torch import save_file
+
+    save_file(resnet18_encoder, str(tmp_path / "enc.safetensors"))
+    spec = make_spec("resnet18", image_size=64, crop=None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.image_size = 32
+    model = build_model(spec, weights=tmp_path / "enc.safetensors")
+    assert spec.init_weights is None  # build_model records nothing in the spec
+    assert type(model.backbone.body.bn1).__name__.startswith("Frozen")
+    recorded = spec.with_init_weights(tmp_path / "enc.safetensors")
+    assert recorded.init_weights == str(tmp_path / "enc.safetensors") and spec.init_weights is None
+    assert spec.with_init_weights("none") is spec and spec.with_init_weights(None) is spec
+    # a spec that records the weights rebuilds the same layers without them (as a checkpoint does)
+    rebuilt = build_model(recorded)
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+
+
+def test_detect_threshold_and_mc_dropout_per_call():
+    """detect(): the threshold and MC dropout apply to one call; the shared model is left as it was."""
+    torch.manual_seed(3)
+    spec = make_spec("resnet18", image_size=64, crop=None, box_dropout=0.5, box_score_thresh=0.0)
+    model = build_model(spec).eval()
+    x = [torch.rand(3, 64, 64), torch.rand(3, 64, 64)]
+    with torch.no_grad():
+        plain = model(x)
+    same = detect(model, x)
+    for a, b in zip(plain, same, strict=True):
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(a[key], b[key])
+    t = float(plain[0]["scores"].median())
+    high = detect(model, x, score_thresh=t)
+    assert model.roi_heads.score_thresh == 0.0  # not switched on the shared model
+    assert len(high[0]["scores"]) and (high[0]["scores"] > t).all()  # torchvision keeps scores > threshold
+    assert len(high[0]["scores"]) < len(plain[0]["scores"])
+    # the boxes above t are exactly the model's own boxes above t (the same NMS, the same top-k)
+    keep = plain[0]["scores"] > t
+    assert torch.equal(high[0]["boxes"], plain[0]["boxes"][keep])
+    # MC dropout: passes differ, the modules stay in eval mode, the next plain call is deterministic again
+    assert has_dropout(model)
+    torch.manual_seed(4)
+    mc1 = detect(model, x, mc_dropout=True)[0]["scores"]
+    mc2 = detect(model, x, mc_dropout=True)[0]["scores"]
+    assert not (len(mc1) == len(mc2) and torch.equal(mc1, mc2))
+    assert not any(m.training for m in model.modules())
+    assert torch.equal(detect(model, x)[0]["scores"], plain[0]["scores"])
+    assert not has_dropout(build_model(make_spec("resnet18", image_size=64, crop=None)))
+    with pytest.raises(ValueError, match="eval mode"):
+        detect(model.train(), x)
+
+
+@pytest.mark.parametrize("trainable", [None, 0, 2, 4])
+def test_resnet50_is_torchvisions_backbone_with_fpn(trainable):
+    """torchvision_resnet50: torchvision's BackboneWithFPN, frozen by its trainable_layers rule (None = 5)."""
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+
+    ours = build_backbone("torchvision_resnet50", trainable_stages=trainable, fpn_channels=32)
+    assert isinstance(ours, BackboneWithFPN)
+    ref = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=5 if trainable is None
+                              else trainable, norm_layer=torch.nn.BatchNorm2d)
+    grads = {n: p.requires_grad for n, p in ours.body.named_parameters()}
+    assert grads == {n: p.requires_grad for n, p in ref.body.named_parameters()}
+    out = ours(torch.rand(1, 3, 64, 64))
+    assert list(out) == ["0", "1", "2", "3"] and out["0"].shape[-1] == 16  # strides 4..32, no pooled level
+    assert [f.shape[1] for f in ours.features(torch.rand(1, 3, 64, 64))] == [256, 512, 1024, 2048]
+
+
+def test_resnet50_local_weights_with_five_channels(tmp_path):
+    """A 3-channel ResNet-50 state dict on a 5-channel input: conv1 adapted (timm's rule), the rest exact."""
+    from torchvision.models import resnet50
+
+    torch.manual_seed(5)
+    sd = resnet50().state_dict()
+    torch.save(sd, tmp_path / "r50.pth")
+    bb = build_backbone("torchvision_resnet50", in_channels=5, weights=tmp_path / "r50.pth", fpn_channels=32)
+    assert bb.body.conv1.weight.shape[1] == 5
+    assert torch.equal(bb.body.layer4[2].conv3.weight, sd["layer4.2.conv3.weight"])
+    assert torch.equal(bb.body.bn1.running_var, sd["bn1.running_var"])

@@ -106,3 +106,40 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     # 8 training galaxies, batch 2: 4 steps on one process, 2 per process when split over 2 processes
     assert summary["world_size"] == 2 and summary["global_step"] == 2
     assert (out / "model.safetensors").exists() and (out / "checkpoints" / "last.ckpt").exists()
+
+
+def test_match_counts_metric_sums_and_keeps_undefined_undefined():
+    """The validation counts are a torchmetrics Metric (sum over batches; over DDP processes on compute)."""
+    import math
+
+    from clumptool.detection.lit import MatchCounts
+
+    metric = MatchCounts()
+    out = {"boxes": torch.tensor([[10.0, 10.0, 20.0, 20.0], [40.0, 40.0, 50.0, 50.0], [0.0, 0.0, 4.0, 4.0]]),
+           "scores": torch.tensor([0.9, 0.8, 0.2])}  # the last one is below the 0.5 validation score
+    truth = {"boxes": torch.tensor([[11.0, 11.0, 21.0, 21.0], [60.0, 60.0, 70.0, 70.0]])}
+    metric.update([out, out], [truth, truth])
+    metric.update([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)}], [truth])
+    assert (int(metric.n_true), int(metric.n_det), int(metric.n_matched)) == (6, 4, 2)
+    assert metric.compute() == pytest.approx((2 / 6, 2 / 4, 4 / 10))
+    metric.reset()
+    metric.update([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0)}], [{"boxes": torch.zeros(0, 4)}])
+    assert all(math.isnan(v) for v in metric.compute())
+    assert metric.state_dict() == {}  # nothing extra in checkpoints: exact resume and old checkpoints unaffected
+
+
+def test_module_records_the_spec_it_was_given(tmp_path):
+    """The hyper-parameters are the spec passed in (recording its initial weights), never rewritten."""
+    import timm
+    from safetensors.torch import save_file
+
+    from clumptool.detection.lit import DetectorModule
+    from clumptool.detection.spec import make_spec
+
+    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), str(tmp_path / "enc.safetensors"))
+    spec = make_spec("resnet18", image_size=48, crop=None)
+    with pytest.raises(ValueError, match="with_init_weights"):
+        DetectorModule(spec=spec.to_dict(), weights=str(tmp_path / "enc.safetensors"))
+    recorded = spec.with_init_weights(tmp_path / "enc.safetensors").to_dict()
+    module = DetectorModule(spec=recorded, weights=str(tmp_path / "enc.safetensors"))
+    assert module.hparams["spec"] == recorded and module.spec.to_dict() == recorded
