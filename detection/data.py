@@ -101,6 +101,31 @@ def check_boxes(df: pd.DataFrame, path: object = "boxes table", num_classes: int
     return df
 
 
+VIEWERS_COLUMN = "n_viewers"  # aggregate's subjects table: how many volunteers classified each galaxy
+
+
+def unclassified_dropped(subjects: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a subjects table that volunteers classified.
+
+    aggregate's subjects table lists every subject of its ``--subjects`` export, including those nobody
+    classified (``n_viewers`` 0). Those are not labelled: as negatives they would teach the detector that
+    their clumps are background (and a held-out test galaxy would leak into training). Tables without
+    the column (a Zooniverse subjects export, a plain list) are taken as they are.
+    """
+    if VIEWERS_COLUMN not in subjects.columns:
+        return subjects
+    viewers = pd.to_numeric(subjects[VIEWERS_COLUMN], errors="coerce").fillna(0)
+    return subjects[viewers > 0]
+
+
+def count_unclassified(subjects: str | os.PathLike | None) -> int:
+    """How many rows of a subjects table :func:`unclassified_dropped` leaves out (0 without a table)."""
+    if subjects is None:
+        return 0
+    st = read_table(subjects, ("subject_id",))
+    return len(st) - len(unclassified_dropped(st))
+
+
 def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.PathLike,
                    subjects: str | os.PathLike | None = None, num_classes: int = 3) -> list[Item]:
     """The labelled galaxies (see the module docstring for which), sorted by subject id."""
@@ -112,7 +137,7 @@ def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.Pat
     if not index:
         raise ClumptoolError(f"{images}: no images (.png, .jpg, .fits) found")
     if subjects is not None:
-        st = read_table(subjects, ("subject_id",))
+        st = unclassified_dropped(read_table(subjects, ("subject_id",)))
         ids = sorted(set(_subject_ids(st["subject_id"].dropna())))
         source = f"{subjects}"
     else:

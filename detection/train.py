@@ -57,7 +57,13 @@ from clumptool.common.errors import ClumptoolError
 from clumptool.common.outputs import OutputSet, check_output_location, output_set, staging_path
 from clumptool.common.tables import write_table
 from clumptool.detection.backbones import resolve_backbone
-from clumptool.detection.data import collate, count_trained_boxes, labelled_items, split_items
+from clumptool.detection.data import (
+    collate,
+    count_trained_boxes,
+    count_unclassified,
+    labelled_items,
+    split_items,
+)
 from clumptool.detection.io import write_model
 from clumptool.detection.lit import (
     ClumpDataModule,
@@ -97,6 +103,7 @@ class TrainResult:
     n_val_boxes: int = 0
     boxes_in_table: int = 0
     boxes_trained_on: int = 0
+    n_unclassified_skipped: int = 0
 
 
 class TrainingInterrupted(ClumptoolError):
@@ -496,6 +503,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
             summary = {
                 "backbone": spec.backbone, "init_weights": spec.init_weights, "version": spec.version,
                 "n_train": len(train_items), "n_val": len(val_items), "n_val_boxes": int(val_truth),
+                "n_subjects_unclassified_skipped": count_unclassified(subjects) if items is None else 0,
                 "epochs": int(trainer.current_epoch), "global_step": int(trainer.global_step),
                 "world_size": int(trainer.world_size),
                 "best_checkpoint": f"checkpoints/{best.name}" if best else None, "best_val_f1": best_score,
@@ -520,7 +528,8 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
                        n_train=len(train_items), n_val=len(val_items), world_size=int(trainer.world_size),
                        is_global_zero=bool(trainer.is_global_zero), seconds=time.perf_counter() - t0,
                        history=history, score_threshold=spec.score_threshold, val_f1_at_threshold=threshold_f1,
-                       n_val_boxes=int(val_truth), boxes_in_table=boxes_total, boxes_trained_on=boxes_used)
+                       n_val_boxes=int(val_truth), boxes_in_table=boxes_total, boxes_trained_on=boxes_used,
+                       n_unclassified_skipped=count_unclassified(subjects) if items is None else 0)
 
 
 class CtrlC:
@@ -586,6 +595,10 @@ def training_warnings(result: TrainResult) -> list[str]:
                      f"{crop} px crop and were not trained on (--crop none or a larger --crop keeps them)"
                      if crop else f"NOTE: {cut} of {result.boxes_in_table} boxes lie mostly outside their "
                      "images and were not trained on")
+    if result.n_unclassified_skipped:
+        found.append(f"NOTE: {result.n_unclassified_skipped} subject(s) in --subjects have no classification "
+                     "(n_viewers 0 in aggregate's subjects table) and were left out: they are not labelled, "
+                     "not negatives")
     if result.val_f1_at_threshold == 0:
         found.append("WARNING: this model found no clump on the validation galaxies at any score (published "
                      "because of --accept-empty-model)")

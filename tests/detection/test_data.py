@@ -8,7 +8,15 @@ import pytest
 from PIL import Image
 
 from clumptool.common.errors import ClumptoolError
-from clumptool.detection.data import Augment, DetectionDataset, Item, labelled_items, read_boxes, split_items
+from clumptool.detection.data import (
+    Augment,
+    DetectionDataset,
+    Item,
+    count_unclassified,
+    labelled_items,
+    read_boxes,
+    split_items,
+)
 from clumptool.detection.spec import make_spec
 
 
@@ -106,3 +114,21 @@ def test_labelled_items_from_a_dataframe(tiny_project):
     assert sum(len(it.boxes) for it in items) == len(df)
     with pytest.raises(ClumptoolError, match="missing column"):
         labelled_items(df.drop(columns=["label"]), images)
+
+
+def test_unclassified_subjects_are_neither_labelled_nor_negatives(tiny_project, tmp_path):
+    """aggregate's subjects table lists subjects nobody classified (n_viewers 0): train must leave them out,
+    or a held-out galaxy would be trained on as empty background."""
+    boxes, images, subjects = tiny_project
+    st = pd.read_csv(subjects) if str(subjects).endswith(".csv") else pd.read_parquet(subjects)
+    st["n_viewers"] = 20
+    unclassified = str(st["subject_id"].iloc[-1])
+    st.loc[st.index[-1], "n_viewers"] = 0
+    table = read_boxes(boxes)
+    table = table[table["subject_id"] != unclassified]
+    table.to_csv(tmp_path / "boxes.csv", index=False)
+    st.to_csv(tmp_path / "subjects.csv", index=False)
+    ids = [it.subject_id for it in labelled_items(tmp_path / "boxes.csv", images, tmp_path / "subjects.csv")]
+    assert unclassified not in ids
+    assert len(ids) == len(st) - 1
+    assert count_unclassified(tmp_path / "subjects.csv") == 1
