@@ -190,7 +190,13 @@ def astropy_table(table: pa.Table, metadata: dict):
     """An astropy Table of the catalogue: units on the columns, run settings (``META_KEYS``) in ``meta``."""
     from astropy.table import Table
 
-    t = Table({name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names})
+    def column(name: str) -> np.ndarray:
+        col = table.column(name)
+        if pa.types.is_string(col.type):  # FITS needs fixed-width text, not Python objects
+            return np.array(col.to_pylist(), dtype=str)
+        return col.to_numpy(zero_copy_only=False)
+
+    t = Table({name: column(name) for name in table.column_names})
     for name, unit in UNITS.items():
         if name in t.colnames:
             t[name].unit = unit

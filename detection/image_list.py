@@ -92,7 +92,7 @@ def read_image_table(path: str | os.PathLike, fwhm_column: str = "fwhmImagePix")
     paths: list[str] = []
     for i, v in enumerate(df[path_col].tolist()):
         if not isinstance(v, str) or not v.strip():
-            raise ClumptoolError(f"{where(path, i + 2, path_col)}: empty image path; fill it in or delete the row")
+            raise ClumptoolError(f"{where(path, f'row {i + 2}', path_col)}: empty image path; fill it in or delete the row")
         p = Path(v.strip())
         paths.append(str(p if p.is_absolute() else base / p))
     id_col = next((c for c in ID_COLUMNS if c in df.columns), None)
@@ -104,12 +104,12 @@ def read_image_table(path: str | os.PathLike, fwhm_column: str = "fwhmImagePix")
         ids = []
         for i, v in enumerate(df[id_col].tolist()):
             if v is None or (isinstance(v, float) and np.isnan(v)) or not str(v).strip():
-                raise ClumptoolError(f"{where(path, i + 2, id_col)}: empty id; fill it in or delete the row")
+                raise ClumptoolError(f"{where(path, f'row {i + 2}', id_col)}: empty id; fill it in or delete the row")
             ids.append(_as_id(v))
     dup = pd.Series(ids).duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise ClumptoolError(f"{where(path, i + 2, id_col or path_col)}: galaxy {ids[i]} is listed twice; "
+        raise ClumptoolError(f"{where(path, f'row {i + 2}', id_col or path_col)}: galaxy {ids[i]} is listed twice; "
                              "keep one row per galaxy")
     return ImageList(ids=ids, paths=paths, sky=_table_sky(df, fwhm_column))
 
