@@ -55,9 +55,12 @@ MIN_SHARDS = 64  # small inputs are still cut into enough shards to keep many pr
 __all__ = ["PredictResult", "catalogue_rows", "check_out", "predict_catalogue", "resolve_out"]
 
 
-def default_shard_size(n_images: int) -> int:
-    """Images per shard: up to 1000 (a lost shard costs little), but at least 64 shards when possible."""
-    return max(1, min(MAX_SHARD_SIZE, -(-n_images // MIN_SHARDS)))
+def default_shard_size(n_images: int, batch_size: int = 1) -> int:
+    """Images per shard: whole batches, up to ~1000 images (a lost shard costs little), and at least 64 shards
+    when the input allows (so many processes get work)."""
+    per = -(-n_images // MIN_SHARDS)
+    per = -(-per // batch_size) * batch_size  # batches never straddle shards: keep them full
+    return max(batch_size, min(per, max(batch_size, MAX_SHARD_SIZE // batch_size * batch_size)))
 
 
 @dataclass
@@ -91,6 +94,7 @@ class PredictResult:
     n_shards: int = 0
     n_shards_resumed: int = 0
     shards_computed: list[int] = field(default_factory=list)
+    n_images_computed: int = 0  # by this process (the images of the shards it wrote)
 
     def summary(self) -> str:
         resumed = f", {self.n_shards_resumed} resumed from an interrupted run" if self.n_shards_resumed else ""
@@ -287,7 +291,7 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
                 "classes": list(spec.classes)}
     sky_bytes = [] if images.sky is None else [np.ascontiguousarray(images.sky).tobytes()]
     plan = plan_shards((f"{i}\t{p}" for i, p in zip(images.ids, images.paths, strict=True)), settings,
-                       shard_size or default_shard_size(len(images)), extra=sky_bytes)
+                       shard_size or default_shard_size(len(images), batch_size), extra=sky_bytes)
     store = ShardStore(staging_path(folder) / SHARDS_DIR, plan)
     writer = ShardWriter(store, images, list(spec.classes), spec.version, rows=catalogue_rows)
     module = DetectorPredictor(model, spec, threshold, nms_iou or None, drop_central)
@@ -298,6 +302,7 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     world = [devs.accelerator] * int(trainer.world_size) if trainer.world_size > 1 else [devs.label]
 
     def result(**kw) -> PredictResult:
+        kw["n_images_computed"] = sum(plan.bounds(k)[1] - plan.bounds(k)[0] for k in kw["shards_computed"])
         return PredictResult(catalogue_path=folder / name, n_images=len(images), devices=world, notes=notes,
                              score_threshold=threshold, n_missing_images=len(missing),
                              world_size=int(trainer.world_size), n_shards=plan.n_shards, **kw)

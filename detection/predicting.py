@@ -173,7 +173,7 @@ class DetectorPredictor(L.LightningModule):
         if self.device.type == "cpu":
             cpu_setup()
             per_node = max(1, int(self.trainer.num_devices))
-            if per_node > 1:  # N CPU processes share the cores instead of each taking all of them
+            if per_node > 1 and "OMP_NUM_THREADS" not in os.environ:  # N processes share the cores
                 torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
         self.model.eval()
 
