@@ -218,5 +218,16 @@ def write_astropy(table: pa.Table, target: str | os.PathLike, fmt: str, metadata
     target = Path(target)
     with atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # astropy: long FITS strings need CONTINUE cards, said as a warning
-        t.write(tmp, format=ASTROPY_FORMAT[fmt], overwrite=True)
+        if fmt == "votable":  # astropy's VOTable writer drops Table.meta: keep the settings as INFO elements
+            from astropy.io.votable import from_table
+            from astropy.io.votable.tree import Info
+
+            vot = from_table(t)
+            infos = vot.get_first_table().infos
+            for key, value in t.meta.items():
+                if key != "COMMENT":
+                    infos.append(Info(name=key, value=str(value)))
+            vot.to_xml(str(tmp))
+        else:
+            t.write(tmp, format=ASTROPY_FORMAT[fmt], overwrite=True)
     return target
