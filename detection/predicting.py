@@ -205,7 +205,11 @@ class ShardWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx=0) -> None:
-        k, start, dets = prediction
+        self._add(*prediction)
+        if trainer.received_sigterm:  # Lightning's predict loop ignores SIGTERM (scancel, a time limit): stop
+            raise KeyboardInterrupt("SIGTERM")  # like Ctrl-C: finished shards are kept for the rerun
+
+    def _add(self, k: int, start: int, dets: list) -> None:
         frames, done = self.open.get(k, ([], 0))
         for j, det in enumerate(dets):
             i = start + j

@@ -146,3 +146,18 @@ def test_a_killed_run_resumes_and_the_result_equals_an_uninterrupted_one(world, 
                                   pd.read_parquet(tmp_path / "fresh" / "catalogue.parquet"))
     assert sorted(os.listdir(out)) == ["catalogue.parquet", "manifest.json", "predictions.png"]
     assert SUBJECTS[0] in set(pd.read_parquet(out / "catalogue.parquet")["subject_id"])
+
+
+def test_sigterm_stops_after_the_batch_keeps_shards_and_the_previous_outputs(world, tmp_path):
+    """scancel or a SLURM time limit sends SIGTERM: stop, publish nothing, keep finished shards, say so."""
+    before = snapshot(world / "prev")
+    shards = world / ".prev.partial" / "shards"
+    res = interrupt_when(["predict", "--model", world / "model", "--images", world / "project" / "images", "--out",
+                          world / "prev", "--batch-size", "1", "--shard-size", "4", "--score-threshold", "0.3"],
+                         lambda: len(list(shards.glob("part-*.parquet"))) >= 2, sig=signal.SIGTERM)
+    no_traceback(res)
+    assert res.code == 130 and "Interrupted" in res.err and "resume" in res.err, res.text
+    assert snapshot(world / "prev") == before and len(list(shards.glob("part-*.parquet"))) >= 2
+    res = predict(world, "--batch-size", "1", "--shard-size", "4", "--score-threshold", "0.3")
+    assert res.code == 0 and "resumed from an interrupted run" in res.out, res.text
+    assert not shards.parent.exists()
