@@ -20,7 +20,15 @@ load average 10-13 from other engineers' jobs; ``--sizes 1000 20000 --devices 1`
 
 Peak RSS 1287 MB -> 1312 MB (+2 %) for 20x the images: flat (most of it is torch + Lightning + the model).
 Throughput is machine-load bound here; per-process throughput of a real model is in bench/detection_eval.py.
-TWO_PROCESSES
+
+Two CPU processes (Lightning DDP over gloo; ``--sizes 1000 5000 --devices 2``, same load; 20,000 not run with
+two processes for lack of time on the shared machine). Each rank ran half the images; RSS is per process::
+
+      images rank images run predict s img/s/proc peak RSS MB  wall s
+        1000    0        512      22.8         22        1282    79.2
+        1000   >0        488      24.8         20        1281    31.4
+        5000    0       2504     138.6         18        1320   196.3
+        5000   >0       2496     143.6         17        1281   153.6
 """
 
 from __future__ import annotations
