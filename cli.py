@@ -472,7 +472,7 @@ def _quiet_warnings(quiet: bool):
     return ctx()
 
 
-def _interrupted(out: Path):
+def _interrupted(out: Path, note: str = ""):
     """Ctrl-C: say that nothing was published and the previous outputs are as they were; exit 130."""
     import contextlib
 
@@ -482,7 +482,7 @@ def _interrupted(out: Path):
             yield
         except KeyboardInterrupt:
             click.echo(f"Interrupted: nothing was published; the previous outputs in {out} (if any) are unchanged. "
-                       "Rerun the same command to produce them.", err=True)
+                       "Rerun the same command to produce them." + (f" {note}" if note else ""), err=True)
             sys.exit(130)
 
     return ctx()
@@ -553,16 +553,17 @@ def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path
         click.echo(f"Wrote {report.metrics_path} and {report.plot_path}")
 
 
-@main.command("predict", short_help="Run a trained detector over images -> a clump catalogue (Parquet).")
+@main.command("predict", short_help="Run a trained detector over images -> a clump catalogue (Parquet, FITS, ...).")
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
               help="Model folder written by 'clumptool train' (or a .ckpt beside its model.json).")
-@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Folder of <subject_id>.png (or .jpg/.fits).")
+@click.option("--images", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Folder of <subject_id>.png (or .jpg/.fits), or a table (Parquet/CSV) of image paths: column "
+                   "image_path (relative to the table), optional subject_id, ra, dec, arcsecPerSide, fwhmImagePix.")
 @click.option("--subjects", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Subjects export (ra, dec, arcsecPerSide, fwhmImagePix): only these galaxies (each needs an "
-                   "image), with sky positions [default: every image, sky columns NaN].")
+                   "image), with sky positions [default: every image; sky columns from the image table, else NaN].")
 @click.option("--allow-missing-images", is_flag=True,
-              help="Go on when subjects listed in --subjects have no image (counted in the summary and metadata).")
+              help="Go on when listed galaxies have no image (counted in the summary and metadata).")
 @click.option("--score-threshold", type=UNIT,
               help="Keep detections scoring at least this [default: the model's operating threshold, chosen by "
                    "train on its validation galaxies; 0.5 for models that record none].")
@@ -572,33 +573,54 @@ def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path
               help="Drop detections within this many px of the image centre (the bulge).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--devices", default="auto", show_default=True,
-              help="auto (every GPU, else cpu), cpu, cuda, or a list such as cuda:0,cuda:1 (one process each).")
+              help="auto (every GPU, else 1 CPU process), cpu, cuda, a count N (N GPUs; N CPU processes without "
+                   "a GPU, DDP over gloo) or GPU indices such as 0,1. Processes per node under torchrun/SLURM.")
+@click.option("--num-nodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Nodes of a multi-node run (launched by SLURM srun or torchrun, as for train).")
+@click.option("--strategy", default="auto", show_default=True, help="Lightning strategy (auto, ddp, ddp_spawn ...).")
+@click.option("--precision", type=click.Choice(["32", "16-mixed", "bf16-mixed"]), default="32", show_default=True,
+              help="Mixed precision needs a GPU.")
+@click.option("--shard-size", type=click.IntRange(min=1),
+              help="Images per resumable shard [default: up to 1000, at least 64 shards when possible].")
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Image-loading worker processes.")
+              help="Image-loading worker processes per device.")
 @click.option("--overlay", "n_overlay", type=click.IntRange(min=0), default=8, show_default=True,
               help="Galaxies drawn in predictions.png (0 = none).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "fits", "ecsv", "votable"]),
+              help="Catalogue format when --out is a folder [default: from the --out suffix, else parquet].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("catalogue"), show_default=True,
               help="Output folder (catalogue.parquet, predictions.png, manifest.json, published together), or "
-                   "FOLDER/NAME.parquet to name the catalogue (FOLDER must be new, empty or a previous predict output).")
+                   "FOLDER/NAME.parquet|.fits|.ecsv|.vot to name the catalogue and its format (FOLDER must be new, "
+                   "empty or a previous predict output).")
 @click.option("--quiet", is_flag=True, help="No progress bar, summary or warnings (errors are always printed).")
 def predict_command(model_path: Path, images: Path, subjects: Path | None, allow_missing_images: bool,
                     score_threshold: float | None, nms_iou: float, drop_central: float, batch_size: int, devices: str,
-                    num_workers: int, n_overlay: int, out: Path, quiet: bool) -> None:
+                    num_nodes: int, strategy: str, precision: str, shard_size: int | None, num_workers: int,
+                    n_overlay: int, fmt: str | None, out: Path, quiet: bool) -> None:
     """Detect clumps in every galaxy image and write one catalogue row per clump, in the columns of the
     paper's published catalogue (clump_id, clump_label_id/name, clump_score, clump_centre_px_x/y,
-    clump_px_x1/x2/y1/y2, clump_centre_ra/dec, galaxy_ra/dec, FWHM_r_px, ..., model_version).
+    clump_px_x1/x2/y1/y2, clump_centre_ra/dec, galaxy_ra/dec, FWHM_r_px, ..., model_version), with units and
+    the model version and score threshold in the table metadata.
+
+    Runs on Lightning: one CPU, N CPU processes, one or many GPUs, many nodes. The work is cut into shards;
+    an interrupted or killed run resumes where it stopped when the same command is run again.
 
     Example: clumptool predict --model runs/model --images sim/images --subjects sim/subjects.csv --out catalogue/
     """
-    from clumptool.detection.predict import check_out, predict_catalogue
+    from clumptool.common.outputs import staging_path
+    from clumptool.detection.predict import SHARDS_DIR, check_out, predict_catalogue
 
-    folder, _ = check_out(out)
-    with _interrupted(folder), _quiet_warnings(quiet):
+    folder, _ = check_out(out, fmt)
+    note = (f"Finished shards are kept in {staging_path(folder) / SHARDS_DIR}: rerun the same command to resume "
+            "from them.")
+    with _interrupted(folder, note), _quiet_warnings(quiet):
         result = predict_catalogue(model_path, images, out, subjects=subjects, score_threshold=score_threshold,
                                    nms_iou=nms_iou or None, drop_central=drop_central, batch_size=batch_size,
                                    devices=devices, num_workers=num_workers, n_overlay=n_overlay,
-                                   progress=not quiet, allow_missing_images=allow_missing_images)
-    if not quiet:
+                                   progress=not quiet, allow_missing_images=allow_missing_images, fmt=fmt,
+                                   num_nodes=num_nodes, strategy=strategy, precision=precision,
+                                   shard_size=shard_size)
+    if result.is_global_zero and not quiet:
         click.echo(result.summary())
 
 # ---------------------------------------------------------------------------------------------

@@ -155,3 +155,79 @@ def catalogue_rows(subject_id: str, boxes: np.ndarray, scores: np.ndarray, label
 def to_arrow(df: pd.DataFrame) -> pa.Table:
     """A catalogue frame as an Arrow table with the fixed schema (for row-group streaming)."""
     return pa.Table.from_pandas(df, schema=CATALOGUE_SCHEMA, preserve_index=False)
+
+
+# ------------------------------------------------------------------------------------------------ formats
+
+UNITS = {  # astropy unit strings of the catalogue columns (the rest are dimensionless or text)
+    "clump_centre_px_x": "pix", "clump_centre_px_y": "pix", "clump_px_x1": "pix", "clump_px_x2": "pix",
+    "clump_px_y1": "pix", "clump_px_y2": "pix", "clump_centre_ra": "deg", "clump_centre_dec": "deg",
+    "galaxy_ra": "deg", "galaxy_dec": "deg", "FWHM_r_px": "pix", "image_width": "pix", "image_height": "pix",
+    "pixel_scale_arcsec": "arcsec / pix",
+}
+FORMATS = {"parquet": (".parquet", ".pq"), "fits": (".fits", ".fit"), "ecsv": (".ecsv",),
+           "votable": (".vot", ".votable", ".xml")}
+ASTROPY_FORMAT = {"fits": "fits", "ecsv": "ascii.ecsv", "votable": "votable"}
+# FITS header keywords (8 characters) of the run settings kept in every format's table metadata
+META_KEYS = {"model_version": "MODELVER", "score_threshold": "SCORETHR", "score_threshold_source": "THRSRC",
+             "nms_iou": "NMSIOU", "drop_central": "DROPCEN", "n_images": "NIMAGES", "n_missing_images": "NMISSING",
+             "images": "IMAGES", "subjects": "SUBJECTS", "model": "MODEL", "pixels": "PIXELS"}
+
+
+def format_of(name: str) -> str | None:
+    """The catalogue format a file name's suffix asks for (None: no known suffix)."""
+    low = name.lower()
+    return next((fmt for fmt, sufs in FORMATS.items() if low.endswith(sufs)), None)
+
+
+def with_units(schema: pa.Schema = CATALOGUE_SCHEMA) -> pa.Schema:
+    """The catalogue schema with each column's unit in its Parquet field metadata (key ``unit``)."""
+    fields = [f.with_metadata({b"unit": UNITS[f.name].encode()}) if f.name in UNITS else f for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def astropy_table(table: pa.Table, metadata: dict):
+    """An astropy Table of the catalogue: units on the columns, run settings (``META_KEYS``) in ``meta``."""
+    from astropy.table import Table
+
+    def column(name: str) -> np.ndarray:
+        col = table.column(name)
+        if pa.types.is_string(col.type):  # FITS needs fixed-width text, not Python objects
+            return np.array(col.to_pylist(), dtype=str)
+        return col.to_numpy(zero_copy_only=False)
+
+    t = Table({name: column(name) for name in table.column_names})
+    for name, unit in UNITS.items():
+        if name in t.colnames:
+            t[name].unit = unit
+    for key, card in META_KEYS.items():
+        value = metadata.get(key)
+        t.meta[card] = "" if value is None else value
+    t.meta["COMMENT"] = ["clumptool predict catalogue: one row per detected clump",
+                         "pixels: original image, x right, y down, origin at the top-left corner"]
+    return t
+
+
+def write_astropy(table: pa.Table, target: str | os.PathLike, fmt: str, metadata: dict) -> Path:
+    """Write the catalogue as FITS, ECSV or VOTable (atomically)."""
+    import warnings
+
+    from clumptool.common.atomic import atomic_path
+
+    t = astropy_table(table, metadata)
+    target = Path(target)
+    with atomic_path(target) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy: long FITS strings need CONTINUE cards, said as a warning
+        if fmt == "votable":  # astropy's VOTable writer drops Table.meta: keep the settings as INFO elements
+            from astropy.io.votable import from_table
+            from astropy.io.votable.tree import Info
+
+            vot = from_table(t)
+            infos = vot.get_first_table().infos
+            for key, value in t.meta.items():
+                if key != "COMMENT":
+                    infos.append(Info(name=key, value=str(value)))
+            vot.to_xml(str(tmp))
+        else:
+            t.write(tmp, format=ASTROPY_FORMAT[fmt], overwrite=True)
+    return target

@@ -129,13 +129,14 @@ def iter_detections(model: nn.Module, spec: ModelSpec, image_paths: Iterable[Pat
             for tensors, geoms, ids in loader:
                 outs = detect_tensors(model, list(tensors))
                 for out, geom, sid in zip(outs, geoms, ids, strict=True):
-                    yield _to_detections(out, geom, sid)
+                    yield to_detections(out, geom, sid)
                 bar.update(len(tensors))
     finally:
         bar.close()
 
 
-def _to_detections(out: dict, geom: Geometry, subject_id: str) -> Detections:
+def to_detections(out: dict, geom: Geometry, subject_id: str) -> Detections:
+    """Raw torchvision output of one image (working pixels) -> Detections in original pixels, clipped."""
     boxes = geom.to_original(out["boxes"].numpy()) if len(out["boxes"]) else np.zeros((0, 4))
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, geom.width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, geom.height)

@@ -246,21 +246,7 @@ def test_evaluate_and_predict_cli_on_a_tiny_model(project, tiny_model, tmp_path)
     np.testing.assert_allclose(nosky["clump_centre_px_x"], cat["clump_centre_px_x"])
 
 
-@pytest.mark.slow  # two spawned worker processes each import torch (~10-20 s on a shared 2-core CPU)
-def test_predict_on_two_devices_matches_one(project, tiny_model, tmp_path):
-    from clumptool.detection.predict import predict_catalogue
-
-    one = predict_catalogue(tiny_model, project / "images", tmp_path / "one", score_threshold=0.3,
-                            devices="cpu", n_overlay=0, progress=False)
-    two = predict_catalogue(tiny_model, project / "images", tmp_path / "two", score_threshold=0.3,
-                            devices=["cpu", "cpu"], n_overlay=2, progress=False)
-    assert two.devices == ["cpu", "cpu"] and one.n_clumps == two.n_clumps > 0
-    a = pd.read_parquet(one.catalogue_path).sort_values(["subject_id", "clump_score"]).reset_index(drop=True)
-    b = pd.read_parquet(two.catalogue_path)
-    assert sorted(b["clump_id"]) == list(range(len(b)))
-    b = b.sort_values(["subject_id", "clump_score"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(a.drop(columns="clump_id"), b.drop(columns="clump_id"), atol=1e-4)
-    assert not [p for p in tmp_path.rglob(".*")]  # no shard, staging or temp files left
+# 2 CPU processes vs 1 (Lightning DDP): tests/detection/test_predict_scale.py
 
 
 def test_predict_failure_leaves_no_half_written_catalogue(project, tiny_model, tmp_path, monkeypatch):

@@ -362,19 +362,23 @@ def test_interrupted_predict_leaves_the_previous_catalogue_byte_identical(slow_w
     assert set(before) == {"catalogue.parquet", "predictions.png", "manifest.json"}
     staging = root / ".cat.partial"
 
-    def mid_run() -> bool:  # the new catalogue is being streamed into the staging folder
-        return (staging / "catalogue.parquet").exists()
+    def mid_run() -> bool:  # finished shards of the new catalogue are being written into the staging folder
+        return any((staging / "shards").glob("part-*.parquet"))
 
     res = interrupt_when(["predict", "--model", root / "model", "--images", root / "big" / "images",
-                          "--out", root / "cat", "--score-threshold", "0.2", "--batch-size", "1"], mid_run, sig=sig)
+                          "--out", root / "cat", "--score-threshold", "0.2", "--batch-size", "1",
+                          "--shard-size", "4"], mid_run, sig=sig)
     assert snapshot(root / "cat") == before
     if sig == signal.SIGINT:
         no_traceback(res)
         assert res.code == 130 and "Interrupted" in res.err and "unchanged" in res.err and "Rerun" in res.err
-        assert not staging.exists()
+        assert "resume" in res.err
     else:
         assert res.code == -signal.SIGKILL
-    # the next run starts clean and publishes a whole new set
+    # only finished shards are kept for a resume (nothing that could be published half made)
+    assert {p.name for p in staging.iterdir()} == {"shards"}
+    assert not list(staging.glob("*.parquet")) and any((staging / "shards").glob("part-*.parquet"))
+    # the next run (other images: another shard plan) starts clean and publishes a whole new set
     res = small_predict(root)
     assert res.code == 0, res.text
     assert not staging.exists() and set(snapshot(root / "cat")) == set(before)
