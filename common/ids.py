@@ -98,8 +98,13 @@ def drop_blank_rows(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` without rows whose every field is blank (NaN or spaces), keeping the index (line numbers)."""
     if df.empty:
         return df
-    blank = df.apply(lambda col: col.map(lambda v: subject_id_text(v) is None)).all(axis=1)
-    return df[~blank.to_numpy()]
+    blank = np.ones(len(df), dtype=bool)
+    for _, col in df.items():
+        empty = col.isna().to_numpy()
+        if col.dtype == object:
+            empty |= (col.astype(str).str.strip() == "").to_numpy()
+        blank &= empty
+    return df[~blank]
 
 
 def read_subject_ids(path: str | os.PathLike, column: str = "subject_id") -> list[str]:

@@ -42,8 +42,7 @@ import pandas as pd
 
 from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, box_sides, square_boxes
 from clumptool.common.errors import ClumptoolError, where
-from clumptool.common.ids import normalise_subject_ids
-from clumptool.common.ids import read_subject_ids as common_read_subject_ids
+from clumptool.common.ids import normalise_subject_ids, read_subject_ids  # noqa: F401 (read_subject_ids: predict's)
 from clumptool.common.jsonable import jsonable
 from clumptool.common.tables import read_table
 from clumptool.detection.metrics import (
@@ -114,13 +113,6 @@ def missing_images_error(missing: list[str], n_listed: int, images_dir: str | os
         f"{len(missing)} of the {n_listed} subjects listed in {subjects} have no image in {images_dir} "
         f"(looked for <subject_id>.png|.jpg|.fits): {shown}. Put their images there, remove them from "
         f"{subjects}, or pass --allow-missing-images to go on without them (the count is then reported)")
-
-
-def read_subject_ids(path: str | os.PathLike) -> list[str]:
-    """Subject ids (as text, each once, in file order) of a subjects table: a Zooniverse export or any table
-    with subject_id. Fully blank rows are skipped; a row with an empty subject_id is an error (the one rule,
-    :mod:`clumptool.common.ids`: 101.0, as a CSV with a gap reads, -> '101')."""
-    return common_read_subject_ids(path)
 
 
 def _numeric(df: pd.DataFrame, cols: Iterable[str], path: Path) -> None:
