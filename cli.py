@@ -785,7 +785,7 @@ def fake_panoptes_command(port: int, state_dir: Path | None, project_id: int, wo
     """
     import json
 
-    from clumptool.active_learning.fake_panoptes import FakePanoptes, fault_from_dict
+    from clumptool.testing.fake_panoptes import FakePanoptes, fault_from_dict
 
     try:
         specs = [fault_from_dict(json.loads(f)) for f in faults]

@@ -73,7 +73,6 @@ def split_subjects(subject_ids: list[int], test_fraction: float, pool_fraction: 
 def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
              log: Callable[[str], None] = print, config: DemoConfig | None = None) -> DemoResult:
     """Run every stage on a fresh simulated project in ``out_dir`` and report what it measured."""
-    from clumptool.active_learning.fake_panoptes import FakePanoptes
     from clumptool.active_learning.select import UploadRequest, select_next_batch
     from clumptool.aggregation.evaluation import match_to_truth
     from clumptool.aggregation.pipeline import aggregate
@@ -82,6 +81,7 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
     from clumptool.detection.train import quiet_lightning, train
     from clumptool.simulation.config import SimulationConfig
     from clumptool.simulation.project import simulate_project
+    from clumptool.testing.fake_panoptes import FakePanoptes
 
     cfg = config or DemoConfig(galaxies=galaxies, seed=seed)
     out = Path(out_dir)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.ids import normalise_subject_ids
 
 #: Upload states of a galaxy in a round, in pipeline order ('failed' can happen at any step).
 STATES = ("selected", "created", "uploaded", "linked", "failed")
@@ -124,7 +125,7 @@ class Ledger:
         """
         if "galaxy_id" not in rows.columns:
             raise ClumptoolError("selection has no 'galaxy_id' column")
-        ids = rows["galaxy_id"].astype(str)
+        ids = normalise_subject_ids(rows["galaxy_id"], where="selection")
         if ids.duplicated().any():
             dup = ids[ids.duplicated()].iloc[0]
             raise ClumptoolError(f"selection lists galaxy_id {dup!r} twice")

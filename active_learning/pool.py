@@ -27,34 +27,17 @@ import numpy as np
 import pandas as pd
 
 from clumptool.common.errors import ClumptoolError, where
+from clumptool.common.ids import normalise_subject_ids, subject_id_text
+from clumptool.common.metadata import metadata_value, parse_metadata
 from clumptool.common.tables import read_table
 
 ID_COLUMNS = ("galaxy_id", "subject_id")
 IMAGE_COLUMNS = ("image_path", "image", "file", "path", "filename")
-HIDDEN_PREFIXES = "#!"
 
 
-def _as_id(v) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    if isinstance(v, np.integer):
-        return str(int(v))
-    return str(v).strip()
-
-
-def _expand_metadata(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    records = []
-    for i, text in enumerate(df["metadata"]):
-        if not isinstance(text, str) or not text.strip():
-            records.append({})
-            continue
-        try:
-            meta = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ClumptoolError(f"{where(path, f'row {i + 2}', 'metadata')}: broken JSON ({exc.msg})") from exc
-        if not isinstance(meta, dict):
-            raise ClumptoolError(f"{where(path, f'row {i + 2}', 'metadata')}: expected a JSON object")
-        records.append({k.lstrip(HIDDEN_PREFIXES) or k: v for k, v in meta.items()})
+def _metadata_columns(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The ``metadata`` JSON column expanded into columns (plain key names); existing columns win."""
+    records = [parse_metadata(text, where=path, row=f"row {i + 2}") for i, text in enumerate(df["metadata"])]
     meta = pd.DataFrame.from_records(records, index=df.index)
     meta = meta[[c for c in meta.columns if c not in df.columns]]
     return pd.concat([df.drop(columns=["metadata"]), meta], axis=1)
@@ -66,17 +49,15 @@ def _table_pool(path: Path, images: Path | None) -> pd.DataFrame:
     if id_col is None:
         raise ClumptoolError(f"{path}: pool table needs a 'galaxy_id' or 'subject_id' column; "
                              f"found {', '.join(map(str, df.columns))}")
-    if df[id_col].isna().any():
-        row = int(np.flatnonzero(df[id_col].isna().to_numpy())[0])
-        raise ClumptoolError(f"{where(path, f'row {row + 2}', id_col)}: empty id")
     df = df.copy()
+    ids = normalise_subject_ids(df[id_col], where=path, field=id_col)
     if id_col == "galaxy_id":
-        df["galaxy_id"] = df["galaxy_id"].map(_as_id)
+        df["galaxy_id"] = ids
     else:
-        df.insert(0, "galaxy_id", df[id_col].map(_as_id))
+        df.insert(0, "galaxy_id", ids)
     df, n_dup = _drop_duplicate_rows(df, path, id_col)
     if "metadata" in df.columns:
-        df = _expand_metadata(df, path)
+        df = _metadata_columns(df, path)
     img_col = next((c for c in IMAGE_COLUMNS if c in df.columns), None)
     if img_col is not None:
         base = path.parent
@@ -151,10 +132,16 @@ def _galaxy_ids_in_subject_data(series: pd.Series) -> set[str]:
             continue
         for meta in data.values() if isinstance(data, dict) else ():
             if isinstance(meta, dict):
-                gid = meta.get("#galaxy_id", meta.get("galaxy_id"))
+                gid = subject_id_text(metadata_value(meta, "galaxy_id"))
                 if gid is not None:
-                    out.add(_as_id(gid))
+                    out.add(gid)
     return out
+
+
+def _ids_of(series: pd.Series, path: Path) -> set[str]:
+    """The ids of a labelled table's column; blank cells are rows without an id there, skipped."""
+    present = series[series.map(subject_id_text).notna()]
+    return set(normalise_subject_ids(present, where=path))
 
 
 def read_labelled_ids(paths: Iterable[str | os.PathLike]) -> set[str]:
@@ -165,13 +152,13 @@ def read_labelled_ids(paths: Iterable[str | os.PathLike]) -> set[str]:
         df = read_table(p)
         found = False
         if "subject_ids" in df.columns:  # Zooniverse classification export
-            ids |= {_as_id(v) for v in df["subject_ids"].dropna()}
+            ids |= _ids_of(df["subject_ids"], p)
             if "subject_data" in df.columns:
                 ids |= _galaxy_ids_in_subject_data(df["subject_data"])
             found = True
         for col in ID_COLUMNS:
             if col in df.columns:
-                ids |= {_as_id(v) for v in df[col].dropna()}
+                ids |= _ids_of(df[col], p)
                 found = True
         if "metadata" in df.columns:
             for text in df["metadata"].dropna().unique():
@@ -179,8 +166,9 @@ def read_labelled_ids(paths: Iterable[str | os.PathLike]) -> set[str]:
                     meta = json.loads(text)
                 except (TypeError, json.JSONDecodeError):
                     continue
-                if isinstance(meta, dict) and meta.get("#galaxy_id", meta.get("galaxy_id")) is not None:
-                    ids.add(_as_id(meta.get("#galaxy_id", meta.get("galaxy_id"))))
+                gid = subject_id_text(metadata_value(meta, "galaxy_id")) if isinstance(meta, dict) else None
+                if gid is not None:
+                    ids.add(gid)
         if not found:
             raise ClumptoolError(f"{p}: a labelled table needs 'galaxy_id', 'subject_id' or 'subject_ids' "
                                  f"(classification export); found {', '.join(map(str, df.columns))}")

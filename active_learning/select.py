@@ -52,6 +52,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from clumptool.active_learning.uncertainty import AGGREGATES, Pass, image_scores
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.ids import normalise_subject_ids
 from clumptool.common.tables import read_table, write_table
 
 #: strategy -> (how the passes are made, which per-image uncertainty ranks the galaxies)
@@ -271,16 +272,11 @@ def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> 
     fin = df["is_finished"]
     if fin.dtype == object:
         fin = fin.astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
-    out = pd.DataFrame({"galaxy_id": df["subject_id"].map(_as_id), "risk": risk.fillna(0.0).to_numpy()})
+    ids = normalise_subject_ids(df["subject_id"], where=subjects_path, field="subject_id")
+    out = pd.DataFrame({"galaxy_id": ids.to_numpy(), "risk": risk.fillna(0.0).to_numpy()})
     out = out[~fin.astype(bool).to_numpy()].sort_values(["risk", "galaxy_id"], ascending=[False, True])
     out = out.drop_duplicates("galaxy_id")
     return out.head(limit) if limit is not None else out
-
-
-def _as_id(v) -> str:
-    from clumptool.active_learning.pool import _as_id as as_id
-
-    return as_id(v)
 
 
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:

@@ -39,6 +39,7 @@ import pandas as pd
 from clumptool.active_learning.ledger import Ledger
 from clumptool.active_learning.manifest import MAX_BYTES, check_png, subject_metadata
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.ids import normalise_subject_ids
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ def _prepare(selection: pd.DataFrame, max_bytes: int) -> pd.DataFrame:
         if col not in selection.columns:
             raise ClumptoolError(f"selection has no {col!r} column (write the cutouts first)")
     sel = selection.copy()
-    sel["galaxy_id"] = sel["galaxy_id"].astype(str)
+    sel["galaxy_id"] = normalise_subject_ids(sel["galaxy_id"], where="selection")
     if sel["galaxy_id"].duplicated().any():
         raise ClumptoolError(f"selection lists galaxy_id {sel.loc[sel['galaxy_id'].duplicated(), 'galaxy_id'].iloc[0]!r}"
                              " twice")

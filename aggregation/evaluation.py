@@ -1,6 +1,8 @@
 """Consensus clumps against known truth: one-to-one matching within a radius, completeness, purity, F1.
 
-Used by the benchmarks and tests on simulated projects, where the injected clumps are known.
+Used by the benchmarks and tests on simulated projects, where the injected clumps are known. The matcher
+(Hungarian: most matches, then least total distance) and the ratio rules are
+:mod:`clumptool.common.matching`'s, the same as the detector's metrics.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
+
+from clumptool.common.matching import completeness, f1_score, match_points, purity, ratio
 
 
 @dataclass(frozen=True)
@@ -23,24 +26,21 @@ class MatchScores:
     @property
     def completeness(self) -> float:
         """Found true clumps / true clumps; undefined (NaN, never 1.0) without any true clump."""
-        return self.n_matched / self.n_truth if self.n_truth else float("nan")
+        return completeness(self.n_matched, self.n_truth)
 
     @property
     def purity(self) -> float:
         """Matched found clumps / found clumps; undefined (NaN, never 1.0) when nothing was found."""
-        return self.n_matched / self.n_found if self.n_found else float("nan")
+        return purity(self.n_matched, self.n_found)
 
     @property
     def f1(self) -> float:
-        """NaN when there is neither truth nor anything found; 0 when only one of them is empty."""
-        if not self.n_truth or not self.n_found:
-            return float("nan") if not (self.n_truth or self.n_found) else 0.0
-        c, p = self.completeness, self.purity
-        return 2 * c * p / (c + p) if c + p > 0 else 0.0
+        """Undefined (NaN) without any true clump; 0 when there is truth but nothing was found."""
+        return f1_score(self.n_matched, self.n_truth, self.n_found)
 
     @property
     def label_accuracy(self) -> float:
-        return self.n_label_agree / self.n_matched if self.n_matched else float("nan")
+        return ratio(self.n_label_agree, self.n_matched)
 
     def as_dict(self) -> dict:
         return {"n_truth": self.n_truth, "n_found": self.n_found, "n_matched": self.n_matched,
@@ -60,14 +60,12 @@ def match_to_truth(found: pd.DataFrame, truth: pd.DataFrame, radius: float = 5.0
         f = found_by.get(sid)
         if f is None or len(f) == 0:
             continue
-        d = np.hypot(t["x"].to_numpy()[:, None] - f["x"].to_numpy()[None, :],
-                     t["y"].to_numpy()[:, None] - f["y"].to_numpy()[None, :])
-        cost = np.where(d <= radius, d, 1e6)
-        rows, cols = linear_sum_assignment(cost)
-        ok = d[rows, cols] <= radius
-        matched += int(ok.sum())
-        offsets.extend(d[rows[ok], cols[ok]].tolist())
+        col, d = match_points(f[["x", "y"]].to_numpy(), t[["x", "y"]].to_numpy(), radius, assignment="hungarian")
+        fi = np.flatnonzero(col >= 0)
+        ti = col[fi]
+        matched += len(fi)
+        offsets.extend(d[fi, ti].tolist())
         if "label" in t and "label" in f:
-            agree += int((t["label"].to_numpy()[rows[ok]] == f["label"].to_numpy()[cols[ok]]).sum())
+            agree += int((t["label"].to_numpy()[ti] == f["label"].to_numpy()[fi]).sum())
     return MatchScores(n_truth=len(truth), n_found=len(found), n_matched=matched, n_label_agree=agree,
                        median_offset_px=float(np.median(offsets)) if offsets else float("nan"))

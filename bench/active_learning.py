@@ -42,7 +42,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from clumptool.active_learning.loop import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from al_loop import (  # noqa: E402
     LoopConfig,
     initial_round,
     label_saving,

@@ -42,6 +42,8 @@ import pandas as pd
 
 from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, box_sides, square_boxes
 from clumptool.common.errors import ClumptoolError, where
+from clumptool.common.ids import normalise_subject_ids, read_subject_ids  # noqa: F401 (read_subject_ids: predict's)
+from clumptool.common.jsonable import jsonable
 from clumptool.common.tables import read_table
 from clumptool.detection.metrics import (
     Evaluation,
@@ -113,21 +115,6 @@ def missing_images_error(missing: list[str], n_listed: int, images_dir: str | os
         f"{subjects}, or pass --allow-missing-images to go on without them (the count is then reported)")
 
 
-def read_subject_ids(path: str | os.PathLike) -> list[str]:
-    """Subject ids (as text, each once, in file order) of a subjects table: a Zooniverse export or any table
-    with subject_id. Fully blank rows are skipped; a row with an empty subject_id is an error."""
-    # the one id normaliser (train's): 101.0, as a CSV with a gap reads, -> '101'
-    from clumptool.detection.data import _subject_ids
-
-    df = read_table(path, required=("subject_id",)).dropna(how="all")
-    empty = df["subject_id"].isna() | (df["subject_id"].astype(str).str.strip() == "")
-    if empty.any():
-        row = int(df.index[np.flatnonzero(empty.to_numpy())[0]]) + 2
-        raise ClumptoolError(f"{where(path, f'row {row}', 'subject_id')}: empty; fill in the galaxy's subject id "
-                             "or delete the row")
-    return list(dict.fromkeys(_subject_ids(df["subject_id"]).tolist()))
-
-
 def _numeric(df: pd.DataFrame, cols: Iterable[str], path: Path) -> None:
     for c in cols:
         values = pd.to_numeric(df[c], errors="coerce")
@@ -170,16 +157,11 @@ def truth_from_frame(df: pd.DataFrame, path: str | os.PathLike = "truth", box_sc
     Rejected with file, row and field: an empty subject id, non-finite or negative coordinates, a box with
     x2 <= x1 or y2 <= y1, a NaN or non-positive FWHM, a label outside 1..num_classes-1.
     """
-    from clumptool.detection.data import _subject_ids
-
     path = Path(path)
     df = df.copy().reset_index(drop=True)
     if "subject_id" not in df.columns:
         raise ClumptoolError(f"{path}: missing column subject_id; found {', '.join(map(str, df.columns))}")
-    i = _first_bad(df["subject_id"].isna().to_numpy())
-    if i is not None:
-        raise ClumptoolError(f"{where(path, f'row {i + 2}', 'subject_id')}: empty; fill in the subject id or "
-                             "delete the row")
+    sids = normalise_subject_ids(df["subject_id"], where=path, field="subject_id").to_numpy()
     if all(c in df.columns for c in BOX_FIELDS):
         kind = "boxes"
         _numeric(df, BOX_FIELDS, path)
@@ -228,7 +210,6 @@ def truth_from_frame(df: pd.DataFrame, path: str | os.PathLike = "truth", box_sc
     else:
         labels = np.ones(len(df), dtype=np.int64)
         note += "; no label column: every true clump is class 1"
-    sids = _subject_ids(df["subject_id"]).to_numpy()
     boxes: dict[str, np.ndarray] = {}
     labs: dict[str, np.ndarray] = {}
     rows: dict[str, np.ndarray] = {}
@@ -500,24 +481,12 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
         staged.info = {"model": str(model_path), "model_version": spec.version, "truth": str(truth_path),
                        "images": str(images_dir), "score_threshold": threshold, "n_images": len(results),
                        "n_missing_images": len(missing)}
-        (staged.path / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2) + "\n",
+        (staged.path / "metrics.json").write_text(json.dumps(jsonable(metrics), indent=2) + "\n",
                                                   encoding="utf-8")
         plot_score_curves(evaluation.curves, staged.path / "pr_curve.png", operating=threshold,
                           title=f"{Path(model_path).name}: {settings.describe()}, {len(results)} galaxies")
     return EvaluationReport(metrics=metrics, evaluation=evaluation, out_dir=out_dir,
                             metrics_path=out_dir / "metrics.json", plot_path=out_dir / "pr_curve.png")
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _undefined(v) -> bool:

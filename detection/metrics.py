@@ -19,8 +19,10 @@ of the detections above a threshold is the greedy matching of all detections res
 pass gives the whole curve over score thresholds; Hungarian curves re-match each image at its own scores.
 
 Per class, detections of class c are matched to true clumps of class c; "overall" ignores labels.
-Empty denominators are undefined, never made up: with no true clump completeness is NaN (JSON null), with no
-detection purity is NaN, and F1 is NaN when either is; the counts are always reported beside the ratios. COCO
+The assignment and the ratios are :mod:`clumptool.common.matching`'s (shared with the consensus evaluation
+and training's validation F1). Empty denominators are undefined, never made up: with no true clump
+completeness and F1 are NaN (JSON null), with no detection purity is NaN and F1 is 0 (nothing of the truth
+was found); the counts are always reported beside the ratios. COCO
 mAP is NaN where torchmetrics answers -1 ("no data"). Numpy, with torchvision's box IoU and torchmetrics'
 COCO mAP (:func:`mean_average_precision`).
 """
@@ -33,14 +35,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou as tv_box_iou
 
 from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE
+from clumptool.common.matching import (
+    ASSIGNMENTS,
+    assign_one_to_one,
+    completeness,
+    f1_score,
+    purity,
+    scores_from_counts,
+)
 
 MATCH_METHODS = ("centre", "iou")
-ASSIGNMENTS = ("greedy", "hungarian")
-_BIG = 1e12
 
 
 @dataclass(frozen=True)
@@ -135,22 +142,7 @@ def match_detections(pred_boxes: np.ndarray, pred_scores: np.ndarray, true_boxes
     if len(pred_boxes) == 0 or len(true_boxes) == 0:
         return out
     valid, cost = _quality(pred_boxes, true_boxes, settings, max_dist)
-    if settings.assignment == "hungarian":
-        # Maximise the number of valid pairs first, then minimise their cost.
-        c = np.where(valid, cost - _BIG, 0.0)
-        rows, cols = linear_sum_assignment(c)
-        ok = valid[rows, cols]
-        out[rows[ok]] = cols[ok]
-        return out
-    order = np.argsort(-scores, kind="stable")
-    taken = np.zeros(len(true_boxes), dtype=bool)
-    for i in order:
-        cand = valid[i] & ~taken
-        if cand.any():
-            j = int(np.argmin(np.where(cand, cost[i], np.inf)))
-            out[i] = j
-            taken[j] = True
-    return out
+    return assign_one_to_one(valid, cost, scores=scores, assignment=settings.assignment)
 
 
 @dataclass
@@ -186,20 +178,6 @@ class ImageResult:
                            self.true_boxes[t], self.true_labels[t], md)
 
 
-def _ratio(num: float, den: float) -> float:
-    """num / den, NaN (undefined) when there is nothing to divide by."""
-    return float(num / den) if den else float("nan")
-
-
-def _f1(c: np.ndarray | float, p: np.ndarray | float) -> np.ndarray:
-    """Harmonic mean; NaN when either ratio is undefined, 0 when both are 0."""
-    c, p = np.asarray(c, dtype=float), np.asarray(p, dtype=float)
-    s = c + p
-    with np.errstate(invalid="ignore"):
-        f = np.where(s > 0, 2 * c * p / np.where(s > 0, s, 1.0), 0.0)
-    return np.where(np.isnan(c) | np.isnan(p), np.nan, f)
-
-
 @dataclass
 class ScoreCurve:
     """Counts as a function of the score threshold (a detection counts when score >= threshold).
@@ -215,25 +193,24 @@ class ScoreCurve:
 
     @property
     def completeness(self) -> np.ndarray:
-        return self.n_matched / self.n_true if self.n_true else np.full(len(self.thresholds), np.nan)
+        return np.asarray(completeness(self.n_matched, self.n_true), dtype=float).reshape(-1)
 
     @property
     def purity(self) -> np.ndarray:
-        n = np.maximum(self.n_det, 1)
-        return np.where(self.n_det > 0, self.n_matched / n, np.nan)
+        return np.asarray(purity(self.n_matched, self.n_det), dtype=float).reshape(-1)
 
     @property
     def f1(self) -> np.ndarray:
-        return _f1(self.completeness, self.purity)
+        return np.asarray(f1_score(self.n_matched, self.n_true, self.n_det), dtype=float).reshape(-1)
 
     def at(self, threshold: float) -> dict:
         """Counts and ratios at one threshold."""
         k = np.flatnonzero(self.thresholds >= threshold)
         n_det = int(self.n_det[k[-1]]) if len(k) else 0
         n_matched = int(self.n_matched[k[-1]]) if len(k) else 0
-        c, p = _ratio(n_matched, self.n_true), _ratio(n_matched, n_det)
+        c, p, f1 = scores_from_counts(self.n_true, n_det, n_matched)
         return {"threshold": float(threshold), "n_true": self.n_true, "n_det": n_det, "n_matched": n_matched,
-                "completeness": c, "purity": p, "f1": float(_f1(c, p))}
+                "completeness": c, "purity": p, "f1": f1}
 
     def best_f1(self) -> dict:
         """The threshold with the highest F1 (the highest such threshold on ties).

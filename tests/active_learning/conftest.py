@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clumptool.active_learning.fake_panoptes import FakePanoptes
 from clumptool.active_learning.zooniverse import import_panoptes_client
+from clumptool.testing.fake_panoptes import FakePanoptes
 
 PASSWORD = "s3cret-Pw-93kq"          # distinctive, so the tests can search for leaks
 CLIENT_SECRET = "app-s3cret-7Hx2"

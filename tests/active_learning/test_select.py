@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -200,8 +202,10 @@ def test_cli_dry_run_and_error_exit(tiny, tmp_path):
     assert res.exit_code == 2 and "Error:" in res.output and "pool not found" in res.output
 
 
-def test_label_saving_interpolates_labels_at_equal_f1():
-    from clumptool.active_learning.loop import label_saving, labels_to_reach
+def test_label_saving_interpolates_labels_at_equal_f1(monkeypatch):
+    # the offline AL loop is an experiment: it lives in bench/ (bench/al_loop.py), not in the package
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    from al_loop import label_saving, labels_to_reach
 
     curves = pd.DataFrame({
         "strategy": ["random"] * 3 + ["tta-bald"] * 3,

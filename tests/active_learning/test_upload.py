@@ -232,7 +232,7 @@ def test_dry_run_sends_nothing(fake, selection, tmp_path, monkeypatch):
 
 def test_quota_checked_before_uploading(panoptes_client, selection, tmp_path, monkeypatch, fake_secrets):
     PASSWORD = fake_secrets["password"]
-    from clumptool.active_learning.fake_panoptes import FakePanoptes
+    from clumptool.testing.fake_panoptes import FakePanoptes
 
     monkeypatch.setenv("PANOPTES_USERNAME", "clumpbot")
     monkeypatch.setenv("PANOPTES_PASSWORD", PASSWORD)
@@ -275,7 +275,7 @@ def test_unknown_project_and_bad_files_are_user_errors(fake, selection, tmp_path
 def test_fake_server_pages_and_persists(panoptes_client, selection, tmp_path, monkeypatch, fake_secrets):
     """The fake paginates like Panoptes (next_href relative to /api) and, with a state folder, keeps its
     subjects and blobs across restarts, so a demo upload can be resumed against a restarted server."""
-    from clumptool.active_learning.fake_panoptes import FakePanoptes
+    from clumptool.testing.fake_panoptes import FakePanoptes
 
     monkeypatch.setenv("PANOPTES_USERNAME", "clumpbot")
     monkeypatch.setenv("PANOPTES_PASSWORD", fake_secrets["password"])
@@ -328,7 +328,7 @@ def test_fake_panoptes_command(panoptes_client, selection, tmp_path, monkeypatch
 
 def test_short_lived_tokens_are_refreshed(panoptes_client, selection, tmp_path, monkeypatch, fake_secrets):
     """Tokens the client considers expired (under its 2-minute margin) go through the refresh grant."""
-    from clumptool.active_learning.fake_panoptes import FakePanoptes
+    from clumptool.testing.fake_panoptes import FakePanoptes
 
     monkeypatch.setenv("PANOPTES_USERNAME", "clumpbot")
     monkeypatch.setenv("PANOPTES_PASSWORD", fake_secrets["password"])

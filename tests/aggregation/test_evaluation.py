@@ -21,9 +21,11 @@ def test_nothing_found_scores_zero_f1_and_undefined_purity():
     assert s.completeness == 0 and math.isnan(s.purity) and s.f1 == 0
 
 
-def test_found_without_truth_scores_zero_f1():
+def test_found_without_truth_has_undefined_f1():
+    # no truth: nothing to recover, so F1 is undefined like completeness (the rule of common.matching,
+    # the same as the detector's metrics)
     s = match_to_truth(_clumps((10, 10)), _clumps())
-    assert math.isnan(s.completeness) and s.purity == 0 and s.f1 == 0
+    assert math.isnan(s.completeness) and s.purity == 0 and math.isnan(s.f1)
 
 
 def test_perfect_match():

@@ -94,9 +94,9 @@ def test_empty_truth_and_no_detections_are_undefined_never_one():
     s = overall([image("a", [(20, 20)], [0.9], [])])["overall"]
     assert s["at_threshold"]["purity"] == 0.0 and np.isnan(s["at_threshold"]["completeness"])
     assert np.isnan(s["at_threshold"]["f1"]) and s["best_f1"]["threshold"] is None
-    # truth but no detection above the threshold: completeness 0, purity undefined
+    # truth but no detection above the threshold: completeness 0, purity undefined, F1 0 (nothing found)
     s = overall([image("a", [(20, 20)], [0.3], [(20, 20)])], threshold=0.5)["overall"]["at_threshold"]
-    assert s["completeness"] == 0.0 and np.isnan(s["purity"]) and np.isnan(s["f1"])
+    assert s["completeness"] == 0.0 and np.isnan(s["purity"]) and s["f1"] == 0.0
 
 
 def test_map_minus_one_is_reported_as_undefined():

@@ -29,8 +29,8 @@ from _select_helpers import (
     upload_args,
 )
 
-from clumptool.active_learning.fake_panoptes import FakePanoptes
 from clumptool.common.outputs import verify_output_set
+from clumptool.testing.fake_panoptes import FakePanoptes
 
 interrupt_when, no_traceback, run_cli, snapshot = (harness.interrupt_when, harness.no_traceback, harness.run_cli,
                                                    harness.snapshot)

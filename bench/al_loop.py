@@ -8,7 +8,8 @@ labelled galaxies so far (re-aggregated each round, as a real project would). Mo
 ``clumptool.detection.train.train``: the first round from scratch, later rounds continue the previous
 round's checkpoint for a few more epochs on the enlarged set (as GZ retrained nightly), so all strategies get
 the same training schedule. Quality is completeness / purity / F1 against the simulation's truth on a fixed
-held-out test set. ``clumptool demo`` and ``bench/active_learning.py`` use these functions.
+held-out test set. ``bench/active_learning.py`` runs it. An experiment, not part of the product: it lives in
+``bench/`` so ``clumptool.active_learning`` never imports ``clumptool.simulation``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 
 from clumptool.common.atomic import atomic_path, write_text_atomic
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.ids import normalise_subject_ids
 
 
 @dataclass
@@ -96,13 +98,14 @@ def make_project(work: str | os.PathLike, cfg: LoopConfig, progress: bool = Fals
         simulate_project(root, sim)
         write_text_atomic(stamp_path, stamp)
     subjects = pd.read_csv(root / "subjects.csv")
-    ids = sorted(subjects["subject_id"].astype(str).unique())
+    sids = normalise_subject_ids(subjects["subject_id"], where=root / "subjects.csv")
+    ids = sorted(sids.unique())
     perm = np.random.default_rng(cfg.seed).permutation(len(ids))
     test_ids = sorted(ids[i] for i in perm[: cfg.test])
     pool_ids = sorted(ids[i] for i in perm[cfg.test:])
     oracle_path = work / "oracle_classifications.csv"
     if fresh or not oracle_path.exists():
-        pool_subjects = subjects[subjects["subject_id"].astype(str).isin(set(pool_ids))]
+        pool_subjects = subjects[sids.isin(set(pool_ids)).to_numpy()]
         with atomic_path(work / "pool_subjects.csv") as tmp:
             pool_subjects.to_csv(tmp, index=False)
         oracle_cfg = SimulationConfig(galaxies=cfg.galaxies, image_size=cfg.sim_image_size, seed=cfg.seed + 1,
@@ -127,7 +130,7 @@ def label(project: Project, ids: list[str], out: Path) -> tuple[pd.DataFrame, pd
         rows.to_csv(tmp, index=False)
     res = aggregate(export, project.subjects)
     boxes = res.boxes.copy()
-    boxes["subject_id"] = boxes["subject_id"].astype(str)
+    boxes["subject_id"] = normalise_subject_ids(boxes["subject_id"], where="aggregated boxes")
     return boxes, res.subjects
 
 
