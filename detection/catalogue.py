@@ -19,6 +19,8 @@ import pyarrow as pa
 
 from clumptool.aggregation.subjects import read_subjects
 from clumptool.common.errors import ClumptoolError, where
+from clumptool.common.ids import normalise_subject_ids
+from clumptool.common.metadata import find_metadata_column
 from clumptool.common.wcs import pixel_to_sky
 
 CATALOGUE_SCHEMA = pa.schema([
@@ -70,14 +72,16 @@ def subject_sky_table(subjects: pd.DataFrame, source: str = "subjects",
     Reads ``ra``/``dec`` (any case), or Clump Scout's combined ``'ra, dec'`` text field, ``arcsecPerSide``
     and ``fwhm_column``. Missing fields become NaN.
     """
-    cols = {str(c).lower().replace(" ", ""): c for c in subjects.columns}
-    ra_col, dec_col, both_col = cols.get("ra"), cols.get("dec"), cols.get("ra,dec")
-    side_col = cols.get("arcsecperside")
-    fwhm_col = cols.get(fwhm_column.lstrip("#!").lower())
+    columns = list(subjects.columns)
+    ra_col, dec_col = find_metadata_column(columns, "ra"), find_metadata_column(columns, "dec")
+    both_col = find_metadata_column(columns, "ra, dec")
+    side_col = find_metadata_column(columns, "arcsecPerSide")
+    fwhm_col = find_metadata_column(columns, fwhm_column)
+    sids = normalise_subject_ids(subjects["subject_id"], where=source, field="subject_id")
     out: dict[str, SubjectSky] = {}
     for i, row in enumerate(subjects.itertuples(index=False)):
         rec = dict(zip(subjects.columns, row, strict=True))
-        sid = str(rec["subject_id"])
+        sid = sids.iloc[i]
         ra = _float(rec[ra_col]) if ra_col is not None else float("nan")
         dec = _float(rec[dec_col]) if dec_col is not None else float("nan")
         if both_col is not None and not (np.isfinite(ra) and np.isfinite(dec)):

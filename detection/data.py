@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.ids import drop_blank_rows, normalise_subject_ids
 from clumptool.common.tables import read_table
 from clumptool.detection.images import index_images, load_image, prepare, working_geometry
 from clumptool.detection.spec import ModelSpec
@@ -50,15 +51,6 @@ class Item:
     labels: np.ndarray  # (n,) int64, 1 = clump, 2 = odd clump
 
 
-def _subject_ids(series: pd.Series) -> pd.Series:
-    """Subject ids as strings; integral floats (CSV round trips) lose their '.0'."""
-    def one(v) -> str:
-        if isinstance(v, float) and v.is_integer():
-            return str(int(v))
-        return str(v).strip()
-    return series.map(one)
-
-
 def read_boxes(path: str | os.PathLike, num_classes: int = 3) -> pd.DataFrame:
     """The boxes table, checked: finite coordinates, x2 > x1, y2 > y1, labels in 1..num_classes-1."""
     return check_boxes(read_table(path), path, num_classes)  # check_boxes names missing columns with a hint
@@ -71,10 +63,7 @@ def check_boxes(df: pd.DataFrame, path: object = "boxes table", num_classes: int
         raise ClumptoolError(f"{path}: missing column(s) {', '.join(missing)} (a boxes table needs "
                              f"{', '.join(BOX_REQUIRED)}, e.g. the boxes table written by 'clumptool aggregate')")
     df = df.copy()
-    if df["subject_id"].isna().any():
-        row = int(np.flatnonzero(df["subject_id"].isna())[0])
-        raise ClumptoolError(f"{path}, row {row + 2}, field 'subject_id': empty; fill it in or remove the row")
-    df["subject_id"] = _subject_ids(df["subject_id"])
+    df["subject_id"] = normalise_subject_ids(df["subject_id"], where=path, field="subject_id")
     for col in ("x1", "y1", "x2", "y2", "label"):
         vals = pd.to_numeric(df[col], errors="coerce")
         bad = ~np.isfinite(vals.to_numpy(dtype=float))
@@ -138,7 +127,8 @@ def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.Pat
         raise ClumptoolError(f"{images}: no images (.png, .jpg, .fits) found")
     if subjects is not None:
         st = unclassified_dropped(read_table(subjects, ("subject_id",)))
-        ids = sorted(set(_subject_ids(st["subject_id"].dropna())))
+        ids = sorted(set(normalise_subject_ids(drop_blank_rows(st)["subject_id"], where=subjects,
+                                               field="subject_id")))
         source = f"{subjects}"
     else:
         ids = sorted(index)

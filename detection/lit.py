@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import Metric
 
+from clumptool.common.matching import scores_from_counts
 from clumptool.detection.data import Augment, DetectionDataset, Item, collate
 from clumptool.detection.metrics import match_detections
 from clumptool.detection.model import build_model
@@ -44,22 +45,11 @@ def match_counts(pred_boxes: np.ndarray, pred_scores: np.ndarray, true_boxes: np
     return len(true_boxes), len(pb), int((np.asarray(matched) >= 0).sum())
 
 
-def f1_from_counts(n_true: float, n_det: float, n_matched: float) -> tuple[float, float, float]:
-    """completeness, purity, F1; a ratio with an empty denominator is undefined (NaN), never 1.
-
-    F1 = 2 matched / (true + detected): 0 when there is truth but nothing was found, NaN with neither.
-    """
-    nan = float("nan")
-    c = n_matched / n_true if n_true else nan
-    p = n_matched / n_det if n_det else nan
-    return c, p, (2 * n_matched / (n_true + n_det) if n_true + n_det else nan)
-
-
 class MatchCounts(Metric):
     """Validation counts (true clumps, detections, matched) at a score threshold, class-agnostic.
 
     Summed over batches, and over DDP processes when computed (``dist_reduce_fx="sum"``); :meth:`compute`
-    gives completeness, purity and F1 (:func:`f1_from_counts`).
+    gives completeness, purity and F1 (:func:`~clumptool.common.matching.scores_from_counts`).
     """
 
     full_state_update = False
@@ -80,7 +70,7 @@ class MatchCounts(Metric):
             self.n_matched += n_matched
 
     def compute(self) -> tuple[float, float, float]:
-        return f1_from_counts(int(self.n_true), int(self.n_det), int(self.n_matched))
+        return scores_from_counts(int(self.n_true), int(self.n_det), int(self.n_matched))
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:

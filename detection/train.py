@@ -54,6 +54,7 @@ from torch.utils.data import DataLoader
 
 from clumptool.common.atomic import write_text_atomic
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.matching import scores_from_counts
 from clumptool.common.outputs import OutputSet, check_output_location, output_set, staging_path
 from clumptool.common.tables import write_table
 from clumptool.detection.backbones import resolve_backbone
@@ -70,7 +71,6 @@ from clumptool.detection.lit import (
     DetectorModule,
     EpochHistory,
     StepSeed,
-    f1_from_counts,
     match_counts,
 )
 from clumptool.detection.model import cpu_setup
@@ -306,7 +306,7 @@ def choose_threshold(predictions: list[tuple], floor: float = 0.0) -> tuple[floa
     best: tuple[float, float] | None = None
     for t in (t for t in THRESHOLD_GRID if t >= floor):
         counts = np.sum([match_counts(b, s, tb, score=t) for b, s, tb in predictions], axis=0)
-        f1 = f1_from_counts(*counts)[2]
+        f1 = scores_from_counts(*counts)[2]
         if best is None or f1 > best[1] or (f1 == best[1] and abs(t - 0.5) < abs(best[0] - 0.5)):
             best = (t, f1)
     assert best is not None

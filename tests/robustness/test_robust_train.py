@@ -284,7 +284,7 @@ def test_run_that_found_nothing_fails_and_keeps_previous(project, prev, monkeypa
 
 
 def test_no_validation_truth_is_undefined_not_perfect(project, tmp_path):
-    from clumptool.detection.lit import f1_from_counts
+    from clumptool.common.matching import scores_from_counts as f1_from_counts
 
     c, p, f1 = f1_from_counts(0, 0, 0)
     assert math.isnan(c) and math.isnan(p) and math.isnan(f1)
