@@ -30,6 +30,7 @@ from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.ids import normalise_subject_ids, subject_id_text
 from clumptool.common.metadata import metadata_value, parse_metadata
 from clumptool.common.tables import read_table
+from clumptool.detection.data import unclassified_dropped
 
 ID_COLUMNS = ("galaxy_id", "subject_id")
 IMAGE_COLUMNS = ("image_path", "image", "file", "path", "filename")
@@ -149,7 +150,7 @@ def read_labelled_ids(paths: Iterable[str | os.PathLike]) -> set[str]:
     ids: set[str] = set()
     for p in paths:
         p = Path(p)
-        df = read_table(p)
+        df = unclassified_dropped(read_table(p))  # aggregate's subjects table also lists unclassified ones
         found = False
         if "subject_ids" in df.columns:  # Zooniverse classification export
             ids |= _ids_of(df["subject_ids"], p)

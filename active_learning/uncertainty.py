@@ -2,7 +2,8 @@
 
 Pure numpy, no model: the caller runs the detector (T passes: the 8 D4 symmetries of the image mapped back,
 or T Monte Carlo dropout passes, or one plain pass) and hands over each pass's boxes and scores in the same
-frame. See /work/shared/docs/zooniverse-and-active-learning.md, Part B.
+frame. These are the acquisition scores of Bayesian active learning for detection (BALD, Houlsby et al.
+2011; test-time augmentation and MC dropout as the ensembles, Gal et al. 2017).
 
 Per box (a *cluster*: the same clump seen in several passes, matched by IoU):
 

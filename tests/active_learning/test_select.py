@@ -271,3 +271,12 @@ def test_labelled_ids_from_exports_and_tables(tmp_path):
     pd.DataFrame({"name": ["x"]}).to_csv(bad, index=False)
     with pytest.raises(ClumptoolError, match="needs 'galaxy_id', 'subject_id' or 'subject_ids'"):
         read_labelled_ids([bad])
+
+
+def test_unclassified_subjects_of_an_aggregate_table_are_not_labelled(tmp_path):
+    """aggregate's subjects table lists subjects nobody classified (n_viewers 0): they stay in the pool."""
+    from clumptool.active_learning.pool import read_labelled_ids
+
+    subjects = tmp_path / "subjects.parquet"
+    pd.DataFrame({"subject_id": np.array([7, 8, 9], dtype="int64"), "n_viewers": [20, 0, 3]}).to_parquet(subjects)
+    assert read_labelled_ids([subjects]) == {"7", "9"}
