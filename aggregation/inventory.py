@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from clumptool.aggregation.export import mark_shape
+from clumptool.aggregation.rules import mark_shape
 
 MAX_LISTED_WORKFLOWS = 12
 HOW_TO_CHOOSE = ("choose with --workflow-id W, --task T and --clump-tools I,J (tools that marked clumps; circles, "
