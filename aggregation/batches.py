@@ -16,8 +16,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 
@@ -104,17 +106,22 @@ def frame_sizes_column(metadata: list[str]) -> list[list[tuple[float, float]]] |
         return None
     blob = "\n".join(text or "{}" for text in metadata).encode()
     try:
-        table = pa_json.read_json(pa.BufferReader(blob), read_options=pa_json.ReadOptions(block_size=len(blob) + 1),
+        table = pa_json.read_json(pa.BufferReader(blob), read_options=pa_json.ReadOptions(block_size=len(blob) + 1, use_threads=False),
                                   parse_options=pa_json.ParseOptions(explicit_schema=_DIMENSIONS,
                                                                      unexpected_field_behavior="ignore"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != len(metadata):
         return None
-    nan = float("nan")
-    return [[(nan, nan) if d is None else (nan if d["naturalWidth"] is None else d["naturalWidth"],
-                                           nan if d["naturalHeight"] is None else d["naturalHeight"])
-             for d in dims or ()] for dims in table.column(0).to_pylist()]
+    dims = table.column(0).combine_chunks()
+    per_row = pc.list_value_length(dims).fill_null(0).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(dims)
+    valid = flat.is_valid()  # a null entry in the list: no size for that frame
+    w = pc.if_else(valid, pc.struct_field(flat, "naturalWidth"), None).to_numpy(zero_copy_only=False)
+    h = pc.if_else(valid, pc.struct_field(flat, "naturalHeight"), None).to_numpy(zero_copy_only=False)
+    pairs = list(zip(w.tolist(), h.tolist(), strict=True))
+    ends = np.cumsum(per_row).tolist()
+    return [pairs[end - n:end] for end, n in zip(ends, per_row.tolist(), strict=True)]
 
 
 def map_in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:

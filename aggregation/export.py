@@ -45,7 +45,7 @@ from clumptool.aggregation.csvcheck import (
     locate_non_utf8,
     wrong_columns_hint,
 )
-from clumptool.aggregation.rules import Row, ToolTypes, read_row
+from clumptool.aggregation.rules import Row, RowFields, ToolTypes, read_row
 from clumptool.aggregation.selection import choose_versions, choose_workflow, drop_dupes_and_repeats
 from clumptool.aggregation.subjects import metadata_key
 from clumptool.aggregation.workflows import read_workflows
@@ -85,6 +85,7 @@ class ReadReport:
     task: str | None = None
     workflows_seen: dict = field(default_factory=dict)
     examples: list = field(default_factory=list)
+    tool_types: dict = field(default_factory=dict)  # (workflow, task, tool) -> (type, label), from --workflows
 
     def problem(self, kind: str, classification_id: object, fld: str, message: str, strict: bool) -> None:
         """Record a problem with a row or mark; raise at once when ``strict``."""
@@ -126,6 +127,8 @@ class ReadReport:
             "workflow_version": self.workflow_version,
             "task": self.task,
             "workflows_seen": {str(k): sorted(v) for k, v in self.workflows_seen.items()},
+            "tools": {str(tool): {"type": kind, "label": label} for (wf, task, tool), (kind, label)
+                      in sorted(self.tool_types.items()) if wf == self.workflow_id and task == self.task},
             "examples": self.examples,
         }
 
@@ -191,10 +194,8 @@ class _Batch:
 
 
 def record(report: ReadReport, row: Row, strict: bool) -> None:
-    """Count a row's problems by reason (and list the first examples); the row's workflow version is seen."""
-    if row.workflow_version:
-        report.workflows_seen.setdefault(row.workflow_id, set()).add(row.workflow_version)
-    for p in row.problems:
+    """Count a row's problems by reason (and list the first examples; ``strict``: raise at the first)."""
+    for p in row.problems:  # (the row's workflow version is recorded by the caller)
         if p.kind == "row":
             report.rows_skipped[p.reason] += 1
         else:
@@ -209,53 +210,48 @@ def record(report: ReadReport, row: Row, strict: bool) -> None:
 
 def _apply_rules(rules: _Rules, batch: pa.RecordBatch | dict[str, list]) -> _Batch:
     """The row rules over one batch: viewers, clicks and frame sizes as numpy columns."""
-    cols = batch if isinstance(batch, dict) else {c: batch.column(c).to_pylist() for c in REQUIRED_COLUMNS}
-    names = list(cols)
-    n = len(cols["classification_id"])
-    sizes = frame_sizes_column(cols["metadata"])
-    report = ReadReport(path=rules.path, rows_read=n)
+    cols = [batch[c] if isinstance(batch, dict) else batch.column(c).to_pylist() for c in REQUIRED_COLUMNS]
+    sizes = frame_sizes_column(cols[REQUIRED_COLUMNS.index("metadata")])
+    report = ReadReport(path=rules.path, rows_read=len(cols[0]))
+    seen = report.workflows_seen
     task = rules.task
-    c = {k: [] for k in ("classification_id", "subject_id", "user_key", "user_name", "anonymous", "created_at",
-                         "workflow_version", "workflow_id", "n_marks")}
-    m = {k: [] for k in ("classification_id", "frame", "tool", "x", "y")}
-    f = {k: [] for k in ("subject_id", "frame", "image_width", "image_height")}
+    rows: list[Row] = []
     used = []
-    for i, values in enumerate(zip(*cols.values(), strict=True)):
-        row = read_row(dict(zip(names, values, strict=True)), task=task, tools=rules.tools,
-                       workflow_id=rules.workflow_id, tool_types=rules.tool_types,
-                       sizes=None if sizes is None else sizes[i])
-        record(report, row, rules.strict)
-        report.marks_read += row.marks_read
-        if not row.ok:
-            continue
-        task = task or row.task
-        used.append(i)
-        for key, value in (("classification_id", row.classification_id), ("subject_id", row.subject_id),
-                           ("user_key", row.user_key), ("user_name", row.user_name), ("anonymous", row.anonymous),
-                           ("created_at", row.created_at), ("workflow_version", row.workflow_version),
-                           ("workflow_id", row.workflow_id), ("n_marks", len(row.clicks))):
-            c[key].append(value)
-        for frame, tool, x, y in row.clicks:
-            m["classification_id"].append(row.classification_id)
-            m["frame"].append(frame)
-            m["tool"].append(tool)
-            m["x"].append(x)
-            m["y"].append(y)
-        for frame, (w, h) in enumerate(row.sizes):
-            f["subject_id"].append(row.subject_id)
-            f["frame"].append(frame)
-            f["image_width"].append(w)
-            f["image_height"].append(h)
-    report.rows_used = len(used)
-    types = {"classification_id": "int64", "subject_id": "int64", "workflow_id": "int64", "n_marks": "int32",
-             "anonymous": bool, "frame": "int16", "tool": "int16", "x": "float64", "y": "float64",
-             "image_width": "float64", "image_height": "float64"}
-    cls = {k: np.asarray(v, dtype=types.get(k, object)) for k, v in c.items()}
-    cls["created_ns"] = created_ns(c.pop("created_at"))
-    del cls["created_at"]
-    return _Batch(cls=cls, marks={k: np.asarray(v, dtype=types[k]) for k, v in m.items()},
-                  frames={k: np.asarray(v, dtype=types[k]) for k, v in f.items()},
-                  used=np.asarray(used, dtype="int64"), report=report, task=task)
+    for i, values in enumerate(zip(*cols, strict=True)):
+        row = read_row(RowFields._make(values), task=task, tools=rules.tools, workflow_id=rules.workflow_id,
+                       tool_types=rules.tool_types, sizes=None if sizes is None else sizes[i])
+        if row.workflow_version:
+            seen.setdefault(row.workflow_id, set()).add(row.workflow_version)
+        if row.problems:
+            record(report, row, rules.strict)
+        if row.ok:
+            rows.append(row)
+            used.append(i)
+            task = task or row.task
+    report.rows_used = len(rows)
+    report.marks_read = sum(r.marks_read for r in rows)
+    n_marks = np.fromiter((len(r.clicks) for r in rows), dtype="int32", count=len(rows))
+    cls = {"classification_id": np.fromiter((r.classification_id for r in rows), dtype="int64", count=len(rows)),
+           "subject_id": np.fromiter((r.subject_id for r in rows), dtype="int64", count=len(rows))}
+    for key in ("user_key", "user_name", "workflow_version"):
+        cls[key] = np.array([getattr(r, key) for r in rows], dtype=object)
+    cls["anonymous"] = np.fromiter((r.anonymous for r in rows), dtype=bool, count=len(rows))
+    cls["workflow_id"] = np.fromiter((r.workflow_id for r in rows), dtype="int64", count=len(rows))
+    cls["n_marks"] = n_marks
+    cls["created_ns"] = created_ns([r.created_at for r in rows])
+    clicks = np.array([c for r in rows for c in r.clicks], dtype="float64").reshape(-1, 4)
+    marks = {"classification_id": np.repeat(cls["classification_id"], n_marks), "frame": clicks[:, 0].astype("int16"),
+             "tool": clicks[:, 1].astype("int16"), "x": clicks[:, 2], "y": clicks[:, 3]}
+    frames: list[tuple] = []
+    last: dict[int, list] = {}  # frame sizes once per subject (most rows repeat their subject's)
+    for r in rows:
+        if last.get(r.subject_id) != r.sizes:
+            last[r.subject_id] = r.sizes
+            frames.extend((r.subject_id, f, w, h) for f, (w, h) in enumerate(r.sizes))
+    table = np.array(frames, dtype="float64").reshape(-1, 4)
+    return _Batch(cls=cls, marks=marks, used=np.asarray(used, dtype="int64"), report=report, task=task,
+                  frames={"subject_id": table[:, 0].astype("int64"), "frame": table[:, 1].astype("int16"),
+                          "image_width": table[:, 2], "image_height": table[:, 3]})
 
 
 def _short_rows_batch(texts: list[str], header: list[str]) -> dict[str, list]:
@@ -293,7 +289,7 @@ def read_export(
     columns = [c for c in (*REQUIRED_COLUMNS, "subject_data") if c in header]
     rules = _Rules(str(path), options.task, frozenset(options.clump_tools) if options.clump_tools is not None else None,
                    options.workflow_id, tool_types, options.strict)
-    report = ReadReport(path=str(path))
+    report = ReadReport(path=str(path), tool_types=tool_types or {})
     parts: list[_Batch] = []
     subject_data: dict[int, str] = {}
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 POINT_LIKE = ("point", "circle", "rectangle", "ellipse")  # shapes with a centre: usable as a click when named
 SHAPE_KEYS = (("points", "polygon"), ("pathX", "freehandLine"), ("x_center", "rectangle"), ("width", "rectangle"),
@@ -45,7 +46,21 @@ class Problem:
     shape: str | None = None
 
 
-@dataclass
+class RowFields(NamedTuple):
+    """The fields of an export row that the rules read, as text (the export's column names)."""
+
+    classification_id: str
+    user_name: str
+    user_id: str
+    workflow_id: str
+    workflow_version: str
+    created_at: str
+    metadata: str
+    annotations: str
+    subject_ids: str
+
+
+@dataclass(slots=True)
 class Row:
     """What one row holds once the rules are applied (``ok`` False: the row is skipped, see ``problems``)."""
 
@@ -173,32 +188,43 @@ def find_drawing_task(annotations: list) -> str | None:
     return None
 
 
-def iter_task_marks(annotations: list, task: str) -> Iterable[dict]:
+def task_marks(annotations: list, task: str) -> list[dict]:
     """All mark dicts of ``task``; FEM may split one task over several annotation entries."""
+    marks: list[dict] = []
     for entry in annotations:
         if isinstance(entry, dict) and entry.get("task") == task and "markIndex" not in entry:
             value = entry.get("value")
             if _is_drawing_value(value):
-                yield from value
+                marks.extend(value)
+    return marks
+
+
+_raw_decode = json.JSONDecoder().raw_decode
 
 
 def _json_problem(fld: str, text: str) -> Problem | object:
     try:
+        value, end = _raw_decode(text)
+        if end == len(text):
+            return value
+    except json.JSONDecodeError:
+        pass
+    try:  # anything but one bare JSON value (blanks around it, trailing data, broken): json.loads' verdict
         return json.loads(text)
     except json.JSONDecodeError as exc:
         return Problem("row", f"broken JSON in {fld}", fld, f"broken JSON ({exc.msg} at char {exc.pos})")
 
 
-def read_row(fields: Mapping[str, str], *, task: str | None, tools: set[int] | None = None,
+def read_row(fields: RowFields, *, task: str | None, tools: set[int] | None = None,
              workflow_id: int | None = None, tool_types: ToolTypes | None = None,
              sizes: list[tuple[float, float]] | None = None) -> Row:
-    """Apply every rule to one row of the export (its fields by column name, as text).
+    """Apply every rule to one row of the export.
 
     ``task``: the drawing task (``None``: the first task of this row holding point-like marks, returned in
     ``Row.task``); ``workflow_id``: rows of other workflows are skipped (quietly); ``sizes``: the frame sizes
     when the caller has already read them from ``metadata`` (else the metadata JSON is parsed here).
     """
-    cid_s = fields["classification_id"]
+    cid_s = fields.classification_id
     try:
         row = Row(int(cid_s))
     except ValueError:
@@ -210,7 +236,7 @@ def read_row(fields: Mapping[str, str], *, task: str | None, tools: set[int] | N
             row.problems.append(Problem("row", "bad classification_id", "classification_id", "not an integer"))
         return row
     skip = row.problems.append
-    wf_s, version, sids = fields["workflow_id"], fields["workflow_version"], fields["subject_ids"]
+    wf_s, version, sids = fields.workflow_id, fields.workflow_version, fields.subject_ids
     try:
         row.workflow_id = int(wf_s)
     except ValueError:
@@ -232,12 +258,12 @@ def read_row(fields: Mapping[str, str], *, task: str | None, tools: set[int] | N
     except ValueError:
         skip(Problem("row", "bad subject_ids", "subject_ids", f"not an integer subject id: {sids!r}"))
         return row
-    annotations = _json_problem("annotations", fields["annotations"])
+    annotations = _json_problem("annotations", fields.annotations)
     if isinstance(annotations, Problem):
         skip(annotations)
         return row
     if sizes is None:
-        meta_s = fields["metadata"]
+        meta_s = fields.metadata
         metadata = _json_problem("metadata", meta_s) if meta_s else {}
         if isinstance(metadata, Problem):
             skip(metadata)
@@ -251,8 +277,9 @@ def read_row(fields: Mapping[str, str], *, task: str | None, tools: set[int] | N
     row.sizes = frame_sizes(metadata) if sizes is None else sizes
     row.task = task if task is not None else find_drawing_task(annotations)
     if row.task is not None:
-        for mark in iter_task_marks(annotations, row.task):
-            row.marks_read += 1
+        marks = task_marks(annotations, row.task)
+        row.marks_read = len(marks)
+        for mark in marks:
             declared = None
             if tool_types:
                 declared = tool_types.get((row.workflow_id, row.task, mark_tool(mark)), (None,))[0]
@@ -261,8 +288,8 @@ def read_row(fields: Mapping[str, str], *, task: str | None, tools: set[int] | N
                 row.clicks.append(click)
             else:
                 row.problems.append(click)
-    uid, uname = fields["user_id"], fields["user_name"]
+    uid, uname = fields.user_id, fields.user_name
     row.user_key, row.user_name, row.anonymous = uid or uname, uname, uid == ""
-    row.created_at = fields["created_at"]
+    row.created_at = fields.created_at
     row.ok = True
     return row

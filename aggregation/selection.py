@@ -32,8 +32,8 @@ MAX_CONFLICT_EXAMPLES = 20
 NOT_PARSE_REASONS = ("in classifications not used", "in dropped duplicate rows")  # marks fine in themselves
 
 
-def _listing(path: str, workflow_id: int | None) -> str:
-    inventory = read_inventory(path)
+def _listing(report: ReadReport, workflow_id: int | None) -> str:
+    inventory = read_inventory(report.path, report.tool_types)
     return f"The export holds:\n{describe(inventory, workflow_id)}\n{HOW_TO_CHOOSE}"
 
 
@@ -49,7 +49,7 @@ def choose_workflow(report: ReadReport, workflow_id: int | None) -> int:
         if workflow_id not in seen:
             raise ClumptoolError(
                 f"{path}: workflow id {workflow_id} is not in this export (--workflow-id); it holds:\n"
-                f"{describe(read_inventory(path))}\nchoose one of these with --workflow-id")
+                f"{describe(read_inventory(path, report.tool_types))}\nchoose one of these with --workflow-id")
         return workflow_id
     if not seen:
         if report.rows_read == 0:
@@ -61,7 +61,7 @@ def choose_workflow(report: ReadReport, workflow_id: int | None) -> int:
                              f"{reasons}{example}; check that this is a Zooniverse classification export")
     if len(seen) > 1:
         raise ClumptoolError(f"{path}: several workflows ({', '.join(map(str, sorted(seen)))}); choose one with "
-                             f"--workflow-id. The export holds:\n{describe(read_inventory(path))}")
+                             f"--workflow-id. The export holds:\n{describe(read_inventory(path, report.tool_types))}")
     return next(iter(seen))
 
 
@@ -128,27 +128,27 @@ def check_something_to_aggregate(data: ExportData, options: ReadOptions, odd_too
     rep = data.report
     path, wf, task = rep.path, rep.workflow_id, rep.task
     if task is None:
-        info = read_inventory(path).get(wf)
+        info = read_inventory(path, rep.tool_types).get(wf)
         empty = [t for t, ti in sorted(info.tasks.items()) if not ti.marks and ti.kinds.get("empty")] if info else []
         hint = (f"If {' or '.join(empty)} is the clump-marking task and volunteers marked nothing, say so with "
                 f"--task {empty[0]} (an empty result). " if empty else "")
         raise ClumptoolError(
             f"{path}: workflow {wf} has no task with point marks (nothing for aggregate to cluster). {hint}"
-            + _listing(path, wf))
+            + _listing(rep, wf))
     if rep.marks_read == 0:
-        inventory = read_inventory(path)
+        inventory = read_inventory(path, rep.tool_types)
         info = inventory.get(wf)
         if info is None or task not in info.tasks:
             tasks = ", ".join(sorted(info.tasks)) if info else "none"
             raise ClumptoolError(
                 f"{path}: task {task} (--task) does not occur in workflow {wf} (its tasks: {tasks}). "
-                + _listing(path, wf))
+                + _listing(rep, wf))
         found = point_tasks(inventory, wf)
         kind = info.tasks[task].kind
         if kind not in ("drawing", "drawing or multiple choice, always empty"):
             raise ClumptoolError(
                 f"{path}: task {task} of workflow {wf} is a {kind} task, not a drawing task; "
-                + (f"tasks with point marks: {', '.join(found)}. " if found else "") + _listing(path, wf))
+                + (f"tasks with point marks: {', '.join(found)}. " if found else "") + _listing(rep, wf))
         return (f"volunteers marked nothing: task {task} holds no mark in the {len(data.classifications):,} "
                 f"classifications used, so every subject has 0 clumps (a real result: check it is the task you meant)")
     tools = options.clump_tools
@@ -158,7 +158,7 @@ def check_something_to_aggregate(data: ExportData, options: ReadOptions, odd_too
         if missing:
             raise ClumptoolError(
                 f"{path}: --clump-tools {','.join(map(str, tools))}: no mark of tool {', '.join(map(str, missing))} "
-                f"in task {task} of workflow {wf}. " + _listing(path, wf))
+                f"in task {task} of workflow {wf}. " + _listing(rep, wf))
     if odd_tools:
         missing = [t for t in odd_tools if t not in present]
         if missing:
@@ -194,4 +194,4 @@ def check_something_to_aggregate(data: ExportData, options: ReadOptions, odd_too
                "the subject has), or choose the task and tools that hold the clump marks.")
     raise ClumptoolError(
         f"{path}: none of the {rep.marks_read:,} marks of task {task} in workflow {wf} can be used: {reasons}"
-        f"{per_tool}{f'; e.g. {example}' if example else ''}. {fix} " + _listing(path, wf))
+        f"{per_tool}{f'; e.g. {example}' if example else ''}. {fix} " + _listing(rep, wf))
