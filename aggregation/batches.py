@@ -96,32 +96,47 @@ _DIMENSIONS = pa.schema([("subject_dimensions", pa.list_(pa.struct([("naturalWid
                                                                     ("naturalHeight", pa.float64())])))])
 
 
-def frame_sizes_column(metadata: list[str]) -> list[list[tuple[float, float]]] | None:
-    """Natural (width, height) per frame of every row's ``metadata`` JSON, parsed by Arrow in one go.
+@dataclass
+class FrameSizes:
+    """Natural image size of each frame of each row: ``counts[i]`` frames for row ``i``, sizes in row order."""
 
-    ``None`` when Arrow cannot read the column exactly (a broken or unusual row, JSON spread over lines):
-    then each row's metadata is parsed on its own by the row rules, which name the broken one.
+    counts: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+
+    def per_row(self) -> list[list[tuple[float, float]]]:
+        pairs = list(zip(self.width.tolist(), self.height.tolist(), strict=True))
+        ends = np.cumsum(self.counts).tolist()
+        return [pairs[end - n:end] for end, n in zip(ends, self.counts.tolist(), strict=True)]
+
+
+def frame_sizes(metadata: pa.Array | pa.ChunkedArray) -> FrameSizes | None:
+    """``subject_dimensions`` of every row's ``metadata`` JSON, parsed by Arrow's JSON reader in one call.
+
+    The rows' objects are read straight from the column's buffer. ``None`` when Arrow cannot stand in for
+    reading each row on its own (a row that is empty, not one object, broken, or with unusual values):
+    then the row rules parse each row's metadata and name the broken one.
     """
-    if any("\n" in text or "\r" in text for text in metadata):
+    metadata = metadata.combine_chunks() if isinstance(metadata, pa.ChunkedArray) else metadata
+    if len(metadata) == 0 or not pc.all(pc.and_(pc.starts_with(metadata, "{"), pc.ends_with(metadata, "}"))).as_py():
         return None
-    blob = "\n".join(text or "{}" for text in metadata).encode()
+    offsets = np.frombuffer(metadata.buffers()[1], dtype=np.int32)[metadata.offset:metadata.offset + len(metadata) + 1]
+    data = metadata.buffers()[2][int(offsets[0]):int(offsets[-1])]  # the objects back to back
     try:
-        table = pa_json.read_json(pa.BufferReader(blob), read_options=pa_json.ReadOptions(block_size=len(blob) + 1, use_threads=False),
+        table = pa_json.read_json(pa.BufferReader(data),
+                                  read_options=pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False),
                                   parse_options=pa_json.ParseOptions(explicit_schema=_DIMENSIONS,
                                                                      unexpected_field_behavior="ignore"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != len(metadata):
+    if table.num_rows != len(metadata):  # one object per row, no more, no less
         return None
     dims = table.column(0).combine_chunks()
-    per_row = pc.list_value_length(dims).fill_null(0).to_numpy(zero_copy_only=False)
     flat = pc.list_flatten(dims)
     valid = flat.is_valid()  # a null entry in the list: no size for that frame
-    w = pc.if_else(valid, pc.struct_field(flat, "naturalWidth"), None).to_numpy(zero_copy_only=False)
-    h = pc.if_else(valid, pc.struct_field(flat, "naturalHeight"), None).to_numpy(zero_copy_only=False)
-    pairs = list(zip(w.tolist(), h.tolist(), strict=True))
-    ends = np.cumsum(per_row).tolist()
-    return [pairs[end - n:end] for end, n in zip(ends, per_row.tolist(), strict=True)]
+    return FrameSizes(counts=pc.list_value_length(dims).fill_null(0).to_numpy(zero_copy_only=False),
+                      width=pc.if_else(valid, pc.struct_field(flat, "naturalWidth"), None).to_numpy(zero_copy_only=False),
+                      height=pc.if_else(valid, pc.struct_field(flat, "naturalHeight"), None).to_numpy(zero_copy_only=False))
 
 
 def map_in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:

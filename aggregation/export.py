@@ -32,9 +32,10 @@ import pandas as pd
 import pyarrow as pa
 
 from clumptool.aggregation.batches import (
+    FrameSizes,
     ShortRows,
     default_workers,
-    frame_sizes_column,
+    frame_sizes,
     map_in_order,
     record_batches,
 )
@@ -208,10 +209,19 @@ def record(report: ReadReport, row: Row, strict: bool) -> None:
             report.problem(p.kind, row.classification_id, p.field, p.message, strict)
 
 
-def _apply_rules(rules: _Rules, batch: pa.RecordBatch | dict[str, list]) -> _Batch:
+def _work_item(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, FrameSizes | None]:
+    """What a worker needs of a batch: the rules' columns; the frame sizes instead of the metadata JSON if read."""
+    sizes = frame_sizes(batch.column("metadata"))
+    return batch.select([c for c in REQUIRED_COLUMNS if sizes is None or c != "metadata"]), sizes
+
+
+def _apply_rules(rules: _Rules, item: tuple[pa.RecordBatch | dict[str, list], FrameSizes | None]) -> _Batch:
     """The row rules over one batch: viewers, clicks and frame sizes as numpy columns."""
-    cols = [batch[c] if isinstance(batch, dict) else batch.column(c).to_pylist() for c in REQUIRED_COLUMNS]
-    sizes = frame_sizes_column(cols[REQUIRED_COLUMNS.index("metadata")])
+    batch, known = item
+    n = len(batch["classification_id"]) if isinstance(batch, dict) else batch.num_rows
+    sizes = known.per_row() if known is not None else None
+    cols = [[""] * n if c == "metadata" and sizes is not None else
+            batch[c] if isinstance(batch, dict) else batch.column(c).to_pylist() for c in REQUIRED_COLUMNS]
     report = ReadReport(path=rules.path, rows_read=len(cols[0]))
     seen = report.workflows_seen
     task = rules.task
@@ -309,23 +319,23 @@ def read_export(
     short = ShortRows()
     batches = record_batches(path, columns, options.block_bytes, short, progress)
     for batch in batches:  # in this process until the drawing task is known: every batch then uses the same
-        keep(_apply_rules(rules, batch), batch.column("subject_data") if "subject_data" in columns else None)
+        keep(_apply_rules(rules, _work_item(batch)), batch.column("subject_data") if "subject_data" in columns else None)
         if parts[-1].task is not None:
             rules = _Rules(**{**rules.__dict__, "task": parts[-1].task})
             break
     pending_sd: deque = deque()
 
-    def work() -> Iterator[pa.RecordBatch]:
+    def work() -> Iterator[tuple[pa.RecordBatch, FrameSizes | None]]:
         for batch in batches:
             pending_sd.append(batch.column("subject_data") if "subject_data" in columns else None)
-            yield batch.select(list(REQUIRED_COLUMNS))
+            yield _work_item(batch)
 
     for result in map_in_order(partial(_apply_rules, rules), work(), workers):
         keep(result, pending_sd.popleft())
         rules = rules if rules.task else _Rules(**{**rules.__dict__, "task": result.task})
     if short.texts:
         cols = _short_rows_batch(short.texts, header)
-        keep(_apply_rules(rules, {c: cols[c] for c in REQUIRED_COLUMNS}), cols["subject_data"])
+        keep(_apply_rules(rules, ({c: cols[c] for c in REQUIRED_COLUMNS}, None)), cols["subject_data"])
     report.task = next((p.task for p in parts if p.task is not None), options.task)
     report.rows_used = 0
     return _finish(parts, subject_data, report, options)

@@ -172,7 +172,7 @@ def read_mark(mark: dict, sizes: list[tuple[float, float]], tools: set[int] | No
 
 
 def _is_drawing_value(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(m, dict) for m in value)
+    return isinstance(value, list) and all(map(dict.__instancecheck__, value))  # a list of mark objects
 
 
 def find_drawing_task(annotations: list) -> str | None:
