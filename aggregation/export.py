@@ -23,7 +23,7 @@ import json
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -321,7 +321,7 @@ def read_export(
     for batch in batches:  # in this process until the drawing task is known: every batch then uses the same
         keep(_apply_rules(rules, _work_item(batch)), batch.column("subject_data") if "subject_data" in columns else None)
         if parts[-1].task is not None:
-            rules = _Rules(**{**rules.__dict__, "task": parts[-1].task})
+            rules = replace(rules, task=parts[-1].task)
             break
     pending_sd: deque = deque()
 
@@ -332,8 +332,7 @@ def read_export(
 
     for result in map_in_order(partial(_apply_rules, rules), work(), workers):
         keep(result, pending_sd.popleft())
-        rules = rules if rules.task else _Rules(**{**rules.__dict__, "task": result.task})
-    if short.texts:
+    if short.texts:  # rows cut short, read last (the CSV reader hands them over aside)
         cols = _short_rows_batch(short.texts, header)
         keep(_apply_rules(rules, ({c: cols[c] for c in REQUIRED_COLUMNS}, None)), cols["subject_data"])
     report.task = next((p.task for p in parts if p.task is not None), options.task)
