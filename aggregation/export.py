@@ -307,7 +307,8 @@ def read_export(
         """Merge a batch's result; remember the first ``subject_data`` of each subject kept."""
         parts.append(result)
         report.absorb(result.report)
-        new = [(int(i), int(sid)) for i, sid in zip(result.used, result.cls["subject_id"], strict=True)
+        sids, first = np.unique(result.cls["subject_id"], return_index=True)
+        new = [(i, sid) for sid, i in zip(sids.tolist(), result.used[first].tolist(), strict=True)
                if sid not in subject_data]
         if sd_column is None or not new:
             return
@@ -385,7 +386,7 @@ def _finish(parts: list[_Batch], subject_data: dict[int, str], report: ReadRepor
     frames = frames.groupby(["subject_id", "frame"], as_index=False).max()
     sd = pd.DataFrame({"subject_id": np.fromiter(subject_data.keys(), dtype="int64", count=len(subject_data)),
                        "subject_data": list(subject_data.values())})
-    sd = sd[sd["subject_id"].isin(kept_subjects)].reset_index(drop=True)
+    sd = sd[sd["subject_id"].isin(kept_subjects)].sort_values("subject_id").reset_index(drop=True)
     return ExportData(classifications=cls, marks=marks, frames=frames, volunteers=users, subject_data=sd,
                       report=report)
 
