@@ -19,6 +19,7 @@ compressed, not UTF-8, cut short, another kind of table) is refused with the row
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 from collections import Counter, deque
@@ -32,7 +33,6 @@ import pandas as pd
 import pyarrow as pa
 
 from clumptool.aggregation.batches import (
-    FrameSizes,
     ShortRows,
     default_workers,
     frame_sizes,
@@ -46,7 +46,7 @@ from clumptool.aggregation.csvcheck import (
     locate_non_utf8,
     wrong_columns_hint,
 )
-from clumptool.aggregation.rules import Row, RowFields, ToolTypes, read_row
+from clumptool.aggregation.rules import Row, RowFields, ToolTypes, first_drawing_task, read_row
 from clumptool.aggregation.selection import choose_versions, choose_workflow, drop_dupes_and_repeats
 from clumptool.aggregation.subjects import metadata_key
 from clumptool.aggregation.workflows import read_workflows
@@ -209,19 +209,13 @@ def record(report: ReadReport, row: Row, strict: bool) -> None:
             report.problem(p.kind, row.classification_id, p.field, p.message, strict)
 
 
-def _work_item(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, FrameSizes | None]:
-    """What a worker needs of a batch: the rules' columns; the frame sizes instead of the metadata JSON if read."""
-    sizes = frame_sizes(batch.column("metadata"))
-    return batch.select([c for c in REQUIRED_COLUMNS if sizes is None or c != "metadata"]), sizes
-
-
-def _apply_rules(rules: _Rules, item: tuple[pa.RecordBatch | dict[str, list], FrameSizes | None]) -> _Batch:
+def _apply_rules(rules: _Rules, batch: pa.RecordBatch | dict[str, list]) -> _Batch:
     """The row rules over one batch: viewers, clicks and frame sizes as numpy columns."""
-    batch, known = item
-    n = len(batch["classification_id"]) if isinstance(batch, dict) else batch.num_rows
+    known = frame_sizes(batch.column("metadata")) if isinstance(batch, pa.RecordBatch) else None
     sizes = known.per_row() if known is not None else None
-    cols = [[""] * n if c == "metadata" and sizes is not None else
-            batch[c] if isinstance(batch, dict) else batch.column(c).to_pylist() for c in REQUIRED_COLUMNS]
+    cols = [batch[c] if isinstance(batch, dict) else
+            [""] * batch.num_rows if c == "metadata" and sizes is not None else batch.column(c).to_pylist()
+            for c in REQUIRED_COLUMNS]
     report = ReadReport(path=rules.path, rows_read=len(cols[0]))
     seen = report.workflows_seen
     task = rules.task
@@ -319,23 +313,29 @@ def read_export(
 
     short = ShortRows()
     batches = record_batches(path, columns, options.block_bytes, short, progress)
-    for batch in batches:  # in this process until the drawing task is known: every batch then uses the same
-        keep(_apply_rules(rules, _work_item(batch)), batch.column("subject_data") if "subject_data" in columns else None)
+    first = next(batches, None)
+    if first is not None and rules.task is None:
+        rules = replace(rules, task=first_drawing_task(first.column("workflow_id").to_pylist(),
+                                                       first.column("annotations").to_pylist(), options.workflow_id))
+    if first is not None:
+        batches = itertools.chain([first], batches)
+    for batch in batches if rules.task is None else ():  # no drawing task in the first batch: look on, row by row
+        keep(_apply_rules(rules, batch), batch.column("subject_data") if "subject_data" in columns else None)
         if parts[-1].task is not None:
             rules = replace(rules, task=parts[-1].task)
             break
     pending_sd: deque = deque()
 
-    def work() -> Iterator[tuple[pa.RecordBatch, FrameSizes | None]]:
+    def work() -> Iterator[pa.RecordBatch]:
         for batch in batches:
             pending_sd.append(batch.column("subject_data") if "subject_data" in columns else None)
-            yield _work_item(batch)
+            yield batch.select(list(REQUIRED_COLUMNS))
 
     for result in map_in_order(partial(_apply_rules, rules), work(), workers):
         keep(result, pending_sd.popleft())
     if short.texts:  # rows cut short, read last (the CSV reader hands them over aside)
         cols = _short_rows_batch(short.texts, header)
-        keep(_apply_rules(rules, ({c: cols[c] for c in REQUIRED_COLUMNS}, None)), cols["subject_data"])
+        keep(_apply_rules(rules, {c: cols[c] for c in REQUIRED_COLUMNS}), cols["subject_data"])
     report.task = next((p.task for p in parts if p.task is not None), options.task)
     report.rows_used = 0
     return _finish(parts, subject_data, report, options)

@@ -188,6 +188,17 @@ def find_drawing_task(annotations: list) -> str | None:
     return None
 
 
+def first_drawing_task(workflow_ids: list[str], annotations: list[str], workflow_id: int | None) -> str | None:
+    """The drawing task of the first row (of ``workflow_id``, if given) whose annotations hold one."""
+    for wf, text in zip(workflow_ids, annotations, strict=True):
+        if workflow_id is not None and wf != str(workflow_id):
+            continue
+        value = _json_problem("annotations", text)
+        if isinstance(value, list) and (task := find_drawing_task(value)) is not None:
+            return task
+    return None
+
+
 def task_marks(annotations: list, task: str) -> list[dict]:
     """All mark dicts of ``task``; FEM may split one task over several annotation entries."""
     marks: list[dict] = []
