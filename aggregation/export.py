@@ -192,6 +192,8 @@ class _Batch:
     used: np.ndarray  # positions (in the batch) of the rows kept
     report: ReadReport
     task: str | None
+    users: dict[str, np.ndarray]  # cls["user"] indexes these: user_key, user_name, anonymous
+    versions: list[str]  # cls["version"] indexes these
 
 
 def record(report: ReadReport, row: Row, strict: bool) -> None:
@@ -237,9 +239,13 @@ def _apply_rules(rules: _Rules, batch: pa.RecordBatch | dict[str, list]) -> _Bat
     n_marks = np.fromiter((len(r.clicks) for r in rows), dtype="int32", count=len(rows))
     cls = {"classification_id": np.fromiter((r.classification_id for r in rows), dtype="int64", count=len(rows)),
            "subject_id": np.fromiter((r.subject_id for r in rows), dtype="int64", count=len(rows))}
-    for key in ("user_key", "user_name", "workflow_version"):
-        cls[key] = np.array([getattr(r, key) for r in rows], dtype=object)
-    cls["anonymous"] = np.fromiter((r.anonymous for r in rows), dtype=bool, count=len(rows))
+    # volunteers and versions as codes into this batch's own small tables (re-coded when merged)
+    cls["user"], user_keys = pd.factorize(np.array([r.user_key for r in rows], dtype=object))
+    first = np.unique(cls["user"], return_index=True)[1]
+    users = {"user_key": np.asarray(user_keys, dtype=object),
+             "user_name": np.array([rows[i].user_name for i in first], dtype=object),
+             "anonymous": np.array([rows[i].anonymous for i in first], dtype=bool)}
+    cls["version"], versions = pd.factorize(np.array([r.workflow_version for r in rows], dtype=object))
     cls["workflow_id"] = np.fromiter((r.workflow_id for r in rows), dtype="int64", count=len(rows))
     cls["n_marks"] = n_marks
     cls["created_ns"] = created_ns([r.created_at for r in rows])
@@ -253,7 +259,8 @@ def _apply_rules(rules: _Rules, batch: pa.RecordBatch | dict[str, list]) -> _Bat
             last[r.subject_id] = r.sizes
             frames.extend((r.subject_id, f, w, h) for f, (w, h) in enumerate(r.sizes))
     table = np.array(frames, dtype="float64").reshape(-1, 4)
-    return _Batch(cls=cls, marks=marks, used=np.asarray(used, dtype="int64"), report=report, task=task,
+    return _Batch(cls=cls, marks=marks, used=np.asarray(used, dtype="int64"), report=report, task=task, users=users,
+                  versions=list(versions),
                   frames={"subject_id": table[:, 0].astype("int64"), "frame": table[:, 1].astype("int16"),
                           "image_width": table[:, 2], "image_height": table[:, 3]})
 
@@ -297,8 +304,23 @@ def read_export(
     parts: list[_Batch] = []
     subject_data: dict[int, str] = {}
 
+    users: dict[str, int] = {}  # user_key -> volunteer code, in order of first appearance in the file
+    names: list[str] = []
+    anonymous: list[bool] = []
+    versions: dict[str, int] = {}
+
     def keep(result: _Batch, sd_column: list[str] | pa.Array | None) -> None:
-        """Merge a batch's result; remember the first ``subject_data`` of each subject kept."""
+        """Merge a batch's result (its users and versions re-coded); remember each subject's first ``subject_data``."""
+        codes = []
+        for key, name, anon in zip(*result.users.values(), strict=True):
+            if key not in users:
+                users[key] = len(users)
+                names.append(name)
+                anonymous.append(bool(anon))
+            codes.append(users[key])
+        result.cls["user"] = np.asarray(codes, dtype="int64")[result.cls["user"]]
+        result.cls["version"] = np.asarray([versions.setdefault(v, len(versions)) for v in result.versions],
+                                           dtype="int32")[result.cls["version"]]
         parts.append(result)
         report.absorb(result.report)
         sids, first = np.unique(result.cls["subject_id"], return_index=True)
@@ -338,7 +360,9 @@ def read_export(
         keep(_apply_rules(rules, {c: cols[c] for c in REQUIRED_COLUMNS}), cols["subject_data"])
     report.task = next((p.task for p in parts if p.task is not None), options.task)
     report.rows_used = 0
-    return _finish(parts, subject_data, report, options)
+    volunteers = pd.DataFrame({"user_key": np.asarray(list(users), dtype=object),
+                               "user_name": np.asarray(names, dtype=object), "anonymous": np.asarray(anonymous, bool)})
+    return _finish(parts, subject_data, volunteers, list(versions), report, options)
 
 
 def _concat(parts: list[dict[str, np.ndarray]], empty: dict[str, str]) -> pd.DataFrame:
@@ -347,29 +371,25 @@ def _concat(parts: list[dict[str, np.ndarray]], empty: dict[str, str]) -> pd.Dat
     return pd.DataFrame({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
 
 
-def _finish(parts: list[_Batch], subject_data: dict[int, str], report: ReadReport, options: ReadOptions) -> ExportData:
-    cls = _concat([p.cls for p in parts], {"classification_id": "int64", "subject_id": "int64", "user_key": object,
-                                           "user_name": object, "anonymous": bool, "workflow_version": object,
-                                           "workflow_id": "int64", "n_marks": "int32", "created_ns": "int64"})
+def _finish(parts: list[_Batch], subject_data: dict[int, str], volunteers: pd.DataFrame, versions: list[str],
+            report: ReadReport, options: ReadOptions) -> ExportData:
+    cls = _concat([p.cls for p in parts], {"classification_id": "int64", "subject_id": "int64", "user": "int64",
+                                           "version": "int32", "workflow_id": "int64", "n_marks": "int32",
+                                           "created_ns": "int64"})
     marks = _concat([p.marks for p in parts], {"classification_id": "int64", "frame": "int16", "tool": "int16",
                                                "x": "float64", "y": "float64"})
     frames = _concat([p.frames for p in parts], {"subject_id": "int64", "frame": "int16", "image_width": "float64",
                                                  "image_height": "float64"})
-    # volunteers numbered in order of first appearance in the file (user_key: user_id, or the name if anonymous)
-    codes, keys = pd.factorize(cls["user_key"])
-    first = ~cls["user_key"].duplicated(keep="first").to_numpy()
-    names, anonymous = cls["user_name"].to_numpy()[first], cls["anonymous"].to_numpy(dtype=bool)[first]
-    cls["user"] = codes
+    cls["workflow_version"] = np.asarray(versions or [""], dtype=object)[cls["version"].to_numpy()]
     wf = choose_workflow(report, options.workflow_id)
-    versions = choose_versions(report, wf, options.workflow_version)
-    cls, marks = drop_dupes_and_repeats(cls, marks, report, wf, versions, options.on_conflicting_duplicates)
-    present = np.zeros(len(keys), dtype=bool)
+    chosen = choose_versions(report, wf, options.workflow_version)
+    cls, marks = drop_dupes_and_repeats(cls, marks, report, wf, chosen, options.on_conflicting_duplicates)
+    # volunteers numbered densely, in order of first appearance in the file
+    present = np.zeros(len(volunteers), dtype=bool)
     present[cls["user"].to_numpy()] = True
-    used = np.flatnonzero(present)
     cls["volunteer"] = (np.cumsum(present) - 1)[cls["user"].to_numpy()].astype("int64")
-    users = pd.DataFrame({"volunteer": np.arange(len(used), dtype="int64"),
-                          "user_key": np.asarray(keys, dtype=object)[used], "user_name": names[used],
-                          "anonymous": anonymous[used]})
+    users = volunteers[present].reset_index(drop=True)
+    users.insert(0, "volunteer", np.arange(len(users), dtype="int64"))
     created = cls["created_ns"].to_numpy()
     cls["created_at"] = pd.to_datetime(np.where(created == NO_TIME, np.datetime64("NaT", "ns"),
                                                  created.view("datetime64[ns]")), utc=True)

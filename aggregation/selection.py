@@ -109,7 +109,7 @@ def drop_dupes_and_repeats(cls: pd.DataFrame, marks: pd.DataFrame, report: ReadR
         report.rows_skipped["other workflow version"] += int((in_wf & ~keep_version).sum())
     cls = cls[in_wf & keep_version]
     cls = cls.sort_values(["created_ns", "classification_id"], kind="stable")
-    repeat = cls.duplicated(["user_key", "subject_id"], keep="first")
+    repeat = cls.duplicated(["user", "subject_id"], keep="first")
     report.duplicates_dropped = int(repeat.sum())
     cls = cls[~repeat].sort_values("classification_id", kind="stable").reset_index(drop=True)
     report.rows_used = len(cls)
