@@ -48,7 +48,7 @@ def record_batches(path: Path, columns: list[str], block_bytes: int, short_rows:
     try:
         reader = pa_csv.open_csv(
             source,
-            read_options=pa_csv.ReadOptions(block_size=block_bytes),
+            read_options=pa_csv.ReadOptions(block_size=block_bytes, use_threads=False),
             parse_options=pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=short_rows),
             convert_options=pa_csv.ConvertOptions(column_types={c: pa.string() for c in columns},
                                                   include_columns=columns, strings_can_be_null=False,
