@@ -3,6 +3,7 @@
     .venv/bin/python bench/aggregation.py                 # accuracy + 100k speed comparison (~5 min)
     .venv/bin/python bench/aggregation.py --full-scale    # also a Clump Scout-sized export (1.7M rows)
     .venv/bin/python bench/aggregation.py --crowds        # every simulated crowd at 20 and 8 volunteers (~6 min)
+    .venv/bin/python bench/aggregation.py --speed-only --baseline 2ab8aa3   # also time that git ref, runs alternated
 
 Data come from `clumptool simulate --no-images` (realistic volunteers: varied skill, careless and random
 clickers, ~20% tool confusion, anonymous volunteers and repeats). panoptes_aggregation is installed into a
