@@ -311,13 +311,12 @@ def read_export(
 
     def keep(result: _Batch, sd_column: list[str] | pa.Array | None) -> None:
         """Merge a batch's result (its users and versions re-coded); remember each subject's first ``subject_data``."""
-        codes = []
-        for key, name, anon in zip(*result.users.values(), strict=True):
-            if key not in users:
-                users[key] = len(users)
-                names.append(name)
-                anonymous.append(bool(anon))
-            codes.append(users[key])
+        batch_users = result.users
+        codes = list(map(users.get, batch_users["user_key"]))  # most volunteers are known from earlier batches
+        for i in [i for i, code in enumerate(codes) if code is None]:
+            codes[i] = users[batch_users["user_key"][i]] = len(users)
+            names.append(batch_users["user_name"][i])
+            anonymous.append(bool(batch_users["anonymous"][i]))
         result.cls["user"] = np.asarray(codes, dtype="int64")[result.cls["user"]]
         result.cls["version"] = np.asarray([versions.setdefault(v, len(versions)) for v in result.versions],
                                            dtype="int32")[result.cls["version"]]
