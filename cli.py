@@ -188,6 +188,9 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 @click.argument("classifications", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--subjects", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Zooniverse subjects export (metadata: ra, dec, #fwhmImagePix ...).")
+@click.option("--workflows", type=click.Path(dir_okay=False, path_type=Path),
+              help="Zooniverse workflows export (Lab > Data Exports): each task's tool types and labels, for old "
+                   "exports whose marks give only a tool index.")
 @click.option("--workflow-id", type=int, help="Workflow to aggregate [default: the only one in the export].")
 @click.option("--workflow-version", help="Version (e.g. 12.34, or 12 for all 12.x) [default: the newest].")
 @click.option("--task", help="Drawing task id (e.g. T1) [default: the first task holding point marks].")
@@ -228,7 +231,8 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
               "later row (keep-last). Byte-identical copies of a row are always dropped and counted.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @click.pass_context
-def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path | None, workflow_id: int | None,
+def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path | None, workflows: Path | None,
+                      workflow_id: int | None,
                       workflow_version: str | None, task: str | None, clump_tools: str | None, odd_tools: str,
                       method: str, out: Path, table_format: str, images: Path | None, box_scale: float,
                       box_size: float, fwhm_column: str, drop_central: float, fold_improbable: bool,
@@ -258,7 +262,7 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
     consensus = ConsensusConfig(link_radius=link_radius, odd_tools=odd, max_false_pos_prob=max_false_pos_prob,
                                 min_volunteers=min_volunteers, central_radius=central_radius)
     options = AggregateOptions(
-        read=ReadOptions(workflow_id=workflow_id, workflow_version=workflow_version, task=task,
+        read=ReadOptions(workflow_id=workflow_id, workflow_version=workflow_version, task=task, workflows=workflows,
                          clump_tools=tools, strict=strict, on_conflicting_duplicates=on_conflicting_duplicates),
         check_odd_tools=ctx.get_parameter_source("odd_tools") is not click.core.ParameterSource.DEFAULT,
         method=method, consensus=consensus,
@@ -836,38 +840,8 @@ def demo_command(out: Path, galaxies: int, seed: int) -> None:
 
 
 def run() -> None:
-    """Console entry point: run the command, then end the process without tearing the interpreter down.
-
-    Unloading numpy, pandas, scipy and matplotlib takes ~0.25 s after every command (a tenth of a 100k
-    aggregation). By then every output is written, closed and renamed into place, so standard streams are
-    flushed, exit handlers run, and the process ends at once. With threads or child processes still alive
-    (nothing of ours leaves any), the normal interpreter exit is kept.
-    """
-    import atexit
-    import multiprocessing
-    import os
-    import threading
-
-    try:
-        main.main(prog_name="clumptool")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        click.echo(code, err=True)
-        code = 1
-    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if others or multiprocessing.active_children():
-        sys.exit(code)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    """Console entry point (``clumptool``)."""
+    main.main(prog_name="clumptool")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from clumptool.aggregation.export import mark_shape
+from clumptool.aggregation.rules import ToolTypes, mark_shape, mark_tool
 
 MAX_LISTED_WORKFLOWS = 12
 HOW_TO_CHOOSE = ("choose with --workflow-id W, --task T and --clump-tools I,J (tools that marked clumps; circles, "
@@ -29,6 +29,7 @@ class TaskInfo:
     kinds: Counter = field(default_factory=Counter)
     classifications: int = 0
     marks: Counter = field(default_factory=Counter)  # (tool, shape) -> marks
+    labels: dict = field(default_factory=dict)  # tool -> label (the workflows export's, else the marks' tool_label)
 
     @property
     def kind(self) -> str:
@@ -71,8 +72,12 @@ def _value_kind(entry: dict) -> str:
     return "question"
 
 
-def tally(workflow_ids, names, versions, annotations) -> dict[int | str, WorkflowInfo]:
-    """Workflows -> tasks -> kinds and (tool, shape) counts, from the raw columns (pure, for tests)."""
+def tally(workflow_ids, names, versions, annotations, tool_types: ToolTypes | None = None) -> dict[int | str, WorkflowInfo]:
+    """Workflows -> tasks -> kinds and (tool, shape) counts, from the raw columns (pure, for tests).
+
+    ``tool_types`` (from the workflows export) gives each tool's type and label where the marks do not.
+    """
+    tool_types = tool_types or {}
     out: dict = defaultdict(WorkflowInfo)
     for wf_s, name, version, text in zip(workflow_ids, names, versions, annotations, strict=True):
         try:
@@ -103,12 +108,16 @@ def tally(workflow_ids, names, versions, annotations) -> dict[int | str, Workflo
             if isinstance(value, list):
                 for mark in value:
                     if isinstance(mark, dict) and "choice" not in mark:
-                        tool = mark.get("tool", mark.get("toolIndex"))
-                        t.marks[(tool, mark_shape(mark))] += 1
+                        tool = mark_tool(mark)
+                        declared, label = tool_types.get((wf, task, tool), (None, None))
+                        t.marks[(tool, mark_shape(mark, declared))] += 1
+                        if tool not in t.labels and (label or mark.get("tool_label")):
+                            t.labels[tool] = str(label or mark.get("tool_label"))
     return dict(out)
 
 
-def read_inventory(path: str | os.PathLike, chunksize: int = 50_000) -> dict[int | str, WorkflowInfo]:
+def read_inventory(path: str | os.PathLike, tool_types: ToolTypes | None = None,
+                   chunksize: int = 50_000) -> dict[int | str, WorkflowInfo]:
     """:func:`tally` over an export file (the reader has accepted it before, so it parses)."""
     header = pd.read_csv(path, nrows=0, encoding="utf-8").columns
     cols = [c for c in ("workflow_id", "workflow_name", "workflow_version", "annotations") if c in header]
@@ -118,7 +127,7 @@ def read_inventory(path: str | os.PathLike, chunksize: int = 50_000) -> dict[int
         for chunk in reader:
             names = chunk["workflow_name"] if "workflow_name" in chunk else [""] * len(chunk)
             for wf, info in tally(chunk["workflow_id"], names, chunk["workflow_version"],
-                                  chunk["annotations"]).items():
+                                  chunk["annotations"], tool_types).items():
                 if wf not in merged:
                     merged[wf] = info
                     continue
@@ -130,15 +139,17 @@ def read_inventory(path: str | os.PathLike, chunksize: int = 50_000) -> dict[int
                     mt.kinds.update(t.kinds)
                     mt.classifications += t.classifications
                     mt.marks.update(t.marks)
+                    for tool, label in t.labels.items():
+                        mt.labels.setdefault(tool, label)
     return merged
 
 
 def describe_task(task: str, t: TaskInfo) -> str:
-    """``task T1: drawing in 40 classifications, 16 marks: tool 0 point 9, tool 1 circle 7``."""
+    """``task T1: drawing in 40 classifications, 16 marks: tool 0 point 9 "Normal clump", tool 1 circle 7``."""
     text = f"task {task}: {t.kind} in {t.classifications:,} classification(s)"
     if t.marks:
-        tools = ", ".join(f"tool {tool} {shape} {n:,}" for (tool, shape), n in
-                          sorted(t.marks.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])))
+        tools = ", ".join(f"tool {tool} {shape} {n:,}" + (f" \"{t.labels[tool]}\"" if tool in t.labels else "")
+                          for (tool, shape), n in sorted(t.marks.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])))
         text += f", {sum(t.marks.values()):,} marks: {tools}"
     return text
 

@@ -140,8 +140,7 @@ def aggregate(
         check_output_location(out_dir)
     meta = read_subjects(subjects) if subjects is not None else None  # a bad --subjects fails before the export is read
     t0 = time.perf_counter()
-    data = read_export(classifications, options.read, progress=progress,
-                       while_reading=lambda: _import_what_comes_next(options.method, out_dir is not None))
+    data = read_export(classifications, options.read, progress=progress)
     t_read = time.perf_counter() - t0
     note = check_something_to_aggregate(data, options.read,
                                         options.consensus.odd_tools if options.check_odd_tools else None)
@@ -230,24 +229,6 @@ def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame) -> tuple[p
                                                                      "is_finished") if c in subj})],
                     ignore_index=True)
     return out.sort_values("subject_id", kind="stable").reset_index(drop=True), len(extra)
-
-
-def _import_what_comes_next(method: str, writes_files: bool) -> None:
-    """Import the model's and the figure's libraries while worker processes parse the export.
-
-    About half a second of imports (scipy, matplotlib, pyarrow) that would otherwise run on one core after the
-    reading, while the second core idles; here they fill the time this process spends waiting on workers.
-    """
-    if method == "clumpscout":
-        import scipy.optimize  # noqa: F401
-        import scipy.sparse.csgraph  # noqa: F401
-        import scipy.spatial  # noqa: F401
-    else:
-        import clumptool.aggregation.reducers  # noqa: F401
-    if writes_files:
-        import matplotlib.backends.backend_agg  # noqa: F401
-        import matplotlib.figure  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
 
 
 def _attach_metadata(subj: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:

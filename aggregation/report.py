@@ -19,7 +19,9 @@ def format_summary(summary: dict) -> str:
     ex = summary["export"]
     lines = [
         f"clumptool aggregate ({summary['method']}) - {ex['path']}",
-        f"  workflow {ex['workflow_id']} version {ex['workflow_version']}, drawing task {ex['task']}",
+        f"  workflow {ex['workflow_id']} version {ex['workflow_version']}, drawing task {ex['task']}"
+        + ("; tools (workflows export): " + ", ".join(f"{k} {t['type']} \"{t['label']}\""
+                                                        for k, t in ex["tools"].items()) if ex.get("tools") else ""),
         f"  rows read {ex['rows_read']:,}; classifications used {summary['classifications_used']:,} "
         f"by {summary['volunteers']:,} volunteers on {summary['subjects']:,} subjects",
     ]

@@ -13,6 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from clumptool.aggregation.csvcheck import (
+    check_file_kind,
+    explain_parse_error,
+    locate_non_utf8,
+    wrong_columns_hint,
+)
 from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.tables import read_table
 
@@ -32,13 +38,6 @@ def _numeric_if_possible(s: pd.Series) -> pd.Series:
 
 def _read(path: Path) -> pd.DataFrame:
     """The table, or an error that says which row and field is wrong and how to fix it."""
-    from clumptool.aggregation.csvcheck import (
-        check_file_kind,
-        explain_parse_error,
-        locate_non_utf8,
-        wrong_columns_hint,
-    )
-
     csv_file = path.suffix.lower() not in (".parquet", ".pq")
     if csv_file:
         check_file_kind(path, "subjects export")

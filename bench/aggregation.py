@@ -3,6 +3,7 @@
     .venv/bin/python bench/aggregation.py                 # accuracy + 100k speed comparison (~5 min)
     .venv/bin/python bench/aggregation.py --full-scale    # also a Clump Scout-sized export (1.7M rows)
     .venv/bin/python bench/aggregation.py --crowds        # every simulated crowd at 20 and 8 volunteers (~6 min)
+    .venv/bin/python bench/aggregation.py --speed-only --baseline 2ab8aa3   # also time that git ref, runs alternated
 
 Data come from `clumptool simulate --no-images` (realistic volunteers: varied skill, careless and random
 clickers, ~20% tool confusion, anonymous volunteers and repeats). panoptes_aggregation is installed into a
@@ -256,16 +257,44 @@ def run_timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, float]:
     return run_measured(cmd, cwd=cwd)
 
 
-def speed(project: Path, work: Path, skip_panoptes: bool) -> None:
+def baseline_package(work: Path, ref: str) -> Path:
+    """A folder holding clumptool as it was at git ``ref`` (for PYTHONPATH), to time old and new side by side."""
+    root = Path(__file__).resolve().parents[1]
+    folder = work / f"baseline-{ref}"
+    if not (folder / "clumptool").exists():
+        (folder / "clumptool").mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(root), "archive", ref], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder / "clumptool")], input=archive, check=True)
+    return folder
+
+
+def clumptool_cmd(package_dir: Path | None) -> list[str]:
+    """The clumptool command line, from ``package_dir`` (a folder holding a clumptool package) if given."""
+    return ["env", f"PYTHONPATH={package_dir}", *CLUMPTOOL] if package_dir else CLUMPTOOL
+
+
+def timed_aggregate(cls: Path, out: Path, package_dir: Path | None = None) -> tuple[float, float]:
+    return run_timed([*clumptool_cmd(package_dir), "aggregate", str(cls), "--out", str(out), "--quiet"])
+
+
+def speed(project: Path, work: Path, skip_panoptes: bool, baseline: Path | None = None) -> None:
     cls = project / "classifications.csv"
     n = sum(1 for _ in open(cls, "rb")) - 1  # approximately rows (no newlines inside JSON fields here)
     print(f"\n== Speed, end to end, {n:,} classifications ({cls.stat().st_size / 1e6:.0f} MB)")
-    out = work / "ours"
-    runs = sorted(run_timed([*CLUMPTOOL, "aggregate", str(cls), "--out", str(out), "--quiet"])[0]
-                  for _ in range(3))
-    ours = runs[1]  # the median of three runs (one run on a shared 2-core machine can be off by 10%)
+    runs, base_runs = [], []
+    for _ in range(3):  # alternated, so both see the same load on a shared machine
+        runs.append(timed_aggregate(cls, work / "ours"))
+        if baseline is not None:
+            base_runs.append(timed_aggregate(cls, work / "baseline-out", baseline))
+    ours = sorted(r[0] for r in runs)[1]  # the median of three runs (one run on a shared 2-core machine can be off by 10%)
     print(f"  clumptool aggregate (read, consensus, boxes, plots, write): {ours:7.1f} s  "
-          f"{n / ours:9,.0f} classifications/s  (median of {', '.join(f'{r:.2f}' for r in runs)} s)")
+          f"{n / ours:9,.0f} classifications/s  (median of {', '.join(f'{r:.2f}' for r, _ in runs)} s; "
+          f"peak {max(m for _, m in runs):,.0f} MB)")
+    if baseline is not None:
+        base = sorted(r[0] for r in base_runs)[1]
+        print(f"  baseline {baseline.name} (same runs, alternated):            {base:7.1f} s  "
+              f"{n / base:9,.0f} classifications/s  (median of {', '.join(f'{r:.2f}' for r, _ in base_runs)} s; "
+              f"peak {max(m for _, m in base_runs):,.0f} MB)  -> this tree takes {ours / base:.2f}x its time")
     if skip_panoptes:
         return
     venv = panoptes_venv(work)
@@ -297,14 +326,18 @@ def speed(project: Path, work: Path, skip_panoptes: bool) -> None:
     print(f"  ratio (panoptes_aggregation / clumptool): {total / ours:.1f}x faster (goal >= 20x)")
 
 
-def full_scale(work: Path, seed: int) -> None:
+def full_scale(work: Path, seed: int, baseline: Path | None = None) -> None:
     project = simulate(work / "clumpscout-size", 85_000, seed)
     cls = project / "classifications.csv"
     n = sum(1 for _ in open(cls, "rb")) - 1
     print(f"\n== Clump Scout-sized export: {n:,} classifications, {cls.stat().st_size / 1e9:.2f} GB")
-    wall, peak = run_timed([*CLUMPTOOL, "aggregate", str(cls), "--out", str(work / "full"), "--quiet"])
+    wall, peak = timed_aggregate(cls, work / "full")
     print(f"  clumptool aggregate: {wall:.1f} s ({n / wall:,.0f} classifications/s), peak memory {peak:,.0f} MB "
           f"(goals: < 120 s, < 4096 MB)")
+    if baseline is not None:
+        b_wall, b_peak = timed_aggregate(cls, work / "full-baseline", baseline)
+        print(f"  baseline {baseline.name}: {b_wall:.1f} s ({n / b_wall:,.0f} classifications/s), peak memory "
+              f"{b_peak:,.0f} MB")
     truth = pd.read_csv(project / "truth.csv")
     clumps = pd.read_parquet(work / "full" / "clumps.parquet")
     found = clumps[clumps["accepted"]]
@@ -325,6 +358,8 @@ def main() -> None:
     ap.add_argument("--speed-only", action="store_true", help="skip the accuracy and skill-recovery part")
     ap.add_argument("--skip-panoptes", action="store_true", help="do not install/run panoptes_aggregation")
     ap.add_argument("--workdir", type=Path, help="keep data here (default: a temporary folder)")
+    ap.add_argument("--baseline", metavar="GIT_REF", help="also time clumptool as it was at this git ref, "
+                    "alternating runs with this tree's (side by side, same load)")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="clumptool-bench-agg-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -337,9 +372,10 @@ def main() -> None:
         project = simulate(work / "project", args.galaxies or 5000, args.seed)
         if not args.speed_only:
             accuracy(project, args.radius)
-        speed(project, work, args.skip_panoptes)
+        baseline = baseline_package(work, args.baseline) if args.baseline else None
+        speed(project, work, args.skip_panoptes, baseline)
         if args.full_scale:
-            full_scale(work, args.seed)
+            full_scale(work, args.seed, baseline)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

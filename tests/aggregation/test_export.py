@@ -1,17 +1,14 @@
 """The export reader: both front-end forms, viewers without marks, duplicates, versions, bad rows."""
 
 import csv
-import io
 import itertools
 import json
-import threading
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from clumptool.aggregation import export
-from clumptool.aggregation.export import ReadOptions, _last_record_end, _record_ranges, read_export
+from clumptool.aggregation.export import ReadOptions, read_export
 from clumptool.common.errors import ClumptoolError
 
 
@@ -140,7 +137,7 @@ def test_frames_keep_their_own_sizes(export_builder, tmp_path):
 
 
 def test_worker_processes_give_the_same_tables_as_one_process(export_builder, tmp_path):
-    """Chunks parsed in a process pool are merged in file order, volunteers and versions re-coded."""
+    """Batches parsed in a process pool are merged in file order: the tables of one process, exactly."""
     b = export_builder
     rng = np.random.default_rng(3)
     for i in range(120):
@@ -151,32 +148,11 @@ def test_worker_processes_give_the_same_tables_as_one_process(export_builder, tm
               version="12.34" if i % 5 else "12.30")
     b.add(3, "broken", [], raw_annotations="[{not json")
     path = b.write(tmp_path / "e.csv")
-    one = read_export(path, ReadOptions(chunksize=17, workers=1))
-    two = read_export(path, ReadOptions(block_bytes=20_000, workers=2))  # ~7 byte ranges
+    one = read_export(path, ReadOptions(workers=1))
+    two = read_export(path, ReadOptions(block_bytes=20_000, workers=2))  # ~7 record batches
     _assert_same(one, two)
     assert one.report.rows_skipped["broken JSON in annotations"] == 1
     assert one.report.rows_read == 121
-
-
-def test_work_done_while_reading_runs_once_beside_the_workers_and_its_error_is_raised(export_builder, tmp_path):
-    b = export_builder
-    for i in range(60):
-        b.add(i % 7 + 1, f"user{i % 11}", [(10.0 + i, 20.0, 0)])
-    path = b.write(tmp_path / "e.csv")
-    calls = []
-    for workers in (1, 2):
-        data = read_export(path, ReadOptions(block_bytes=2_000, workers=workers),
-                           while_reading=lambda: calls.append(threading.current_thread().name))
-        assert len(data.marks) == 60
-    assert calls[0] == threading.main_thread().name  # no workers: run first, in line
-    assert calls[1] != threading.main_thread().name  # beside the workers, in a thread
-    assert len(calls) == 2
-
-    def fails() -> None:
-        raise ImportError("no module named nothing")
-
-    with pytest.raises(ImportError, match="nothing"):
-        read_export(path, ReadOptions(block_bytes=2_000, workers=2), while_reading=fails)
 
 
 def test_strict_is_fatal_in_worker_processes_too(export_builder, tmp_path):
@@ -202,34 +178,9 @@ def _tricky_export(b, n=30):
     return b
 
 
-def test_record_boundaries_are_exact_for_quoted_newlines():
-    """Every byte range ends where a CSV record ends, whatever the block size (quote parity rule)."""
-    import io
-
-    rows = [["id", "text"], ["1", 'a\nb "quoted"\n'], ["2", "plain"], ["3", '""\n""'], ["4", "\n\n\n"], ["5", "x"]]
-    for terminator in ("\n", "\r\n"):
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator=terminator).writerows(rows)
-        data = buf.getvalue().encode()
-        ends, pos = set(), 0  # true record ends: after each written row
-        for row in rows:
-            one = io.StringIO()
-            csv.writer(one, lineterminator=terminator).writerow(row)
-            pos += len(one.getvalue().encode())
-            ends.add(pos)
-        for block in range(1, len(data) + 2):
-            pieces = list(_record_ranges(io.BytesIO(data), block))
-            assert b"".join(data[o:o + n] for o, n in pieces) == data
-            assert all(o + n in ends for o, n in pieces), (terminator, block, pieces)
-    assert _last_record_end(b'1,"a\nb"\n2,"c\n') == len(b'1,"a\nb"\n')
-    assert _last_record_end(b'1,"a\nb') == 0
-
-
 @pytest.mark.parametrize("terminator, trailing", [("\r\n", True), ("\n", True), ("\n", False)])
-def test_worker_byte_ranges_split_quoted_newlines_like_one_process(export_builder, tmp_path, terminator, trailing,
-                                                                   monkeypatch):
-    """Tiny byte ranges cut through multi-line quoted fields; line endings and a missing final newline."""
-    monkeypatch.setattr(export, "_check_csv", None)  # no falling back to the one-process reader here
+def test_quoted_newlines_line_ends_and_small_batches(export_builder, tmp_path, terminator, trailing):
+    """Multi-line quoted fields, both line endings and a missing final newline, in batches of one record or more."""
     src = _tricky_export(export_builder).write(tmp_path / "src.csv")
     with open(src, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
@@ -241,7 +192,7 @@ def test_worker_byte_ranges_split_quoted_newlines_like_one_process(export_builde
     one = read_export(path, ReadOptions(workers=1))
     assert one.report.rows_read == 30 and len(one.marks) == 30
     assert one.volunteers["user_name"].str.contains("\nsecond line").any()
-    for block_bytes in (700, 2500):  # records are ~900 bytes: ranges of one record, and of several
+    for block_bytes in (700, 2500):  # records are ~900 bytes: batches of one record, and of several
         seen = []
         two = read_export(path, ReadOptions(workers=2, block_bytes=block_bytes), progress=seen.append)
         _assert_same(one, two)
@@ -251,7 +202,9 @@ def test_worker_byte_ranges_split_quoted_newlines_like_one_process(export_builde
 def test_byte_order_mark_and_header_only_files(export_builder, tmp_path):
     path = _tricky_export(export_builder, n=8).write(tmp_path / "e.csv")
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-    _assert_same(read_export(path, ReadOptions(workers=1)), read_export(path, ReadOptions(workers=2, block_bytes=900)))
+    one = read_export(path, ReadOptions(workers=1))
+    assert one.report.rows_read == 8 and len(one.marks) == 8
+    _assert_same(one, read_export(path, ReadOptions(workers=2, block_bytes=900)))
     header = tmp_path / "header.csv"
     header.write_bytes(path.read_bytes().split(b"\r\n")[0])
     for workers in (1, 2):
@@ -259,64 +212,23 @@ def test_byte_order_mark_and_header_only_files(export_builder, tmp_path):
             read_export(header, ReadOptions(workers=workers))
 
 
-def test_broken_csv_gives_the_same_error_with_workers(export_builder, tmp_path):
-    """An unclosed quote fails clearly, naming the file, with the one-process reader's very message."""
+def test_broken_csv_names_the_row_with_any_number_of_workers(export_builder, tmp_path):
+    """An unclosed quote fails clearly, naming the file and the row, whatever the batching."""
     path = _tricky_export(export_builder).write(tmp_path / "e.csv")
     path.write_bytes(path.read_bytes() + b'1,"never closed\n')
-    with pytest.raises(ClumptoolError, match="CSV structure is broken") as one:
-        read_export(path, ReadOptions(workers=1))
-    assert str(path) in str(one.value) and "quoted field that never closes" in str(one.value) and "data row 31" in str(one.value)
-    for block_bytes in (700, 3000):
-        with pytest.raises(ClumptoolError, match="CSV structure is broken") as two:
-            read_export(path, ReadOptions(workers=2, block_bytes=block_bytes))
-        assert str(one.value) == str(two.value)
+    messages = set()
+    for workers, block_bytes in ((1, 8 << 20), (2, 700), (2, 3000)):
+        with pytest.raises(ClumptoolError, match="CSV structure is broken") as err:
+            read_export(path, ReadOptions(workers=workers, block_bytes=block_bytes))
+        messages.add(str(err.value))
+    (message,) = messages
+    assert str(path) in message and "quoted field that never closes" in message and "data row 31" in message
 
 
-def test_bare_quotes_outside_rfc_4180_still_read_like_one_process(export_builder, tmp_path, monkeypatch):
-    """Bare quotes break the quote-parity rule; pandas reads such files leniently, and so must the workers."""
-    src = _tricky_export(export_builder, n=20).write(tmp_path / "src.csv")
-    data = src.read_bytes()
-    starts = [i + 2 for i in range(len(data)) if data.startswith(b"\r\n10", i)]  # record starts (ids 10xx)
-    at = starts[len(starts) // 3]
-    variants = {
-        "bare quote in a field": data[:at + 4] + b'"' + data[at + 4:],  # classification_id 10xx" (unreadable)
-        "opening quote never closed as such": data[:at] + b'1,"' + data[at:],
-        "bare quote in the header": data.replace(b"workflow_name", b'workflow_"name', 1),
-        "bare quotes in the header and the first row": data.replace(b"workflow_name", b'workflow_"name', 1)
-        .replace(b"ddf0c9028b1ece89e3b1", b'ddf0c9028b1e"ce89e3b1', 1),  # the header must be one record
-    }
-    checks, check_csv = [], export._check_csv
-    monkeypatch.setattr(export, "_check_csv", lambda *a: checks.append(check_csv(*a)))
-    for kind, broken in variants.items():
-        path = tmp_path / "e.csv"
-        path.write_bytes(broken)
-        one = read_export(path, ReadOptions(workers=1))
-        assert one.report.rows_read >= 19, kind  # pandas read on, somehow
-        for block_bytes in (500, 3000):
-            _assert_same(one, read_export(path, ReadOptions(workers=2, block_bytes=block_bytes)))
-    assert checks  # some ranges were cut inside quoted fields and refused: the one-process reader took over
-
-
-def test_arrow_reads_a_range_exactly_as_pandas_or_declines():
-    """The fast range reader gives pandas' strings, or None where only pandas' reading is the reference."""
-    cols = ["classification_id", *export.REQUIRED_COLUMNS[1:], "subject_data"]
-    header = ",".join([*cols, "extra"]).encode()
-    rows = [
-        ["1", "ünïcode", "", "7", "12.34", "2020-01-01 00:00:00 UTC", '{"a": "x,y"}', '[{"t": "line\nbreak"}]',
-         "5", "NA", "keep"],
-        ["2", "null", "3", "7", "12.34", "", '{"q": "say ""hi"""}', "[]", "6", "", ""],
-    ]
-
-    def line(r):
-        return ",".join('"' + v.replace('"', '""') + '"' if any(ch in v for ch in ',"\n') else v for v in r)
-
-    for newline in (b"\n", b"\r\n"):
-        data = header + newline + newline.join(line(r).encode() for r in rows) + newline
-        for blob in (data, b"\xef\xbb\xbf" + data):
-            got = export._arrow_columns(blob, cols)
-            want = export._chunk_columns(export._csv_reader(io.BytesIO(blob), cols, None))
-            assert got == want
-    short = header + b"\n" + line(rows[0]).encode() + b"\n3,u,,7\n"
-    assert export._arrow_columns(short, cols) is None  # pandas pads short rows: it reads this one
-    duplicate = b"subject_data," + header + b"\n"
-    assert export._arrow_columns(duplicate, cols) is None
+def test_a_row_with_too_many_fields_names_its_line(export_builder, tmp_path):
+    path = _tricky_export(export_builder, n=6).write(tmp_path / "e.csv")
+    with open(path, "a", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerow(["5000"] + ["x"] * 15)
+    with pytest.raises(ClumptoolError, match="CSV structure is broken") as err:
+        read_export(path)
+    assert "has 16 fields where the header has 14" in str(err.value)

@@ -10,7 +10,10 @@ from pathlib import Path
 from harness import interrupt_when, no_traceback, run_cli, snapshot  # noqa: E402,F401
 
 # the shared data folder lies beside the checkout (../shared), in CI as on a developer's machine
-REAL_EXPORTS = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-exports"
+# (a git worktree one level deeper, e.g. wt/NAME, finds it one folder further up)
+REAL_EXPORTS = next((p / "shared" / "data" / "real-exports" for p in Path(__file__).resolve().parents[3:5]
+                     if (p / "shared" / "data" / "real-exports").is_dir()),
+                    Path(__file__).resolve().parents[3] / "shared" / "data" / "real-exports")
 EXPORT_COLUMNS = (
     "classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name",
     "workflow_version", "created_at", "gold_standard", "expert", "metadata", "annotations",
