@@ -48,9 +48,9 @@ from clumptool.aggregation.csvcheck import (
 )
 from clumptool.aggregation.rules import Row, RowFields, ToolTypes, first_drawing_task, read_row
 from clumptool.aggregation.selection import choose_versions, choose_workflow, drop_dupes_and_repeats
-from clumptool.aggregation.subjects import metadata_key
 from clumptool.aggregation.workflows import read_workflows
 from clumptool.common.errors import ClumptoolError, where
+from clumptool.common.metadata import metadata_key
 
 EXPORT_COLUMNS = (
     "classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name",

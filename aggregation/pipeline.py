@@ -18,8 +18,9 @@ from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
 from clumptool.aggregation.selection import check_something_to_aggregate
-from clumptool.aggregation.subjects import metadata_key, read_subjects
+from clumptool.aggregation.subjects import read_subjects
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.metadata import metadata_key
 from clumptool.common.outputs import check_output_location, output_set
 from clumptool.common.tables import write_table
 

@@ -7,7 +7,6 @@ stripped, so ``#fwhmImagePix`` becomes ``fwhmImagePix``.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -19,15 +18,10 @@ from clumptool.aggregation.csvcheck import (
     locate_non_utf8,
     wrong_columns_hint,
 )
-from clumptool.common.errors import ClumptoolError, where
+from clumptool.common.errors import ClumptoolError
+from clumptool.common.ids import drop_blank_rows, subject_ids_int64
+from clumptool.common.metadata import metadata_key, parse_metadata
 from clumptool.common.tables import read_table
-
-HIDDEN_PREFIXES = ("#", "!")
-
-
-def metadata_key(key: str) -> str:
-    """``'#fwhmImagePix'`` -> ``'fwhmImagePix'``: the column name clumptool uses for a metadata key."""
-    return key.lstrip("".join(HIDDEN_PREFIXES)) or key
 
 
 def _numeric_if_possible(s: pd.Series) -> pd.Series:
@@ -62,29 +56,14 @@ def _read(path: Path) -> pd.DataFrame:
 def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
     """Subject table: ``subject_id`` plus metadata columns (prefixes stripped), one row per subject."""
     path = Path(path)
-    df = _read(path)
-    try:
-        df["subject_id"] = pd.to_numeric(df["subject_id"], errors="raise").astype("int64")
-    except (ValueError, TypeError) as exc:
-        raise ClumptoolError(f"{where(path, field='subject_id')}: not an integer subject id ({exc})") from exc
+    df = drop_blank_rows(_read(path))
+    df["subject_id"] = subject_ids_int64(df["subject_id"], where=path, field="subject_id")
     df = df.drop_duplicates("subject_id", keep="first").reset_index(drop=True)
     if "metadata" not in df.columns:
         return df.rename(columns={c: metadata_key(c) for c in df.columns if c != "subject_id"})
 
-    records = []
-    for sid, text in zip(df["subject_id"], df["metadata"], strict=True):
-        if not isinstance(text, str) or text.strip() == "":
-            records.append({})
-            continue
-        try:
-            meta = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ClumptoolError(
-                f"{where(path, f'subject_id {sid}', 'metadata')}: broken JSON ({exc.msg} at char {exc.pos})"
-            ) from exc
-        if not isinstance(meta, dict):
-            raise ClumptoolError(f"{where(path, f'subject_id {sid}', 'metadata')}: expected a JSON object")
-        records.append({metadata_key(k): v for k, v in meta.items()})
+    records = [parse_metadata(text, where=path, row=f"subject_id {sid}")
+               for sid, text in zip(df["subject_id"], df["metadata"], strict=True)]
     meta_df = pd.DataFrame.from_records(records, index=df.index)
     meta_df = meta_df.apply(_numeric_if_possible)
     keep = [c for c in df.columns if c not in ("metadata",) and c not in meta_df.columns]
