@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                 res = train(boxes, images, root / f"model-{precision}", backbone=args.backbone,
                             image_size=args.px, crop=None, epochs=10_000, max_steps=args.steps,
                             batch_size=args.batch_size, val_fraction=0.1, patience=None, devices=1,
-                            precision=precision, progress=False, callbacks=[clock], workers=workers)
+                            precision=precision, progress=False, callbacks=[clock], workers=workers,
+                            accept_empty=True)  # a speed check: a few steps find nothing yet
             mem = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
             rate = res.global_step * args.batch_size / clock.seconds
             print(f"{precision:>10} {'train':>8} {rate:>9.1f} {clock.seconds:>8.1f} {mem:>11.0f}", flush=True)
