@@ -18,6 +18,12 @@ from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
 from clumptool.aggregation.selection import check_something_to_aggregate
+from clumptool.aggregation.stopping import (
+    DEFAULT_MIN_CLASSIFICATIONS,
+    DEFAULT_RETIRE_BELOW,
+    apply_stopping_rule,
+    check_stopping_options,
+)
 from clumptool.aggregation.subjects import metadata_key, read_subjects
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.outputs import check_output_location, output_set
@@ -42,6 +48,8 @@ class AggregateOptions:
     fold_improbable: bool = False
     improbable_threshold: float = 0.7
     table_format: str = "parquet"
+    retire_below: float = DEFAULT_RETIRE_BELOW  # the stopping rule (aggregation/stopping.py)
+    min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS
 
     check_odd_tools: bool = False  # --odd-tools was given: each must occur in the task
 
@@ -89,6 +97,7 @@ def validate_options(o: AggregateOptions) -> None:
     if o.read.on_conflicting_duplicates not in ON_CONFLICT:
         problems.append(f"--on-conflicting-duplicates {o.read.on_conflicting_duplicates!r}: use one of "
                         f"{', '.join(ON_CONFLICT)}")
+    problems += check_stopping_options(o.retire_below, o.min_classifications)
     problems = [p for p in problems if p]
     if problems:
         raise ClumptoolError("; ".join(problems))
@@ -172,6 +181,7 @@ def aggregate(
     n_unclassified = 0
     if subjects is not None:
         subj, n_unclassified = add_unclassified_subjects(subj, meta)
+    subj = apply_stopping_rule(subj, clumps, options.retire_below, options.min_classifications)
     fwhm = None
     fwhm_col = metadata_key(options.fwhm_column)
     if fwhm_col in subj.columns:
