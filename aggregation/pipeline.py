@@ -181,7 +181,7 @@ def aggregate(
     n_unclassified = 0
     if subjects is not None:
         subj, n_unclassified = add_unclassified_subjects(subj, meta)
-    subj = apply_stopping_rule(subj, clumps, options.retire_below, options.min_classifications)
+    subj = apply_stopping_rule(subj, clumps, marks, options.retire_below, options.min_classifications)
     fwhm = None
     fwhm_col = metadata_key(options.fwhm_column)
     if fwhm_col in subj.columns:

@@ -28,6 +28,8 @@ from clumptool.common.errors import ClumptoolError
 # completeness and purity >= 0.97 against truth on every simulated crowd, at 6 volunteers per galaxy as at 20
 DEFAULT_RETIRE_BELOW = 0.1
 DEFAULT_MIN_CLASSIFICATIONS = 3
+# the share of volunteers marking a spot below which the crowd calls it false (see flip_probabilities)
+DEFAULT_VOTE_SPLIT = 0.3
 STOPPING_COLUMNS = ("expected_missed", "expected_false", "expected_wrong_labels", "expected_errors",
                     "is_finished", "finished_reason")
 
@@ -66,41 +68,79 @@ def label_probabilities(clumps: pd.DataFrame) -> np.ndarray:
     return np.where(clumps["label"].to_numpy() == 2, p_odd, 1.0 - p_odd)
 
 
-def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame) -> pd.DataFrame:
-    """Per subject: expected missed, false and wrongly labelled clumps, and their sum (``expected_errors``)."""
+def flip_probabilities(n_markers: np.ndarray, n_viewers: np.ndarray, accepted: np.ndarray,
+                       split: float = DEFAULT_VOTE_SPLIT) -> np.ndarray:
+    """P(a larger crowd would reverse this candidate's verdict), from its vote share alone.
+
+    The share θ of all volunteers who would mark the spot has the posterior Beta(m + 1/2, n - m + 1/2) after m
+    of n viewers marked it; an accepted clump is reversed if θ < ``split``, a rejected one (or a lone mark) if
+    θ > ``split``. The consensus model's probabilities assume volunteers' false marks are independent, so two of
+    four volunteers marking one star look like a faint clump with certainty; the vote share says the crowd is
+    split, and the galaxy needs more eyes."""
+    from scipy.stats import beta
+
+    m = np.minimum(np.asarray(n_markers, float), np.asarray(n_viewers, float))
+    n = np.maximum(np.asarray(n_viewers, float), m)
+    below = beta.cdf(split, m + 0.5, n - m + 0.5)
+    return np.where(np.asarray(accepted, bool), below, 1.0 - below)
+
+
+def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
+                    split: float = DEFAULT_VOTE_SPLIT) -> pd.DataFrame:
+    """Per subject: expected missed, false and wrongly labelled clumps, and their sum (``expected_errors``).
+
+    Each candidate's error probability is the larger of the model's (``false_pos_prob``; for lone marks
+    ``real_if_unlinked_prob`` is replaced) and the vote-share reversal probability
+    (:func:`flip_probabilities`); the clumps that every viewer missed are the model's share of
+    ``expected_num_false_neg``."""
     sid = subjects["subject_id"]
     out = pd.DataFrame(index=subjects.index)
-    out["expected_missed"] = pd.to_numeric(subjects["expected_num_false_neg"], errors="coerce") \
-        if "expected_num_false_neg" in subjects else np.nan
-    if not {"accepted", "false_pos_prob", "n_marks", "odd_vote", "label"} <= set(clumps.columns):
-        out["expected_false"] = out["expected_wrong_labels"] = np.nan  # a reducer: no posterior to read
-        out["expected_errors"] = np.nan
+    needed = {"accepted", "false_pos_prob", "n_marks", "n_viewers", "odd_vote", "label"}
+    if "expected_num_false_neg" not in subjects or not needed <= set(clumps.columns):
+        for c in ("expected_missed", "expected_false", "expected_wrong_labels", "expected_errors"):
+            out[c] = np.nan  # a reducer: no posterior to read
         return out
-    acc = clumps[clumps["accepted"].to_numpy(bool)]
-    if len(acc):
-        wrong = pd.Series(1.0 - label_probabilities(clumps), index=clumps.index)[acc.index]
-        out["expected_false"] = sid.map(acc["false_pos_prob"].groupby(acc["subject_id"]).sum()).fillna(0.0)
-        out["expected_wrong_labels"] = sid.map(wrong.groupby(acc["subject_id"]).sum()).fillna(0.0)
-    else:
-        out["expected_false"] = 0.0
-        out["expected_wrong_labels"] = 0.0
+    fnr = pd.to_numeric(subjects["expected_num_false_neg"], errors="coerce").to_numpy(float)
+    acc_mask = clumps["accepted"].to_numpy(bool)
+    fpp = clumps["false_pos_prob"].to_numpy(float)
+    flip = flip_probabilities(clumps["n_marks"].to_numpy(), clumps["n_viewers"].to_numpy(), acc_mask, split)
+    wrong_label = np.where(acc_mask, 1.0 - label_probabilities(clumps), 0.0)
+    false_c = np.where(acc_mask, np.maximum(fpp, flip), 0.0)
+    model_miss_c = np.where(acc_mask, 0.0, 1.0 - fpp)
+    miss_c = np.where(acc_mask, 0.0, np.maximum(1.0 - fpp, flip))
+    by = clumps["subject_id"].to_numpy()
+
+    def per_subject(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        return sid.map(pd.Series(values).groupby(keys).sum()).fillna(0.0).to_numpy(float, copy=True)
+
+    unseen = fnr - per_subject(model_miss_c, by)
+    miss = per_subject(miss_c, by)
+    if marks is not None and len(marks) and "real_if_unlinked_prob" in marks and "clump_id" in marks:
+        lone = marks[marks["clump_id"].to_numpy() < 0]
+        n_view = lone["subject_id"].map(subjects.set_index("subject_id")["n_viewers"]).fillna(1).to_numpy(float)
+        unseen -= per_subject(lone["real_if_unlinked_prob"].to_numpy(float), lone["subject_id"].to_numpy())
+        miss += per_subject(flip_probabilities(np.ones(len(lone)), n_view, np.zeros(len(lone), bool), split),
+                            lone["subject_id"].to_numpy())
+    out["expected_missed"] = miss + np.maximum(unseen, 0.0)
+    out["expected_false"] = per_subject(false_c, by)
+    out["expected_wrong_labels"] = per_subject(wrong_label, by)
     out["expected_errors"] = out["expected_missed"] + out["expected_false"] + out["expected_wrong_labels"]
     return out
 
 
-def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame,
+def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
                         retire_below: float = DEFAULT_RETIRE_BELOW,
                         min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS) -> pd.DataFrame:
     """The subjects table with the stopping rule's columns (replacing any earlier ``is_finished``).
 
     ``subjects`` needs ``subject_id``, ``n_viewers`` (human classifications) and ``expected_num_false_neg``;
-    ``clumps`` is the consensus clumps table (accepted and rejected). A subject with no expected-miss estimate
+    ``clumps`` is the consensus clumps table (accepted and rejected), ``marks`` its marks table (lone marks). A subject with no expected-miss estimate
     (no consensus model, e.g. a reducer, or no classifications) is never finished."""
     problems = check_stopping_options(retire_below, min_classifications)
     if problems:
         raise ClumptoolError("; ".join(problems))
     subj = subjects.drop(columns=[c for c in STOPPING_COLUMNS if c in subjects.columns])
-    err = expected_errors(subj, clumps)
+    err = expected_errors(subj, clumps, marks)
     n = pd.to_numeric(subj["n_viewers"], errors="coerce").fillna(0).astype("int64").to_numpy()
     e = err["expected_errors"].to_numpy(float)
     known = np.isfinite(e)
