@@ -68,20 +68,59 @@ def label_probabilities(clumps: pd.DataFrame) -> np.ndarray:
     return np.where(clumps["label"].to_numpy() == 2, p_odd, 1.0 - p_odd)
 
 
-def flip_probabilities(n_markers: np.ndarray, n_viewers: np.ndarray, accepted: np.ndarray,
-                       split: float = DEFAULT_VOTE_SPLIT) -> np.ndarray:
-    """P(a larger crowd would reverse this candidate's verdict), from its vote share alone.
+THETA_GRID = np.linspace(0.0125, 0.9875, 40)  # vote shares the prior puts weight on
+PRIOR_PSEUDO_CANDIDATES = 20.0  # the learned prior is shrunk towards uniform by this many pseudo-candidates
 
-    The share θ of all volunteers who would mark the spot has the posterior Beta(m + 1/2, n - m + 1/2) after m
-    of n viewers marked it; an accepted clump is reversed if θ < ``split``, a rejected one (or a lone mark) if
-    θ > ``split``. The consensus model's probabilities assume volunteers' false marks are independent, so two of
-    four volunteers marking one star look like a faint clump with certainty; the vote share says the crowd is
-    split, and the galaxy needs more eyes."""
-    from scipy.stats import beta
 
-    m = np.minimum(np.asarray(n_markers, float), np.asarray(n_viewers, float))
+def _binomial_likelihoods(m: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """L[i, j] = P(m_i of n_i viewers mark a spot | each marks it with probability THETA_GRID[j])."""
+    from scipy.stats import binom
+
+    return binom.pmf(m[:, None], n[:, None], THETA_GRID[None, :])
+
+
+def vote_share_prior(n_markers: np.ndarray, n_viewers: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """The distribution of spots' vote shares over THETA_GRID, learned from every candidate of the export.
+
+    Empirical Bayes: most spots are one volunteer's stray click (share near 0) or a clear clump (share near
+    the crowd's detection rate); a lone click among 8 viewers is then almost surely a stray, while 2 of 4 stays
+    contested. Shrunk towards uniform by PRIOR_PSEUDO_CANDIDATES, so a handful of galaxies cannot make it
+    confident."""
+    m, n = _counts(n_markers, n_viewers)
+    uniform = np.full(len(THETA_GRID), 1.0 / len(THETA_GRID))
+    if len(m) == 0:
+        return uniform
+    lik = _binomial_likelihoods(m, n)
+    w = uniform.copy()
+    for _ in range(iterations):
+        post = lik * w
+        post /= np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
+        w = post.mean(axis=0)
+    eps = PRIOR_PSEUDO_CANDIDATES / (PRIOR_PSEUDO_CANDIDATES + len(m))
+    return (1 - eps) * w + eps * uniform
+
+
+def _counts(n_markers: np.ndarray, n_viewers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    m = np.asarray(n_markers, float)
     n = np.maximum(np.asarray(n_viewers, float), m)
-    below = beta.cdf(split, m + 0.5, n - m + 0.5)
+    return np.minimum(m, n), n
+
+
+def flip_probabilities(n_markers: np.ndarray, n_viewers: np.ndarray, accepted: np.ndarray,
+                       prior: np.ndarray | None = None, split: float = DEFAULT_VOTE_SPLIT) -> np.ndarray:
+    """P(a larger crowd would reverse this candidate's verdict), from its vote share.
+
+    The share θ of all volunteers who would mark the spot has the posterior prior(θ) x Binomial(m | n, θ) after
+    m of n viewers marked it (prior: :func:`vote_share_prior`, default uniform); an accepted clump is reversed
+    if θ < ``split``, a rejected one (or a lone mark) if θ > ``split``. The consensus model's probabilities
+    assume volunteers' false marks are independent, so two of four volunteers marking one star look like a
+    faint clump with certainty; the vote share says the crowd is split, and the galaxy needs more eyes."""
+    m, n = _counts(n_markers, n_viewers)
+    if len(m) == 0:
+        return np.zeros(0)
+    w = np.full(len(THETA_GRID), 1.0 / len(THETA_GRID)) if prior is None else prior
+    post = _binomial_likelihoods(m, n) * w
+    below = post[:, THETA_GRID < split].sum(axis=1) / np.maximum(post.sum(axis=1), 1e-300)
     return np.where(np.asarray(accepted, bool), below, 1.0 - below)
 
 
@@ -103,7 +142,14 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     fnr = pd.to_numeric(subjects["expected_num_false_neg"], errors="coerce").to_numpy(float)
     acc_mask = clumps["accepted"].to_numpy(bool)
     fpp = clumps["false_pos_prob"].to_numpy(float)
-    flip = flip_probabilities(clumps["n_marks"].to_numpy(), clumps["n_viewers"].to_numpy(), acc_mask, split)
+    lone = None
+    if marks is not None and len(marks) and "real_if_unlinked_prob" in marks and "clump_id" in marks:
+        lone = marks[marks["clump_id"].to_numpy() < 0]
+    n_lone_view = (lone["subject_id"].map(subjects.set_index("subject_id")["n_viewers"]).fillna(1).to_numpy(float)
+                   if lone is not None else np.zeros(0))
+    prior = vote_share_prior(np.concatenate([clumps["n_marks"].to_numpy(float), np.ones(len(n_lone_view))]),
+                             np.concatenate([clumps["n_viewers"].to_numpy(float), n_lone_view]))
+    flip = flip_probabilities(clumps["n_marks"].to_numpy(), clumps["n_viewers"].to_numpy(), acc_mask, prior, split)
     wrong_label = np.where(acc_mask, 1.0 - label_probabilities(clumps), 0.0)
     false_c = np.where(acc_mask, np.maximum(fpp, flip), 0.0)
     model_miss_c = np.where(acc_mask, 0.0, 1.0 - fpp)
@@ -115,12 +161,10 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
 
     unseen = fnr - per_subject(model_miss_c, by)
     miss = per_subject(miss_c, by)
-    if marks is not None and len(marks) and "real_if_unlinked_prob" in marks and "clump_id" in marks:
-        lone = marks[marks["clump_id"].to_numpy() < 0]
-        n_view = lone["subject_id"].map(subjects.set_index("subject_id")["n_viewers"]).fillna(1).to_numpy(float)
+    if lone is not None:
         unseen -= per_subject(lone["real_if_unlinked_prob"].to_numpy(float), lone["subject_id"].to_numpy())
-        miss += per_subject(flip_probabilities(np.ones(len(lone)), n_view, np.zeros(len(lone), bool), split),
-                            lone["subject_id"].to_numpy())
+        miss += per_subject(flip_probabilities(np.ones(len(lone)), n_lone_view, np.zeros(len(lone), bool), prior,
+                                               split), lone["subject_id"].to_numpy())
     out["expected_missed"] = miss + np.maximum(unseen, 0.0)
     out["expected_false"] = per_subject(false_c, by)
     out["expected_wrong_labels"] = per_subject(wrong_label, by)
