@@ -3,9 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from clumptool.aggregation.pipeline import AggregateOptions, aggregate
 from clumptool.aggregation.stopping import apply_stopping_rule, label_probabilities
+from clumptool.cli import main
 from clumptool.common.errors import ClumptoolError
 
 CLUMPS = [(120.0, 140.0), (260.0, 230.0)]
@@ -103,3 +105,22 @@ def test_reasons_and_option_checks():
         apply_stopping_rule(subj, clumps, None, retire_below=0)
     with pytest.raises(ClumptoolError, match="--min-classifications"):
         AggregateOptions(min_classifications=0)
+
+
+def test_aggregate_cli_writes_the_rule_and_refuses_bad_options(export_builder, tmp_path):
+    _agreeing(export_builder, 1, 4)
+    _agreeing(export_builder, 2, 2, prefix="w")
+    export = export_builder.write(tmp_path / "e.csv")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["aggregate", str(export), "--out", str(out), "--format", "csv", "--quiet",
+                                  "--retire-below", "0.05", "--min-classifications", "2"])
+    assert r.exit_code == 0, r.output
+    s = pd.read_csv(out / "subjects.csv").set_index("subject_id")
+    assert {"expected_errors", "is_finished", "finished_reason"} <= set(s.columns)
+    assert s.loc[1, "is_finished"] and "< 0.05 with 4 classifications" in s.loc[1, "finished_reason"]
+    before = sorted(p.name for p in out.iterdir())
+    for args, name in ((["--retire-below", "-1"], "--retire-below"), (["--min-classifications", "0"],
+                                                                      "--min-classifications")):
+        r = CliRunner().invoke(main, ["aggregate", str(export), "--out", str(out), *args])
+        assert r.exit_code == 2 and name in r.output and "default" in r.output and "Traceback" not in r.output
+    assert sorted(p.name for p in out.iterdir()) == before
