@@ -124,6 +124,17 @@ def flip_probabilities(n_markers: np.ndarray, n_viewers: np.ndarray, accepted: n
     return np.where(np.asarray(accepted, bool), below, 1.0 - below)
 
 
+def unseen_by_everyone(prior: np.ndarray, n_viewers: np.ndarray, rate: float,
+                       split: float = DEFAULT_VOTE_SPLIT) -> np.ndarray:
+    """Expected real clumps that none of n viewers marked: rate x E[(1 - θ)^n | θ >= split] under the prior.
+
+    The model's own estimate multiplies the viewers' miss rates as if misses were independent; faint clumps are
+    missed by everyone together, which the spread of real clumps' vote shares (the learned prior) captures."""
+    real = THETA_GRID >= split
+    w = prior[real] / max(prior[real].sum(), 1e-300)
+    return rate * ((1.0 - THETA_GRID[real][None, :]) ** np.asarray(n_viewers, float)[:, None] @ w)
+
+
 def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
                     split: float = DEFAULT_VOTE_SPLIT) -> pd.DataFrame:
     """Per subject: expected missed, false and wrongly labelled clumps, and their sum (``expected_errors``).
@@ -165,6 +176,9 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
         unseen -= per_subject(lone["real_if_unlinked_prob"].to_numpy(float), lone["subject_id"].to_numpy())
         miss += per_subject(flip_probabilities(np.ones(len(lone)), n_lone_view, np.zeros(len(lone), bool), prior,
                                                split), lone["subject_id"].to_numpy())
+    n_view = pd.to_numeric(subjects["n_viewers"], errors="coerce").fillna(0).to_numpy(float)
+    rate = acc_mask.sum() / max(int((n_view > 0).sum()), 1)
+    unseen = np.maximum(unseen, unseen_by_everyone(prior, n_view, rate, split))
     out["expected_missed"] = miss + np.maximum(unseen, 0.0)
     out["expected_false"] = per_subject(false_c, by)
     out["expected_wrong_labels"] = per_subject(wrong_label, by)
