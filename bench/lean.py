@@ -23,44 +23,75 @@ rule calls finished ("-": those galaxies hold no true and no found clump, e.g. f
 Result, ``python bench/lean.py --work /tmp/lean/work`` (500 galaxies per crowd, seed 1, --retire-below 0.1,
 --min-classifications 3, match radius 5 px; 2-core machine, Dec 2026)::
 
-       crowd                 strategy  cls/galaxy    p10  median    p90  compl  purity    F1  finished  fin compl  fin purity  saving
-     default                 fixed 20      20.000 20.000  20.000 20.000  0.998   0.995 0.997     0.910      1.000       1.000   1.000
-     default                  fixed 5       5.000  5.000   5.000  5.000  0.928   0.973 0.950     0.086      1.000       1.000       -
-     default                  fixed 6       6.000  6.000   6.000  6.000  0.969   0.959 0.964     0.090      1.000       1.000       -
-     default                  fixed 8       8.000  8.000   8.000  8.000  0.992   0.953 0.972     0.324      1.000       1.000       -
-     default adaptive (humans, < 0.1)       8.922  3.000   9.000 15.100  0.998   0.992 0.995     0.966      0.998       0.995   2.242
-       bulge                 fixed 20      20.000 20.000  20.000 20.000  0.987   1.000 0.994     0.700      1.000       1.000   1.000
-       bulge                  fixed 5       5.000  5.000   5.000  5.000  0.934   0.837 0.883     0.038      1.000       1.000       -
-       bulge                  fixed 6       6.000  6.000   6.000  6.000  0.963   0.918 0.940     0.108      1.000       1.000       -
-       bulge                  fixed 8       8.000  8.000   8.000  8.000  0.937   0.983 0.960     0.584      0.976       1.000       -
-       bulge adaptive (humans, < 0.1)       8.854  3.000   8.000 14.000  0.973   0.995 0.984     0.980      0.975       0.995   2.259
-  distractor                 fixed 20      20.000 20.000  20.000 20.000  0.995   1.000 0.998     0.920      1.000       1.000   1.000
-  distractor                  fixed 5       5.000  5.000   5.000  5.000  0.913   0.869 0.891     0.058      1.000       1.000       -
-  distractor                  fixed 6       6.000  6.000   6.000  6.000  0.953   0.854 0.901     0.048      1.000       1.000       -
-  distractor                  fixed 8       8.000  8.000   8.000  8.000  0.974   0.970 0.972     0.382      1.000       1.000       -
-  distractor adaptive (humans, < 0.1)       9.668  3.000   9.000 16.000  0.990   0.998 0.994     0.962      0.993       0.998   2.069
-      sparse                 fixed 20       8.014  6.000   8.000 10.000  0.984   0.962 0.973     0.318      1.000       1.000   1.000
-      sparse                  fixed 5       5.000  5.000   5.000  5.000  0.942   0.980 0.961     0.098      1.000       1.000       -
-      sparse                  fixed 6       6.000  6.000   6.000  6.000  0.955   0.969 0.962     0.124      1.000       1.000       -
-      sparse                  fixed 8       7.388  6.000   8.000  8.000  0.981   0.961 0.971     0.196      1.000       1.000   1.085
-      sparse adaptive (humans, < 0.1)       6.618  3.000   7.000  9.000  0.979   0.964 0.972     0.442      0.981       0.988   1.211
-   confusion                 fixed 20      20.000 20.000  20.000 20.000  1.000   0.994 0.997     0.540      1.000       1.000   1.000
-   confusion                  fixed 5       5.000  5.000   5.000  5.000  0.907   0.941 0.923     0.072          -           -       -
-   confusion                  fixed 6       6.000  6.000   6.000  6.000  0.971   0.949 0.960     0.086      1.000       1.000       -
-   confusion                  fixed 8       8.000  8.000   8.000  8.000  0.997   0.944 0.969     0.234      1.000       1.000       -
-   confusion adaptive (humans, < 0.1)      12.978  3.000  12.000 20.000  0.997   0.989 0.993     0.602      0.987       0.993   1.541
-    humans + detector: TODO, not built yet (needs the detector as an annotator, issue 12 part 2)
-    honesty: worst finished-galaxy completeness 0.975, purity 0.988 over every crowd and strategy (goal >= 0.97)
+         crowd                 strategy  cls/galaxy    p10  median    p90  compl  purity    F1  finished  fin compl  fin purity  saving
+       default                 fixed 20      20.000 20.000  20.000 20.000  0.998   0.995 0.997     0.910      1.000       1.000   1.000
+       default                  fixed 5       5.000  5.000   5.000  5.000  0.928   0.973 0.950     0.086      1.000       1.000       -
+       default                  fixed 6       6.000  6.000   6.000  6.000  0.969   0.959 0.964     0.090      1.000       1.000       -
+       default                  fixed 8       8.000  8.000   8.000  8.000  0.992   0.953 0.972     0.324      1.000       1.000       -
+       default adaptive (humans, < 0.1)      10.162  6.000   9.000 16.000  1.000   0.994 0.997     0.960      1.000       0.997   1.968
+         bulge                 fixed 20      20.000 20.000  20.000 20.000  0.987   1.000 0.994     0.700      1.000       1.000   1.000
+         bulge                  fixed 5       5.000  5.000   5.000  5.000  0.934   0.837 0.883     0.000          -           -       -
+         bulge                  fixed 6       6.000  6.000   6.000  6.000  0.963   0.918 0.940     0.106      1.000       1.000       -
+         bulge                  fixed 8       8.000  8.000   8.000  8.000  0.937   0.983 0.960     0.584      0.976       1.000       -
+         bulge adaptive (humans, < 0.1)       9.442  6.000   8.000 14.000  0.979   0.997 0.988     0.978      0.980       0.997   2.118
+    distractor                 fixed 20      20.000 20.000  20.000 20.000  0.995   1.000 0.998     0.920      1.000       1.000   1.000
+    distractor                  fixed 5       5.000  5.000   5.000  5.000  0.913   0.869 0.891     0.000          -           -       -
+    distractor                  fixed 6       6.000  6.000   6.000  6.000  0.953   0.854 0.901     0.052      1.000       1.000       -
+    distractor                  fixed 8       8.000  8.000   8.000  8.000  0.974   0.970 0.972     0.382      1.000       1.000       -
+    distractor adaptive (humans, < 0.1)      10.238  7.000   9.000 16.000  0.992   0.998 0.995     0.958      0.995       0.998   1.954
+        sparse                 fixed 20       8.014  6.000   8.000 10.000  0.984   0.962 0.973     0.318      1.000       1.000   1.000
+        sparse                  fixed 5       5.000  5.000   5.000  5.000  0.942   0.980 0.961     0.096          -           -       -
+        sparse                  fixed 6       6.000  6.000   6.000  6.000  0.955   0.969 0.962     0.124      1.000       1.000       -
+        sparse                  fixed 8       7.388  6.000   8.000  8.000  0.981   0.961 0.971     0.196      1.000       1.000   1.085
+        sparse adaptive (humans, < 0.1)       7.494  6.000   7.000 10.000  0.984   0.960 0.972     0.360      1.000       1.000   1.069
+     confusion                 fixed 20      20.000 20.000  20.000 20.000  1.000   0.994 0.997     0.540      1.000       1.000   1.000
+     confusion                  fixed 5       5.000  5.000   5.000  5.000  0.907   0.941 0.923     0.072          -           -       -
+     confusion                  fixed 6       6.000  6.000   6.000  6.000  0.971   0.949 0.960     0.086      1.000       1.000       -
+     confusion                  fixed 8       8.000  8.000   8.000  8.000  0.997   0.944 0.969     0.234      1.000       1.000       -
+     confusion adaptive (humans, < 0.1)      13.778  7.000  13.000 20.000  1.000   0.992 0.996     0.598      1.000       1.000   1.452
+      humans + detector: TODO, not built yet (needs the detector as an annotator, issue 12 part 2)
+      honesty: worst finished-galaxy completeness 0.976, purity 0.997 over every crowd and strategy (goal >= 0.97)
 
-Reading: the rule is honest on every crowd (finished galaxies >= 0.975 completeness, >= 0.988 purity, at 6
-volunteers as at 20), and humans-only adaptive saves 2.1-2.3x vs fixed 20 at matched F1 on the default, bulge
-and distractor crowds, 1.5x on the confusion crowd (labels stay contested: tool confusion) and 1.2x on the sparse
-crowd (only 6-10 available). The issue's 4x goal needs the detector as an annotator (not built).
+The same on crowds the threshold was not chosen on, ``--seed 2`` (other galaxies, other volunteers)::
 
-Choice of the default ``--retire-below 0.1``: at 0.2 the bulge crowd's finished galaxies fall to completeness
-0.959 (adaptive) and 0.969 (fixed 8): dishonest; at 0.05 all stays honest (worst 0.978 / 0.992) but costs ~5-10%
-more classifications (default 9.47, bulge 9.68 per galaxy). 0.1 is the largest value that keeps the goal, with a
-thin margin on the bulge crowd (0.975).
+         crowd                 strategy  cls/galaxy    p10  median    p90  compl  purity    F1  finished  fin compl  fin purity  saving
+       default                 fixed 20      20.000 20.000  20.000 20.000  1.000   0.991 0.996     0.946      1.000       1.000   1.000
+       default                  fixed 5       5.000  5.000   5.000  5.000  0.935   0.968 0.951     0.124      1.000       1.000       -
+       default                  fixed 6       6.000  6.000   6.000  6.000  0.972   0.968 0.970     0.132      1.000       1.000       -
+       default                  fixed 8       8.000  8.000   8.000  8.000  0.990   0.952 0.971     0.376      1.000       1.000       -
+       default adaptive (humans, < 0.1)       9.476  5.000   9.000 14.000  0.999   0.999 0.999     0.980      0.998       1.000   2.111
+         bulge                 fixed 20      20.000 20.000  20.000 20.000  0.999   1.000 0.999     0.830      1.000       1.000   1.000
+         bulge                  fixed 5       5.000  5.000   5.000  5.000  0.937   0.877 0.906     0.036          -           -       -
+         bulge                  fixed 6       6.000  6.000   6.000  6.000  0.979   0.925 0.952     0.106      1.000       1.000       -
+         bulge                  fixed 8       8.000  8.000   8.000  8.000  0.981   0.988 0.985     0.578      0.995       1.000       -
+         bulge adaptive (humans, < 0.1)       9.230  6.000   8.000 14.000  0.997   1.000 0.999     0.972      0.997       1.000   2.167
+    distractor                 fixed 20      20.000 20.000  20.000 20.000  1.000   1.000 1.000     0.916      1.000       1.000   1.000
+    distractor                  fixed 5       5.000  5.000   5.000  5.000  0.891   0.914 0.903     0.000          -           -       -
+    distractor                  fixed 6       6.000  6.000   6.000  6.000  0.950   0.878 0.913     0.078      1.000       1.000       -
+    distractor                  fixed 8       8.000  8.000   8.000  8.000  0.972   0.975 0.974     0.340      1.000       1.000       -
+    distractor adaptive (humans, < 0.1)      10.084  7.000   9.000 15.000  0.994   1.000 0.997     0.978      0.994       1.000   1.983
+        sparse                 fixed 20       7.984  6.000   8.000 10.000  0.979   0.963 0.971     0.312      1.000       1.000   1.000
+        sparse                  fixed 5       5.000  5.000   5.000  5.000  0.909   0.981 0.943     0.122          -           -       -
+        sparse                  fixed 6       6.000  6.000   6.000  6.000  0.960   0.973 0.967     0.154      1.000       1.000   1.331
+        sparse                  fixed 8       7.396  6.000   8.000  8.000  0.979   0.963 0.971     0.220      1.000       1.000   1.080
+        sparse adaptive (humans, < 0.1)       7.420  5.000   7.000  9.000  0.979   0.963 0.971     0.352      1.000       1.000   1.076
+     confusion                 fixed 20      20.000 20.000  20.000 20.000  1.000   0.983 0.991     0.526      1.000       1.000   1.000
+     confusion                  fixed 5       5.000  5.000   5.000  5.000  0.897   0.968 0.931     0.094      1.000       1.000       -
+     confusion                  fixed 6       6.000  6.000   6.000  6.000  0.956   0.959 0.957     0.110      1.000       1.000       -
+     confusion                  fixed 8       8.000  8.000   8.000  8.000  0.990   0.970 0.980     0.200      1.000       1.000       -
+     confusion adaptive (humans, < 0.1)      13.878  6.000  14.000 20.000  0.999   0.986 0.992     0.600      0.994       1.000   1.441
+      humans + detector: TODO, not built yet (needs the detector as an annotator, issue 12 part 2)
+      honesty: worst finished-galaxy completeness 0.994, purity 1.000 over every crowd and strategy (goal >= 0.97)
+
+Reading: the rule is honest on every crowd and both seeds (finished galaxies: completeness >= 0.976, purity >=
+0.997, at 6 volunteers as at 20; the issue reports 1% finished at 6 with purity 0.66 for the old rule), and humans-only adaptive
+needs 2.0-2.2x fewer classifications than fixed 20 at matched F1 on the default, bulge and distractor crowds,
+1.4-1.5x on the confusion crowd (labels stay contested: tool confusion; ~40% of its galaxies run to the cap) and
+~1.1x on the sparse crowd (only 6-10 available). The issue's 4x goal needs the detector as an annotator (not
+built). No galaxy retires before 5-7 classifications in practice (p10): with few viewers the clumps that
+everyone missed (rate x E[(1 - share)^n] over the real clumps' vote shares) keep the expected errors up.
+
+Choice of the default ``--retire-below 0.1``: RETIRE_NOTE
 """
 
 from __future__ import annotations
