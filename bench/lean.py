@@ -91,7 +91,9 @@ needs 2.0-2.2x fewer classifications than fixed 20 at matched F1 on the default,
 built). No galaxy retires before 5-7 classifications in practice (p10): with few viewers the clumps that
 everyone missed (rate x E[(1 - share)^n] over the real clumps' vote shares) keep the expected errors up.
 
-Choice of the default ``--retire-below 0.1``: RETIRE_NOTE
+Choice of the default ``--retire-below 0.1``: at 0.2 (seed 1) the bulge crowd's finished galaxies fall to
+completeness 0.959 (adaptive, 8.1 classifications per galaxy) and 0.969 (fixed 8): dishonest, for ~10% fewer
+classifications. 0.1 is honest on every crowd of both seeds with a margin (worst 0.976, bulge at fixed 8).
 """
 
 from __future__ import annotations
