@@ -3,12 +3,20 @@
 A galaxy is shown to volunteers until its consensus is probably right. "Probably right" is measured as the
 *expected number of errors* in its consensus, from the posterior of the consensus model:
 
-* expected missed clumps: the subjects table's ``expected_num_false_neg`` (rejected clusters and lone marks that
-  were real after all, plus clumps that every viewer missed given their false-negative rates);
-* expected false clumps: the sum of ``false_pos_prob`` over the accepted clumps;
+* expected missed clumps: rejected clusters and lone marks that a larger crowd would call real, plus the clumps
+  that every viewer missed (the larger of the model's estimate, which multiplies the viewers' miss rates, and
+  the clump rate x E[(1 - share)^n] over the real clumps' vote shares: faint clumps are missed together);
+* expected false clumps: the sum over the accepted clumps of P(false);
 * expected wrong labels: the sum over accepted clumps of 1 - P(its label), where P(label) is the posterior of
   the majority label given its marks' tools (each mark names the true label with the crowd's tool agreement
   rate ``q``, learned from the accepted clumps; prior: the share of odd clumps among them).
+
+Each candidate's P(false) (or P(real), for rejected ones) is the larger of the consensus model's and the
+probability that a larger crowd would reverse it from its vote share (m of n viewers marked it; the prior over
+vote shares is learned from every candidate of the export, see :func:`flip_probabilities`). The model assumes
+false marks are independent, so two of four volunteers marking one star look like a clump with certainty; the
+vote share keeps such a galaxy open (issue 12 reports the model's own finished test calling galaxies finished,
+at 6 volunteers, whose consensus purity was 0.66).
 
 A galaxy is *finished* when the sum is below ``retire_below`` AND it had at least ``min_classifications``
 human classifications (a small crowd's skills and visibility say little about one galaxy: the minimum keeps a
@@ -24,8 +32,8 @@ import pandas as pd
 
 from clumptool.common.errors import ClumptoolError
 
-# chosen with bench/lean.py (its docstring has the table): the largest threshold whose finished galaxies keep
-# completeness and purity >= 0.97 against truth on every simulated crowd, at 6 volunteers per galaxy as at 20
+# chosen with bench/lean.py (its docstring has the tables): of 0.05, 0.1 and 0.2, the largest whose finished
+# galaxies keep completeness and purity >= 0.97 against truth on every simulated crowd, at 6 volunteers as at 20
 DEFAULT_RETIRE_BELOW = 0.1
 DEFAULT_MIN_CLASSIFICATIONS = 3
 # the share of volunteers marking a spot below which the crowd calls it false (see flip_probabilities)
