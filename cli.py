@@ -222,6 +222,11 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 @click.option("--central-radius", type=click.FloatRange(min=0.0, max=0.5, max_open=True), default=0.02,
               show_default=True, help="Clusters within this share of the image side of the centre are also "
               "weighed as the central source (bulge marks by the volunteers who mark centres); 0: off.")
+@click.option("--retire-below", type=float, default=0.1, show_default=True,
+              help="A galaxy is finished (is_finished in the subjects table) when its consensus's expected errors "
+              "(missed + false clumps + wrong labels) are below this, with --min-classifications or more.")
+@click.option("--min-classifications", type=int, default=3, show_default=True,
+              help="A galaxy with fewer human classifications than this is never finished.")
 @click.option("--eps", type=float, default=5.0, show_default=True, help="DBSCAN eps (px), --method dbscan.")
 @click.option("--min-samples", type=int, default=3, show_default=True, help="DBSCAN/HDBSCAN min_samples.")
 @click.option("--min-cluster-size", type=int, default=5, show_default=True, help="HDBSCAN min_cluster_size.")
@@ -237,8 +242,8 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
                       method: str, out: Path, table_format: str, images: Path | None, box_scale: float,
                       box_size: float, fwhm_column: str, drop_central: float, fold_improbable: bool,
                       max_false_pos_prob: float, link_radius: float, min_volunteers: int,
-                      central_radius: float, eps: float, min_samples: int,
-                      min_cluster_size: int, strict: bool, on_conflicting_duplicates: str, quiet: bool) -> None:
+                      central_radius: float, retire_below: float, min_classifications: int, eps: float,
+                      min_samples: int, min_cluster_size: int, strict: bool, on_conflicting_duplicates: str, quiet: bool) -> None:
     """Aggregate a Zooniverse classification export into consensus clumps.
 
     Writes clumps, subjects, volunteers and boxes tables, summary.json and overview.png to --out.
@@ -271,6 +276,7 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
         checked_params={"eps": eps, "min_samples": min_samples, "min_cluster_size": min_cluster_size},
         box_scale=box_scale, box_size=box_size, fwhm_column=fwhm_column, drop_central=drop_central,
         fold_improbable=fold_improbable, table_format=table_format,
+        retire_below=retire_below, min_classifications=min_classifications,
     )
     with _byte_progress(classifications, "reading export", disable=quiet) as progress:
         result = aggregate(classifications, subjects, out, options, images=images, progress=progress,

@@ -18,8 +18,15 @@ from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
 from clumptool.aggregation.selection import check_something_to_aggregate
+from clumptool.aggregation.stopping import (
+    DEFAULT_MIN_CLASSIFICATIONS,
+    DEFAULT_RETIRE_BELOW,
+    apply_stopping_rule,
+    check_stopping_options,
+)
 from clumptool.aggregation.subjects import read_subjects
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.jsonable import jsonable
 from clumptool.common.metadata import metadata_key
 from clumptool.common.outputs import check_output_location, output_set
 from clumptool.common.tables import write_table
@@ -43,6 +50,8 @@ class AggregateOptions:
     fold_improbable: bool = False
     improbable_threshold: float = 0.7
     table_format: str = "parquet"
+    retire_below: float = DEFAULT_RETIRE_BELOW  # the stopping rule (aggregation/stopping.py)
+    min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS
 
     check_odd_tools: bool = False  # --odd-tools was given: each must occur in the task
 
@@ -90,6 +99,7 @@ def validate_options(o: AggregateOptions) -> None:
     if o.read.on_conflicting_duplicates not in ON_CONFLICT:
         problems.append(f"--on-conflicting-duplicates {o.read.on_conflicting_duplicates!r}: use one of "
                         f"{', '.join(ON_CONFLICT)}")
+    problems += check_stopping_options(o.retire_below, o.min_classifications)
     problems = [p for p in problems if p]
     if problems:
         raise ClumptoolError("; ".join(problems))
@@ -172,6 +182,7 @@ def aggregate(
     n_unclassified = 0
     if subjects is not None:
         subj, n_unclassified = add_unclassified_subjects(subj, meta)
+    subj = apply_stopping_rule(subj, clumps, marks, options.retire_below, options.min_classifications)
     fwhm = None
     fwhm_col = metadata_key(options.fwhm_column)
     if fwhm_col in subj.columns:
@@ -267,16 +278,8 @@ def _summary(data: ExportData, clumps: pd.DataFrame, subj: pd.DataFrame, options
         "boxes_from_fwhm_subjects": n_fwhm,
         "fit": fit,
         "seconds": {"read": round(t_read, 3), "model": round(t_model, 3)},
-        "options": _jsonable(asdict(options)),
+        "options": jsonable(asdict(options)),
     }
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def write_outputs(result: AggregationResult, out_dir: Path, fmt: str, images: str | os.PathLike | None) -> dict:

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from clumptool.common.errors import ClumptoolError, where
+from clumptool.common.ids import normalise_subject_ids
+from clumptool.common.metadata import find_metadata_column
 from clumptool.detection.catalogue import SubjectSky
 
 PATH_COLUMNS = ("image_path", "image", "file", "path", "filename")
@@ -60,16 +62,12 @@ def _sky_from_dict(ids: list[str], sky: dict[str, SubjectSky]) -> np.ndarray:
     return out
 
 
-def _as_id(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
 def _table_sky(df: pd.DataFrame, fwhm_column: str) -> np.ndarray | None:
-    cols = {str(c).lower().lstrip("#!"): c for c in df.columns}
-    wanted = [cols.get("ra"), cols.get("dec"), cols.get("arcsecperside"),
-              cols.get(fwhm_column.lower().lstrip("#!")) or next((cols[c] for c in FWHM_COLUMNS if c in cols), None)]
+    columns = list(df.columns)
+    fwhm = next((c for c in (find_metadata_column(columns, k) for k in (fwhm_column, *FWHM_COLUMNS))
+                 if c is not None), None)
+    wanted = [find_metadata_column(columns, "ra"), find_metadata_column(columns, "dec"),
+              find_metadata_column(columns, "arcsecPerSide"), fwhm]
     if all(c is None for c in wanted):
         return None
     return np.column_stack([pd.to_numeric(df[c], errors="coerce").to_numpy(float) if c is not None
@@ -101,11 +99,7 @@ def read_image_table(path: str | os.PathLike, fwhm_column: str = "fwhmImagePix")
 
         ids = [image_stem(Path(p)) or Path(p).stem for p in paths]
     else:
-        ids = []
-        for i, v in enumerate(df[id_col].tolist()):
-            if v is None or (isinstance(v, float) and np.isnan(v)) or not str(v).strip():
-                raise ClumptoolError(f"{where(path, f'row {i + 2}', id_col)}: empty id; fill it in or delete the row")
-            ids.append(_as_id(v))
+        ids = normalise_subject_ids(df[id_col], where=path, field=id_col).tolist()
     dup = pd.Series(ids).duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])

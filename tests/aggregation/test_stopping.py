@@ -1,0 +1,134 @@
+"""The per-galaxy stopping rule (aggregation/stopping.py) on hand-made galaxies and tables."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+from clumptool.aggregation.stopping import apply_stopping_rule, label_probabilities
+from clumptool.cli import main
+from clumptool.common.errors import ClumptoolError
+
+CLUMPS = [(120.0, 140.0), (260.0, 230.0)]
+
+
+def _agreeing(b, sid, n, centres=CLUMPS, prefix="v", seed=0, tool=0):
+    rng = np.random.default_rng(seed + sid)
+    for v in range(n):
+        b.add(sid, f"{prefix}{v}", [(float(x + rng.normal(0, 1.0)), float(y + rng.normal(0, 1.0)), tool)
+                                    for x, y in centres])
+
+
+def _obvious_crowd(b, n_galaxies=30, n=4):
+    """Galaxies 100.. each marked alike by the same n volunteers: the crowd the rule learns vote shares from."""
+    for sid in range(100, 100 + n_galaxies):
+        _agreeing(b, sid, n)
+
+
+def _subjects(b, tmp_path, **opts):
+    res = aggregate(b.write(tmp_path / "e.csv"), options=AggregateOptions(**opts))
+    return res.subjects.set_index("subject_id")
+
+
+def test_an_obvious_galaxy_finishes_at_four(export_builder, tmp_path):
+    _obvious_crowd(export_builder)
+    _agreeing(export_builder, 1, 4)
+    s = _subjects(export_builder, tmp_path)
+    assert s.loc[1, "n_clumps"] == 2
+    assert s.loc[1, "is_finished"], s.loc[1, "finished_reason"]
+    assert s.loc[1, "finished_reason"].startswith("finished: expected errors")
+    assert "with 4 classifications" in s.loc[1, "finished_reason"]
+
+
+def test_a_contested_galaxy_is_not_finished(export_builder, tmp_path):
+    _obvious_crowd(export_builder)  # obvious neighbours, so the crowd is not judged on one galaxy alone
+    rng = np.random.default_rng(3)
+    for v in range(4):  # 2 of 4 mark a spot
+        marks = [(float(200 + rng.normal(0, 1.0)), float(200 + rng.normal(0, 1.0)), 0)] if v < 2 else []
+        export_builder.add(2, f"v{v}", marks)
+    s = _subjects(export_builder, tmp_path)
+    assert not s.loc[2, "is_finished"]
+    assert s.loc[2, "expected_errors"] >= 0.1
+    assert s.loc[2, "finished_reason"].startswith("not finished: expected errors")
+    assert "missed" in s.loc[2, "finished_reason"] and "false" in s.loc[2, "finished_reason"]
+
+
+def test_below_the_minimum_classifications_never_finished(export_builder, tmp_path):
+    _agreeing(export_builder, 1, 2)
+    s = _subjects(export_builder, tmp_path, retire_below=1e9)  # whatever the expected errors
+    assert not s.loc[1, "is_finished"]
+    assert s.loc[1, "finished_reason"] == "not finished: 2 classifications < 3"
+    s = _subjects(export_builder, tmp_path, retire_below=1e9, min_classifications=2)
+    assert s.loc[1, "is_finished"]
+
+
+@pytest.mark.parametrize("n", [(3, 4, 6, 10)])
+def test_expected_errors_fall_as_agreeing_volunteers_arrive(export_builder, tmp_path, n):
+    errors = []
+    for k in n:
+        b = type(export_builder)()
+        _agreeing(b, 1, k)
+        errors.append(_subjects(b, tmp_path)["expected_errors"].iloc[0])
+    assert all(later <= earlier + 1e-9 for earlier, later in zip(errors, errors[1:], strict=False)), errors
+
+
+def _table(n_marks, odd_votes, labels, accepted=None, fpp=None, n_viewers=6):
+    k = len(n_marks)
+    return pd.DataFrame({"subject_id": np.arange(k), "n_marks": n_marks, "n_viewers": n_viewers,
+                         "odd_vote": odd_votes, "label": labels,
+                         "accepted": np.ones(k, bool) if accepted is None else accepted,
+                         "false_pos_prob": np.zeros(k) if fpp is None else fpp})
+
+
+def test_label_probability_is_monotone_in_the_votes():
+    # all normal clumps with 1..8 agreeing marks, plus an odd-labelled 2-of-3 clump
+    n = np.arange(1, 9)
+    p = label_probabilities(_table(n, np.zeros(8), np.ones(8, int)))
+    assert np.all(np.diff(p) > 0) and p[-1] > 0.99
+    split = label_probabilities(_table([4, 4, 4], [0.0, 0.25, 0.5], [1, 1, 1]))
+    assert split[0] > split[1] > split[2]
+
+
+def test_expected_errors_are_monotone_in_false_pos_prob_and_misses():
+    clumps = _table([5, 5, 5], [0, 0, 0], [1, 1, 1], fpp=[0.01, 0.2, 0.4])
+    subj = pd.DataFrame({"subject_id": [0, 1, 2], "n_viewers": [5, 5, 5], "expected_num_false_neg": [0.0] * 3})
+    e = apply_stopping_rule(subj, clumps, None, retire_below=0.1)["expected_errors"].to_numpy()
+    assert e[0] < e[1] < e[2]
+    more_missed = subj.assign(expected_num_false_neg=[0.0, 0.1, 0.3])
+    e2 = apply_stopping_rule(more_missed, clumps, None, retire_below=0.1)["expected_errors"].to_numpy()
+    assert np.all(e2 >= e) and e2[2] > e[2]
+
+
+def test_reasons_and_option_checks():
+    clumps = _table([6], [0], [1], fpp=[0.3])
+    subj = pd.DataFrame({"subject_id": [0, 7], "n_viewers": [6, 0], "expected_num_false_neg": [0.05, np.nan]})
+    out = apply_stopping_rule(subj, clumps, None, retire_below=0.1).set_index("subject_id")
+    assert out.loc[0, "finished_reason"].startswith("not finished: expected errors 0.35 >= 0.1 (missed 0.05, "
+                                                    "false 0.30, labels")
+    assert out.loc[7, "finished_reason"] == "not finished: 0 classifications < 3"
+    assert not out["is_finished"].any()
+    with pytest.raises(ClumptoolError, match="--retire-below"):
+        apply_stopping_rule(subj, clumps, None, retire_below=0)
+    with pytest.raises(ClumptoolError, match="--min-classifications"):
+        AggregateOptions(min_classifications=0)
+
+
+def test_aggregate_cli_writes_the_rule_and_refuses_bad_options(export_builder, tmp_path):
+    _obvious_crowd(export_builder)
+    _agreeing(export_builder, 1, 4)
+    _agreeing(export_builder, 2, 2, prefix="w")
+    export = export_builder.write(tmp_path / "e.csv")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["aggregate", str(export), "--out", str(out), "--format", "csv", "--quiet",
+                                  "--retire-below", "0.05", "--min-classifications", "2"])
+    assert r.exit_code == 0, r.output
+    s = pd.read_csv(out / "subjects.csv").set_index("subject_id")
+    assert {"expected_errors", "is_finished", "finished_reason"} <= set(s.columns)
+    assert s.loc[1, "is_finished"] and "< 0.05 with 4 classifications" in s.loc[1, "finished_reason"]
+    before = sorted(p.name for p in out.iterdir())
+    for args, name in ((["--retire-below", "-1"], "--retire-below"), (["--min-classifications", "0"],
+                                                                      "--min-classifications")):
+        r = CliRunner().invoke(main, ["aggregate", str(export), "--out", str(out), *args])
+        assert r.exit_code == 2 and name in r.output and "default" in r.output and "Traceback" not in r.output
+    assert sorted(p.name for p in out.iterdir()) == before
