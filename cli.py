@@ -456,30 +456,6 @@ def _resume_command(checkpoint: Path) -> str:
 UNIT = click.FloatRange(0.0, 1.0)
 
 
-def _quiet_warnings(quiet: bool):
-    """--quiet: no library warnings (torchmetrics, Lightning, PIL) on the terminal; errors still print."""
-    import contextlib
-    import logging
-    import warnings
-
-    @contextlib.contextmanager
-    def ctx():
-        if not quiet:
-            yield
-            return
-        loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
-        levels = [lg.level for lg in loggers]
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            for lg, lvl in zip(loggers, levels, strict=True):
-                lg.setLevel(lvl)
-
-    return ctx()
 
 
 def _interrupted(out: Path, note: str = ""):
@@ -754,21 +730,9 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
 
 def _quiet_warnings(quiet: bool):
     """With --quiet, library warnings (Lightning, torchvision, ...) are not printed; errors still are."""
-    import contextlib
-    import logging
-    import warnings
+    from clumptool.common.quiet import quiet_if
 
-    if not quiet:
-        return contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "lightning_fabric"):
-        logger = logging.getLogger(name)
-        level = logger.level
-        logger.setLevel(logging.ERROR)
-        stack.callback(logger.setLevel, level)
-    return stack
+    return quiet_if(quiet)
 
 
 @main.command("fake-panoptes", short_help="Serve a local fake Zooniverse (Panoptes) API for demos and tests.")

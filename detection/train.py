@@ -56,6 +56,7 @@ from clumptool.common.atomic import write_text_atomic
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.matching import scores_from_counts
 from clumptool.common.outputs import OutputSet, check_output_location, output_set, staging_path
+from clumptool.common.quiet import quiet_libraries
 from clumptool.common.tables import write_table
 from clumptool.detection.backbones import resolve_backbone
 from clumptool.detection.data import (
@@ -263,20 +264,7 @@ def history_table(log_dir: Path) -> pd.DataFrame:
     return m.groupby("epoch")[cols].last().reset_index() if cols else pd.DataFrame()
 
 
-@contextlib.contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Lightning's info lines and deprecation warnings would drown the loop's own progress lines."""
-    loggers = [logging.getLogger(n) for n in ("lightning", "lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lvl in zip(loggers, levels, strict=True):
-            lg.setLevel(lvl)
+quiet_lightning = quiet_libraries  # the demo's and benches' name for it
 
 
 def validation_predictions(model: torch.nn.Module, val_set, batch_size: int) -> list[tuple]:
