@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from harness import no_traceback
 
 SIZE = 40
 SUBJECTS = [str(1000 + i) for i in range(6)]  # 1005 has no clumps
@@ -92,3 +93,12 @@ def catalogue_meta(path: Path) -> dict:
     import pyarrow.parquet as pq
 
     return json.loads(pq.read_schema(path).metadata[b"clumptool"])
+
+
+def failed(outcome, *needles: str) -> None:
+    """Exit 2, an 'Error:' line holding every needle, no traceback."""
+    no_traceback(outcome)
+    assert outcome.code == 2, outcome.text
+    assert "Error" in outcome.text, outcome.text
+    for n in needles:
+        assert n in outcome.text, (n, outcome.text)

@@ -17,6 +17,7 @@ from _evalpred_helpers import (
     OPERATING,
     SUBJECTS,
     catalogue_meta,
+    failed,
     make_model,
     make_project,
     metrics,
@@ -59,15 +60,6 @@ def evaluate(w: Path, *args, truth: Path | None = None, out: Path | None = None)
 def predict(w: Path, *args, out: Path | None = None):
     return run_cli("predict", "--model", w / "model", "--images", w / "project" / "images",
                    "--out", out or w / "prev-cat", *args)
-
-
-def failed(outcome, *needles: str) -> None:
-    """Exit 2, an 'Error:' line holding every needle, no traceback."""
-    no_traceback(outcome)
-    assert outcome.code == 2, outcome.text
-    assert "Error" in outcome.text, outcome.text
-    for n in needles:
-        assert n in outcome.text, (n, outcome.text)
 
 
 def truth_with(w: Path, tmp_path: Path, **changes) -> Path:

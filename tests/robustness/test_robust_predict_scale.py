@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _evalpred_helpers import SUBJECTS, make_model, make_project
+from _evalpred_helpers import SUBJECTS, failed, make_model, make_project
 from harness import interrupt_when, no_traceback, run_cli, snapshot
 
 
@@ -30,14 +30,6 @@ def world(tmp_path_factory):
 def predict(w: Path, *args, images: Path | None = None, out: Path | None = None):
     return run_cli("predict", "--model", w / "model", "--images", images or w / "project" / "images",
                    "--out", out or w / "prev", *args)
-
-
-def failed(outcome, *needles: str) -> None:
-    no_traceback(outcome)
-    assert outcome.code == 2, outcome.text
-    assert "Error" in outcome.text, outcome.text
-    for n in needles:
-        assert n in outcome.text, (n, outcome.text)
 
 
 def table(w: Path, tmp_path: Path, **columns) -> Path:
