@@ -405,6 +405,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
         raise ClumptoolError("no training galaxies (all went to validation?): label more galaxies or lower "
                              "--val-fraction")
     val_truth = sum(len(it.boxes) for it in val_items)
+    n_unclassified = count_unclassified(subjects) if items is None else 0
     boxes_used, boxes_total = count_trained_boxes(train_items + val_items, spec) if items is None else (0, 0)
 
     lit = DetectorModule(**module_kwargs)
@@ -491,7 +492,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
             summary = {
                 "backbone": spec.backbone, "init_weights": spec.init_weights, "version": spec.version,
                 "n_train": len(train_items), "n_val": len(val_items), "n_val_boxes": int(val_truth),
-                "n_subjects_unclassified_skipped": count_unclassified(subjects) if items is None else 0,
+                "n_subjects_unclassified_skipped": n_unclassified,
                 "epochs": int(trainer.current_epoch), "global_step": int(trainer.global_step),
                 "world_size": int(trainer.world_size),
                 "best_checkpoint": f"checkpoints/{best.name}" if best else None, "best_val_f1": best_score,
@@ -517,7 +518,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
                        is_global_zero=bool(trainer.is_global_zero), seconds=time.perf_counter() - t0,
                        history=history, score_threshold=spec.score_threshold, val_f1_at_threshold=threshold_f1,
                        n_val_boxes=int(val_truth), boxes_in_table=boxes_total, boxes_trained_on=boxes_used,
-                       n_unclassified_skipped=count_unclassified(subjects) if items is None else 0)
+                       n_unclassified_skipped=n_unclassified)
 
 
 class CtrlC:
