@@ -174,14 +174,19 @@ def solve_component(inp: ComponentInputs, max_clumps: int = 12, iterations: int 
     return best_lab
 
 
-@dataclass
+@dataclass(frozen=True)
 class Assignment:
-    """The outcome of one assignment step over all images."""
+    """The outcome of one link-and-open step over all images: which marks belong to which open clump."""
 
     cluster: np.ndarray  # per mark: candidate clump id (-1 = no candidate)
+    cl: np.ndarray  # per mark: candidate clump id, 0 where there is none (safe for indexing)
     linked: np.ndarray  # per mark: linked to an open clump
+    d2: np.ndarray  # per mark: squared distance to its candidate's centre
+    e: np.ndarray  # per mark: cost of calling it a false positive
     is_open: np.ndarray  # per candidate clump
     cx: np.ndarray  # per candidate clump centre
     cy: np.ndarray
     group_of: np.ndarray  # per candidate clump: image group
     gain: np.ndarray  # per candidate clump: sum of link gains
+    oc: np.ndarray  # per image group: cost of opening a clump there
+    n_c: int  # number of candidate clumps

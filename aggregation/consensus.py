@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from clumptool.aggregation.assign import ComponentInputs, candidate_components, solve_component
+from clumptool.aggregation.assign import Assignment, ComponentInputs, candidate_components, solve_component
 from clumptool.aggregation.central import central_log_likelihoods, centre_rates, near_centre
 from clumptool.aggregation.export import ExportData
 from clumptool.aggregation.skill import (
@@ -125,8 +125,10 @@ class MarkSet:
         return len(self.groups)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConsensusResult:
+    """What the consensus found: tables for clumps, subjects, volunteers and marks, and how the fit went."""
+
     clumps: pd.DataFrame
     subjects: pd.DataFrame
     volunteers: pd.DataFrame
@@ -259,7 +261,7 @@ class _Model:
             return [lab for labs in pool.map(_solve_batch, batches) for lab in labs]
 
     # -- stage 2: links and openings (vectorised) -------------------------------------------------------
-    def link_open(self, cluster: np.ndarray, skills: Skills, rounds: int = 3) -> dict:
+    def link_open(self, cluster: np.ndarray, skills: Skills, rounds: int = 3) -> Assignment:
         ms = self.ms
         valid = cluster >= 0
         n_c = int(cluster[valid].max()) + 1 if valid.any() else 0
@@ -289,27 +291,27 @@ class _Model:
             if np.array_equal(linked, use):
                 break
             use = linked
-        return dict(cluster=cluster, cl=cl, linked=linked, is_open=is_open, cx=cx, cy=cy, d2=d2,
-                    group_of=group_of, gain=gain, oc=oc, e=e, n_c=n_c)
+        return Assignment(cluster=cluster, cl=cl, linked=linked, d2=d2, e=e, is_open=is_open, cx=cx, cy=cy,
+                          group_of=group_of, gain=gain, oc=oc, n_c=n_c)
 
-    def objective(self, st: dict, skills: Skills) -> float:
+    def objective(self, st: Assignment, skills: Skills) -> float:
         """Negative log posterior (up to a constant) of the assignment and skills."""
-        open_part = np.sum(st["oc"][st["group_of"][st["is_open"]]] - st["gain"][st["is_open"]])
-        return float(np.sum(st["e"]) + open_part - log_prior(skills, self.cfg.priors))
+        open_part = np.sum(st.oc[st.group_of[st.is_open]] - st.gain[st.is_open])
+        return float(np.sum(st.e) + open_part - log_prior(skills, self.cfg.priors))
 
-    def counts(self, st: dict, p_false: np.ndarray | None = None) -> SkillCounts:
+    def counts(self, st: Assignment, p_false: np.ndarray | None = None) -> SkillCounts:
         """Skill statistics of an assignment. ``p_false`` (per candidate clump): the judged probability that
         an opened clump is not real; its marks then count as false positives and it is not a clump the
         viewers missed (so volunteers who consistently mark what is not a clump get a high p_fp)."""
         ms = self.ms
         nv = ms.n_volunteers
-        linked = st["linked"]
-        real = np.where(st["is_open"], 1.0, 0.0)
+        linked = st.linked
+        real = np.where(st.is_open, 1.0, 0.0)
         if p_false is not None:
             real = real * (1.0 - p_false)
-        n_open_group = np.bincount(st["group_of"], weights=real, minlength=ms.n_groups)
+        n_open_group = np.bincount(st.group_of, weights=real, minlength=ms.n_groups)
         seen = np.bincount(ms.view_vol, weights=n_open_group[ms.view_group], minlength=nv)
-        w_link = np.where(linked, real[st["cl"]], 0.0)
+        w_link = np.where(linked, real[st.cl], 0.0)
         matched = np.bincount(ms.vol, weights=w_link, minlength=nv)
         n_marks = np.bincount(ms.vol, minlength=nv).astype(float)
         return SkillCounts(
@@ -318,7 +320,7 @@ class _Model:
             n_clumps_seen=seen,
             n_clumps_missed=np.maximum(seen - matched, 0.0),
             n_matched=matched,
-            sum_d2=np.bincount(ms.vol, weights=w_link * st["d2"], minlength=nv),
+            sum_d2=np.bincount(ms.vol, weights=w_link * st.d2, minlength=nv),
         )
 
 
@@ -394,16 +396,16 @@ def run_consensus(
                            prior_real=round(vis.prior_real, 4))
 
 
-def volunteer_offsets(ms: MarkSet, st: dict, p_false: np.ndarray, prior_marks: float) -> tuple[np.ndarray, np.ndarray]:
+def volunteer_offsets(ms: MarkSet, st: Assignment, p_false: np.ndarray, prior_marks: float) -> tuple[np.ndarray, np.ndarray]:
     """Each volunteer's systematic click offset: mean (as-clicked mark - clump centre) over their marks on
     clumps judged real, shrunk towards 0 by ``prior_marks`` pseudo-marks. Some volunteers click consistently
     beside the clump (a habit, or a display offset); corrected, their marks join the crowd's instead of forming
     a second cluster a few pixels away."""
-    linked, cl = st["linked"], st["cl"]
+    linked, cl = st.linked, st.cl
     w = np.where(linked, 1.0 - p_false[cl], 0.0)
     n = np.bincount(ms.vol, weights=w, minlength=ms.n_volunteers) + prior_marks
-    dx = np.bincount(ms.vol, weights=w * (ms.x_raw - st["cx"][cl]), minlength=ms.n_volunteers)
-    dy = np.bincount(ms.vol, weights=w * (ms.y_raw - st["cy"][cl]), minlength=ms.n_volunteers)
+    dx = np.bincount(ms.vol, weights=w * (ms.x_raw - st.cx[cl]), minlength=ms.n_volunteers)
+    dy = np.bincount(ms.vol, weights=w * (ms.y_raw - st.cy[cl]), minlength=ms.n_volunteers)
     return dx / n, dy / n
 
 
@@ -422,14 +424,14 @@ class Judgement:
     p_false_mark: np.ndarray  # per mark: P(its candidate is not real)
 
 
-def judge_candidates(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig, prev: Judgement | None,
+def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConfig, prev: Judgement | None,
                      iterations: int = 50) -> Judgement:
     """False-positive probability of every opened clump and every lone mark (a one-mark candidate)."""
-    linked, cl, n_c, is_open = st["linked"], st["cl"], st["n_c"], st["is_open"]
+    linked, cl, n_c, is_open = st.linked, st.cl, st.n_c, st.is_open
     ids_open = np.flatnonzero(is_open)
     lone_idx = np.flatnonzero(~linked)
     n_open = len(ids_open)
-    cand_group = np.concatenate([st["group_of"][ids_open], ms.group[lone_idx]])
+    cand_group = np.concatenate([st.group_of[ids_open], ms.group[lone_idx]])
     slot = np.full(n_c, -1, dtype=np.int64)
     slot[ids_open] = np.arange(n_open)
     marker_cand = np.concatenate([slot[cl[linked]], n_open + np.arange(len(lone_idx))])
@@ -438,8 +440,8 @@ def judge_candidates(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig
                                                marker_cand, marker_vol, cfg.visibility_grid)
     g = ms.groups
     width, height = g["image_width"].to_numpy(float), g["image_height"].to_numpy(float)
-    cand_x = np.concatenate([st["cx"][ids_open], ms.x[lone_idx]])
-    cand_y = np.concatenate([st["cy"][ids_open], ms.y[lone_idx]])
+    cand_x = np.concatenate([st.cx[ids_open], ms.x[lone_idx]])
+    cand_y = np.concatenate([st.cy[ids_open], ms.y[lone_idx]])
     central = np.zeros(len(cand_group), dtype=bool)
     centre_rate = np.zeros(ms.n_volunteers)
     central_ll = np.full(len(cand_group), -np.inf)
@@ -467,7 +469,7 @@ def judge_candidates(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig
     central_source[ids_open] = (central_ll > fp_ll)[:n_open] & (p_all[:n_open] >= cfg.max_false_pos_prob)
     central_c = np.zeros(n_c, dtype=bool)
     central_c[ids_open] = central[:n_open]
-    n_needed = np.minimum(cfg.min_volunteers, np.maximum(n_viewers[st["group_of"]], 1))
+    n_needed = np.minimum(cfg.min_volunteers, np.maximum(n_viewers[st.group_of], 1))
     n_marks = np.bincount(cl[linked], minlength=n_c)
     counted = np.where(n_marks < n_needed, 1.0, p_false)
     p_lone = p_all[n_open:]
@@ -479,10 +481,10 @@ def judge_candidates(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig
                      p_false_mark=p_mark)
 
 
-def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig,
+def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConfig,
                  judged: Judgement) -> tuple[pd.DataFrame, pd.DataFrame]:
-    linked, cl, n_c = st["linked"], st["cl"], st["n_c"]
-    is_open = st["is_open"]
+    linked, cl, n_c = st.linked, st.cl, st.n_c
+    is_open = st.is_open
     n_viewers = np.bincount(ms.view_group, minlength=ms.n_groups)
     fpp = judged.p_false
     precision = np.bincount(cl[linked], weights=1.0 / skills.s2[ms.vol][linked], minlength=n_c)
@@ -493,15 +495,15 @@ def _clump_table(ms: MarkSet, st: dict, skills: Skills, cfg: ConsensusConfig,
     n_odd = np.bincount(cl[linked], weights=odd[linked].astype(float), minlength=n_c)
     ids = np.flatnonzero(is_open)
     groups = ms.groups
-    g = st["group_of"][ids]
+    g = st.group_of[ids]
     mean_tool = n_odd[ids] / np.maximum(n_marks[ids], 1)
     enough = n_marks[ids] >= judged.n_needed[ids]
     accepted = (fpp[ids] < cfg.max_false_pos_prob) & enough
     clumps = pd.DataFrame({
         "subject_id": groups["subject_id"].to_numpy()[g],
         "frame": groups["frame"].to_numpy()[g],
-        "x": st["cx"][ids],
-        "y": st["cy"][ids],
+        "x": st.cx[ids],
+        "y": st.cy[ids],
         "label": np.where(mean_tool > 0.5, 2, 1),
         "odd_vote": mean_tool,
         "n_marks": n_marks[ids],
