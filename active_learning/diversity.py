@@ -15,6 +15,7 @@ Embeddings are standardised per feature first so that a few high-variance channe
 from __future__ import annotations
 
 import numpy as np
+from sklearn.cluster import kmeans_plusplus
 
 from clumptool.common.errors import ClumptoolError
 
@@ -64,8 +65,6 @@ def k_center_greedy(embeddings: np.ndarray, n: int, scores: np.ndarray | None = 
 
 def kmeanspp_select(embeddings: np.ndarray, n: int, scores: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     """Indices of ``n`` rows by k-means++ seeding weighted by ``scores`` (sklearn), reproducible by seed."""
-    from sklearn.cluster import kmeans_plusplus
-
     x, _ = _standardise(embeddings)
     m = len(x)
     n = min(int(n), m)

@@ -31,6 +31,7 @@ from clumptool.common.ids import normalise_subject_ids, subject_id_text
 from clumptool.common.metadata import metadata_value, parse_metadata
 from clumptool.common.tables import read_table
 from clumptool.detection.data import unclassified_dropped
+from clumptool.detection.images import index_images
 
 ID_COLUMNS = ("galaxy_id", "subject_id")
 IMAGE_COLUMNS = ("image_path", "image", "file", "path", "filename")
@@ -68,8 +69,6 @@ def _table_pool(path: Path, images: Path | None) -> pd.DataFrame:
             df = df.drop(columns=[img_col])
         df["image_path"] = paths
     elif images is not None:
-        from clumptool.detection.images import index_images
-
         index = index_images(images)
         df["image_path"] = [str(index[g]) if g in index else "" for g in df["galaxy_id"]]
     else:
@@ -106,8 +105,6 @@ def read_pool(pool: str | os.PathLike, images: str | os.PathLike | None = None) 
     if not pool.exists():
         raise ClumptoolError(f"{pool}: pool not found (give a folder of images or a table)")
     if pool.is_dir():
-        from clumptool.detection.images import index_images
-
         index = index_images(pool)
         if not index:
             raise ClumptoolError(f"{pool}: no images (.png, .jpg, .fits) in the pool folder")

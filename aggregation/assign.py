@@ -21,8 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-# scipy is imported where it is used: `aggregate` imports it while worker processes read the export
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 BIG = 1e12
 
@@ -31,10 +33,6 @@ def candidate_components(
     group: np.ndarray, vol: np.ndarray, x: np.ndarray, y: np.ndarray, link_radius: float
 ) -> np.ndarray:
     """Connected components of marks within ``link_radius`` of a mark by another volunteer (same image)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
     n = len(x)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -78,8 +76,6 @@ def _assign(inp: ComponentInputs, centres: np.ndarray, pairs: np.ndarray,
     lab = np.where(cost[np.arange(len(best)), best] < inp.fp_cost, best, -1)
     if len(pairs):
         _separate_pairs(cost, inp.fp_cost, lab, pairs)
-    if multi:
-        from scipy.optimize import linear_sum_assignment
     for idx in multi:  # volunteers with three or more marks: distinct clumps, exact
         m = len(idx)
         mat = np.full((m, k + m), BIG)

@@ -8,8 +8,10 @@ tolerance, and the best iterate is kept (the reference stopped at the first *ris
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,8 +255,6 @@ class _Model:
             workers = min(2, os.cpu_count() or 1) if len(inputs) >= _parallel_min_components() else 1
         if workers <= 1 or len(inputs) < 2 * workers:
             return [solve_component(inp) for inp in inputs]
-        from concurrent.futures import ProcessPoolExecutor
-
         step = -(-len(inputs) // (4 * workers))  # a few batches per worker, in order
         batches = [inputs[i:i + step] for i in range(0, len(inputs), step)]
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -329,8 +329,6 @@ PARALLEL_MIN_COMPONENTS = {"fork": 300, "other": 2_000}  # below these, worker p
 
 def _parallel_min_components() -> int:
     """Forked workers start in milliseconds; spawned or forkserver ones re-import numpy and scipy first."""
-    import multiprocessing
-
     return PARALLEL_MIN_COMPONENTS["fork" if multiprocessing.get_start_method() == "fork" else "other"]
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.errors import where as _where
+from clumptool.common.tables import read_table
 
 _INTEGRAL_TEXT = re.compile(r"[+-]?\d+\.0*")
 
@@ -112,7 +113,5 @@ def read_subject_ids(path: str | os.PathLike, column: str = "subject_id") -> lis
 
     Fully blank lines are skipped; a row with other fields but no id is an error naming its line.
     """
-    from clumptool.common.tables import read_table
-
     df = drop_blank_rows(read_table(path, required=(column,)))
     return list(dict.fromkeys(normalise_subject_ids(df[column], where=path, field=column).tolist()))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clumptool import __version__
 from clumptool.common.errors import ClumptoolError
 
 MANIFEST_NAME = "manifest.json"
@@ -126,8 +127,6 @@ def _write_manifest(staged: OutputSet) -> None:
         if p.is_file() and p.name != MANIFEST_NAME:
             rel = p.relative_to(staged.path).as_posix()
             files[rel] = {"bytes": p.stat().st_size, "sha256": file_digest(p)}
-    from clumptool import __version__
-
     manifest = {
         "format": MANIFEST_FORMAT,
         "command": staged.command,

@@ -10,14 +10,19 @@ NaN sky columns. ``subject_id`` is kept as text (the image file stem).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from astropy.io.votable import from_table
+from astropy.io.votable.tree import Info
+from astropy.table import Table
 
 from clumptool.aggregation.subjects import read_subjects
+from clumptool.common.atomic import atomic_path
 from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.ids import normalise_subject_ids
 from clumptool.common.metadata import find_metadata_column
@@ -192,8 +197,6 @@ def with_units(schema: pa.Schema = CATALOGUE_SCHEMA) -> pa.Schema:
 
 def astropy_table(table: pa.Table, metadata: dict):
     """An astropy Table of the catalogue: units on the columns, run settings (``META_KEYS``) in ``meta``."""
-    from astropy.table import Table
-
     def column(name: str) -> np.ndarray:
         col = table.column(name)
         if pa.types.is_string(col.type):  # FITS needs fixed-width text, not Python objects
@@ -214,18 +217,11 @@ def astropy_table(table: pa.Table, metadata: dict):
 
 def write_astropy(table: pa.Table, target: str | os.PathLike, fmt: str, metadata: dict) -> Path:
     """Write the catalogue as FITS, ECSV or VOTable (atomically)."""
-    import warnings
-
-    from clumptool.common.atomic import atomic_path
-
     t = astropy_table(table, metadata)
     target = Path(target)
     with atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # astropy: long FITS strings need CONTINUE cards, said as a warning
         if fmt == "votable":  # astropy's VOTable writer drops Table.meta: keep the settings as INFO elements
-            from astropy.io.votable import from_table
-            from astropy.io.votable.tree import Info
-
             vot = from_table(t)
             infos = vot.get_first_table().infos
             for key, value in t.meta.items():

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from astropy.io import fits
+from PIL import Image
 
 from clumptool.common.errors import ClumptoolError
 
@@ -58,8 +60,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
         if low.endswith((".fits", ".fit", ".fits.gz", ".fit.gz")):
             arr = load_image(path, 1)
             return int(arr.shape[2]), int(arr.shape[1])
-        from PIL import Image
-
         with Image.open(path) as im:
             return int(im.width), int(im.height)
     except ClumptoolError:
@@ -70,8 +70,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def _load_pil(path: Path, channels: int) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as im:
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.float32) / 65535.0
@@ -87,8 +85,6 @@ def _load_pil(path: Path, channels: int) -> np.ndarray:
 
 
 def _load_fits(path: Path, channels: int, bands: list[int] | None) -> np.ndarray:
-    from astropy.io import fits
-
     with fits.open(path, memmap=False) as hdul:
         data = next((h.data for h in hdul if h.data is not None and h.data.ndim in (2, 3)), None)
         if data is None:

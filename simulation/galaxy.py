@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from astropy.visualization import make_lupton_rgb
 from scipy.ndimage import gaussian_filter, zoom
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
@@ -198,7 +199,5 @@ def scene_objects(scene: Scene) -> pd.DataFrame:
 
 def to_rgb(bands: np.ndarray) -> np.ndarray:
     """gri (3, H, W) -> uint8 RGB (H, W, 3) with the Lupton asinh stretch (R = i, G = r, B = g)."""
-    from astropy.visualization import make_lupton_rgb
-
     g, r, i = bands
     return make_lupton_rgb(i, r, g, minimum=-1.0, stretch=LUPTON_STRETCH, Q=LUPTON_Q)

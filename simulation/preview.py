@@ -7,25 +7,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+from PIL import Image
 
 from clumptool.common.atomic import atomic_path
 
 
 def preview_grid(images: Path, truth: pd.DataFrame, target: str | os.PathLike, n: int = 8) -> Path:
     """Show ``n`` galaxies (the clumpiest first) twice: as a volunteer sees them, and with the truth circled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
     files = sorted(Path(images).glob("*.png"))
     counts = truth.groupby("subject_id").size() if len(truth) else pd.Series(dtype=int)
     files.sort(key=lambda p: (-int(counts.get(int(p.stem), 0)), p.stem))
     picks = files[:n]
     cols = max(1, min(4, len(picks)))
     rows = int(np.ceil(len(picks) / cols))
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(3.2 * cols, 3.3 * 2 * rows), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 3.3 * 2 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2 * rows, cols, squeeze=False)
     for k, path in enumerate(picks):
         with Image.open(path) as im:
             img = np.asarray(im.convert("RGB"))
@@ -38,7 +38,7 @@ def preview_grid(images: Path, truth: pd.DataFrame, target: str | os.PathLike, n
                 t = truth[truth["subject_id"] == int(path.stem)]
                 for _, row in t.iterrows():
                     colour = "orange" if row["label"] == 2 else "cyan"
-                    ax.add_patch(plt.Circle((row["x"], row["y"]), 1.6 * row["fwhm_px"], fill=False, ec=colour,
+                    ax.add_patch(Circle((row["x"], row["y"]), 1.6 * row["fwhm_px"], fill=False, ec=colour,
                                             lw=1.0, ls="-" if row["detectable"] else ":"))
                 ax.set_title(f"{path.stem}: truth", fontsize=8)
             else:
@@ -50,5 +50,4 @@ def preview_grid(images: Path, truth: pd.DataFrame, target: str | os.PathLike, n
     fig.tight_layout()
     with atomic_path(target, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=70, format="png")
-    plt.close(fig)
     return Path(target)

@@ -9,8 +9,10 @@ previous project byte-identical, and a rerun never leaves files of an earlier ru
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -20,9 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
+from clumptool.aggregation.subjects import read_subjects
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.outputs import check_output_location, output_set
+from clumptool.common.tables import read_table
 from clumptool.common.wcs import pixel_to_sky
 from clumptool.simulation.config import CROWD_TABLE, SimulationConfig
 from clumptool.simulation.export_format import classification_rows, workflow_definition, write_export
@@ -34,6 +39,7 @@ from clumptool.simulation.galaxy import (
     scene_objects,
     to_rgb,
 )
+from clumptool.simulation.preview import preview_grid
 from clumptool.simulation.volunteers import ClickBatch, make_population, simulate_clicks
 
 SUBJECT_COLUMNS = ("subject_id", "project_id", "workflow_id", "subject_set_id", "metadata", "locations",
@@ -131,8 +137,6 @@ def subjects_table(galaxies: list[Galaxy], config: SimulationConfig, counts: pd.
 
 
 def _render_png(args: tuple[Scene, np.random.SeedSequence, str]) -> None:
-    from PIL import Image
-
     scene, seed, path = args
     rgb = to_rgb(render_bands(scene, np.random.default_rng(seed)))
     Image.fromarray(rgb).save(path, format="PNG", compress_level=3)
@@ -142,9 +146,6 @@ def _die_with_parent(parent: int) -> None:
     """Render workers end with ``simulate`` itself: a SIGKILL to it must not leave orphans rendering on
     (they would hold its output streams open and keep writing into a staging folder nobody owns)."""
     try:
-        import ctypes
-        import signal
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG (Linux)
     except (OSError, AttributeError):
         pass
@@ -250,8 +251,6 @@ def simulate_project(out_dir: str | os.PathLike, config: SimulationConfig | None
         (tmp / "workflow.json").write_text(json.dumps(workflow_definition(config), indent=2))
         if config.images:
             render_images(galaxies, tmp / "images", config.workers, progress)
-            from clumptool.simulation.preview import preview_grid
-
             preview_grid(tmp / "images", truth, tmp / "preview.png")
         (tmp / "README.txt").write_text(readme_text(config, galaxies, truth, export, pop))
         files = {p.stem: str(out / p.name) for p in sorted(tmp.iterdir())}
@@ -324,8 +323,6 @@ def check_export_target(out_path: str | os.PathLike, what: str = "--out") -> Pat
 
 def read_objects(path: str | os.PathLike | None, truth_path: str | os.PathLike) -> pd.DataFrame | None:
     """objects.csv named by the user, or the one beside truth.csv (a simulated project's), or None."""
-    from clumptool.common.tables import read_table
-
     if path is None:
         beside = Path(truth_path).with_name("objects.csv")
         if not beside.is_file():
@@ -346,9 +343,6 @@ def simulate_volunteer_export(truth_path: str | os.PathLike, subjects_path: str 
     without objects, bulge clickers mark the image centre and distractor clickers have nothing to click.
     The export is written atomically: a failure leaves an earlier file at ``out_path`` as it was.
     """
-    from clumptool.aggregation.subjects import read_subjects
-    from clumptool.common.tables import read_table
-
     config = config or SimulationConfig()
     check_export_target(out_path)
     truth = read_table(truth_path, required=("subject_id", "x", "y", "label"))

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import simulate_crowd
+from export_builders import simulate_crowd
 
 from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
 from clumptool.aggregation.evaluation import match_to_truth

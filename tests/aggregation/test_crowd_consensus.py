@@ -7,7 +7,7 @@ number of volunteers)."""
 
 import numpy as np
 import pandas as pd
-from conftest import ExportBuilder
+from export_builders import ExportBuilder
 
 from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
 from clumptool.aggregation.export import read_export

@@ -17,7 +17,7 @@ import pytest
 from clumptool.common.errors import ClumptoolError
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import make_tiny_project  # noqa: E402
+from tiny_projects import make_tiny_project  # noqa: E402
 
 
 @pytest.fixture(scope="module")

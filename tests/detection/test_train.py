@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_projects import make_tiny_project
 
 from clumptool.cli import main
 from clumptool.common.errors import ClumptoolError
@@ -85,14 +86,6 @@ def test_cli_bad_inputs(tiny_project, tmp_path):
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
     """Lightning's "ddp" on CPU (gloo) re-runs the command once per extra device: run the CLI as a subprocess."""
-    import importlib.util  # this folder's conftest by path: "conftest" may name another folder's module
-
-    spec = importlib.util.spec_from_file_location("_detection_conftest", os.path.join(os.path.dirname(__file__),
-                                                                                      "conftest.py"))
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
-    make_tiny_project = helpers.make_tiny_project
-
     boxes, images, subjects = make_tiny_project(tmp_path, n=10)
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "clumptool.cli", "train", "--boxes", str(boxes), "--images", str(images),
