@@ -1,12 +1,12 @@
 """The simulated project: reproducible bytes, truth that matches the pixels, valid exports, realistic rates."""
 
-import hashlib
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from folder_digest import folder_digest
 from PIL import Image
 
 from clumptool.aggregation.export import EXPORT_COLUMNS, read_export
@@ -18,13 +18,6 @@ from clumptool.simulation.project import simulate_project, simulate_volunteer_ex
 SMALL = dict(galaxies=8, volunteers_per_subject=6, image_size=128, seed=5, clumpy_fraction=1.0, workers=1)
 
 
-def _digest(folder):
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":  # the manifest names the run (id, time)
-            h.update(p.relative_to(folder).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +30,10 @@ def project(tmp_path_factory):
 def test_same_seed_same_bytes_other_seed_differs(project, tmp_path):
     again = tmp_path / "again"
     simulate_project(again, SimulationConfig(**SMALL))
-    assert _digest(project) == _digest(again)
+    assert folder_digest(project) == folder_digest(again)
     other = tmp_path / "other"
     simulate_project(other, SimulationConfig(**{**SMALL, "seed": 6}))
-    assert _digest(project) != _digest(other)
+    assert folder_digest(project) != folder_digest(other)
 
 
 def test_files_written(project):
