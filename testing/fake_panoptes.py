@@ -227,7 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         entry = {"method": self.command, "path": path, "query": query, "time": time.time(),
-                 "auth": "Authorization" in self.headers, "body": _loggable_body(path, self.headers, raw)}
+                 "auth": "Authorization" in self.headers, "body": _loggable_body(path, self.headers, raw),
+                 "range": self.headers.get("Range")}
         fault = None
         with state.lock:
             state.requests.append(entry)
@@ -917,3 +918,44 @@ def fault_from_dict(spec: dict) -> Fault:
     if unknown:
         raise ValueError(f"unknown fault fields {sorted(unknown)}; allowed: {sorted(allowed)}")
     return Fault(**spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# building export CSVs for the fake to serve (tests and the demo)
+# ---------------------------------------------------------------------------------------------
+
+EXPORT_HEADER = ("classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name",
+                 "workflow_version", "created_at", "gold_standard", "expert", "metadata", "annotations",
+                 "subject_data", "subject_ids")
+
+
+def classification_record(classification_id: int, subject_id: int | str, user: str,
+                          marks: list[tuple[float, float, int]], workflow_id: int = 5678,
+                          size: tuple[int, int] = (400, 400), subject_metadata: dict | None = None,
+                          version: str = "3.1", task: str = "T0") -> dict:
+    """One row of a classification export as Zooniverse writes it: point marks (x, y, tool) on ``task``,
+    the image's natural size in ``metadata`` and the subject's metadata in ``subject_data``."""
+    meta = {"source": "api", "session": "s", "classifier_version": "2.0", "user_language": "en",
+            "subject_dimensions": [{"clientWidth": 500, "clientHeight": 500, "naturalWidth": size[0],
+                                    "naturalHeight": size[1]}]}
+    value = [{"x": float(x), "y": float(y), "tool": int(tool), "frame": 0, "details": [],
+              "tool_label": "Odd clump" if tool else "Normal clump"} for x, y, tool in marks]
+    created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(1_575_000_000 + int(classification_id)))
+    return {"classification_id": int(classification_id), "user_name": user, "user_id": abs(hash(user)) % 10**6,
+            "user_ip": "ddf0c9028b1ece89e3b1", "workflow_id": workflow_id, "workflow_name": "Clump marking",
+            "workflow_version": version, "created_at": created, "gold_standard": "", "expert": "",
+            "metadata": json.dumps(meta), "annotations": json.dumps([{"task": task, "value": value}]),
+            "subject_data": json.dumps({str(subject_id): {"retired": None, **(subject_metadata or {})}}),
+            "subject_ids": str(subject_id)}
+
+
+def export_csv(records: list[dict], header: tuple[str, ...] = EXPORT_HEADER) -> bytes:
+    """The CSV bytes of an export of ``records`` (Zooniverse quotes JSON fields and ends lines with \\n)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(header), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue().encode()
