@@ -97,19 +97,21 @@ class FetchReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def _cut_short(path: Path, what: str) -> ClumptoolError:
-    return ClumptoolError(f"{path.name}: the export is incomplete: {what}; the download was cut short or the "
+def _cut_short(path: str, what: str) -> ClumptoolError:
+    return ClumptoolError(f"{path}: the export is incomplete: {what}; the download was cut short or the "
                           "server's file is truncated, so nothing was published. Run the same command again; if "
                           "it persists, ask Zooniverse for a fresh export with --generate")
 
 
-def verify_export(path: Path, export_type: str) -> int:
-    """Number of records in a downloaded export after checking it is whole (else ClumptoolError).
+def verify_export(path: Path, export_type: str, name: str | None = None) -> int:
+    """Number of records in a downloaded export after checking it is whole (else ClumptoolError naming
+    ``name``, default the path).
 
     The header must hold the columns of ``export_type``; every record must have the header's number of fields
     and the file must end with a line end after a complete record.
     """
     required = EXPORT_COLUMNS[export_type]
+    shown_name = name or str(path)
     with open(path, "rb") as fh:
         head = fh.read(200)
         size = fh.seek(0, 2)
@@ -117,7 +119,7 @@ def verify_export(path: Path, export_type: str) -> int:
             fh.seek(size - 1)
         last = fh.read(1)
     if size == 0:
-        raise _cut_short(path, "the file is empty (0 bytes)")
+        raise _cut_short(shown_name, "the file is empty (0 bytes)")
     rows = 0
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -126,23 +128,23 @@ def verify_export(path: Path, export_type: str) -> int:
             missing = [c for c in required if c not in header]
             if missing:
                 shown = head.decode("utf-8", errors="replace").splitlines()[0][:120] if head else ""
-                raise ClumptoolError(f"{path.name}: not a Zooniverse {export_type} export: missing column(s) "
+                raise ClumptoolError(f"{shown_name}: not a Zooniverse {export_type} export: missing column(s) "
                                      f"{', '.join(missing)} (it starts {shown!r}); check --endpoint, or ask for a "
                                      "fresh export with --generate")
             for row in reader:
                 rows += 1
                 if len(row) != len(header):
                     first = f" ({header[0]} {row[0]})" if row and header else ""
-                    raise _cut_short(path, f"record {rows}{first} (line {reader.line_num}) has {len(row)} of "
+                    raise _cut_short(shown_name, f"record {rows}{first} (line {reader.line_num}) has {len(row)} of "
                                            f"{len(header)} fields")
     except csv.Error:
-        raise _cut_short(path, f"record {rows + 1} ends inside a quoted field (the file stops in the middle "
+        raise _cut_short(shown_name, f"record {rows + 1} ends inside a quoted field (the file stops in the middle "
                                "of it)") from None
     except UnicodeDecodeError as exc:
-        raise ClumptoolError(f"{path.name}: not UTF-8 text at byte {exc.start} (record {rows + 1}); run the same "
+        raise ClumptoolError(f"{shown_name}: not UTF-8 text at byte {exc.start} (record {rows + 1}); run the same "
                              "command again, or ask for a fresh export with --generate") from None
     if last != b"\n":
-        raise _cut_short(path, f"the last record (record {rows}) has no line end, so it may be cut in its last "
+        raise _cut_short(shown_name, f"the last record (record {rows}) has no line end, so it may be cut in its last "
                                "field")
     return rows
 
@@ -353,7 +355,7 @@ def fetch_exports(out_dir: str | os.PathLike, options: FetchOptions, progress: b
                 name = f"{export_type}.csv"
                 part = staged.path / f".{name}.part"
                 size = download(medium["src"], part, name, progress)
-                rows = verify_export(part, export_type)
+                rows = verify_export(part, export_type, name)
                 if export_type == "classifications" and options.incremental:
                     if previous.is_file():
                         n_old, added = merge_classifications(previous, part, staged.file(name))

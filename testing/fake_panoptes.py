@@ -22,13 +22,16 @@ Only the standard library is used. Never expose it beyond 127.0.0.1: it has no r
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import http.cookies
+import io
 import json
 import re
 import secrets
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -941,7 +944,7 @@ def classification_record(classification_id: int, subject_id: int | str, user: s
     value = [{"x": float(x), "y": float(y), "tool": int(tool), "frame": 0, "details": [],
               "tool_label": "Odd clump" if tool else "Normal clump"} for x, y, tool in marks]
     created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(1_575_000_000 + int(classification_id)))
-    return {"classification_id": int(classification_id), "user_name": user, "user_id": abs(hash(user)) % 10**6,
+    return {"classification_id": int(classification_id), "user_name": user, "user_id": zlib.crc32(user.encode()) % 10**6,
             "user_ip": "ddf0c9028b1ece89e3b1", "workflow_id": workflow_id, "workflow_name": "Clump marking",
             "workflow_version": version, "created_at": created, "gold_standard": "", "expert": "",
             "metadata": json.dumps(meta), "annotations": json.dumps([{"task": task, "value": value}]),
@@ -951,9 +954,6 @@ def classification_record(classification_id: int, subject_id: int | str, user: s
 
 def export_csv(records: list[dict], header: tuple[str, ...] = EXPORT_HEADER) -> bytes:
     """The CSV bytes of an export of ``records`` (Zooniverse quotes JSON fields and ends lines with \\n)."""
-    import csv
-    import io
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(header), lineterminator="\n")
     writer.writeheader()
