@@ -752,6 +752,32 @@ class FakePanoptes:
         return 201, {kind: [rendered], "links": {}, "meta": {}}, {"ETag": _etag(self._render(kind, obj))}
 
     # -- data exports and retirement ------------------------------------------------------------------------
+    def add_linked_subjects(self, n: int, workflow_id: int | str = 5678, name: str = "fixture set") -> list[str]:
+        """``n`` subjects (remote media, no upload) in a new subject set linked to ``workflow_id``; their ids."""
+        state = self.state
+        with state.lock:
+            workflow = state.workflows[str(workflow_id)]
+            project = workflow["links"]["project"]
+            set_id = state.new_id()
+            state.subject_sets[set_id] = {"id": set_id, "display_name": name, "metadata": {},
+                                          "set_member_subjects_count": n, "created_at": "2020-01-01T00:00:00Z",
+                                          "links": {"project": project, "workflows": [str(workflow_id)]}}
+            state.projects[project]["links"]["subject_sets"].append(set_id)
+            workflow["links"]["subject_sets"].append(set_id)
+            ids = []
+            for _ in range(n):
+                sid = state.new_id()
+                state.subjects[sid] = {"id": sid, "metadata": {}, "zooniverse_id": None,
+                                       "locations": [{"type": "image/png", "url": f"https://example.org/{sid}.png"}],
+                                       "created_at": "2020-01-01T00:00:00Z",
+                                       "links": {"project": project, "collections": [], "subject_sets": [set_id]}}
+                mid = state.new_id()
+                state.set_member_subjects[mid] = {"id": mid, "priority": None, "linked_at": time.time(),
+                                                  "links": {"subject": sid, "subject_set": set_id}}
+                ids.append(sid)
+            self._persist()
+        return ids
+
     def set_export(self, kind: str, resource_id: int | str, export_type: str, data: bytes) -> None:
         """What the next generated ``export_type`` export of ``kind``/``resource_id`` will contain."""
         with self.state.lock:
