@@ -143,6 +143,15 @@ class RetireReport:
     left_for_later: int = 0
     no_longer_finished: int = 0
 
+    def warnings(self) -> list[str]:
+        """Lines to print even with --quiet: finished subjects that could not be retired."""
+        if not self.unknown:
+            return []
+        shown = ", ".join(self.unknown[:10]) + (", ..." if len(self.unknown) > 10 else "")
+        return [f"warning: {len(self.unknown):,} finished subjects are not subjects of this workflow on the server "
+                f"and were not retired: {shown} (check --workflow-id and --endpoint; they are checked again on "
+                "the next run)"]
+
     def format(self, show: int = 20) -> str:
         head = (f"{self.finished:,} finished and {self.unfinished:,} unfinished subjects in {self.table}; "
                 f"{self.already_retired:,} already retired by earlier runs (ledger {self.ledger})")
@@ -157,11 +166,7 @@ class RetireReport:
             lines.append(f"retired {self.retired_now:,} subjects now (reason '{REASON}')")
         if self.left_for_later:
             lines.append(f"--partial: {self.left_for_later:,} finished subjects are left for the next runs")
-        if self.unknown:
-            shown = ", ".join(self.unknown[:10]) + (", ..." if len(self.unknown) > 10 else "")
-            lines.append(f"warning: {len(self.unknown):,} finished subjects are not subjects of this workflow on "
-                         f"the server and were not retired: {shown} (check --workflow-id and --endpoint; they are "
-                         "checked again on the next run)")
+        lines += self.warnings()
         if self.no_longer_finished:
             lines.append(f"note: {self.no_longer_finished:,} subjects retired by earlier runs are no longer finished "
                          "in this table (Zooniverse keeps them retired; unretire them in the Lab if needed)")
