@@ -85,7 +85,7 @@ def to_original_pixels(marks: pd.DataFrame, frames: pd.DataFrame,
     hit = pos >= 0
     if hit.any():
         p = pos[hit]
-        x, y = marks["x"].to_numpy(dtype="float64"), marks["y"].to_numpy(dtype="float64")
+        x, y = marks["x"].to_numpy(dtype="float64", copy=True), marks["y"].to_numpy(dtype="float64", copy=True)
         x[hit] = table["x0"].to_numpy()[p] + x[hit] / table["scale_x"].to_numpy()[p]
         y[hit] = table["y0"].to_numpy()[p] + y[hit] / table["scale_y"].to_numpy()[p]
         marks["x"], marks["y"] = x, y
@@ -93,7 +93,8 @@ def to_original_pixels(marks: pd.DataFrame, frames: pd.DataFrame,
     fhit = fpos >= 0
     if fhit.any():
         q = fpos[fhit]
-        w, h = frames["image_width"].to_numpy(dtype="float64"), frames["image_height"].to_numpy(dtype="float64")
+        w = frames["image_width"].to_numpy(dtype="float64", copy=True)
+        h = frames["image_height"].to_numpy(dtype="float64", copy=True)
         w[fhit] = w[fhit] / table["scale_x"].to_numpy()[q]
         h[fhit] = h[fhit] / table["scale_y"].to_numpy()[q]
         frames["image_width"], frames["image_height"] = w, h
