@@ -7,6 +7,9 @@ truncated file refused, the subjects and workflows exports, and the incremental 
 
 from __future__ import annotations
 
+import time
+import types
+
 import pytest
 
 from clumptool.active_learning.exports import (
@@ -35,8 +38,8 @@ def options(fake, **kw) -> FetchOptions:
 def no_sleep(monkeypatch, panoptes_client):
     """panoptes-client's wait_export polls every 2 s: make its sleeps instant (the fake's delay is real time)."""
     slept = []
-    real = panoptes_client.exportable.time.sleep
-    monkeypatch.setattr(panoptes_client.exportable.time, "sleep", lambda s: (slept.append(s), real(0.05)))
+    fast = types.SimpleNamespace(sleep=lambda s: (slept.append(s), time.sleep(0.05)))
+    monkeypatch.setattr(panoptes_client.exportable, "time", fast)  # only the client's module: not time itself
     return slept
 
 
