@@ -74,19 +74,23 @@ class RetirementLedger(Ledger):
         cur = self._exec("SELECT subject_id, state FROM retirements WHERE workflow_id=?", (str(workflow_id),))
         return dict(cur.fetchall())
 
-    def record_finished(self, workflow_id: int, reasons: dict[str, str]) -> None:
-        """Note subjects about to be retired (a subject already recorded keeps its state)."""
-        now = _now()
+    def _write_many(self, sql: str, rows: list[tuple]) -> None:
+        """``sql`` for every row in one transaction: all of it is recorded, or none."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO retirements (workflow_id, subject_id, state, finished_reason, updated_at)"
-                    " VALUES (?,?,?,?,?)", [(str(workflow_id), sid, "pending", r, now) for sid, r in reasons.items()])
+                self._db.executemany(sql, rows)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def record_finished(self, workflow_id: int, reasons: dict[str, str]) -> None:
+        """Note subjects about to be retired (a subject already recorded keeps its state)."""
+        now = _now()
+        self._write_many("INSERT OR IGNORE INTO retirements (workflow_id, subject_id, state, finished_reason, "
+                         "updated_at) VALUES (?,?,?,?,?)",
+                         [(str(workflow_id), sid, "pending", r, now) for sid, r in reasons.items()])
 
     def mark_retirement(self, workflow_id: int, subject_ids: list[str], state: str, error: str | None = None) -> None:
         """Move subjects to ``state`` ('sending' also counts an attempt) in one transaction."""
@@ -94,17 +98,9 @@ class RetirementLedger(Ledger):
             raise ValueError(f"unknown retirement state {state!r}; expected one of {RETIRE_STATES}")
         attempt = int(state == "sending")
         now = _now()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "UPDATE retirements SET state=?, error=?, attempts=attempts+?, updated_at=? "
-                    "WHERE workflow_id=? AND subject_id=?",
-                    [(state, error, attempt, now, str(workflow_id), sid) for sid in subject_ids])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        self._write_many("UPDATE retirements SET state=?, error=?, attempts=attempts+?, updated_at=? "
+                         "WHERE workflow_id=? AND subject_id=?",
+                         [(state, error, attempt, now, str(workflow_id), sid) for sid in subject_ids])
 
 
 def default_retire_state_dir(endpoint: str, workflow_id: int) -> Path:
