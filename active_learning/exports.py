@@ -35,7 +35,7 @@ from clumptool.active_learning.zooniverse import DEFAULT_ENDPOINT, Session, chec
 from clumptool.aggregation.export import REQUIRED_COLUMNS
 from clumptool.aggregation.workflows import REQUIRED as WORKFLOW_COLUMNS
 from clumptool.common.errors import ClumptoolError
-from clumptool.common.outputs import check_output_location, output_set
+from clumptool.common.outputs import check_output_location, output_set, read_manifest
 
 #: export type -> the columns a file of that type must have (to recognise it).
 EXPORT_COLUMNS = {
@@ -218,6 +218,12 @@ def _total(response: requests.Response) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
+def _starts_at(response: requests.Response, offset: int) -> bool:
+    """Does a 206 answer continue exactly at ``offset`` (``Content-Range: bytes OFFSET-...``)?"""
+    content_range = response.headers.get("Content-Range", "")
+    return content_range.startswith(f"bytes {offset}-")
+
+
 def download(url: str, target: Path, name: str, progress: bool = True, attempts: int = DOWNLOAD_ATTEMPTS,
              pause: Callable[[float], None] = time.sleep) -> int:
     """Stream ``url`` into ``target``; after a dropped connection continue where it stopped (HTTP Range) up
@@ -239,10 +245,12 @@ def download(url: str, target: Path, name: str, progress: bool = True, attempts:
                         if response.status_code in (401, 403, 404, 410):
                             break  # the signed URL expired or the file is gone: retrying will not help
                         continue
-                    if response.status_code == 200 and have:  # no Range support: start again
-                        have = 0
+                    if have and (response.status_code == 200 or not _starts_at(response, have)):
+                        have = 0  # no Range support (or another range): start again
                         target.write_bytes(b"")
                         bar.reset()
+                        if response.status_code == 206:
+                            continue
                     total = _total(response) if total is None or response.status_code == 200 else total
                     bar.total = total
                     with open(target, "ab") as fh:
@@ -335,6 +343,10 @@ def fetch_exports(out_dir: str | os.PathLike, options: FetchOptions, progress: b
         raise ClumptoolError(f"--wait-minutes {options.wait_minutes}: give 0 or more minutes")
     previous = out / "classifications.csv"
     if options.incremental and previous.is_file():
+        earlier = (read_manifest(out) or {}).get("info", {}).get("workflow_id")
+        if earlier is not None and str(earlier) != str(options.workflow_id):
+            raise ClumptoolError(f"--incremental: {previous} holds the export of workflow {earlier}, not --workflow-id "
+                                 f"{options.workflow_id}; give another --out for this workflow")
         verify_export(previous, "classifications")  # never merge into a broken local file
     report = FetchReport(out_dir=out)
     say = log or (lambda _: None)

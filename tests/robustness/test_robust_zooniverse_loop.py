@@ -262,3 +262,30 @@ def test_retire_unknown_subjects_warned_even_quiet(fake, tmp_path):
     assert "424242" in res.err and "check --workflow-id and --endpoint" in res.err
     assert fake.state.retired(5678) == {ids[0]: "consensus"}
     assert ledger_rows(tmp_path / "state") == [(ids[0], "retired"), ("424242", "unknown")]
+
+
+def test_fetch_incremental_into_another_workflows_export_refused(fake, fetched):
+    fake.state.workflows["5679"] = {**fake.state.workflows["5678"], "id": "5679"}
+    before = snapshot(fetched)
+    res = run_cli("fetch-export", "--workflow-id", 5679, "--endpoint", fake.url, "--out", fetched, "--incremental")
+    failed(res, 2, "holds the export of workflow 5678, not --workflow-id 5679", "give another --out")
+    assert snapshot(fetched) == before
+
+
+def test_retire_sigint_mid_run_then_resume(fake, tmp_path):
+    ids = fake.add_linked_subjects(6)
+    table = subjects_table(tmp_path, ids, [True] * 6)
+    fake.state.add_fault("POST", RETIRE, nth=2, status=0, delay=3.0, after=True)  # hold the 2nd batch
+    args = ["retire", table, "--workflow-id", 5678, "--endpoint", fake.url, "--state", tmp_path / "state",
+            "--batch-size", 2]
+    res = interrupt_when(args, lambda: len(fake.state.requests_to("POST", RETIRE)) >= 2,
+                         env={"PANOPTES_USERNAME": USER, "PANOPTES_PASSWORD": PASSWORD})
+    no_traceback(res)
+    assert res.code == 130, res.text
+    assert "run the same command again to resume" in res.err
+    again = retire(fake, table, tmp_path / "state", "--batch-size", 2)
+    assert again.code == 0, again.text
+    assert set(fake.state.retired(5678)) == set(ids)
+    sent = [s for p in fake.state.requests_to("POST", RETIRE) for s in p["body"]["subject_ids"]]
+    assert sorted(sent) == sorted(ids + ids[2:4]), "only the batch in flight is sent again"
+    assert [s for _, s in ledger_rows(tmp_path / "state")] == ["retired"] * 6
