@@ -227,19 +227,27 @@ def _starts_at(response: requests.Response, offset: int) -> bool:
 def download(url: str, target: Path, name: str, progress: bool = True, attempts: int = DOWNLOAD_ATTEMPTS,
              pause: Callable[[float], None] = time.sleep) -> int:
     """Stream ``url`` into ``target``; after a dropped connection continue where it stopped (HTTP Range) up
-    to ``attempts`` times. Returns the bytes written; ClumptoolError when it never completes."""
-    have, total, error = 0, None, ""
+    to ``attempts`` times. Returns the bytes written; ClumptoolError when it never completes.
+
+    A file served compressed (``Content-Encoding``) is decoded as panoptes-client's own reader does; its
+    offsets are those of the compressed bytes, so such a download restarts instead of resuming.
+    """
+    have, total, error, encoded = 0, None, "", False
     target.write_bytes(b"")
     with tqdm(total=None, desc=f"downloading {name}", unit="B", unit_scale=True, disable=not progress,
               leave=False) as bar:
         for attempt in range(attempts):
             if attempt:
                 pause(min(30.0, 0.5 * 2 ** (attempt - 1)))
-            headers = {"Range": f"bytes={have}-"} if have else {}
+            if encoded and have:
+                have = 0
+                target.write_bytes(b"")
+                bar.reset()
+            headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
             try:
                 with requests.get(url, headers=headers, stream=True, timeout=(30, 300)) as response:
                     if response.status_code == 416 and total is not None and have >= total:
-                        break
+                        return have
                     if response.status_code not in (200, 206):
                         error = f"HTTP {response.status_code}"
                         if response.status_code in (401, 403, 404, 410):
@@ -251,7 +259,9 @@ def download(url: str, target: Path, name: str, progress: bool = True, attempts:
                         bar.reset()
                         if response.status_code == 206:
                             continue
+                    encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("identity", "")
                     total = _total(response) if total is None or response.status_code == 200 else total
+                    total = None if encoded else total
                     bar.total = total
                     with open(target, "ab") as fh:
                         for chunk in response.iter_content(CHUNK):
