@@ -809,6 +809,101 @@ def demo_command(out: Path, galaxies: int, seed: int) -> None:
     run_demo(out, galaxies=galaxies, seed=seed, log=click.echo)
 
 
+# ---------------------------------------------------------------------------------------------
+# the loop on Zooniverse: fetch-export and retire (clumptool.active_learning)
+# ---------------------------------------------------------------------------------------------
+
+
+@main.command("fetch-export", short_help="Download a workflow's classification export (and subjects, workflows).")
+@click.option("--workflow-id", type=int, required=True, help="Workflow whose classifications to fetch.")
+@click.option("--project-id", type=int, help="Its project (checked; default: the workflow's own project).")
+@click.option("--generate", is_flag=True, help="Ask Zooniverse for a fresh export first and wait for it.")
+@click.option("--wait-minutes", type=float,
+              help="Wait this long for an export being generated [default: 60 with --generate, else 0].")
+@click.option("--subjects", "with_subjects", is_flag=True, help="Also the project's subjects export (subjects.csv).")
+@click.option("--workflows", "with_workflows", is_flag=True,
+              help="Also the project's workflows export (workflows.csv).")
+@click.option("--incremental", "--since-last", "incremental", is_flag=True,
+              help="Merge into the classifications.csv already in --out: add only classifications it lacks.")
+@click.option("--endpoint", default="https://www.zooniverse.org", show_default=True,
+              help="Panoptes endpoint (https; credentials come from PANOPTES_* only).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for classifications.csv (subjects.csv, workflows.csv) and manifest.json.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary (errors are always printed).")
+def fetch_export_command(workflow_id: int, project_id: int | None, generate: bool, wait_minutes: float | None,
+                         with_subjects: bool, with_workflows: bool, incremental: bool, endpoint: str, out: Path,
+                         quiet: bool) -> None:
+    """Download the workflow's classification export from Zooniverse with panoptes-client's export API,
+    resuming a dropped download, and publish it only once it is whole (header, every record complete).
+
+    Credentials as select-next-batch takes them: PANOPTES_USERNAME and PANOPTES_PASSWORD, or
+    PANOPTES_CLIENT_ID and PANOPTES_CLIENT_SECRET. The files hold the bytes exactly as Zooniverse served them;
+    with --incremental, classifications.csv keeps every record it had and gains the new ones.
+
+    Example: clumptool fetch-export --workflow-id 5678 --generate --subjects --out exports/
+
+    Exit 0: every file asked for is in --out, whole. Exit 2: an error (no export yet, still being generated,
+    a download that never completed, a truncated file); --out keeps its previous files.
+    """
+    from clumptool.active_learning.exports import FetchOptions, fetch_exports
+
+    options = FetchOptions(workflow_id=workflow_id, project_id=project_id, generate=generate,
+                           wait_minutes=wait_minutes, subjects=with_subjects, workflows=with_workflows,
+                           incremental=incremental, endpoint=endpoint)
+    try:
+        report = fetch_exports(out, options, progress=not quiet, log=None if quiet else click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"\nInterrupted: {out} is as it was before this run; run the same command again (without "
+                   "--generate if an export was already requested)", err=True)
+        sys.exit(130)
+    if not quiet:
+        click.echo(report.format())
+
+
+@main.command("retire", short_help="Retire on Zooniverse the galaxies whose consensus is finished.")
+@click.argument("subjects_table", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--workflow-id", type=int, required=True, help="Workflow to retire the subjects in.")
+@click.option("--endpoint", default="https://www.zooniverse.org", show_default=True,
+              help="Panoptes endpoint (https; credentials come from PANOPTES_* only).")
+@click.option("--state", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the ledger that remembers what was retired [default: $CLUMPTOOL_STATE_DIR (else "
+                   "~/.local/state/clumptool)/<endpoint host>/workflow-<id>/].")
+@click.option("--dry-run", is_flag=True, help="Print what would be retired; send nothing, write nothing.")
+@click.option("--max", "max_subjects", type=int, default=1000, show_default=True,
+              help="Refuse (exit 2) when more subjects than this are to be retired in one run.")
+@click.option("--partial", is_flag=True, help="With more than --max to retire: retire the first --max now.")
+@click.option("--batch-size", type=int, default=50, show_default=True, help="Subjects per retirement request.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary (errors and warnings are always printed).")
+def retire_command(subjects_table: Path, workflow_id: int, endpoint: str, state: Path | None, dry_run: bool,
+                   max_subjects: int, partial: bool, batch_size: int, quiet: bool) -> None:
+    """Retire (reason 'consensus') the subjects of aggregate's SUBJECTS_TABLE whose is_finished is true.
+
+    Only finished subjects are ever sent. A ledger makes reruns retire nothing twice and lets a run stopped
+    half way resume; --max caps how many one run may retire. Subjects the server does not have in the
+    workflow are reported and not retired.
+
+    Example: clumptool retire aggregated/subjects.parquet --workflow-id 5678 --dry-run
+
+    Exit 0: every finished subject is retired (or, with --dry-run, listed). Exit 2: an error (a table
+    without is_finished, more than --max to retire, a failed request: run again to resume).
+    """
+    from clumptool.active_learning.retire import RetireOptions, retire_finished
+
+    options = RetireOptions(workflow_id=workflow_id, endpoint=endpoint, state=state, dry_run=dry_run,
+                            max_subjects=max_subjects, partial=partial, batch_size=batch_size)
+    try:
+        report = retire_finished(subjects_table, options, progress=not quiet)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: run the same command again to resume (subjects already retired are not sent "
+                   "again)", err=True)
+        sys.exit(130)
+    if not quiet or dry_run:
+        click.echo(report.format())
+    else:
+        for line in report.warnings():
+            click.echo(line, err=True)
+
+
 def run() -> None:
     """Console entry point (``clumptool``)."""
     main.main(prog_name="clumptool")

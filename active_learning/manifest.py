@@ -8,7 +8,8 @@ uploader, so a manifest upload and ``--upload`` give identical subjects.
 
 Zooniverse rejects images over 1 MiB (the CLI checks 1,048,576 bytes), so cutouts are re-encoded and, only
 if that is not enough, downscaled; the scale used is recorded (``cutout_scale``) because volunteer marks
-come back in the pixels of the uploaded image.
+come back in the pixels of the uploaded image; :func:`cutout_metadata` uploads it as hidden subject metadata
+(``#cutout_scale``, keys defined in :mod:`clumptool.common.metadata`) and aggregation maps marks back.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from PIL import Image
 
 from clumptool.common.atomic import write_bytes_atomic, write_text_atomic
 from clumptool.common.errors import ClumptoolError, where
+from clumptool.common.metadata import CUTOUT_SCALE, CUTOUT_SCALE_Y, CUTOUT_X0, CUTOUT_Y0, hidden_key
 
 MAX_BYTES = 1_048_576
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -107,7 +109,10 @@ def write_cutouts(selection: pd.DataFrame, out_dir: Path, max_bytes: int = MAX_B
     """Write ``out_dir/<galaxy_id>.png`` (≤ ``max_bytes``) for each row from its ``image_column`` image.
 
     Returns a copy of ``selection`` with ``file`` (path of the written PNG), ``cutout_bytes``,
-    ``cutout_scale`` (1.0 unless downscaled), ``cutout_width`` and ``cutout_height``.
+    ``cutout_scale`` and ``cutout_scale_y`` (cutout pixels per original pixel along x and y: 1.0 unless
+    downscaled; exact, from the two sizes, since rounding to whole pixels makes them differ slightly),
+    ``cutout_width`` and ``cutout_height``. :func:`subject_metadata` uploads the scales as hidden metadata so
+    aggregation maps volunteers' marks back to the original pixels.
     """
     for col in ("galaxy_id", image_column):
         if col not in selection.columns:
@@ -115,7 +120,7 @@ def write_cutouts(selection: pd.DataFrame, out_dir: Path, max_bytes: int = MAX_B
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = selection.copy()
-    files, sizes, scales, widths, heights = [], [], [], [], []
+    files, sizes, scales, scales_y, widths, heights = [], [], [], [], [], []
     used: dict[str, str] = {}
     for i, (gid, src) in enumerate(zip(selection["galaxy_id"], selection[image_column], strict=True)):
         name = cutout_name(gid)
@@ -132,6 +137,11 @@ def write_cutouts(selection: pd.DataFrame, out_dir: Path, max_bytes: int = MAX_B
             png, scale = shrink_png(data, max_bytes)
             with Image.open(io.BytesIO(png)) as im:
                 width, height = im.size
+            if scale != 1.0:
+                with Image.open(io.BytesIO(data)) as original:
+                    orig_w, orig_h = original.size
+            else:
+                orig_w, orig_h = width, height
         except ClumptoolError as exc:
             raise ClumptoolError(f"{where(src_path, f'galaxy_id {gid}')}: {exc}") from exc
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -141,12 +151,14 @@ def write_cutouts(selection: pd.DataFrame, out_dir: Path, max_bytes: int = MAX_B
         write_bytes_atomic(target, png)
         files.append(str(target))
         sizes.append(len(png))
-        scales.append(scale)
+        scales.append(width / orig_w)
+        scales_y.append(height / orig_h)
         widths.append(width)
         heights.append(height)
     result["file"] = files
     result["cutout_bytes"] = sizes
-    result["cutout_scale"] = scales
+    result[CUTOUT_SCALE] = scales
+    result[CUTOUT_SCALE_Y] = scales_y
     result["cutout_width"] = widths
     result["cutout_height"] = heights
     return result
@@ -185,12 +197,33 @@ def subject_metadata(row: pd.Series | dict, round_name: str | None = None,
         elif col == "score":
             value = float(f"{float(value):.6g}")  # acquisition scores carry no more precision than this
         meta[key] = value
+    meta.update(cutout_metadata(row))
     columns = DEFAULT_METADATA_COLUMNS if metadata_columns is None else metadata_columns
     for col in columns:
         if col in row and col not in HIDDEN_KEYS:
             value = _json_value(row[col])
             if value is not None:
                 meta[col] = value
+    return meta
+
+
+def cutout_metadata(row: dict) -> dict:
+    """The hidden keys mapping the uploaded cutout to the original image (``#cutout_scale``, and
+    ``#cutout_scale_y`` / ``#cutout_x0`` / ``#cutout_y0`` when they are not implied); empty for a cutout that
+    is the original image. Without them, marks made on a downscaled cutout would land in the wrong pixels."""
+    sx = _json_value(row.get(CUTOUT_SCALE))
+    sy = _json_value(row.get(CUTOUT_SCALE_Y))
+    x0, y0 = _json_value(row.get(CUTOUT_X0)), _json_value(row.get(CUTOUT_Y0))
+    sx = 1.0 if sx is None else float(sx)
+    sy = sx if sy is None else float(sy)
+    meta: dict = {}
+    if sx != 1.0 or sy != 1.0:
+        meta[hidden_key(CUTOUT_SCALE)] = sx
+        if sy != sx:
+            meta[hidden_key(CUTOUT_SCALE_Y)] = sy
+    for key, value in ((CUTOUT_X0, x0), (CUTOUT_Y0, y0)):
+        if value is not None and float(value) != 0.0:
+            meta[hidden_key(key)] = float(value)
     return meta
 
 

@@ -255,6 +255,70 @@ def _quiet_client_logs(secrets: list[str]) -> Iterator[None]:
             logger.removeFilter(flt)
 
 
+def clean_message(exc: object, secrets: list[str]) -> str:
+    """An exception as a message safe to print or store: secrets and URL signatures removed, at most 500
+    characters."""
+    text = redact(exc, secrets)
+    text = re.sub(r"\?[^\s'\"]*sig=[^\s'\"]*", "?<signature>", text)  # signed upload/download URLs
+    return text[:500]
+
+
+def connect(pc, endpoint: str, credentials: dict[str, str], secrets: list[str], admin: bool = False):
+    """A logged-in ``panoptes_client.Panoptes`` (the token is fetched now, so a bad password fails here).
+
+    The bearer and refresh tokens are appended to ``secrets`` so that every later message is scrubbed of them.
+    """
+    try:
+        client = pc.Panoptes(endpoint=endpoint, admin=admin, **credentials)
+        client.get_bearer_token()
+    except pc.panoptes.PanoptesAPIException as exc:
+        raise ClumptoolError(f"Zooniverse login failed at {endpoint}: {clean_message(exc, secrets)}; check "
+                             "PANOPTES_USERNAME and PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and "
+                             "PANOPTES_CLIENT_SECRET) and --endpoint") from exc
+    except (KeyError, ValueError) as exc:
+        raise ClumptoolError(f"--endpoint {endpoint} did not answer like a Zooniverse (Panoptes) "
+                             f"API ({clean_message(exc, secrets)}); check the URL") from exc
+    except Exception as exc:
+        raise ClumptoolError(f"--endpoint {endpoint}: cannot reach the server "
+                             f"({clean_message(exc, secrets)}); check the URL and the network, then run again") from exc
+    if client.bearer_token:
+        secrets.append(client.bearer_token)
+    if getattr(client, "refresh_token", None):
+        secrets.append(client.refresh_token)
+    return client
+
+
+@dataclass
+class Session:
+    """A logged-in client for one command: the client module, the client and the secrets to scrub."""
+
+    pc: object
+    client: object
+    secrets: list[str]
+
+    def clean(self, exc: object) -> str:
+        return clean_message(exc, self.secrets)
+
+
+@contextlib.contextmanager
+def panoptes_session(endpoint: str, admin: bool = False) -> Iterator[Session]:
+    """Log in to ``endpoint`` with the environment's credentials (as select-next-batch does) for a block.
+
+    Client logging is kept at WARNING with secrets scrubbed; a ClumptoolError raised inside is scrubbed too.
+    """
+    endpoint = check_endpoint(endpoint)
+    credentials = credentials_from_env()
+    secrets = [v for k, v in credentials.items() if k in ("password", "client_secret")]
+    pc = import_panoptes_client()
+    with _quiet_client_logs(secrets):
+        client = connect(pc, endpoint, credentials, secrets, admin)
+        with client:
+            try:
+                yield Session(pc, client, secrets)
+            except ClumptoolError as exc:
+                raise ClumptoolError(redact(exc, secrets)) from None
+
+
 # ---------------------------------------------------------------------------------------------
 # input checks
 # ---------------------------------------------------------------------------------------------
@@ -343,9 +407,7 @@ class _Uploader:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _clean(self, exc: object) -> str:
-        text = redact(exc, self.secrets)
-        text = re.sub(r"\?[^\s'\"]*sig=[^\s'\"]*", "?<signature>", text)  # signed upload URLs
-        return text[:500]
+        return clean_message(exc, self.secrets)
 
     def _rows(self) -> pd.DataFrame:
         rows = self.ledger.rows(self.round)
@@ -379,26 +441,7 @@ class _Uploader:
 
     # -- steps -----------------------------------------------------------------------------------------
     def connect(self, credentials: dict[str, str]):
-        pc = self.pc
-        kwargs = dict(credentials)
-        try:
-            client = pc.Panoptes(endpoint=self.config.endpoint, admin=self.config.admin, **kwargs)
-            client.get_bearer_token()
-        except pc.panoptes.PanoptesAPIException as exc:
-            raise ClumptoolError(f"Zooniverse login failed at {self.config.endpoint}: {self._clean(exc)}; check "
-                                 "PANOPTES_USERNAME and PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and "
-                                 "PANOPTES_CLIENT_SECRET) and --endpoint") from exc
-        except (KeyError, ValueError) as exc:
-            raise ClumptoolError(f"--endpoint {self.config.endpoint} did not answer like a Zooniverse (Panoptes) "
-                                 f"API ({self._clean(exc)}); check the URL") from exc
-        except Exception as exc:
-            raise ClumptoolError(f"--endpoint {self.config.endpoint}: cannot reach the server "
-                                 f"({self._clean(exc)}); check the URL and the network, then run again") from exc
-        if client.bearer_token:
-            self.secrets.append(client.bearer_token)
-        if getattr(client, "refresh_token", None):
-            self.secrets.append(client.refresh_token)
-        return client
+        return connect(self.pc, self.config.endpoint, credentials, self.secrets, self.config.admin)
 
     def check_project(self) -> None:
         pc, cfg = self.pc, self.config

@@ -46,6 +46,7 @@ from clumptool.aggregation.csvcheck import (
     locate_non_utf8,
     wrong_columns_hint,
 )
+from clumptool.aggregation.frames import to_original_pixels
 from clumptool.aggregation.rules import Row, RowFields, ToolTypes, first_drawing_task, read_row
 from clumptool.aggregation.selection import choose_versions, choose_workflow, drop_dupes_and_repeats
 from clumptool.aggregation.workflows import read_workflows
@@ -406,6 +407,7 @@ def _finish(parts: list[_Batch], subject_data: dict[int, str], volunteers: pd.Da
     sd = pd.DataFrame({"subject_id": np.fromiter(subject_data.keys(), dtype="int64", count=len(subject_data)),
                        "subject_data": list(subject_data.values())})
     sd = sd[sd["subject_id"].isin(kept_subjects)].sort_values("subject_id").reset_index(drop=True)
+    marks, frames = to_original_pixels(marks, frames, sd)  # marks on downscaled cutouts -> original pixels
     return ExportData(classifications=cls, marks=marks, frames=frames, volunteers=users, subject_data=sd,
                       report=report)
 

@@ -67,3 +67,18 @@ def parse_metadata(text: object, *, where: object, row: object = None, field: st
     if not isinstance(meta, dict):
         raise ClumptoolError(f"{_where(where, row, field)}: expected a JSON object ({{\"key\": value, ...}})")
     return plain_metadata(meta)
+
+
+# How an uploaded cutout maps to the original image (written by active_learning.manifest, read by
+# aggregation.frames): original pixel = offset + uploaded pixel / scale, per axis. ``cutout_scale_y`` is
+# written only when it differs from ``cutout_scale``; offsets only for a crop. Missing keys mean identity.
+CUTOUT_SCALE = "cutout_scale"
+CUTOUT_SCALE_Y = "cutout_scale_y"
+CUTOUT_X0 = "cutout_x0"
+CUTOUT_Y0 = "cutout_y0"
+CUTOUT_KEYS = (CUTOUT_SCALE, CUTOUT_SCALE_Y, CUTOUT_X0, CUTOUT_Y0)
+
+
+def hidden_key(name: str) -> str:
+    """``'cutout_scale'`` -> ``'#cutout_scale'``: the name under which clumptool uploads a hidden key."""
+    return HIDDEN_PREFIXES[0] + metadata_key(name)

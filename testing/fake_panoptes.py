@@ -6,6 +6,12 @@ refresh_token), projects, workflows, subject sets (create, get, list by project 
 with signed media PUT URLs that point back at this server, set membership, links, paginated listing and
 subject deletion. Media bytes are kept so tests can compare them with the files uploaded.
 
+Data exports as Panoptes serves them: ``POST {projects|workflows}/ID/<type>_export`` starts one (the medium
+says ``"state": "creating"`` for ``export_delay`` seconds, then ``"ready"``), ``GET`` the same path describes
+it, and its ``src`` serves the CSV (set by tests with :meth:`FakePanoptes.set_export`) with HTTP Range
+support. ``POST workflows/ID/retired_subjects`` records retirements (:attr:`FakeState.retirements`) and, like
+the real asynchronous worker, silently ignores subjects that are not in the workflow.
+
 Faults can be injected on the n-th request matching a method and path pattern: an HTTP error (500, a 403
 quota answer, a failed media PUT) or a dropped connection, either before the request is processed or
 after it (the server did the work but the answer is lost). :class:`FakeState` holds the request log, the
@@ -16,13 +22,16 @@ Only the standard library is used. Never expose it beyond 127.0.0.1: it has no r
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import http.cookies
+import io
 import json
 import re
 import secrets
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +43,19 @@ ALLOWED_MEDIA = ("image/png", "image/jpeg", "image/gif", "image/tiff", "image/sv
 DEFAULT_USERS = {"clumpbot": "s3cret"}
 DEFAULT_APPS = {"clumptool-app": "app-s3cret"}
 DEFAULT_PROJECTS = {1234: (5678,)}
+EXPORT_PREFIX = "exports/"
+EXPORT_TYPES = {"projects": ("classifications", "subjects", "workflows", "workflow_contents"),
+                "workflows": ("classifications",)}
+RETIREMENT_REASONS = ("classification_count", "flagged", "nothing_here", "consensus", "other", "human")
+_EMPTY_EXPORTS = {  # the header line an export of a project with nothing in it has
+    "classifications": b"classification_id,user_name,user_id,user_ip,workflow_id,workflow_name,workflow_version,"
+                       b"created_at,gold_standard,expert,metadata,annotations,subject_data,subject_ids\n",
+    "subjects": b"subject_id,project_id,workflow_id,subject_set_id,metadata,locations,classifications_count,"
+                b"retired_at,retirement_reason,created_at,updated_at\n",
+    "workflows": b"workflow_id,display_name,version,active,classifications_count,pairwise,grouped,prioritized,"
+                 b"primary_language,first_task,tutorial_subject_id,retired_set_member_subjects_count,tasks,"
+                 b"retirement,aggregation,strings,minor_version\n",
+}
 
 
 @dataclass
@@ -42,7 +64,10 @@ class Fault:
     path without query) and the ``times - 1`` following ones with an error ``status`` and ``message``, or
     ``drop`` the connection without an answer. With ``after=True`` the request is processed first (the
     object is created), and only the answer is replaced by the fault. ``delay`` (seconds) holds the
-    request first; with ``status=0`` the fault is only that delay (e.g. to kill a client at a chosen point)."""
+    request first; with ``status=0`` the fault is only that delay (e.g. to kill a client at a chosen point).
+    ``cut_after >= 0`` answers normally but sends only that many bytes of the body: the connection is then
+    dropped (headers announced the whole body), or with ``truncate=True`` the short body is announced as
+    complete (a server serving a truncated file)."""
 
     method: str = "*"
     path: str = ".*"
@@ -53,6 +78,8 @@ class Fault:
     drop: bool = False
     after: bool = False
     delay: float = 0.0
+    cut_after: int = -1
+    truncate: bool = False
     seen: int = 0
     fired: int = 0
 
@@ -74,6 +101,11 @@ class FakeState:
     blobs: dict[str, bytes] = field(default_factory=dict)       # blob key -> stored bytes
     upload_keys: dict[str, str] = field(default_factory=dict)   # blob key -> signature allowed to PUT it
     requests: list[dict] = field(default_factory=list)
+    export_data: dict[str, bytes] = field(default_factory=dict)     # "workflows/5678/classifications" -> CSV
+    export_media: dict[str, dict] = field(default_factory=dict)     # same key -> the export's medium
+    export_pending: dict[str, bytes] = field(default_factory=dict)  # CSV published when the export is ready
+    export_delay: float = 0.0                                       # seconds from generate to "ready"
+    retirements: dict[str, dict[str, dict]] = field(default_factory=dict)  # workflow -> subject -> reason, time
     faults: list[Fault] = field(default_factory=list)
     sessions: dict[str, dict] = field(default_factory=dict)
     tokens: dict[str, dict] = field(default_factory=dict)
@@ -114,6 +146,11 @@ class FakeState:
         with self.lock:
             return [s for s in self.subject_sets.values() if s["display_name"] == name]
 
+    def retired(self, workflow_id: str | int) -> dict[str, str]:
+        """subject id -> retirement reason, for the subjects retired in a workflow."""
+        with self.lock:
+            return {sid: r["reason"] for sid, r in self.retirements.get(str(workflow_id), {}).items()}
+
     def new_id(self) -> str:
         with self.lock:
             self.next_id += 1
@@ -121,13 +158,14 @@ class FakeState:
 
     # -- persistence ---------------------------------------------------------------------------------
     _PERSISTED = ("projects", "workflows", "subject_sets", "subjects", "set_member_subjects", "next_id")
+    _OPTIONAL = ("retirements", "export_media")  # absent from states saved before exports existed
 
     def save(self, folder: Path) -> None:
         from clumptool.common.atomic import write_bytes_atomic, write_text_atomic
 
         folder = Path(folder)
         with self.lock:
-            data = {k: getattr(self, k) for k in self._PERSISTED}
+            data = {k: getattr(self, k) for k in (*self._PERSISTED, *self._OPTIONAL)}
             data["uploaded"] = {login: u["uploaded_subjects_count"] for login, u in self.users.items()}
             text = json.dumps(data, indent=1, sort_keys=True)
             blob_dir = folder / "blobs"
@@ -161,6 +199,9 @@ class FakeState:
         with self.lock:
             for key in self._PERSISTED:
                 setattr(self, key, data[key])
+            for key in self._OPTIONAL:
+                if isinstance(data.get(key), dict):
+                    setattr(self, key, data[key])
             for login, count in data.get("uploaded", {}).items():
                 if login in self.users:
                     self.users[login]["uploaded_subjects_count"] = count
@@ -189,7 +230,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         entry = {"method": self.command, "path": path, "query": query, "time": time.time(),
-                 "auth": "Authorization" in self.headers, "body": _loggable_body(path, self.headers, raw)}
+                 "auth": "Authorization" in self.headers, "body": _loggable_body(path, self.headers, raw),
+                 "range": self.headers.get("Range")}
         fault = None
         with state.lock:
             state.requests.append(entry)
@@ -205,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fault.delay)
         if fault is not None and fault.status == 0 and not fault.drop:
             fault = None  # a pure delay
-        if fault is not None and not fault.after:
+        if fault is not None and not fault.after and fault.cut_after < 0:
             entry["fault"] = "drop" if fault.drop else fault.status
             return self._fail(fault)
         try:
@@ -213,6 +255,9 @@ class _Handler(BaseHTTPRequestHandler):
         except _HTTPError as exc:
             status, body, headers = exc.status, {"errors": [{"message": exc.message}]}, {}
         entry["status"] = status
+        if fault is not None and fault.cut_after >= 0:
+            entry["fault"] = f"cut after {fault.cut_after} bytes" + (" (truncated)" if fault.truncate else "")
+            return self._send(status, body, headers, cut=fault.cut_after, truncate=fault.truncate)
         if fault is not None:
             entry["fault"] = "drop" if fault.drop else fault.status
             return self._fail(fault)
@@ -224,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(fault.status, {"errors": [{"message": fault.message}]}, {})
 
-    def _send(self, status: int, body, headers: dict) -> None:
+    def _send(self, status: int, body, headers: dict, cut: int = -1, truncate: bool = False) -> None:
         if body is None:
             data = b""
         elif isinstance(body, bytes):
@@ -239,12 +284,19 @@ class _Handler(BaseHTTPRequestHandler):
                     self.send_header(key, v)
             else:
                 self.send_header(key, value)
+        if cut >= 0 and truncate:
+            data = data[:cut]
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        if cut >= 0 and not truncate:  # announce the whole body, send part of it, drop the connection
+            self.wfile.write(data[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if data and self.command != "HEAD":
             self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _dispatch
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _dispatch
 
 
 class _Server(ThreadingHTTPServer):
@@ -493,6 +545,7 @@ class FakePanoptes:
     # -- routing -------------------------------------------------------------------------------------
     def route(self, method: str, path: str, query: dict, headers, raw: bytes):
         with self.state.lock:
+            self._ripen_exports()
             if path == "/users/sign_in" and method in ("GET", "POST"):
                 return self._sign_in(method, headers, raw)
             if path == "/oauth/token" and method == "POST":
@@ -516,13 +569,13 @@ class FakePanoptes:
             state.blobs[key] = raw
             self._persist()
             return 201, None, {}
-        if method == "GET":
+        if method in ("GET", "HEAD"):
             if key not in state.blobs:
                 return 404, b"BlobNotFound", {}
-            subject_mime = next((loc["type"] for subject in state.subjects.values()
-                                 for loc in subject["locations"] if loc.get("key") == key),
-                                "application/octet-stream")
-            return 200, state.blobs[key], {"Content-Type": subject_mime}
+            mime = "text/csv" if key.startswith(EXPORT_PREFIX) else next(
+                (loc["type"] for subject in state.subjects.values() for loc in subject["locations"]
+                 if loc.get("key") == key), "application/octet-stream")
+            return _ranged(state.blobs[key], headers.get("Range"), {"Content-Type": mime, "Accept-Ranges": "bytes"})
         return 405, b"Method not allowed", {}
 
     def _api(self, method: str, path: str, query: dict, headers, raw: bytes):
@@ -557,6 +610,10 @@ class FakePanoptes:
             raise _HTTPError(404, f"No route matches {method} /api{path}")
         if len(seg) >= 3 and seg[2] == "links":
             return self._links(method, kind, seg, body)
+        if len(seg) == 3 and kind in ("projects", "workflows") and seg[2].endswith("_export"):
+            return self._export(method, kind, seg[1], seg[2][: -len("_export")], body, user)
+        if len(seg) == 3 and kind == "workflows" and seg[2] == "retired_subjects" and method == "POST":
+            return self._retire(seg[1], body)
         if method == "GET":
             items = list(store.values())
             if len(seg) > 1:
@@ -694,6 +751,118 @@ class FakePanoptes:
         rendered = self._render_subject(obj, signatures)
         return 201, {kind: [rendered], "links": {}, "meta": {}}, {"ETag": _etag(self._render(kind, obj))}
 
+    # -- data exports and retirement ------------------------------------------------------------------------
+    def add_linked_subjects(self, n: int, workflow_id: int | str = 5678, name: str = "fixture set") -> list[str]:
+        """``n`` subjects (remote media, no upload) in a new subject set linked to ``workflow_id``; their ids."""
+        state = self.state
+        with state.lock:
+            workflow = state.workflows[str(workflow_id)]
+            project = workflow["links"]["project"]
+            set_id = state.new_id()
+            state.subject_sets[set_id] = {"id": set_id, "display_name": name, "metadata": {},
+                                          "set_member_subjects_count": n, "created_at": "2020-01-01T00:00:00Z",
+                                          "links": {"project": project, "workflows": [str(workflow_id)]}}
+            state.projects[project]["links"]["subject_sets"].append(set_id)
+            workflow["links"]["subject_sets"].append(set_id)
+            ids = []
+            for _ in range(n):
+                sid = state.new_id()
+                state.subjects[sid] = {"id": sid, "metadata": {}, "zooniverse_id": None,
+                                       "locations": [{"type": "image/png", "url": f"https://example.org/{sid}.png"}],
+                                       "created_at": "2020-01-01T00:00:00Z",
+                                       "links": {"project": project, "collections": [], "subject_sets": [set_id]}}
+                mid = state.new_id()
+                state.set_member_subjects[mid] = {"id": mid, "priority": None, "linked_at": time.time(),
+                                                  "links": {"subject": sid, "subject_set": set_id}}
+                ids.append(sid)
+            self._persist()
+        return ids
+
+    def set_export(self, kind: str, resource_id: int | str, export_type: str, data: bytes) -> None:
+        """What the next generated ``export_type`` export of ``kind``/``resource_id`` will contain."""
+        with self.state.lock:
+            self.state.export_data[f"{kind}/{resource_id}/{export_type}"] = bytes(data)
+
+    def publish_export(self, kind: str, resource_id: int | str, export_type: str, data: bytes) -> None:
+        """An export that is ready now with ``data`` (as if generated earlier), without a request."""
+        with self.state.lock:
+            key = f"{kind}/{resource_id}/{export_type}"
+            self.state.export_data[key] = bytes(data)
+            self._new_medium(key, kind, str(resource_id), export_type, None, delay=0.0)
+            self._ripen_exports()
+
+    def _new_medium(self, key: str, kind: str, rid: str, export_type: str, user: dict | None, delay: float) -> dict:
+        state = self.state
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        medium = state.export_media.get(key) or {
+            "id": state.new_id(), "blob": f"{EXPORT_PREFIX}{kind}-{rid}-{export_type}.csv", "created_at": now,
+            "kind": kind, "resource_id": rid, "export_type": export_type}
+        medium.update({"updated_at": now, "ready_at": time.time() + delay, "state": "creating",
+                       "recipients": [int(user["id"])] if user else []})
+        state.export_media[key] = medium
+        state.export_pending[key] = state.export_data.get(key, _EMPTY_EXPORTS.get(export_type, b""))
+        return medium
+
+    def _ripen_exports(self) -> None:
+        state = self.state
+        for key, medium in state.export_media.items():
+            if medium["state"] == "creating" and time.time() >= medium["ready_at"]:
+                state.blobs[medium["blob"]] = state.export_pending.pop(key, b"")
+                medium["state"] = "ready"
+
+    def _render_medium(self, medium: dict) -> dict:
+        kind, rid, export_type = medium["kind"], medium["resource_id"], medium["export_type"]
+        return {"id": medium["id"], "href": f"/{kind}/{rid}/{export_type}_export",
+                "src": self._blob_url(medium["blob"], "fake-" + hashlib.md5(medium["updated_at"].encode()).hexdigest()[:8]),
+                "content_type": "text/csv", "media_type": f"{kind[:-1]}_{export_type}_export",
+                "external_link": False, "created_at": medium["created_at"], "updated_at": medium["updated_at"],
+                "metadata": {"recipients": medium["recipients"], "state": medium["state"]},
+                "links": {"linked": {"href": f"/{kind}/{rid}", "id": rid, "type": kind}}}
+
+    def _export(self, method: str, kind: str, rid: str, export_type: str, body: dict | None, user: dict | None):
+        state = self.state
+        allowed = EXPORT_TYPES[kind]
+        if export_type not in allowed:
+            raise _HTTPError(404, f"No route matches {method} /api/{kind}/{rid}/{export_type}_export")
+        if rid not in getattr(state, kind):
+            raise _HTTPError(404, f"Could not find {kind} with id='{rid}'")
+        key = f"{kind}/{rid}/{export_type}"
+        if method == "POST":
+            media = (body or {}).get("media")
+            if not isinstance(media, dict) or media.get("content_type") != "text/csv":
+                raise _HTTPError(422, "media content_type must be text/csv")
+            medium = self._new_medium(key, kind, rid, export_type, user, state.export_delay)
+            return 201, {"media": [self._render_medium(medium)], "links": {}, "meta": {}}, {}
+        if method == "GET":
+            medium = state.export_media.get(key)
+            if medium is None:
+                raise _HTTPError(404, f"No {export_type}_export exists for {kind[:-1]} #{rid}")
+            rendered = self._render_medium(medium)
+            return 200, {"media": [rendered], "links": {}, "meta": {}}, {"ETag": _etag(rendered)}
+        raise _HTTPError(405, f"{method} not allowed on {export_type}_export")
+
+    def _retire(self, wid: str, body: dict | None):
+        state = self.state
+        if wid not in state.workflows:
+            raise _HTTPError(404, f"Could not find workflows with id='{wid}'")
+        body = body or {}
+        ids = list(body.get("subject_ids") or []) + ([body["subject_id"]] if body.get("subject_id") else [])
+        reason = body.get("retirement_reason")
+        reason = "nothing_here" if reason == "blank" else reason
+        if reason is not None and reason not in RETIREMENT_REASONS:
+            raise _HTTPError(422, "Validation failed: Retirement reason is not included in the list")
+        try:
+            ids = [str(int(i)) for i in ids]
+        except (TypeError, ValueError) as exc:
+            raise _HTTPError(422, f"subject_ids must be integers: {exc}") from exc
+        linked = set(state.workflows[wid]["links"]["subject_sets"])
+        done = state.retirements.setdefault(wid, {})
+        for sid in ids:  # the real worker skips subjects outside the workflow without a word
+            subject = state.subjects.get(sid)
+            if subject is not None and linked & set(subject["links"]["subject_sets"]) and sid not in done:
+                done[sid] = {"reason": reason or "other", "retired_at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return 204, None, {}
+
     def _delete_subject(self, sid: str) -> None:
         state = self.state
         subject = state.subjects.pop(sid)
@@ -759,6 +928,18 @@ class FakePanoptes:
         raise _HTTPError(405, f"{method} not allowed on links")
 
 
+def _ranged(data: bytes, range_header: str | None, headers: dict):
+    """A blob answer honouring ``Range: bytes=START-[END]`` (206 + Content-Range), as Azure blob storage does."""
+    match = re.fullmatch(r"bytes=(\d+)-(\d*)", (range_header or "").strip())
+    if match is None:
+        return 200, data, headers
+    start = int(match.group(1))
+    end = min(int(match.group(2)) if match.group(2) else len(data) - 1, len(data) - 1)
+    if start >= len(data) or end < start:
+        return 416, b"InvalidRange", {**headers, "Content-Range": f"bytes */{len(data)}"}
+    return 206, data[start:end + 1], {**headers, "Content-Range": f"bytes {start}-{end}/{len(data)}"}
+
+
 def fault_from_dict(spec: dict) -> Fault:
     """Build a :class:`Fault` from plain JSON (for the demo command line)."""
     allowed = {k for k in asdict(Fault()) if k not in ("seen", "fired")}
@@ -766,3 +947,41 @@ def fault_from_dict(spec: dict) -> Fault:
     if unknown:
         raise ValueError(f"unknown fault fields {sorted(unknown)}; allowed: {sorted(allowed)}")
     return Fault(**spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# building export CSVs for the fake to serve (tests and the demo)
+# ---------------------------------------------------------------------------------------------
+
+EXPORT_HEADER = ("classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name",
+                 "workflow_version", "created_at", "gold_standard", "expert", "metadata", "annotations",
+                 "subject_data", "subject_ids")
+
+
+def classification_record(classification_id: int, subject_id: int | str, user: str,
+                          marks: list[tuple[float, float, int]], workflow_id: int = 5678,
+                          size: tuple[int, int] = (400, 400), subject_metadata: dict | None = None,
+                          version: str = "3.1", task: str = "T0") -> dict:
+    """One row of a classification export as Zooniverse writes it: point marks (x, y, tool) on ``task``,
+    the image's natural size in ``metadata`` and the subject's metadata in ``subject_data``."""
+    meta = {"source": "api", "session": "s", "classifier_version": "2.0", "user_language": "en",
+            "subject_dimensions": [{"clientWidth": 500, "clientHeight": 500, "naturalWidth": size[0],
+                                    "naturalHeight": size[1]}]}
+    value = [{"x": float(x), "y": float(y), "tool": int(tool), "frame": 0, "details": [],
+              "tool_label": "Odd clump" if tool else "Normal clump"} for x, y, tool in marks]
+    created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(1_575_000_000 + int(classification_id)))
+    return {"classification_id": int(classification_id), "user_name": user, "user_id": zlib.crc32(user.encode()) % 10**6,
+            "user_ip": "ddf0c9028b1ece89e3b1", "workflow_id": workflow_id, "workflow_name": "Clump marking",
+            "workflow_version": version, "created_at": created, "gold_standard": "", "expert": "",
+            "metadata": json.dumps(meta), "annotations": json.dumps([{"task": task, "value": value}]),
+            "subject_data": json.dumps({str(subject_id): {"retired": None, **(subject_metadata or {})}}),
+            "subject_ids": str(subject_id)}
+
+
+def export_csv(records: list[dict], header: tuple[str, ...] = EXPORT_HEADER) -> bytes:
+    """The CSV bytes of an export of ``records`` (Zooniverse quotes JSON fields and ends lines with \\n)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(header), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue().encode()
