@@ -125,7 +125,7 @@ def test_mc_dropout_needs_dropout(tiny, tmp_path):
     with pytest.raises(ClumptoolError, match="needs a model with dropout"):
         score_pool(model, spec, table, ScoringOptions(strategy="mc-bald"), progress=False)
     model, spec = load_model(tiny / "model_dropout")
-    res, _ = score_pool(model, spec, table, ScoringOptions(strategy="mc-bald", passes=3), progress=False)
+    res = score_pool(model, spec, table, ScoringOptions(strategy="mc-bald", passes=3), progress=False).table
     assert len(res) == 3 and (res["score"] >= 0).all()
     assert not any(m.training for m in model.modules())  # dropout switched off again
 
