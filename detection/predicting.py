@@ -388,8 +388,8 @@ def collecting_trainer(devices: str | int | Sequence[str] | None = "auto", *, nu
 
     ``devices``: as ``--devices`` (:func:`parse_devices`; ``2`` without a GPU = 2 CPU processes; a single
     torch device name such as ``cuda:1`` is checked as torch names it); ``option`` names it in errors. Strategies
-    that start their processes by spawning (``ddp_spawn``) cannot hand in-memory results back to the caller:
-    refused here, before any work.
+    that start their processes from this one (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``) cannot hand
+    in-memory results back to the caller: refused here, before any work.
     """
     if not isinstance(devices, (str, int)) and devices is not None:
         devices = ",".join(map(str, devices))
@@ -406,8 +406,8 @@ def collecting_trainer(devices: str | int | Sequence[str] | None = "auto", *, nu
         trainer = make_trainer(devs, num_nodes=num_nodes, strategy=strategy, precision=precision,
                                progress=progress, callbacks=[Collector()])
     if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
-        raise ClumptoolError(f"--strategy {strategy}: its processes are spawned and cannot hand the scores back; "
-                             "use --strategy ddp (or auto)")
+        raise ClumptoolError(f"--strategy {strategy}: its processes are started from this one and cannot hand "
+                             "the results back; use --strategy ddp (or auto)")
     return trainer
 
 
