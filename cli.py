@@ -534,7 +534,7 @@ def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path
                                 score_threshold=score_threshold, nms_iou=nms_iou or None, min_score=min_score,
                                 batch_size=batch_size, device=device, progress=not quiet,
                                 allow_missing_images=allow_missing_images, allow_no_truth=allow_no_truth)
-    if not quiet:
+    if report.is_global_zero and not quiet:  # (another process of a multi-process run wrote nothing)
         click.echo(report.format_table())
         click.echo(f"Wrote {report.metrics_path} and {report.plot_path}")
 
@@ -721,7 +721,7 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
                    "is uploaded twice).", err=True)
         sys.exit(130)
     failed = result.upload is not None and not result.upload.ok
-    if not quiet:
+    if result.is_global_zero and not quiet:  # (another process of a multi-process run wrote nothing)
         click.echo(result.format(include_upload=not failed))
     if failed:
         raise ClumptoolError(f"the upload is incomplete (the selection itself is complete in {out}):\n"

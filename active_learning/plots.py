@@ -1,48 +1,44 @@
-"""``selection.png``: the chosen galaxies with the model's boxes, and where the batch sits in the pool's scores."""
+"""``selection.png``: the chosen galaxies with the model's boxes, and where the batch sits in the pool's scores.
+
+The boxes are the detections the scoring already computed (the detector is not run again to draw). Drawn on a
+bare matplotlib ``Figure`` with an Agg canvas, never through pyplot.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
 
 from clumptool.common.atomic import atomic_path
+from clumptool.detection.inference import Detections
 
 MAX_SHOWN = 16
 
 
-def _model_boxes(model, spec, paths: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from clumptool.detection.inference import iter_detections
-
-    if model is None or not paths:
-        return {}
-    out = {}
-    for p, det in zip(paths, iter_detections(model, spec, [Path(x) for x in paths], batch_size=8,
-                                               score_thresh=0.05), strict=True):
-        out[p] = (det.boxes, det.scores)
-    return out
-
-
-def selection_figure(selection: pd.DataFrame, pool_scores: pd.DataFrame | None, model, spec, target: Path) -> Path:
+def selection_figure(selection: pd.DataFrame, pool_scores: pd.DataFrame | None,
+                     detections: Mapping[str, Detections] | None, target: Path) -> Path:
     """Grid of up to 16 selected galaxies (model boxes: solid >= 0.5, dashed 0.2-0.5, title = rank/score;
-    random controls in orange) over a histogram of the pool's and the batch's scores."""
-    import matplotlib
+    random controls in orange) over a histogram of the pool's and the batch's scores.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-    from PIL import Image
-
+    ``detections``: each galaxy's detections by galaxy id, in original pixels (a galaxy without an entry, or
+    ``None`` for all, is drawn without boxes)."""
     sel = selection.sort_values("rank")
     al = sel[~sel["control"].astype(bool)]
     ctrl = sel[sel["control"].astype(bool)]
     n_ctrl = min(len(ctrl), 4) if len(al) else min(len(ctrl), MAX_SHOWN)
     shown = pd.concat([al.head(MAX_SHOWN - n_ctrl), ctrl.head(n_ctrl)])
-    boxes = _model_boxes(model, spec, shown["image_path"].astype(str).tolist())
+    detections = detections or {}
     ncol = 4
     nrow = max(1, int(np.ceil(len(shown) / ncol)))
-    fig = plt.figure(figsize=(ncol * 2.6, nrow * 2.7 + 3.0))
+    fig = Figure(figsize=(ncol * 2.6, nrow * 2.7 + 3.0))
+    FigureCanvasAgg(fig)
     gs = fig.add_gridspec(nrow + 1, ncol, height_ratios=[2.7] * nrow + [3.0])
     for i, (_, row) in enumerate(shown.iterrows()):
         ax = fig.add_subplot(gs[i // ncol, i % ncol])
@@ -52,7 +48,8 @@ def selection_figure(selection: pd.DataFrame, pool_scores: pd.DataFrame | None, 
                 ax.imshow(np.asarray(im.convert("RGB")))
         except Exception:  # noqa: BLE001 - FITS or unreadable: leave the panel blank, keep the figure
             ax.text(0.5, 0.5, "no preview", ha="center", va="center", transform=ax.transAxes)
-        b, s = boxes.get(path, (np.zeros((0, 4)), np.zeros(0)))
+        det = detections.get(str(row["galaxy_id"]))
+        b, s = (det.boxes, det.scores) if det is not None else (np.zeros((0, 4)), np.zeros(0))
         for (x1, y1, x2, y2), sc in zip(b, s, strict=True):
             if sc < 0.2:
                 continue
@@ -85,5 +82,4 @@ def selection_figure(selection: pd.DataFrame, pool_scores: pd.DataFrame | None, 
     fig.tight_layout()
     with atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     return target

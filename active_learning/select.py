@@ -1,8 +1,9 @@
 """``clumptool select-next-batch`` as a plain function: which galaxies volunteers should look at next.
 
 1. The pool (see :mod:`clumptool.active_learning.pool`) minus labelled galaxies and earlier rounds' picks.
-2. Every pool galaxy is scored by the trained detector (streamed in batches, bounded memory, run with a low
-   score threshold, 0.05, so that borderline boxes are seen). Strategies (:data:`STRATEGIES`):
+2. Every pool galaxy is scored by the trained detector (:mod:`clumptool.active_learning.scoring`: Lightning's
+   predict path, as predict and evaluate, on one CPU, N CPU processes, GPUs or nodes; run with a low score
+   threshold, 0.05, so that borderline boxes are seen). Strategies (:data:`STRATEGIES`):
 
    ``tta-bald``  8 passes over the D4 flips/rotations, boxes mapped back and matched; per-box BALD (default)
    ``tta-freq``  same passes; entropy of how often each box is found
@@ -39,21 +40,26 @@ pass. Too small a pool is an error unless ``allow_fewer`` (``--allow-fewer``) sa
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from clumptool.active_learning.uncertainty import AGGREGATES, Pass, image_scores
+from clumptool.active_learning.plots import selection_figure
+from clumptool.active_learning.scoring import (  # noqa: F401 (SCORE_COLUMNS, PoolScores: the table's)
+    SCORE_COLUMNS,
+    PoolScores,
+    embed_galaxies,
+    score_pool,
+)
+from clumptool.active_learning.uncertainty import AGGREGATES
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids
 from clumptool.common.tables import read_table, write_table
+from clumptool.detection.predicting import collecting_trainer
 
 #: strategy -> (how the passes are made, which per-image uncertainty ranks the galaxies)
 STRATEGIES: dict[str, tuple[str | None, str | None]] = {
@@ -65,7 +71,6 @@ STRATEGIES: dict[str, tuple[str | None, str | None]] = {
     "random": (None, None),
 }
 DEFAULT_STRATEGY = "tta-bald"
-SCORE_COLUMNS = ("bald", "freq", "loc", "entropy", "n_boxes", "max_score", "borderline")
 
 
 @dataclass
@@ -107,125 +112,6 @@ class ScoringOptions:
     @property
     def n_passes(self) -> int:
         return {"tta": 8, "mc": self.passes, "single": 1}.get(self.mode or "", 0)
-
-
-# ------------------------------------------------------------------------------------------------ images
-
-
-class _Images(Dataset):
-    def __init__(self, paths: list[str], spec):
-        self.paths, self.spec = paths, spec
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        from clumptool.detection.images import load_image, to_model_input
-
-        try:
-            img = load_image(self.paths[i], self.spec.in_channels, self.spec.fits_bands)
-            tensor, _ = to_model_input(img, self.spec)
-        except ClumptoolError as exc:
-            raise ClumptoolError(f"{exc}; replace the image, or leave this galaxy out of --pool") from None
-        return tensor, i
-
-
-def _batches(paths: list[str], spec, batch_size: int, workers: int) -> Iterator[tuple[list[torch.Tensor], list[int]]]:
-    loader = DataLoader(_Images(paths, spec), batch_size=batch_size, num_workers=workers,
-                        collate_fn=lambda b: tuple(zip(*b, strict=True)))
-    for tensors, idx in loader:
-        yield list(tensors), list(idx)
-
-
-def _passes_tta(model: nn.Module, tensors: list[torch.Tensor]) -> list[list[Pass]]:
-    from clumptool.detection.inference import detect_tensors
-    from clumptool.detection.symmetry import D4, apply_to_image, invert_boxes
-
-    batch = [apply_to_image(t, k).contiguous() for k in D4 for t in tensors]
-    outs = detect_tensors(model, batch)
-    per_image: list[list[Pass]] = [[] for _ in tensors]
-    for j, out in enumerate(outs):
-        k, i = divmod(j, len(tensors))
-        h, w = tensors[i].shape[-2:]
-        boxes = invert_boxes(out["boxes"].numpy(), k, w, h) if len(out["boxes"]) else np.zeros((0, 4))
-        per_image[i].append(Pass(boxes, out["scores"].numpy(), out["labels"].numpy()))
-    return per_image
-
-
-def _passes_repeat(model: nn.Module, tensors: list[torch.Tensor], n: int) -> list[list[Pass]]:
-    from clumptool.detection.inference import detect_tensors
-
-    per_image: list[list[Pass]] = [[] for _ in tensors]
-    for _ in range(n):
-        for i, out in enumerate(detect_tensors(model, tensors)):
-            per_image[i].append(Pass(out["boxes"].numpy(), out["scores"].numpy(), out["labels"].numpy()))
-    return per_image
-
-
-def score_pool(model: nn.Module | None, spec, table: pd.DataFrame, options: ScoringOptions, seed: int = 0,
-               progress: bool = True) -> tuple[pd.DataFrame, float]:
-    """Uncertainty of every galaxy of ``table`` (galaxy_id, image_path): a table with ``score`` (the
-    strategy's) and every component (:data:`SCORE_COLUMNS`), and the galaxies scored per second."""
-    from tqdm import tqdm
-
-    n = len(table)
-    t0 = time.perf_counter()
-    if options.mode is None:  # random: no model
-        rng = np.random.default_rng(seed)
-        res = pd.DataFrame({"galaxy_id": table["galaxy_id"].to_numpy(), "score": rng.random(n)})
-        return res, n / max(time.perf_counter() - t0, 1e-9)
-    from clumptool.detection.inference import enable_mc_dropout, set_score_threshold
-    from clumptool.detection.model import cpu_setup
-
-    cpu_setup()
-    model.eval()
-    set_score_threshold(model, options.score_thresh)
-    if options.mode == "mc" and not enable_mc_dropout(model):
-        raise ClumptoolError(f"strategy 'mc-bald' needs a model with dropout, but this one has none "
-                             f"(box_dropout = {spec.box_dropout} in model.json); train with --box-dropout 0.2 "
-                             "or choose --strategy tta-bald")
-    values = np.zeros((n, len(SCORE_COLUMNS)))
-    bar = tqdm(total=n, desc=f"scoring ({options.strategy}, {options.n_passes} pass(es))", unit="galaxy",
-               disable=not progress, leave=False)
-    try:
-        for tensors, idx in _batches(table["image_path"].astype(str).tolist(), spec, options.batch_size,
-                                     options.workers):
-            if options.mode == "tta":
-                passes = _passes_tta(model, tensors)
-            else:
-                passes = _passes_repeat(model, tensors, options.n_passes)
-            for i, ps in zip(idx, passes, strict=True):
-                s = image_scores(ps, options.aggregate, options.topk, options.match_iou,
-                                 borderline_weight=options.borderline_weight)
-                values[i] = [s[c] for c in SCORE_COLUMNS]
-            bar.update(len(tensors))
-    finally:
-        bar.close()
-        model.eval()  # MC dropout off again
-    rate = n / max(time.perf_counter() - t0, 1e-9)
-    res = pd.DataFrame(values, columns=list(SCORE_COLUMNS))
-    res.insert(0, "score", res[options.kind].to_numpy())
-    res.insert(0, "galaxy_id", table["galaxy_id"].to_numpy())
-    res["n_boxes"] = res["n_boxes"].astype("int64")
-    return res, rate
-
-
-def embed_galaxies(model: nn.Module, spec, paths: list[str], batch_size: int = 8, workers: int = 0,
-                   progress: bool = False) -> np.ndarray:
-    """(n, d) backbone embeddings (global average of the last level) of the images at ``paths``."""
-    from tqdm import tqdm
-
-    from clumptool.detection.inference import embed_tensors
-
-    out: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(paths)
-    with tqdm(total=len(paths), desc="embedding candidates", unit="galaxy", disable=not progress,
-              leave=False) as bar:
-        for tensors, idx in _batches(paths, spec, batch_size, workers):
-            emb = embed_tensors(model, tensors)
-            for i, e in zip(idx, emb, strict=True):
-                out[i] = e
-            bar.update(len(tensors))
-    return np.stack(out) if out else np.zeros((0, 0), np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ choosing
@@ -325,6 +211,7 @@ class SelectionResult:
     pool_text: str = ""
     notes: list[str] = field(default_factory=list)
     upload: object | None = None    # UploadReport
+    is_global_zero: bool = True     # False: another process of a multi-process run (wrote nothing)
 
     def format(self, include_upload: bool = True) -> str:
         sel = self.selection
@@ -370,18 +257,6 @@ def _check_options(n: int, candidates: int, random_control: int, diversity: str,
         raise ClumptoolError("--round must not be empty; give a name or leave it out (al-<model version>)")
 
 
-def _check_device(device: str | None) -> str:
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ClumptoolError(f"--device {device!r}: not a torch device (use cpu, cuda or cuda:0)") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ClumptoolError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return device
-
-
 def _check_pool_size(p, n: int, random_control: int, allow_fewer: bool, notes: list[str]) -> tuple[int, int]:
     """(n, random_control) that the pool can give; fewer only with ``allow_fewer``, and then said."""
     left = len(p.table)
@@ -408,8 +283,9 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
                       round_name: str | None = None, include_unfinished: str | os.PathLike | None = None,
                       max_unfinished: int | None = None, upload=None, aggregate: str = "sum", topk: int = 3,
                       passes: int = 8, score_thresh: float = 0.05, batch_size: int = 8, workers: int = 0,
-                      seed: int = 0, device: str | None = None, plot: bool = True, allow_fewer: bool = False,
-                      progress: bool = True) -> SelectionResult:
+                      seed: int = 0, device: str | int | Sequence[str] | None = None, plot: bool = True,
+                      allow_fewer: bool = False, progress: bool = True, num_nodes: int = 1,
+                      lightning_strategy: str = "auto", precision: str = "32") -> SelectionResult:
     """Select, write and (with ``upload``, an :class:`UploadRequest` or
     :class:`~clumptool.active_learning.zooniverse.UploadConfig`) upload the next batch; see the module
     docstring. Credentials for the upload come only from the environment (PANOPTES_*).
@@ -424,6 +300,11 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
 
     ``state`` is the ledger's folder; by default the one shared by every round of this project and
     workflow (:func:`clumptool.active_learning.state.default_state_dir`).
+
+    ``device`` (as predict's ``--devices``: None = every GPU, else one CPU process; ``2`` without a GPU = 2
+    CPU processes), ``num_nodes``, ``lightning_strategy`` and ``precision`` say where the detector runs
+    (Lightning). In a multi-process run every process scores its share and all get every score; only the
+    first one records, writes and uploads (the others return ``is_global_zero = False``).
     """
     from clumptool.active_learning.ledger import DEFAULT_LEDGER_NAME, Ledger
     from clumptool.active_learning.pool import build_pool, read_pool
@@ -453,9 +334,11 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
         credentials_from_env()
     if include_unfinished is not None:
         unfinished_galaxies(include_unfinished, None)  # readable, right columns
-    device = _check_device(device)
+    trainer = collecting_trainer("auto" if device is None else device, num_nodes=num_nodes,
+                                 strategy=lightning_strategy, precision=precision, progress=progress,
+                                 option="--device")
     try:
-        net, spec = load_model(model, device=device)
+        net, spec = load_model(model, device="cpu")
     except ClumptoolError as exc:
         raise ClumptoolError(f"--model {model}: {exc}") from None
     round_name = round_name or f"al-{spec.version}"
@@ -467,7 +350,7 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
     with Ledger(state / DEFAULT_LEDGER_NAME) as ledger:
         previous = ledger.rows(round_name)
         result = SelectionResult(selection=pd.DataFrame(), round_name=round_name, out_dir=out)
-        scored = None
+        scored, detections, old_figure = None, None, None
         if len(previous):
             sel = _resume(previous, read_pool(pool, images), pool)
             result.resumed = True
@@ -475,6 +358,7 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
             if old is not None and (old.get("info") or {}).get("round") == round_name \
                     and (out / "pool_scores.parquet").exists():
                 scored = read_table(out / "pool_scores.parquet")
+                old_figure = out / "selection.png" if (out / "selection.png").is_file() else None
         else:
             # 2. the candidate pool: minus labelled galaxies, earlier rounds (ledger) and the server's
             taken = set() if allow_reupload else ledger.already_taken(exclude_round=round_name)
@@ -486,12 +370,12 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
             n, random_control = _check_pool_size(p, n, random_control, allow_fewer, result.notes)
             unfinished_full = read_pool(pool, images) if include_unfinished is not None else None
             # 3. scoring and choosing
-            scored, rate = score_pool(net, spec, p.table, options, seed, progress)
-            result.n_scored, result.rate = len(scored), rate
+            pool_scores = score_pool(net, spec, p.table, options, seed, progress, trainer=trainer)
+            scored, detections = pool_scores.table, pool_scores.detections
+            result.n_scored, result.rate = len(scored), pool_scores.rate
 
             def embed(idx: np.ndarray) -> np.ndarray:
-                return embed_galaxies(net, spec, p.table["image_path"].iloc[idx].astype(str).tolist(),
-                                      batch_size, workers, progress)
+                return embed_galaxies(net, spec, p.table.iloc[idx], batch_size, workers, trainer=trainer)
 
             picks = choose(scored, n, candidates, diversity, embed, random_control, seed, strategy)
             sel = p.table.iloc[picks["pool_index"].to_numpy()].reset_index(drop=True)
@@ -504,9 +388,13 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
             sel["model_version"] = spec.version
             sel = _order_columns(sel)
         result.n_pool = len(scored) if scored is not None else 0
+        if not trainer.is_global_zero:  # another process of a multi-process run: the first one writes
+            result.selection, result.is_global_zero = sel, False
+            return result
 
         # 4. the local outputs as one set; the round enters the ledger just before the publish
-        sel = _publish(sel, scored, out, round_name, spec, net, plot, ledger, result)
+        figure = Figure(detections, old_figure) if plot else None
+        sel = _publish(sel, scored, out, round_name, spec, figure, ledger, result)
         result.files["ledger"] = str(ledger.path)
         result.selection = sel
         if upload is not None:
@@ -520,10 +408,19 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
     return result
 
 
-def _publish(sel: pd.DataFrame, scored: pd.DataFrame | None, out: Path, round_name: str, spec, net, plot: bool,
-             ledger, result: SelectionResult) -> pd.DataFrame:
-    """Write selection, scores, cutouts, manifest and figure as one output set; returns the selection with
-    ``file`` pointing at the published cutouts."""
+@dataclass(frozen=True)
+class Figure:
+    """What selection.png is drawn from: the scoring's detections by galaxy id, or (a resumed round, nothing
+    scored) the previous figure of the same round, copied; neither: drawn without boxes."""
+
+    detections: dict | None = None
+    previous: Path | None = None
+
+
+def _publish(sel: pd.DataFrame, scored: pd.DataFrame | None, out: Path, round_name: str, spec,
+             figure: Figure | None, ledger, result: SelectionResult) -> pd.DataFrame:
+    """Write selection, scores, cutouts, manifest and figure (``figure`` None: no figure) as one output set;
+    returns the selection with ``file`` pointing at the published cutouts."""
     from clumptool.active_learning.manifest import write_cutouts, write_manifest
     from clumptool.common.outputs import output_set
 
@@ -536,16 +433,16 @@ def _publish(sel: pd.DataFrame, scored: pd.DataFrame | None, out: Path, round_na
         write_manifest(sel, staged.file("manifest.csv"), round_name)
         sel["file"] = [str(out / Path(f).relative_to(staged.path)) for f in sel["file"]]
         write_table(_parquet_safe(sel), staged.file("selection.parquet"))
-        if plot:
-            from clumptool.active_learning.plots import selection_figure
-
-            selection_figure(sel, scored, net, spec, staged.file("selection.png"))
+        if figure is not None and figure.detections is None and figure.previous is not None:
+            shutil.copyfile(figure.previous, staged.file("selection.png"))
+        elif figure is not None:
+            selection_figure(sel, scored, figure.detections, staged.file("selection.png"))
         ledger.record_selection(round_name, sel)  # the commit point of the round
     result.files.update({"selection": str(out / "selection.parquet"), "manifest": str(out / "manifest.csv"),
                          "cutouts": str(out / "cutouts")})
     if scored is not None:
         result.files["pool scores"] = str(out / "pool_scores.parquet")
-    if plot:
+    if figure is not None:
         result.files["figure"] = str(out / "selection.png")
     return sel
 

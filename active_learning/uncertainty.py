@@ -51,7 +51,7 @@ def bald(p: np.ndarray) -> np.ndarray:
     return np.maximum(binary_entropy(p.mean(axis=-1)) - binary_entropy(p).mean(axis=-1), 0.0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Pass:
     """One forward pass of the detector on one galaxy: boxes [x1, y1, x2, y2] in a common frame, scores."""
 
@@ -59,11 +59,11 @@ class Pass:
     scores: np.ndarray
     labels: np.ndarray | None = None
 
-    def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, dtype=float).reshape(-1, 4)
-        self.scores = np.asarray(self.scores, dtype=float).reshape(-1)
+    def __post_init__(self) -> None:  # normalised once, at construction (a frozen value afterwards)
+        object.__setattr__(self, "boxes", np.asarray(self.boxes, dtype=float).reshape(-1, 4))
+        object.__setattr__(self, "scores", np.asarray(self.scores, dtype=float).reshape(-1))
         if self.labels is not None:
-            self.labels = np.asarray(self.labels).reshape(-1)
+            object.__setattr__(self, "labels", np.asarray(self.labels).reshape(-1))
         if len(self.boxes) != len(self.scores):
             raise ValueError(f"{len(self.boxes)} boxes but {len(self.scores)} scores")
 
@@ -88,7 +88,7 @@ def merge_classes(p: Pass, iou: float = 0.7) -> Pass:
     return Pass(boxes[kept], merged[kept])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Clusters:
     """The same boxes followed across T passes: ``scores`` (B, T) with 0 where a pass missed the box,
     ``boxes`` (B, T, 4) with NaN there."""
@@ -159,18 +159,24 @@ def localisation_disagreement(clusters: Clusters) -> np.ndarray:
     return out
 
 
-def box_uncertainties(clusters: Clusters) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class BoxUncertainties:
+    """Per-cluster uncertainties (see the module docstring) and mean scores, one value per cluster each."""
+
+    bald: np.ndarray
+    freq: np.ndarray
+    loc: np.ndarray
+    entropy: np.ndarray
+    mean_score: np.ndarray
+
+
+def box_uncertainties(clusters: Clusters) -> BoxUncertainties:
     """Per-cluster uncertainties (see the module docstring) and the mean score."""
     s = clusters.scores
     mean = s.mean(axis=1) if s.size else np.zeros(len(s))
     freq = clusters.found.mean(axis=1) if s.size else np.zeros(len(s))
-    return {
-        "bald": bald(s),
-        "freq": binary_entropy(freq),
-        "loc": localisation_disagreement(clusters) * mean,
-        "entropy": binary_entropy(s[:, 0]) if s.size else np.zeros(0),
-        "mean_score": mean,
-    }
+    return BoxUncertainties(bald=bald(s), freq=binary_entropy(freq), loc=localisation_disagreement(clusters) * mean,
+                            entropy=binary_entropy(s[:, 0]) if s.size else np.zeros(0), mean_score=mean)
 
 
 def aggregate(values: np.ndarray, how: str = "sum", k: int = 3) -> float:
@@ -198,26 +204,44 @@ def borderline_empty(mean_scores: np.ndarray, decision: float = 0.5) -> float:
     return float(binary_entropy(best)) if best < decision else 0.0
 
 
+@dataclass(frozen=True)
+class ImageScores:
+    """One galaxy's uncertainties (fields in the order of select's score columns)."""
+
+    bald: float
+    freq: float
+    loc: float
+    entropy: float
+    n_boxes: int          # clusters with mean score >= the decision score
+    max_score: float
+    borderline: float     # the borderline-empty term (unweighted)
+
+    def get(self, kind: str) -> float:
+        """The uncertainty named ``kind`` (a strategy's ranking score: bald, freq, loc or entropy)."""
+        if kind not in ("bald", "freq", "loc", "entropy"):
+            raise ValueError(f"unknown uncertainty {kind!r}")
+        return float(getattr(self, kind))
+
+
 def image_scores(passes: Sequence[Pass], how: str = "sum", k: int = 3, iou: float = 0.5,
-                 decision: float = 0.5, borderline_weight: float = 1.0, merge: bool = True) -> dict[str, float]:
+                 decision: float = 0.5, borderline_weight: float = 1.0, merge: bool = True) -> ImageScores:
     """Every per-image uncertainty of one galaxy from T passes (T = 1 gives only the entropy meaningfully).
 
-    Returns ``bald``, ``freq``, ``loc``, ``entropy`` (each aggregated with ``how`` plus the borderline
-    term, weighted by ``borderline_weight``), and ``n_boxes`` (clusters with mean score >= decision),
-    ``max_score`` and ``borderline`` for the record.
+    ``bald``, ``freq``, ``loc``, ``entropy`` are each aggregated with ``how`` plus the borderline term,
+    weighted by ``borderline_weight``; ``n_boxes`` (clusters with mean score >= decision), ``max_score`` and
+    ``borderline`` are for the record.
     """
     if not passes:
         raise ValueError("need at least one pass")
     ps = [merge_classes(p) if merge else p for p in passes]
     clusters = match_passes(ps, iou)
     per_box = box_uncertainties(clusters)
-    mean = per_box["mean_score"]
+    mean = per_box.mean_score
     border = borderline_empty(mean, decision)
     first = clusters.scores[:, 0] if len(clusters.scores) else np.zeros(0)
-    out = {kind: aggregate(per_box[kind], how, k) + borderline_weight * border
-           for kind in ("bald", "freq", "loc")}
-    out["entropy"] = aggregate(per_box["entropy"], how, k) + borderline_weight * borderline_empty(first, decision)
-    out["n_boxes"] = float((mean >= decision).sum())
-    out["max_score"] = float(mean.max()) if mean.size else 0.0
-    out["borderline"] = border
-    return out
+    extra = borderline_weight * border
+    return ImageScores(
+        bald=aggregate(per_box.bald, how, k) + extra, freq=aggregate(per_box.freq, how, k) + extra,
+        loc=aggregate(per_box.loc, how, k) + extra,
+        entropy=aggregate(per_box.entropy, how, k) + borderline_weight * borderline_empty(first, decision),
+        n_boxes=int((mean >= decision).sum()), max_score=float(mean.max()) if mean.size else 0.0, borderline=border)

@@ -67,8 +67,7 @@ def scoring_speed(project, model_dir: Path, n: int, work: Path) -> dict:
     out = {"threads": torch.get_num_threads(), "galaxies": len(table)}
     for name in ("tta-bald", "entropy"):
         t0 = time.perf_counter()
-        _, rate = score_pool(model, spec, table, ScoringOptions(strategy=name), progress=False)
-        out[name] = rate
+        out[name] = score_pool(model, spec, table, ScoringOptions(strategy=name), progress=False).rate
         out[name + "_seconds"] = time.perf_counter() - t0
     return out
 

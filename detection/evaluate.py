@@ -11,7 +11,9 @@ Truth: a boxes table (``subject_id, x1, y1, x2, y2[, label]``, e.g. aggregate's 
 2.5 x fwhm_px by :mod:`clumptool.aggregation.boxes` (16.6 px where no FWHM is given). No label column means
 every true clump is class 1.
 
-Detections go through the same post-processing as ``predict`` (class-agnostic NMS at IoU 0.2 by default, the
+The detector runs through the same Lightning path as ``predict`` (:func:`clumptool.detection.predicting.
+detect_images`: one CPU, N CPU processes, GPUs, nodes; ``device`` as predict's ``--devices``), and the
+detections go through the same post-processing (class-agnostic NMS at IoU 0.2 by default, the
 paper's) so that the numbers describe the catalogue a user would get; ``nms_iou=None`` scores the raw model.
 
 Threshold: completeness/purity are reported at the model's OPERATING threshold (chosen by ``train`` on its
@@ -39,12 +41,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, box_sides, square_boxes
 from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.ids import normalise_subject_ids, read_subject_ids  # noqa: F401 (read_subject_ids: predict's)
 from clumptool.common.jsonable import jsonable
+from clumptool.common.outputs import check_output_location, output_set, read_manifest
 from clumptool.common.tables import read_table
+from clumptool.detection.image_list import ImageList
+from clumptool.detection.images import IMAGE_SUFFIXES, image_size, image_stem, index_images, working_geometry
+from clumptool.detection.io import load_model
 from clumptool.detection.metrics import (
     Evaluation,
     ImageResult,
@@ -52,7 +59,9 @@ from clumptool.detection.metrics import (
     evaluate_images,
     mean_average_precision,
 )
-from clumptool.detection.postprocess import PAPER_NMS_IOU, postprocess
+from clumptool.detection.plots import plot_score_curves
+from clumptool.detection.postprocess import PAPER_NMS_IOU
+from clumptool.detection.predicting import PostProcessed, collecting_trainer, detect_images
 
 BOX_FIELDS = ("x1", "y1", "x2", "y2")
 POINT_FIELDS = ("x", "y")
@@ -68,8 +77,6 @@ SHOWN_IDS = 5
 
 def looked_for() -> str:
     """The image names searched for, as a user would type them."""
-    from clumptool.detection.images import IMAGE_SUFFIXES
-
     return "|".join(f"*{s}" for s in IMAGE_SUFFIXES)
 
 
@@ -77,8 +84,6 @@ def find_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None
                 ) -> tuple[list[Path], list[str]]:
     """Image files in ``images_dir`` sorted by subject id (only those of ``subject_ids`` when given), and the
     listed subject ids that have no image there (the caller decides whether that is an error)."""
-    from clumptool.detection.images import index_images
-
     images_dir = Path(images_dir)
     found = index_images(images_dir)
     if not found:
@@ -294,8 +299,6 @@ def check_unit(option: str, value: float | None, allow_zero: bool = True) -> Non
 
 def check_device(device: str, option: str = "--device") -> str:
     """A torch device name that exists here (e.g. cpu, cuda, cuda:1, mps), checked before any work."""
-    import torch
-
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as exc:
@@ -311,8 +314,6 @@ def check_device(device: str, option: str = "--device") -> str:
 def check_output_folder(out_dir: str | os.PathLike, command: str, what: str = "--out") -> Path:
     """``check_output_location`` plus: an existing set written by another command (a model, an evaluation ...)
     is never replaced by this one."""
-    from clumptool.common.outputs import check_output_location, read_manifest
-
     out = check_output_location(out_dir, what)
     manifest = read_manifest(out) if out.is_dir() else None
     if manifest is not None and manifest.get("command") != command:
@@ -330,23 +331,23 @@ def model_region(spec, width: int, height: int) -> tuple[float, float, float, fl
     The working image's corners mapped back through the detection layer's own geometry, so it always
     agrees with how images are cropped for the model.
     """
-    from clumptool.detection.images import working_geometry
-
     geometry, ww, wh = working_geometry(int(width), int(height), spec.crop, spec.image_size)
     corners = np.array([[0.0, 0.0, float(ww), float(wh)]])
     x1, y1, x2, y2 = np.asarray(geometry.to_original(corners), dtype=float).reshape(4)
     return (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvaluationReport:
-    """What :func:`evaluate_model` computed and wrote."""
+    """What :func:`evaluate_model` computed and wrote (``is_global_zero`` False: another process of a
+    multi-process run, which wrote nothing)."""
 
     metrics: dict
     evaluation: Evaluation
     out_dir: Path
     metrics_path: Path
     plot_path: Path
+    is_global_zero: bool = True
 
     def format_table(self) -> str:
         return format_metrics(self.metrics)
@@ -356,9 +357,10 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
                    out_dir: str | os.PathLike, *, subjects: str | os.PathLike | None = None,
                    settings: MatchSettings | None = None, score_threshold: float | None = None,
                    nms_iou: float | None = PAPER_NMS_IOU, min_score: float = 0.05, batch_size: int = 8,
-                   device: str | None = None, box_scale: float = DEFAULT_BOX_SCALE,
+                   device: str | int | None = None, box_scale: float = DEFAULT_BOX_SCALE,
                    box_size: float = DEFAULT_BOX_SIZE, progress: bool = True, allow_missing_images: bool = False,
-                   allow_no_truth: bool = False) -> EvaluationReport:
+                   allow_no_truth: bool = False, num_nodes: int = 1, strategy: str = "auto",
+                   precision: str = "32", num_workers: int = 0) -> EvaluationReport:
     """Run the detector on the images and score it against the truth (see the module docstring).
 
     ``score_threshold``: the operating threshold every scope is reported at (None: the one train chose on
@@ -367,13 +369,10 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
     curves start there); ``nms_iou``: the paper's class-agnostic NMS before scoring (None = off).
     ``allow_missing_images``: go on when galaxies listed in ``subjects`` have no image (counted);
     ``allow_no_truth``: go on when no evaluated galaxy has a true clump (completeness is then undefined).
+    ``device``, ``num_nodes``, ``strategy``, ``precision``: as predict's ``--devices`` ... (None: every GPU,
+    else one CPU process); in a multi-process run every process scores its share and the first one writes.
     Every input is checked before the detector runs; outputs are published as one set (``manifest.json``).
     """
-    from clumptool.common.outputs import output_set
-    from clumptool.detection.images import image_size, image_stem
-    from clumptool.detection.inference import iter_detections
-    from clumptool.detection.io import load_model
-
     settings = settings or MatchSettings()
     check_unit("--min-score", min_score)
     check_unit("--nms-iou", nms_iou)
@@ -381,13 +380,12 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
         check_unit("--score-threshold", score_threshold)
     if batch_size < 1:
         raise ClumptoolError(f"--batch-size must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise ClumptoolError(f"--num-workers must be >= 0, got {num_workers}")
     out_dir = check_output_folder(out_dir, "evaluate")
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    check_device(device)
-    model, spec = load_model(model_path, device=device)
+    trainer = collecting_trainer("auto" if device is None else device, num_nodes=num_nodes, strategy=strategy,
+                                 precision=precision, progress=progress, option="--device")
+    model, spec = load_model(model_path, device="cpu")
     threshold, threshold_source = operating_threshold(spec, score_threshold)
     floor = min(min_score, threshold)
     truth = read_truth(truth_path, box_scale, box_size, num_classes=spec.num_classes)
@@ -415,18 +413,18 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
     results: list[ImageResult] = []
     n_true_outside = 0
     regions: dict[tuple[int, int], tuple[float, float, float, float]] = {}
-    for det in iter_detections(model, spec, paths, batch_size=batch_size, score_thresh=floor, device=device,
-                               progress=progress):
-        det = postprocess(det, min_score=floor, nms_iou=nms_iou)
+    images = ImageList(ids=[image_stem(p) or p.stem for p in paths], paths=[str(p) for p in paths])
+    detections = detect_images(trainer, model, PostProcessed(floor, nms_iou), images, spec, batch_size=batch_size,
+                               num_workers=num_workers)
+    for sid, det in zip(images.ids, detections, strict=True):
         key = (int(det.width), int(det.height))
         if key not in regions:
             regions[key] = model_region(spec, det.width, det.height)
-        tb, tl = truth.get(str(det.subject_id))
+        tb, tl = truth.get(sid)
         kept_b, kept_l, sides = restrict_to_region(tb, tl, regions[key])
         n_true_outside += len(tb) - len(kept_b)
         radius = sides / settings.box_scale if settings.max_dist is None else None
-        results.append(ImageResult(str(det.subject_id), det.boxes, det.scores, det.labels, kept_b, kept_l,
-                                   max_dist=radius))
+        results.append(ImageResult(sid, det.boxes, det.scores, det.labels, kept_b, kept_l, max_dist=radius))
 
     evaluation = evaluate_images(results, classes, settings, threshold=threshold)
     maps = {"per_class": mean_average_precision(results),
@@ -475,8 +473,10 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
                    for name, c in evaluation.curves.items()},
         "notes": notes,
     }
-    from clumptool.detection.plots import plot_score_curves
-
+    if not trainer.is_global_zero:  # another process of a multi-process run: the first one writes
+        return EvaluationReport(metrics=metrics, evaluation=evaluation, out_dir=out_dir,
+                                metrics_path=out_dir / "metrics.json", plot_path=out_dir / "pr_curve.png",
+                                is_global_zero=False)
     with output_set(out_dir, "evaluate") as staged:
         staged.info = {"model": str(model_path), "model_version": spec.version, "truth": str(truth_path),
                        "images": str(images_dir), "score_threshold": threshold, "n_images": len(results),

@@ -1,7 +1,9 @@
-"""Running a trained detector: raw outputs, streamed detections in original pixels, embeddings, MC dropout.
+"""Detections in original pixels, backbone embeddings, and a plain streaming loop for benchmarks.
 
-``iter_detections`` streams any number of images with bounded memory (a DataLoader over paths, decoding in
-worker processes if asked); boxes come back in ORIGINAL image pixels via each image's Geometry.
+The commands run the detector through Lightning (:mod:`clumptool.detection.predicting`); the per-call score
+threshold and MC dropout live in :func:`clumptool.detection.model.detect`, never in the model's state.
+``iter_detections`` streams images on one device without Lightning (the detection bench measures the bare
+forward pass with it); boxes come back in ORIGINAL image pixels via each image's Geometry.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from clumptool.detection.images import Geometry, image_stem, load_image, to_model_input
-from clumptool.detection.model import cpu_setup
+from clumptool.detection.model import cpu_setup, detect
 from clumptool.detection.spec import ModelSpec
 
 
-@dataclass
+@dataclass(frozen=True)
 class Detections:
     """Detections of one image, boxes [x1, y1, x2, y2] in original pixels."""
 
@@ -37,44 +40,16 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def detect_tensors(model: nn.Module, images: list[torch.Tensor]) -> list[dict]:
-    """Raw torchvision outputs (boxes in working pixels) for [0, 1] working-size tensors; model left in eval.
-
-    Dropout modules that :func:`enable_mc_dropout` switched on stay on (only the rest is put in eval).
-    """
-    mc = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.training]
-    model.eval()
-    for m in mc:
-        m.train()
-    dev = _device_of(model)
-    out = model([im.to(dev, dtype=torch.float32) for im in images])
-    return [{k: v.detach().cpu() for k, v in o.items()} for o in out]
-
-
-@torch.no_grad()
 def embed_tensors(model: nn.Module, images: list[torch.Tensor]) -> np.ndarray:
-    """(n, d) features: global average of the last backbone level (before the FPN), for diversity sampling."""
-    was_training = model.training
-    model.eval()
+    """(n, d) features: global average of the last backbone level (before the FPN), for diversity sampling.
+
+    The model must be in eval mode (it is not switched: it may be shared)."""
+    if model.training:
+        raise ValueError("embed_tensors() needs the model in eval mode (call model.eval() once)")
     dev = _device_of(model)
     batch = model.transform([im.to(dev, dtype=torch.float32) for im in images])[0].tensors  # normalised
     feats = model.backbone.features(batch)[-1]
-    model.train(was_training)
     return feats.mean(dim=(2, 3)).cpu().numpy().astype(np.float32)
-
-
-def set_score_threshold(model: nn.Module, t: float) -> None:
-    """Minimum score of the detections the model returns (roi_heads.score_thresh)."""
-    model.roi_heads.score_thresh = float(t)
-
-
-def enable_mc_dropout(model: nn.Module) -> bool:
-    """Model in eval, Dropout modules in train mode (Monte Carlo dropout). False if there is no dropout."""
-    model.eval()
-    drops = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
-    for m in drops:
-        m.train()
-    return bool(drops)
 
 
 class _PathDataset(Dataset):
@@ -113,12 +88,11 @@ def iter_detections(model: nn.Module, spec: ModelSpec, image_paths: Iterable[Pat
 
     Paths are consumed in chunks (bounded memory even for a generator over millions of files).
     """
-    from tqdm import tqdm
-
     cpu_setup()
     if device is not None:
         model.to(device)
-    set_score_threshold(model, score_thresh)
+    model.eval()
+    dev = _device_of(model)
     total = len(image_paths) if hasattr(image_paths, "__len__") else None
     bar = tqdm(total=total, desc="detecting", unit="img", disable=not progress, leave=False)
     chunk_size = max(batch_size * max(num_workers, 1) * 64, batch_size)
@@ -127,7 +101,8 @@ def iter_detections(model: nn.Module, spec: ModelSpec, image_paths: Iterable[Pat
             loader = DataLoader(_PathDataset(chunk, spec), batch_size=batch_size, num_workers=num_workers,
                                 collate_fn=_collate)
             for tensors, geoms, ids in loader:
-                outs = detect_tensors(model, list(tensors))
+                outs = detect(model, [t.to(dev, dtype=torch.float32) for t in tensors], score_thresh=score_thresh)
+                outs = [{k: v.detach().cpu() for k, v in o.items()} for o in outs]
                 for out, geom, sid in zip(outs, geoms, ids, strict=True):
                     yield to_detections(out, geom, sid)
                 bar.update(len(tensors))

@@ -223,6 +223,7 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     from clumptool.detection.io import load_model, read_weights
     from clumptool.detection.predicting import (
         DetectorPredictor,
+        PostProcessed,
         ShardedImages,
         ShardWriter,
         check_precision,
@@ -294,7 +295,7 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
                        shard_size or default_shard_size(len(images), batch_size), extra=sky_bytes)
     store = ShardStore(staging_path(folder) / SHARDS_DIR, plan)
     writer = ShardWriter(store, images, list(spec.classes), spec.version, rows=catalogue_rows)
-    module = DetectorPredictor(model, spec, threshold, nms_iou or None, drop_central)
+    module = DetectorPredictor(model, PostProcessed(threshold, nms_iou or None, drop_central))
     data = ShardedImages(images, store, spec, batch_size=batch_size, num_workers=num_workers)
     with quiet_lightning():
         trainer = make_trainer(devs, num_nodes=num_nodes, strategy=strategy, precision=precision,

@@ -8,31 +8,42 @@ SLURM launch the processes exactly as for ``train``). The pieces:
   removed) and broadcasts the pending shard numbers; each rank takes every ``world_size``-th pending shard.
   A loader item is one whole batch inside one shard, so batches (and thus padding and results) do not depend
   on the number of processes, and Lightning keeps no per-image index list (memory stays flat).
-* :class:`DetectorPredictor` (a LightningModule): ``predict_step`` runs the detector and post-processes
-  (score threshold, NMS, central cut), boxes in original image pixels.
-* :class:`ShardWriter` (a ``BasePredictionWriter``): turns detections into catalogue rows and writes a shard
-  as soon as its last batch is done; with ``return_predictions=False`` nothing accumulates.
+* :class:`DetectorPredictor` (a LightningModule): ``predict_step`` hands each batch to a *head*, a frozen
+  dataclass that says what one call computes: :class:`PostProcessed` (predict's and evaluate's detections:
+  score threshold, NMS, central cut, boxes in original image pixels), or a caller's own (select-next-batch's
+  uncertainty over TTA or MC dropout passes). Thresholds, passes and MC dropout are the head's per-call
+  settings (:func:`clumptool.detection.model.detect`); the shared model is never switched into a mode.
+* A ``BasePredictionWriter``: :class:`ShardWriter` turns detections into catalogue rows and writes a shard as
+  soon as its last batch is done (predict: flat memory, resumable); :class:`Collector` keeps each image's
+  result in memory and, after the run, gathers them onto every rank (evaluate, select-next-batch).
 
-:func:`run_detection` ties them to a Trainer; the caller merges the shards (rank 0, after all ranks are done).
+:func:`run_detection` ties them to a Trainer: the one path by which predict, evaluate and select-next-batch
+run the detector; :func:`detect_images` is its in-memory form.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import lightning as L
 import pandas as pd
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from torch.utils.data import DataLoader, Dataset
 
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.quiet import quiet_if
 from clumptool.detection.catalogue import CATALOGUE_SCHEMA, catalogue_rows, to_arrow
 from clumptool.detection.image_list import ImageList
-from clumptool.detection.images import load_image, to_model_input
-from clumptool.detection.inference import to_detections
+from clumptool.detection.images import Geometry, load_image, to_model_input
+from clumptool.detection.inference import Detections, to_detections
+from clumptool.detection.model import cpu_setup, detect
 from clumptool.detection.postprocess import postprocess
 from clumptool.detection.shards import ShardPlan, ShardStore
 from clumptool.detection.spec import ModelSpec
@@ -52,7 +63,7 @@ class Devices:
     label: str
 
 
-def parse_devices(value: str | int | None = "auto") -> Devices:
+def parse_devices(value: str | int | None = "auto", option: str = "--devices") -> Devices:
     """``auto`` (every GPU, else one CPU process), ``cpu``, ``cuda``/``gpu`` (every GPU), ``N`` (N GPUs, or N
     CPU processes without a GPU), GPU indices ``0,1`` / ``cuda:0,cuda:1``, or ``cpu,cpu`` (2 CPU processes)."""
     from clumptool.detection.evaluate import check_device
@@ -65,13 +76,13 @@ def parse_devices(value: str | int | None = "auto") -> Devices:
         return Devices("cpu", 1, "cpu")
     if text in ("cuda", "gpu"):
         if not has_gpu:
-            raise ClumptoolError(f"--devices {value}: no CUDA device is available here; use cpu, a number of CPU "
+            raise ClumptoolError(f"{option} {value}: no CUDA device is available here; use cpu, a number of CPU "
                                  "processes (e.g. 2) or auto")
         return Devices("gpu", -1, "every GPU")
     if text.isdigit():
         n = int(text)
         if n < 1:
-            raise ClumptoolError(f"--devices {value}: give at least 1 (or auto)")
+            raise ClumptoolError(f"{option} {value}: give at least 1 (or auto)")
         return Devices("gpu", n, f"{n} GPU(s)") if has_gpu else Devices("cpu", n, f"{n} CPU process(es)")
     items = [t.strip() for t in text.split(",") if t.strip()]
     if items and all(t == "cpu" for t in items):
@@ -81,12 +92,12 @@ def parse_devices(value: str | int | None = "auto") -> Devices:
         if t.isdigit():
             t = f"cuda:{t}"
         if not t.startswith("cuda"):
-            raise ClumptoolError(f"--devices {value}: not understood; use auto, cpu, cuda, a count such as 2, "
+            raise ClumptoolError(f"{option} {value}: not understood; use auto, cpu, cuda, a count such as 2, "
                                  "or GPU indices such as 0,1")
-        check_device(t, "--devices")
+        check_device(t, option)
         gpus.append(int(t.split(":")[1]) if ":" in t else 0)
     if not gpus:
-        raise ClumptoolError("--devices: no device given; use auto, cpu, cuda, a count such as 2 or 0,1")
+        raise ClumptoolError(f"{option}: no device given; use auto, cpu, cuda, a count such as 2 or 0,1")
     return Devices("gpu", gpus, ", ".join(f"cuda:{g}" for g in gpus))
 
 
@@ -106,8 +117,9 @@ def check_precision(precision: str, devices: Devices) -> str:
 class ShardBatches(Dataset):
     """Item ``i`` = the ``i``-th batch of this rank's shards: (shard, first index, tensors, geometries)."""
 
-    def __init__(self, images: ImageList, plan: ShardPlan, shards: list[int], batch_size: int, spec: ModelSpec):
-        self.images, self.spec = images, spec
+    def __init__(self, images: ImageList, plan: ShardPlan, shards: list[int], batch_size: int, spec: ModelSpec,
+                 hint: str = ""):
+        self.images, self.spec, self.hint = images, spec, hint
         self.batches = [(k, s, min(s + batch_size, plan.bounds(k)[1]))
                         for k in shards for s in range(plan.bounds(k)[0], plan.bounds(k)[1], batch_size)]
 
@@ -118,8 +130,13 @@ class ShardBatches(Dataset):
         k, start, stop = self.batches[i]
         tensors, geoms = [], []
         for j in range(start, stop):
-            img = load_image(self.images.paths[j], self.spec.in_channels, self.spec.fits_bands)
-            t, g = to_model_input(img, self.spec)
+            try:
+                img = load_image(self.images.paths[j], self.spec.in_channels, self.spec.fits_bands)
+                t, g = to_model_input(img, self.spec)
+            except ClumptoolError as exc:
+                if not self.hint:
+                    raise
+                raise ClumptoolError(f"{exc}; {self.hint}") from None
             tensors.append(t)
             geoms.append(g)
         return {"shard": k, "start": start, "tensors": tensors, "geoms": geoms}
@@ -130,13 +147,32 @@ def _whole(item):
     return item
 
 
-class ShardedImages(L.LightningDataModule):
-    """The pending shards of a plan, split over the ranks after rank 0 prepared the shard folder."""
+class AllShards:
+    """A shard "store" in memory: every shard of the plan is pending (runs that are not resumed from disk)."""
 
-    def __init__(self, images: ImageList, store: ShardStore, spec: ModelSpec, batch_size: int = 8,
-                 num_workers: int = 0):
+    def __init__(self, plan: ShardPlan):
+        self.plan = plan
+
+    def prepare(self) -> list[int]:
+        return list(range(self.plan.n_shards))
+
+
+def batch_plan(n_images: int, batch_size: int) -> ShardPlan:
+    """One shard per batch: the ranks take batches in turn; the batches are those of a single process."""
+    return ShardPlan(fingerprint="in-memory", n_images=n_images, shard_size=max(1, int(batch_size)))
+
+
+class ShardedImages(L.LightningDataModule):
+    """The pending shards of a plan, split over the ranks after rank 0 prepared the shard folder.
+
+    ``store``: a :class:`~clumptool.detection.shards.ShardStore` (finished shards on disk are skipped) or
+    :class:`AllShards`. ``hint`` is added to an unreadable image's error (what the user can do about it).
+    """
+
+    def __init__(self, images: ImageList, store: ShardStore | AllShards, spec: ModelSpec, batch_size: int = 8,
+                 num_workers: int = 0, hint: str = ""):
         super().__init__()
-        self.images, self.store, self.spec = images, store, spec
+        self.images, self.store, self.spec, self.hint = images, store, spec, hint
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pending: list[int] = []
         self.mine: list[int] = []
@@ -148,7 +184,7 @@ class ShardedImages(L.LightningDataModule):
         self.mine = self.pending[trainer.global_rank::trainer.world_size]
 
     def predict_dataloader(self) -> DataLoader:
-        ds = ShardBatches(self.images, self.store.plan, self.mine, self.batch_size, self.spec)
+        ds = ShardBatches(self.images, self.store.plan, self.mine, self.batch_size, self.spec, self.hint)
         return DataLoader(ds, batch_size=None, shuffle=False, num_workers=self.num_workers, collate_fn=_whole,
                           persistent_workers=False)
 
@@ -156,20 +192,55 @@ class ShardedImages(L.LightningDataModule):
 # ------------------------------------------------------------------------------------------------ model
 
 
-class DetectorPredictor(L.LightningModule):
-    """A trained detector for ``Trainer.predict``: detections per image, post-processed, original pixels."""
+class BatchHead(Protocol):
+    """What ``predict_step`` computes for one batch: one result per image (picklable, frozen settings).
 
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec, score_threshold: float, nms_iou: float | None,
-                 drop_central: float = 0.0):
+    ``first`` is the index of the batch's first image in the run (e.g. to seed random draws per batch, the
+    same whatever the number of processes)."""
+
+    def __call__(self, model: torch.nn.Module, images: list[torch.Tensor], geoms: list[Geometry], first: int
+                 ) -> list[Any]:
+        ...
+
+
+def to_numpy_outputs(outs: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
+    """torchvision's outputs on the CPU as numpy (float32 for the float tensors, also under mixed precision)."""
+    return [{k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().numpy() for k, v in o.items()}
+            for o in outs]
+
+
+@dataclass(frozen=True)
+class PostProcessed:
+    """predict's and evaluate's head: one pass at ``score_threshold``, then :func:`postprocess` (NMS, central
+    cut); boxes in original pixels. ``subject_id`` of each result is its position in the batch."""
+
+    score_threshold: float
+    nms_iou: float | None = None
+    drop_central: float = 0.0
+
+    def __call__(self, model: torch.nn.Module, images: list[torch.Tensor], geoms: list[Geometry], first: int = 0
+                 ) -> list[Detections]:
+        outs = detect(model, images, score_thresh=self.score_threshold)
+        dets = []
+        for j, (out, geom) in enumerate(zip(outs, geoms, strict=True)):
+            raw = {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in out.items()}
+            dets.append(postprocess(to_detections(raw, geom, str(j)), min_score=self.score_threshold,
+                                    nms_iou=self.nms_iou, drop_central=self.drop_central))
+        return dets
+
+
+class DetectorPredictor(L.LightningModule):
+    """A trained detector for ``Trainer.predict``: each batch's images go through ``head`` (see :class:`BatchHead`).
+
+    ``predict_step`` returns (shard, first image index, one result per image).
+    """
+
+    def __init__(self, model: torch.nn.Module, head: BatchHead):
         super().__init__()
-        self.model, self.spec = model, spec
-        self.score_threshold, self.nms_iou, self.drop_central = score_threshold, nms_iou, drop_central
-        self.model.roi_heads.score_thresh = float(score_threshold)  # this module's own copy of the network
+        self.model, self.head = model, head
         self.allow_zero_length_dataloader_with_multiple_devices = True  # a rank may have no shard left
 
     def on_predict_start(self) -> None:
-        from clumptool.detection.model import cpu_setup
-
         if self.device.type == "cpu":
             cpu_setup()
             per_node = max(1, int(self.trainer.num_devices))
@@ -179,14 +250,7 @@ class DetectorPredictor(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
         images = [t.to(self.device) for t in batch["tensors"]]
-        outs = self.model(images)
-        dets = []
-        for j, (out, geom) in enumerate(zip(outs, batch["geoms"], strict=True)):
-            raw = {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in out.items()}
-            det = to_detections(raw, geom, str(batch["start"] + j))
-            dets.append(postprocess(det, min_score=self.score_threshold, nms_iou=self.nms_iou,
-                                    drop_central=self.drop_central))
-        return batch["shard"], batch["start"], dets
+        return batch["shard"], batch["start"], self.head(self.model, images, batch["geoms"], batch["start"])
 
 
 # ------------------------------------------------------------------------------------------------ writer
@@ -228,11 +292,50 @@ class ShardWriter(BasePredictionWriter):
         self.store.write(k, table)
         self.written.append(k)
 
+    def finish(self, trainer: L.Trainer) -> None:
+        """Every shard complete; all ranks wait until all have written theirs."""
+        if self.open:
+            raise RuntimeError(f"shards {sorted(self.open)} were not completed")
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("all shards written")
+
+
+class Collector(BasePredictionWriter):
+    """Each image's result in memory; after the run every rank holds all of them, in image order."""
+
+    def __init__(self):
+        super().__init__(write_interval="batch")
+        self.parts: dict[int, list] = {}
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.parts = {}
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                           dataloader_idx=0) -> None:
+        _, start, results = prediction
+        self.parts[int(start)] = list(results)
+        if trainer.received_sigterm:  # as ShardWriter: SIGTERM stops like Ctrl-C
+            raise KeyboardInterrupt("SIGTERM")
+
+    def finish(self, trainer: L.Trainer) -> None:
+        """Gather the other ranks' results (a collective call: every rank, after its last batch)."""
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            everyone: list[dict[int, list] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(everyone, self.parts)
+            self.parts = {k: v for part in everyone for k, v in (part or {}).items()}
+
+    def results(self, n_images: int) -> list:
+        """The results of images 0 .. n_images-1, in order (every one must be there)."""
+        out = [r for start in sorted(self.parts) for r in self.parts[start]]
+        if len(out) != n_images:
+            raise RuntimeError(f"{len(out)} results for {n_images} images")
+        return out
+
 
 # ------------------------------------------------------------------------------------------------ run
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectionRun:
     """What one process did: its rank, the world size, the shards it wrote, and all pending shards."""
 
@@ -252,15 +355,13 @@ def make_trainer(devices: Devices, *, num_nodes: int = 1, strategy: str = "auto"
                      use_distributed_sampler=False, callbacks=callbacks or [], inference_mode=True)
 
 
-def run_detection(trainer: L.Trainer, module: DetectorPredictor, data: ShardedImages, writer: ShardWriter
-                  ) -> DetectionRun:
-    """``trainer.predict`` with flat memory; every rank returns after all ranks have written their shards.
+def run_detection(trainer: L.Trainer, module: DetectorPredictor, data: ShardedImages,
+                  writer: ShardWriter | Collector) -> DetectionRun:
+    """``trainer.predict`` with flat memory; every rank returns after all ranks are done (``writer.finish``).
 
     Lightning turns Ctrl-C into a graceful stop and ``sys.exit(1)``; it is turned back into KeyboardInterrupt
     so callers report an interrupt (and keep the finished shards), not a failure.
     """
-    import signal
-
     handler = signal.getsignal(signal.SIGINT)
     try:
         trainer.predict(module, datamodule=data, return_predictions=False)
@@ -271,9 +372,57 @@ def run_detection(trainer: L.Trainer, module: DetectorPredictor, data: ShardedIm
     finally:
         if signal.getsignal(signal.SIGINT) is not handler and handler is not None:
             signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT while it shuts down
-    if writer.open:
-        raise RuntimeError(f"shards {sorted(writer.open)} were not completed")
-    if trainer.world_size > 1:
-        trainer.strategy.barrier("all shards written")
+    written = list(getattr(writer, "written", []))
+    writer.finish(trainer)
     return DetectionRun(global_rank=trainer.global_rank, world_size=trainer.world_size,
-                        is_global_zero=trainer.is_global_zero, pending=data.pending, written=writer.written)
+                        is_global_zero=trainer.is_global_zero, pending=list(data.pending), written=written)
+
+
+# ------------------------------------------------------------------------------------------------ in memory
+
+
+def collecting_trainer(devices: str | int | Sequence[str] | None = "auto", *, num_nodes: int = 1,
+                       strategy: str = "auto", precision: str = "32", progress: bool = False,
+                       quiet: bool = True, option: str = "--devices") -> L.Trainer:
+    """A Trainer for :func:`detect_images` (with its :class:`Collector`), every option checked now.
+
+    ``devices``: as ``--devices`` (:func:`parse_devices`; ``2`` without a GPU = 2 CPU processes; a single
+    torch device name such as ``cuda:1`` is checked as torch names it); ``option`` names it in errors. Strategies
+    that start their processes from this one (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``) cannot hand
+    in-memory results back to the caller: refused here, before any work.
+    """
+    if not isinstance(devices, (str, int)) and devices is not None:
+        devices = ",".join(map(str, devices))
+    if num_nodes < 1:
+        raise ClumptoolError(f"--num-nodes must be >= 1, got {num_nodes}")
+    text = "auto" if devices is None else str(devices).strip().lower()
+    if "," not in text and not text.isdigit() and text not in ("auto", "cpu", "cuda", "gpu"):
+        from clumptool.detection.evaluate import check_device  # (evaluate imports this module)
+
+        check_device(str(devices).strip(), option)
+    devs = parse_devices(devices, option)
+    check_precision(precision, devs)
+    with quiet_if(quiet):
+        trainer = make_trainer(devs, num_nodes=num_nodes, strategy=strategy, precision=precision,
+                               progress=progress, callbacks=[Collector()])
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        raise ClumptoolError(f"--strategy {strategy}: its processes are started from this one and cannot hand "
+                             "the results back; use --strategy ddp (or auto)")
+    return trainer
+
+
+def detect_images(trainer: L.Trainer, model: torch.nn.Module, head: BatchHead, images: ImageList,
+                  spec: ModelSpec, *, batch_size: int = 8, num_workers: int = 0, hint: str = "",
+                  quiet: bool = True) -> list:
+    """``head``'s result for every image of ``images``, in order, on every rank (:func:`run_detection` with a
+    :class:`Collector`; ``trainer`` from :func:`collecting_trainer`)."""
+    collector = next((cb for cb in trainer.callbacks if isinstance(cb, Collector)), None)
+    if collector is None:
+        raise ValueError("the trainer has no Collector: make it with collecting_trainer()")
+    data = ShardedImages(images, AllShards(batch_plan(len(images), batch_size)), spec, batch_size=batch_size,
+                         num_workers=num_workers, hint=hint)
+    if not len(images):
+        return []
+    with quiet_if(quiet):
+        run_detection(trainer, DetectorPredictor(model, head), data, collector)
+    return collector.results(len(images))

@@ -125,7 +125,7 @@ def test_mc_dropout_needs_dropout(tiny, tmp_path):
     with pytest.raises(ClumptoolError, match="needs a model with dropout"):
         score_pool(model, spec, table, ScoringOptions(strategy="mc-bald"), progress=False)
     model, spec = load_model(tiny / "model_dropout")
-    res, _ = score_pool(model, spec, table, ScoringOptions(strategy="mc-bald", passes=3), progress=False)
+    res = score_pool(model, spec, table, ScoringOptions(strategy="mc-bald", passes=3), progress=False).table
     assert len(res) == 3 and (res["score"] >= 0).all()
     assert not any(m.training for m in model.modules())  # dropout switched off again
 
@@ -280,3 +280,78 @@ def test_unclassified_subjects_of_an_aggregate_table_are_not_labelled(tmp_path):
     subjects = tmp_path / "subjects.parquet"
     pd.DataFrame({"subject_id": np.array([7, 8, 9], dtype="int64"), "n_viewers": [20, 0, 3]}).to_parquet(subjects)
     assert read_labelled_ids([subjects]) == {"7", "9"}
+
+
+def test_scoring_leaves_the_shared_model_as_it_was(tiny):
+    """Thresholds, TTA and MC dropout are per-call settings: no score threshold, mode or weight is changed."""
+    from clumptool.active_learning.pool import read_pool
+    from clumptool.detection.io import load_model
+
+    table = read_pool(tiny / "images").head(4)
+    model, spec = load_model(tiny / "model_dropout")
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    thresh = model.roi_heads.score_thresh
+    for strategy in ("tta-bald", "mc-bald", "entropy"):
+        score_pool(model, spec, table, ScoringOptions(strategy=strategy, passes=2, score_thresh=0.01), progress=False)
+        assert model.roi_heads.score_thresh == thresh != 0.01
+        assert not any(m.training for m in model.modules()), strategy
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_mc_dropout_scores_are_reproducible_and_follow_the_batches(tiny):
+    from clumptool.active_learning.pool import read_pool
+    from clumptool.detection.io import load_model
+
+    table = read_pool(tiny / "images")
+    model, spec = load_model(tiny / "model_dropout")
+    opts = ScoringOptions(strategy="mc-bald", passes=3, batch_size=3)
+    a = score_pool(model, spec, table, opts, seed=5, progress=False).table
+    torch.manual_seed(123)  # the caller's random state does not matter
+    b = score_pool(model, spec, table, opts, seed=5, progress=False).table
+    pd.testing.assert_frame_equal(a, b)
+    c = score_pool(model, spec, table, opts, seed=6, progress=False).table
+    assert not np.allclose(a["score"], c["score"])  # the seed is used: the test can fail
+
+
+def test_the_figure_shows_the_detections_of_the_scoring_pass(tiny, tmp_path, monkeypatch):
+    """selection.png is drawn from the detections computed while scoring (no second detector run); they are
+    the plain pass's, in original pixels, those >= 0.2 (the lowest score drawn)."""
+    import clumptool.active_learning.select as select
+    from clumptool.detection.image_list import ImageList
+    from clumptool.detection.io import load_model
+    from clumptool.detection.predicting import PostProcessed, collecting_trainer, detect_images
+
+    seen = {}
+    real = select.selection_figure
+
+    def spy(sel, scored, detections, target):
+        seen["ids"], seen["detections"] = sel["galaxy_id"].tolist(), detections
+        return real(sel, scored, detections, target)
+
+    monkeypatch.setattr(select, "selection_figure", spy)
+    select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=3, random_control=1, strategy="entropy",
+                      diversity="none", round_name="fig", progress=False)
+    assert (tmp_path / "o" / "selection.png").stat().st_size > 0
+    model, spec = load_model(tiny / "model")
+    paths = sorted(str(p) for p in (tiny / "images").glob("*.png"))
+    ids = [p.rsplit("/", 1)[1][:-4] for p in paths]
+    ref = detect_images(collecting_trainer("cpu"), model.eval(), PostProcessed(0.2, None),
+                        ImageList(ids=ids, paths=paths), spec, batch_size=8)
+    ref = dict(zip(ids, ref, strict=True))
+    assert sum(len(ref[g].scores) for g in seen["ids"]) > 0  # something to draw: the test can fail
+    for gid in seen["ids"]:
+        got = seen["detections"][gid]
+        np.testing.assert_allclose(got.boxes, ref[gid].boxes, atol=1e-4)
+        np.testing.assert_allclose(got.scores, ref[gid].scores, atol=1e-5)
+
+
+def test_a_resumed_round_keeps_its_figure(tiny, tmp_path):
+    first = select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=2, random_control=1,
+                              strategy="entropy", diversity="none", round_name="again", progress=False)
+    png = (tmp_path / "o" / "selection.png").read_bytes()
+    again = select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=2, random_control=1,
+                              strategy="entropy", diversity="none", round_name="again", progress=False)
+    assert again.resumed and not first.resumed
+    assert (tmp_path / "o" / "selection.png").read_bytes() == png

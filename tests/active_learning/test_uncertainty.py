@@ -91,25 +91,25 @@ def test_image_scores_rank_disagreement_above_agreement():
     agree = [Pass([_box(10, 10)], [0.9]) for _ in range(8)]
     disagree = [Pass([_box(10, 10)], [0.9]) if t % 2 else Pass(np.zeros((0, 4)), []) for t in range(8)]
     a, d = image_scores(agree), image_scores(disagree)
-    assert a["bald"] == pytest.approx(0.0, abs=1e-12)
-    assert a["freq"] == pytest.approx(0.0, abs=1e-12)
-    assert a["loc"] == pytest.approx(0.0, abs=1e-12)
+    assert a.bald == pytest.approx(0.0, abs=1e-12)
+    assert a.freq == pytest.approx(0.0, abs=1e-12)
+    assert a.loc == pytest.approx(0.0, abs=1e-12)
     # found in half the passes: mean score 0.45 < 0.5, so the borderline-empty term adds H(0.45) too
-    assert d["freq"] == pytest.approx(np.log(2) + binary_entropy(0.45))
-    assert d["bald"] - d["borderline"] > 0.3 and d["borderline"] == pytest.approx(binary_entropy(0.45))
-    assert a["n_boxes"] == 1 and a["max_score"] == pytest.approx(0.9)
+    assert d.freq == pytest.approx(np.log(2) + binary_entropy(0.45))
+    assert d.bald - d.borderline > 0.3 and d.borderline == pytest.approx(binary_entropy(0.45))
+    assert a.n_boxes == 1 and a.max_score == pytest.approx(0.9)
     # a galaxy with nothing at all scores 0; one with only a 0.45 box scores its entropy (borderline)
     empty = image_scores([Pass(np.zeros((0, 4)), [])] * 8)
-    assert empty["bald"] == 0.0 and empty["entropy"] == 0.0
+    assert empty.bald == 0.0 and empty.entropy == 0.0
     border = image_scores([Pass([_box(10, 10)], [0.45])] * 8)
-    assert border["bald"] == pytest.approx(binary_entropy(0.45))
+    assert border.bald == pytest.approx(binary_entropy(0.45))
 
 
 def test_localisation_disagreement_grows_with_box_scatter():
     tight = [Pass([_box(10, 10)], [0.9])] * 4
     loose = [Pass([_box(10 + dx, 10)], [0.9]) for dx in (0, 3, -3, 1)]
-    assert image_scores(tight)["loc"] == pytest.approx(0.0, abs=1e-12)
-    assert image_scores(loose)["loc"] > 0.1
+    assert image_scores(tight).loc == pytest.approx(0.0, abs=1e-12)
+    assert image_scores(loose).loc > 0.1
 
 
 def test_d4_tta_with_a_consistent_fake_detector_gives_no_disagreement():
@@ -129,10 +129,10 @@ def test_d4_tta_with_a_consistent_fake_detector_gives_no_disagreement():
         np.testing.assert_allclose(back, truth, atol=1e-9)
         passes.append(Pass(back, s))
     res = image_scores(passes)
-    assert res["bald"] == pytest.approx(0.0, abs=1e-12)
-    assert res["loc"] == pytest.approx(0.0, abs=1e-12)
-    assert res["freq"] == pytest.approx(0.0, abs=1e-12)
-    assert res["n_boxes"] == 3
+    assert res.bald == pytest.approx(0.0, abs=1e-12)
+    assert res.loc == pytest.approx(0.0, abs=1e-12)
+    assert res.freq == pytest.approx(0.0, abs=1e-12)
+    assert res.n_boxes == 3
     # without inverting, the passes disagree: the test can fail
     raw = [Pass(fake_detector(k)[0], scores) for k in D4]
-    assert image_scores(raw)["bald"] > 0.5
+    assert image_scores(raw).bald > 0.5

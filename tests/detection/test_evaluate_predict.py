@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from clumptool.common.errors import ClumptoolError
 from clumptool.detection.evaluate import read_truth, restrict_to_region, truth_from_frame
@@ -125,42 +127,50 @@ def tiny_model(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("model") / "model", model, spec)
 
 
-class OracleModel:
-    """Stands in for a detector: the same boxes (working pixels) for every image, as torchvision returns them."""
+class OracleHeads:
+    """The box heads of the oracle: the same boxes (working pixels) for every image, at or above the call's
+    score threshold (``detect`` sets it on its own shallow copy of the heads)."""
 
     def __init__(self):
         import torch
 
-        self.param = torch.nn.Parameter(torch.zeros(1))
-        self.roi_heads = type("Heads", (), {"score_thresh": 0.05})()
         working = lambda x, y: [x - OFFSET - 5, y - OFFSET - 5, x - OFFSET + 5, y - OFFSET + 5]  # noqa: E731
         self.boxes = torch.tensor([working(30, 40), working(50, 20), working(20, 60)], dtype=torch.float32)
         self.scores = torch.tensor([0.9, 0.8, 0.3])
         self.labels = torch.tensor([1, 2, 1])
+        self.score_thresh = 0.05
 
-    def parameters(self):
-        return iter([self.param])
+    def __call__(self, features, proposals, image_sizes):
+        keep = self.scores >= self.score_thresh
+        return [{"boxes": self.boxes[keep], "scores": self.scores[keep], "labels": self.labels[keep]}
+                for _ in image_sizes], {}
 
-    def modules(self):
-        return iter([])
 
-    def eval(self):
-        return self
-
-    def to(self, device):
-        return self
-
+class OracleTransform:
     def __call__(self, images):
-        keep = self.scores >= self.roi_heads.score_thresh
-        return [{"boxes": self.boxes[keep], "scores": self.scores[keep], "labels": self.labels[keep]} for _ in images]
+        return SimpleNamespace(tensors=None, image_sizes=[tuple(im.shape[-2:]) for im in images]), None
+
+    def postprocess(self, detections, image_sizes, original_sizes):
+        return detections
+
+
+class OracleModel(torch.nn.Module):
+    """Stands in for a detector in ``detect``: the oracle's heads, no backbone or RPN."""
+
+    def __init__(self):
+        super().__init__()
+        self.param = torch.nn.Parameter(torch.zeros(1))
+        self.roi_heads, self.transform = OracleHeads(), OracleTransform()
+        self.backbone = lambda tensors: None
+        self.rpn = lambda batch, features: (None, None)
 
 
 def test_evaluate_known_answer_with_an_oracle_model(project, tiny_model, tmp_path, monkeypatch):
-    from clumptool.detection import io
+    from clumptool.detection import evaluate, io
     from clumptool.detection.evaluate import evaluate_model
 
     _, spec = io.read_weights(tiny_model)
-    monkeypatch.setattr(io, "load_model", lambda path, device="cpu": (OracleModel(), spec))
+    monkeypatch.setattr(evaluate, "load_model", lambda path, device="cpu": (OracleModel(), spec))
     rep = evaluate_model(tiny_model, project / "truth.csv", project / "images", tmp_path / "eval", progress=False)
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert (tmp_path / "eval" / "pr_curve.png").stat().st_size > 1000
@@ -180,13 +190,14 @@ def test_evaluate_known_answer_with_an_oracle_model(project, tiny_model, tmp_pat
 
 
 def test_map_is_one_with_a_perfect_oracle(project, tiny_model, tmp_path, monkeypatch):
-    from clumptool.detection import io
+    from clumptool.detection import evaluate, io
     from clumptool.detection.evaluate import evaluate_model
 
     _, spec = io.read_weights(tiny_model)
     oracle = OracleModel()
-    oracle.boxes, oracle.scores, oracle.labels = oracle.boxes[:2], oracle.scores[:2], oracle.labels[:2]
-    monkeypatch.setattr(io, "load_model", lambda path, device="cpu": (oracle, spec))
+    heads = oracle.roi_heads
+    heads.boxes, heads.scores, heads.labels = heads.boxes[:2], heads.scores[:2], heads.labels[:2]
+    monkeypatch.setattr(evaluate, "load_model", lambda path, device="cpu": (oracle, spec))
     truth = pd.read_csv(project / "truth.csv")
     truth = pd.concat([truth, truth[truth.subject_id == 101].assign(subject_id=104)])
     truth.to_csv(tmp_path / "truth_all.csv", index=False)

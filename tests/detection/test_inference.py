@@ -1,8 +1,6 @@
-"""iter_detections maps working-pixel boxes back to original pixels; embeddings; MC dropout."""
+"""Boxes mapped from working back to original pixels (through the Lightning path); embeddings; the bench's loop."""
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,15 +8,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from clumptool.detection.image_list import ImageList
 from clumptool.detection.images import load_image, prepare, working_geometry
-from clumptool.detection.inference import (
-    detect_tensors,
-    embed_tensors,
-    enable_mc_dropout,
-    iter_detections,
-    set_score_threshold,
-)
+from clumptool.detection.inference import embed_tensors, iter_detections, to_detections
 from clumptool.detection.model import build_model
+from clumptool.detection.predicting import PostProcessed, collecting_trainer, detect_images
 from clumptool.detection.spec import make_spec
 
 
@@ -28,7 +22,6 @@ class BrightestPixelModel(nn.Module):
     def __init__(self):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(1))
-        self.roi_heads = SimpleNamespace(score_thresh=0.05)
         self.seen_shapes = []
 
     def forward(self, images):
@@ -42,7 +35,15 @@ class BrightestPixelModel(nn.Module):
         return out
 
 
-def test_iter_detections_maps_to_original_pixels(tmp_path):
+class RawHead:
+    """A predict_step head that runs the fake model and only maps its boxes back (no threshold, no NMS)."""
+
+    def __call__(self, model, images, geoms, first):
+        return [to_detections({k: v.cpu() for k, v in out.items()}, g, str(j))
+                for j, (out, g) in enumerate(zip(model(images), geoms, strict=True))]
+
+
+def test_detections_are_mapped_to_original_pixels(tmp_path):
     # 160 x 120 images, central crop 80 px (offset x 40, y 20), resized to 40 px (scale 0.5)
     spec = make_spec("resnet18", image_size=40, crop=80)
     truth = {"a": (70, 50), "b": (45, 95), "c": (100, 30)}
@@ -53,11 +54,12 @@ def test_iter_detections_maps_to_original_pixels(tmp_path):
         Image.fromarray(arr).save(tmp_path / f"{sid}.png")
         paths.append(tmp_path / f"{sid}.png")
     model = BrightestPixelModel()
-    dets = list(iter_detections(model, spec, iter(paths), batch_size=2, score_thresh=0.3))
-    assert [d.subject_id for d in dets] == ["a", "b", "c"]
-    assert model.roi_heads.score_thresh == 0.3 and set(model.seen_shapes) == {(3, 40, 40)}
-    for d in dets:
-        x, y = truth[d.subject_id]
+    images = ImageList(ids=list(truth), paths=[str(p) for p in paths])
+    dets = detect_images(collecting_trainer("cpu"), model, RawHead(), images, spec, batch_size=2)
+    assert [d.subject_id for d in dets] == ["0", "1", "0"]  # position in its batch (batches of 2)
+    assert set(model.seen_shapes) == {(3, 40, 40)}
+    for sid, d in zip(truth, dets, strict=True):
+        x, y = truth[sid]
         (x1, y1, x2, y2), = d.boxes
         # one working pixel = 2 original pixels: the mapped box is 4 px and covers the bright square
         assert (x2 - x1, y2 - y1) == (4.0, 4.0)
@@ -94,20 +96,35 @@ def test_load_image_png_and_fits(tmp_path):
     assert f.shape == (2, 10, 12) and f[0, 9, 5] == 1.0 and f[0].max() == 1.0
 
 
-def test_embeddings_and_mc_dropout():
+def test_embeddings_need_eval_mode_and_leave_the_model_alone():
     torch.manual_seed(0)
-    model = build_model(make_spec("resnet18", image_size=64, box_dropout=0.5)).eval()
+    model = build_model(make_spec("resnet18", image_size=64, box_dropout=0.5))
     ims = [torch.rand(3, 64, 64), torch.rand(3, 64, 64)]
+    with pytest.raises(ValueError, match="eval mode"):
+        embed_tensors(model, ims)
+    model.eval()
     emb = embed_tensors(model, ims)
     assert emb.shape == (2, 512) and np.isfinite(emb).all() and not np.allclose(emb[0], emb[1])
-    set_score_threshold(model, 0.0)
-    a = detect_tensors(model, ims[:1])[0]
-    b = detect_tensors(model, ims[:1])[0]
-    assert torch.equal(a["scores"], b["scores"])  # deterministic in eval
-    assert enable_mc_dropout(model)
-    c = detect_tensors(model, ims[:1])[0]
-    d = detect_tensors(model, ims[:1])[0]
-    assert not torch.equal(c["scores"], d["scores"])  # dropout stays on through detect_tensors
-    assert not model.backbone.training
-    plain = build_model(make_spec("resnet18", image_size=64))
-    assert not enable_mc_dropout(plain)
+    assert not any(m.training for m in model.modules())
+
+
+def test_the_bench_loop_and_the_lightning_path_give_the_same_detections(tmp_path):
+    """iter_detections (the bench's bare loop) = detect_images with predict's head, NMS off."""
+    spec = make_spec("resnet18", image_size=64, crop=None, fpn_channels=16, representation_size=32,
+                     rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, detections_per_img=10)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    loop = list(iter_detections(model, spec, paths, batch_size=2, score_thresh=0.2))
+    images = ImageList(ids=["0", "1", "2"], paths=[str(p) for p in paths])
+    lit = detect_images(collecting_trainer("cpu"), model, PostProcessed(0.2, None), images, spec, batch_size=2)
+    assert sum(len(d.scores) for d in loop) > 0
+    for a, b in zip(loop, lit, strict=True):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.labels, b.labels)
+    assert model.roi_heads.score_thresh == spec.box_score_thresh  # the threshold was per call
