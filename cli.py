@@ -13,6 +13,11 @@ from pathlib import Path  # noqa: F401  (used by command sections)
 import click
 
 from clumptool import __version__
+from clumptool.aggregation.consensus import ConsensusConfig
+from clumptool.aggregation.duplicates import ON_CONFLICT
+from clumptool.aggregation.export import ReadOptions
+from clumptool.aggregation.pipeline import METHODS as AGGREGATE_METHODS
+from clumptool.aggregation.pipeline import TABLE_FORMATS, AggregateOptions
 from clumptool.common.errors import ClumptoolError
 
 
@@ -195,43 +200,49 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 @click.option("--workflow-version", help="Version (e.g. 12.34, or 12 for all 12.x) [default: the newest].")
 @click.option("--task", help="Drawing task id (e.g. T1) [default: the first task holding point marks].")
 @click.option("--clump-tools", help="Tool indices that mark clumps, e.g. 0,1 [default: every point tool].")
-@click.option("--odd-tools", default="1", show_default=True, help="Tool indices meaning 'odd clump'.")
-@click.option("--method", type=click.Choice(["clumpscout", "dbscan", "hdbscan"]), default="clumpscout",
+@click.option("--odd-tools", default=",".join(map(str, ConsensusConfig.odd_tools)), show_default=True,
+              help="Tool indices meaning 'odd clump'.")
+@click.option("--method", type=click.Choice(AGGREGATE_METHODS), default=AggregateOptions.method,
               show_default=True, help="Volunteer-skill consensus, or the standard Zooniverse point reducers.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("aggregated"),
               show_default=True, help="Output folder.")
-@click.option("--format", "table_format", type=click.Choice(["parquet", "csv"]), default="parquet",
+@click.option("--format", "table_format", type=click.Choice(TABLE_FORMATS), default=AggregateOptions.table_format,
               show_default=True, help="Table format of the outputs.")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of <subject_id>.png to draw under the marks in overview.png.")
-@click.option("--box-scale", type=float, default=2.5, show_default=True, help="Box side in units of PSF FWHM.")
-@click.option("--box-size", type=float, default=16.6, show_default=True,
+@click.option("--box-scale", type=float, default=AggregateOptions.box_scale, show_default=True,
+              help="Box side in units of PSF FWHM.")
+@click.option("--box-size", type=float, default=AggregateOptions.box_size, show_default=True,
               help="Box side in pixels where the FWHM is unknown.")
-@click.option("--fwhm-column", default="fwhmImagePix", show_default=True,
+@click.option("--fwhm-column", default=AggregateOptions.fwhm_column, show_default=True,
               help="Subject metadata key holding the PSF FWHM in image pixels ('#' prefix optional).")
-@click.option("--drop-central", type=float, default=0.0, show_default=True,
+@click.option("--drop-central", type=float, default=AggregateOptions.drop_central, show_default=True,
               help="Drop marks within this many pixels of the image centre (bulge marks).")
 @click.option("--fold-improbable", is_flag=True,
               help="Keep clumps with false_pos_prob > 0.7 as odd (label 2), the paper's training-set convention.")
-@click.option("--max-false-pos-prob", type=float, default=0.5, show_default=True,
+@click.option("--max-false-pos-prob", type=float, default=ConsensusConfig.max_false_pos_prob, show_default=True,
               help="Clumps above this false-positive probability are reported but get no training box.")
-@click.option("--link-radius", type=float, default=6.0, show_default=True,
+@click.option("--link-radius", type=float, default=ConsensusConfig.link_radius, show_default=True,
               help="Marks of different volunteers closer than this (px) may belong to one clump.")
-@click.option("--min-volunteers", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--min-volunteers", type=int, default=ConsensusConfig.min_volunteers, show_default=True,
               help="A clump needs marks by this many distinct volunteers (fewer on images with fewer viewers).")
-@click.option("--central-radius", type=click.FloatRange(min=0.0, max=0.5, max_open=True), default=0.02,
+@click.option("--central-radius", type=float, default=ConsensusConfig.central_radius,
               show_default=True, help="Clusters within this share of the image side of the centre are also "
               "weighed as the central source (bulge marks by the volunteers who mark centres); 0: off.")
-@click.option("--retire-below", type=float, default=0.1, show_default=True,
+@click.option("--retire-below", type=float, default=AggregateOptions.retire_below, show_default=True,
               help="A galaxy is finished (is_finished in the subjects table) when its consensus's expected errors "
               "(missed + false clumps + wrong labels) are below this, with --min-classifications or more.")
-@click.option("--min-classifications", type=int, default=3, show_default=True,
+@click.option("--min-classifications", type=int, default=AggregateOptions.min_classifications, show_default=True,
               help="A galaxy with fewer human classifications than this is never finished.")
-@click.option("--eps", type=float, default=5.0, show_default=True, help="DBSCAN eps (px), --method dbscan.")
-@click.option("--min-samples", type=int, default=3, show_default=True, help="DBSCAN/HDBSCAN min_samples.")
-@click.option("--min-cluster-size", type=int, default=5, show_default=True, help="HDBSCAN min_cluster_size.")
+@click.option("--eps", type=float, default=AggregateOptions.eps, show_default=True,
+              help="DBSCAN eps (px), --method dbscan.")
+@click.option("--min-samples", type=int, default=AggregateOptions.min_samples, show_default=True,
+              help="DBSCAN/HDBSCAN min_samples.")
+@click.option("--min-cluster-size", type=int, default=AggregateOptions.min_cluster_size, show_default=True,
+              help="HDBSCAN min_cluster_size.")
 @click.option("--strict", is_flag=True, help="Any unreadable row or mark is fatal (default: counted, reported).")
-@click.option("--on-conflicting-duplicates", type=click.Choice(["error", "keep-last"]), default="error",
+@click.option("--on-conflicting-duplicates", type=click.Choice(ON_CONFLICT),
+              default=ReadOptions.on_conflicting_duplicates,
               show_default=True, help="Two different rows with one classification_id: refuse (error), or keep the "
               "later row (keep-last). Byte-identical copies of a row are always dropped and counted.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
@@ -250,30 +261,18 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
 
     Example: clumptool aggregate classifications.csv --subjects subjects.csv --out aggregated/
     """
-    import math
-
-    from clumptool.aggregation.consensus import ConsensusConfig
-    from clumptool.aggregation.export import ReadOptions
-    from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+    from clumptool.aggregation.pipeline import aggregate
     from clumptool.aggregation.report import format_summary
 
     odd = _option_ints("--odd-tools", odd_tools) or ()
     tools = _option_ints("--clump-tools", clump_tools)
-    if not (math.isfinite(link_radius) and link_radius > 0):
-        raise ClumptoolError(f"--link-radius {link_radius}: must be a positive distance in pixels (default 6)")
-    if not (0 < max_false_pos_prob <= 1):
-        raise ClumptoolError(f"--max-false-pos-prob {max_false_pos_prob}: must be a probability in (0, 1] "
-                             "(default 0.5)")
     consensus = ConsensusConfig(link_radius=link_radius, odd_tools=odd, max_false_pos_prob=max_false_pos_prob,
                                 min_volunteers=min_volunteers, central_radius=central_radius)
     options = AggregateOptions(
         read=ReadOptions(workflow_id=workflow_id, workflow_version=workflow_version, task=task, workflows=workflows,
                          clump_tools=tools, strict=strict, on_conflicting_duplicates=on_conflicting_duplicates),
         check_odd_tools=ctx.get_parameter_source("odd_tools") is not click.core.ParameterSource.DEFAULT,
-        method=method, consensus=consensus,
-        reducer_params=({"eps": eps, "min_samples": min_samples} if method == "dbscan"
-                        else {"min_cluster_size": min_cluster_size, "min_samples": min_samples}),
-        checked_params={"eps": eps, "min_samples": min_samples, "min_cluster_size": min_cluster_size},
+        method=method, consensus=consensus, eps=eps, min_samples=min_samples, min_cluster_size=min_cluster_size,
         box_scale=box_scale, box_size=box_size, fwhm_column=fwhm_column, drop_central=drop_central,
         fold_improbable=fold_improbable, table_format=table_format,
         retire_below=retire_below, min_classifications=min_classifications,
