@@ -19,6 +19,7 @@ from clumptool.aggregation.export import ReadOptions
 from clumptool.aggregation.pipeline import METHODS as AGGREGATE_METHODS
 from clumptool.aggregation.pipeline import TABLE_FORMATS, AggregateOptions
 from clumptool.common.errors import ClumptoolError
+from clumptool.simulation.config import VOLUNTEER_MODELS, CrowdConfig, SimulationConfig, VolunteerModelConfig
 
 
 class _Group(click.Group):
@@ -60,38 +61,29 @@ def _csv_ints(value: str | None) -> tuple[int, ...] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _volunteer_model(name: str):
-    from clumptool.simulation.config import VolunteerModelConfig
-
-    return VolunteerModelConfig.preset(name)
-
-
-def _crowd(name: str):
-    from clumptool.simulation.config import CrowdConfig
-
-    return CrowdConfig.preset(name)
-
-
 _CROWD_HELP = ("Volunteer crowd: default (today's realistic crowd), bulge (a share marks the galaxy's centre), "
                "distractor (a careless minority marks stars, companions, noise peaks), sparse (6-10 volunteers "
                "per subject), confusion (odd/normal swapped often, per-volunteer offsets). See README.")
+_VOLUNTEERS_HELP = (f"Volunteers per subject [default: {SimulationConfig.volunteers_per_subject}; the sparse crowd "
+                    "draws {}-{}].".format(*CrowdConfig.preset("sparse").volunteers_range))
 
 
 @main.command("simulate", short_help="Make a synthetic Clump Scout project: images, exports, truth.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--galaxies", type=int, default=200, show_default=True, help="Number of galaxies (subjects).")
-@click.option("--volunteers-per-subject", type=int, help="Volunteers per subject [default: 20; the sparse crowd "
-              "draws 6-10].")
-@click.option("--crowd", default="default", show_default=True, help=_CROWD_HELP)
-@click.option("--image-size", type=int, default=400, show_default=True, help="Image side in pixels.")
+@click.option("--galaxies", type=int, default=SimulationConfig.galaxies, show_default=True,
+              help="Number of galaxies (subjects).")
+@click.option("--volunteers-per-subject", type=int, help=_VOLUNTEERS_HELP)
+@click.option("--crowd", default=CrowdConfig.name, show_default=True, help=_CROWD_HELP)
+@click.option("--image-size", type=int, default=SimulationConfig.image_size, show_default=True,
+              help="Image side in pixels.")
 @click.option("--cutout", type=int, help="Side of the central cutout a detector trains on, recorded in "
               "README.txt [default: half the image side, 200 px for 400 px images].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
-@click.option("--clumpy-fraction", type=float, default=0.6, show_default=True,
+@click.option("--seed", type=int, default=SimulationConfig.seed, show_default=True, help="Same seed, same bytes.")
+@click.option("--clumpy-fraction", type=float, default=SimulationConfig.clumpy_fraction, show_default=True,
               help="Share of galaxies with clumps.")
-@click.option("--volunteer-model", type=click.Choice(["realistic", "perfect", "noisy"]), default="realistic",
+@click.option("--volunteer-model", type=click.Choice(VOLUNTEER_MODELS), default=VolunteerModelConfig.name,
               show_default=True)
-@click.option("--first-subject-id", type=int, default=90_000_000, show_default=True)
+@click.option("--first-subject-id", type=int, default=SimulationConfig.first_subject_id, show_default=True)
 @click.option("--no-images", is_flag=True, help="Only truth, subjects and classifications (fast, for big exports).")
 @click.option("--quiet", is_flag=True)
 def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int | None, crowd: str, image_size: int,
@@ -108,17 +100,12 @@ def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int | Non
     from tqdm import tqdm
 
     from clumptool.common.outputs import check_output_location
-    from clumptool.simulation.config import SimulationConfig
     from clumptool.simulation.project import simulate_project
 
-    crowd_cfg = _crowd(crowd)
-    _check_volunteers_option(volunteers_per_subject, crowd_cfg)
-    if first_subject_id < 1:
-        raise ClumptoolError(f"--first-subject-id must be a positive integer (got {first_subject_id})")
-    vps = 20 if volunteers_per_subject is None else volunteers_per_subject
-    config = SimulationConfig(galaxies=galaxies, volunteers_per_subject=vps,
+    crowd_cfg = CrowdConfig.preset(crowd)
+    config = SimulationConfig(galaxies=galaxies, **_given(volunteers_per_subject=volunteers_per_subject),
                               image_size=image_size, cutout=cutout, seed=seed, clumpy_fraction=clumpy_fraction,
-                              volunteer_model=_volunteer_model(volunteer_model), crowd=crowd_cfg,
+                              volunteer_model=VolunteerModelConfig.preset(volunteer_model), crowd=crowd_cfg,
                               images=not no_images, first_subject_id=first_subject_id)
     check_output_location(out)
     try:
@@ -135,11 +122,9 @@ def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int | Non
                    f"(crowd {crowd_cfg.name}) in {result.seconds:.1f} s -> {result.out_dir}")
 
 
-def _check_volunteers_option(volunteers_per_subject: int | None, crowd_cfg) -> None:
-    if volunteers_per_subject is not None and crowd_cfg.volunteers_range is not None:
-        lo, hi = crowd_cfg.volunteers_range
-        raise ClumptoolError(f"--volunteers-per-subject cannot be combined with --crowd {crowd_cfg.name}, which "
-                             f"draws {lo}-{hi} volunteers per subject; drop one of the two options")
+def _given(**values: object) -> dict:
+    """The options given on the command line (not None): the rest keep their options class's default."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 @main.command("simulate-volunteers", short_help="Simulated volunteers classify given subjects (offline labels).")
@@ -152,14 +137,14 @@ def _check_volunteers_option(volunteers_per_subject: int | None, crowd_cfg) -> N
                    "[default: objects.csv beside --truth, if there].")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Classification export to write.")
-@click.option("--volunteers-per-subject", type=int, help="Volunteers per subject [default: 20; the sparse crowd "
-              "draws 6-10].")
-@click.option("--crowd", default="default", show_default=True, help=_CROWD_HELP)
-@click.option("--image-size", type=int, default=400, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--volunteer-model", type=click.Choice(["realistic", "perfect", "noisy"]), default="realistic",
+@click.option("--volunteers-per-subject", type=int, help=_VOLUNTEERS_HELP)
+@click.option("--crowd", default=CrowdConfig.name, show_default=True, help=_CROWD_HELP)
+@click.option("--image-size", type=int, default=SimulationConfig.image_size, show_default=True)
+@click.option("--seed", type=int, default=SimulationConfig.seed, show_default=True)
+@click.option("--volunteer-model", type=click.Choice(VOLUNTEER_MODELS), default=VolunteerModelConfig.name,
               show_default=True)
-@click.option("--start-classification-id", type=int, default=400_000_000, show_default=True,
+@click.option("--start-classification-id", type=int, default=SimulationConfig.first_classification_id,
+              show_default=True,
               help="First classification id (keep rounds distinct).")
 def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | None, out: Path,
                                 volunteers_per_subject: int | None, crowd: str, image_size: int, seed: int,
@@ -170,15 +155,11 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 
     Example: clumptool simulate-volunteers --truth sim/truth.csv --subjects batch.csv --out round2.csv
     """
-    from clumptool.simulation.config import SimulationConfig
     from clumptool.simulation.project import check_export_target, simulate_volunteer_export
 
-    crowd_cfg = _crowd(crowd)
-    _check_volunteers_option(volunteers_per_subject, crowd_cfg)
-    if start_classification_id < 1:
-        raise ClumptoolError(f"--start-classification-id must be a positive integer (got {start_classification_id})")
-    config = SimulationConfig(volunteers_per_subject=20 if volunteers_per_subject is None else volunteers_per_subject, image_size=image_size,
-                              seed=seed, volunteer_model=_volunteer_model(volunteer_model), crowd=crowd_cfg,
+    config = SimulationConfig(**_given(volunteers_per_subject=volunteers_per_subject), image_size=image_size,
+                              seed=seed, volunteer_model=VolunteerModelConfig.preset(volunteer_model),
+                              crowd=CrowdConfig.preset(crowd),
                               first_classification_id=start_classification_id, images=False)
     check_export_target(out)
     n = simulate_volunteer_export(truth, subjects, out, config, objects_path=objects)
