@@ -9,11 +9,15 @@ once, when fitting starts). Code that receives a validated options object trusts
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Collection, Iterable
+from typing import Any, TypeVar
 
 from clumptool.common.errors import ClumptoolError
+
+T = TypeVar("T")
 
 
 def _is_number(value: object) -> bool:
@@ -79,3 +83,11 @@ def raise_problems(problems: Iterable[str | None]) -> None:
     found = [p for p in problems if p]
     if found:
         raise ClumptoolError("; ".join(found))
+
+
+def options_from(cls: type[T], options: T | None, fields: dict[str, Any]) -> T:
+    """The options a library function runs with: ``options`` (or the defaults of ``cls``) with ``fields``
+    (keyword arguments named as the dataclass's fields) replacing theirs; checked once, by ``cls``."""
+    if options is None:
+        return cls(**fields)
+    return dataclasses.replace(options, **fields) if fields else options
