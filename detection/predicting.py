@@ -33,12 +33,10 @@ from clumptool.detection.catalogue import CATALOGUE_SCHEMA, catalogue_rows, to_a
 from clumptool.detection.image_list import ImageList
 from clumptool.detection.images import load_image, to_model_input
 from clumptool.detection.inference import to_detections
+from clumptool.detection.options import PRECISIONS  # noqa: F401 (re-exported)
 from clumptool.detection.postprocess import postprocess
 from clumptool.detection.shards import ShardPlan, ShardStore
 from clumptool.detection.spec import ModelSpec
-
-PRECISIONS = ("32", "16-mixed", "bf16-mixed")
-
 
 # ------------------------------------------------------------------------------------------------ devices
 
@@ -92,9 +90,7 @@ def parse_devices(value: str | int | None = "auto") -> Devices:
 
 def check_precision(precision: str, devices: Devices) -> str:
     """Lightning's precision name; mixed precision needs a GPU."""
-    precision = str(precision)
-    if precision not in PRECISIONS:
-        raise ClumptoolError(f"--precision {precision}: unknown; use one of {', '.join(PRECISIONS)}")
+    precision = str(precision)  # one of PRECISIONS: checked by the options (detection/options.py)
     if precision != "32" and devices.accelerator == "cpu":
         raise ClumptoolError(f"--precision {precision} needs a GPU; on CPU use --precision 32")
     return "32-true" if precision == "32" else precision
