@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clumptool.active_learning.diversity import METHODS as DIVERSITY_METHODS
+from clumptool.active_learning.zooniverse import DEFAULT_ENDPOINT, UploadConfig
 from clumptool.common.options import in_range, one_of, optional, raise_problems, whole_number
 
 #: strategy -> (how the passes are made, which per-image uncertainty ranks the galaxies)
@@ -78,3 +79,21 @@ class SelectOptions:
     def n_candidates(self) -> int:
         """Most uncertain galaxies kept before the diversity step."""
         return 5 * self.n if self.candidates is None else self.candidates
+
+
+@dataclass
+class UploadRequest:
+    """Where to upload; the subject set name defaults to the round name (known only once the model is read)."""
+
+    project_id: int
+    workflow_id: int | None = None
+    subject_set_name: str | None = None
+    endpoint: str = DEFAULT_ENDPOINT
+    dry_run: bool = False
+    allow_reupload: bool = False
+
+    def config(self, round_name: str, model_version: str) -> UploadConfig:
+        return UploadConfig(project_id=self.project_id, workflow_id=self.workflow_id,
+                            subject_set_name=self.subject_set_name or round_name, endpoint=self.endpoint,
+                            dry_run=self.dry_run, model_version=model_version,
+                            allow_reupload=self.allow_reupload)

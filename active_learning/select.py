@@ -56,6 +56,7 @@ from clumptool.active_learning.options import (  # noqa: F401 (STRATEGIES, AGGRE
     DEFAULT_STRATEGY,
     STRATEGIES,
     SelectOptions,
+    UploadRequest,
 )
 from clumptool.active_learning.uncertainty import Pass, image_scores
 from clumptool.common.errors import ClumptoolError
@@ -278,26 +279,6 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ command
-
-
-@dataclass
-class UploadRequest:
-    """Where to upload; the subject set name defaults to the round name (known only once the model is read)."""
-
-    project_id: int
-    workflow_id: int | None = None
-    subject_set_name: str | None = None
-    endpoint: str = "https://www.zooniverse.org"
-    dry_run: bool = False
-    allow_reupload: bool = False
-
-    def config(self, round_name: str, model_version: str):
-        from clumptool.active_learning.zooniverse import UploadConfig
-
-        return UploadConfig(project_id=self.project_id, workflow_id=self.workflow_id,
-                            subject_set_name=self.subject_set_name or round_name, endpoint=self.endpoint,
-                            dry_run=self.dry_run, model_version=model_version,
-                            allow_reupload=self.allow_reupload)
 
 
 @dataclass
