@@ -2,7 +2,14 @@
 
 This module only parses options and calls library functions; every command is also a plain Python
 function in its layer (``clumptool.aggregation``, ``clumptool.detection``, ...). Errors a user can fix
-arrive as :class:`~clumptool.common.errors.ClumptoolError` and leave as ``Error: ...`` with exit code 2.
+arrive as :class:`~clumptool.common.errors.ClumptoolError` and leave as ``Error: ...`` with exit code 2,
+in one place (:class:`_Group`).
+
+Each default, choice list and constraint of a library setting is defined once, in its command's options
+class (SimulationConfig, AggregateOptions, TrainOptions/ModelSpec, EvaluateOptions, PredictOptions,
+SelectOptions): the click options read their defaults and choices from those classes, and each command
+builds its options object (which checks every value once, naming the option) and hands it to the library.
+The options modules import no torch, so reading them here keeps start-up light.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ from clumptool.aggregation.consensus import ConsensusConfig
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ReadOptions
 from clumptool.aggregation.pipeline import METHODS as AGGREGATE_METHODS
-from clumptool.aggregation.pipeline import TABLE_FORMATS, AggregateOptions
+from clumptool.aggregation.pipeline import AggregateOptions
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.matching import ASSIGNMENTS
+from clumptool.common.tables import TABLE_FORMATS
+from clumptool.demo import DemoConfig
 from clumptool.detection.options import (
     CATALOGUE_FORMATS,
     MATCH_METHODS,
@@ -792,8 +801,9 @@ def fake_panoptes_command(port: int, state_dir: Path | None, project_id: int, wo
 @main.command("demo", short_help="Run the whole pipeline on a built-in simulated project.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
               show_default=True, help="Folder for every stage's outputs.")
-@click.option("--galaxies", type=int, default=300, show_default=True, help="Size of the simulated project.")
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--galaxies", type=int, default=DemoConfig.galaxies, show_default=True,
+              help="Size of the simulated project.")
+@click.option("--seed", type=int, default=DemoConfig.seed, show_default=True)
 def demo_command(out: Path, galaxies: int, seed: int) -> None:
     """Simulate a Clump Scout project and run every clumptool stage on it, printing where the results are.
 

@@ -30,10 +30,9 @@ from clumptool.common.jsonable import jsonable
 from clumptool.common.metadata import metadata_key
 from clumptool.common.options import at_least, in_range, one_of, positive, raise_problems, whole_number
 from clumptool.common.outputs import check_output_location, output_set
-from clumptool.common.tables import write_table
+from clumptool.common.tables import TABLE_FORMATS, write_table
 
 METHODS = ("clumpscout", "dbscan", "hdbscan")
-TABLE_FORMATS = ("parquet", "csv")
 
 
 @dataclass(frozen=True)
