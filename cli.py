@@ -222,7 +222,8 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 @click.option("--drop-central", type=float, default=AggregateOptions.drop_central, show_default=True,
               help="Drop marks within this many pixels of the image centre (bulge marks).")
 @click.option("--fold-improbable", is_flag=True,
-              help="Keep clumps with false_pos_prob > 0.7 as odd (label 2), the paper's training-set convention.")
+              help=f"Keep clumps with false_pos_prob > {AggregateOptions.improbable_threshold:g} as odd (label 2), the "
+                   "paper's training-set convention.")
 @click.option("--max-false-pos-prob", type=float, default=ConsensusConfig.max_false_pos_prob, show_default=True,
               help="Clumps above this false-positive probability are reported but get no training box.")
 @click.option("--link-radius", type=float, default=ConsensusConfig.link_radius, show_default=True,
