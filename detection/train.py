@@ -340,9 +340,9 @@ def _train(boxes, images, out, options, *, subjects, backbone, weights, image_si
            log_every_n_steps, gradient_clip_val) -> TrainResult:
     o = options
     epochs, batch_size, lr, weight_decay, val_fraction = o.epochs, o.batch_size, o.lr, o.weight_decay, o.val_fraction
-    patience, max_minutes, devices, num_nodes, strategy = o.patience or None, o.max_minutes, o.devices, o.num_nodes, \
-        o.strategy
-    precision, seed, workers, cache, accept_empty = o.precision, o.seed, o.workers, o.cache, o.accept_empty
+    patience, max_minutes, devices, num_nodes = o.patience or None, o.max_minutes, o.devices, o.num_nodes
+    strategy, precision, seed, workers, cache = o.strategy, o.precision, o.seed, o.workers, o.cache
+    accept_empty = o.accept_empty
     t0 = time.perf_counter()
     cpu_setup()
     out = Path(out)
