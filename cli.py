@@ -2,7 +2,14 @@
 
 This module only parses options and calls library functions; every command is also a plain Python
 function in its layer (``clumptool.aggregation``, ``clumptool.detection``, ...). Errors a user can fix
-arrive as :class:`~clumptool.common.errors.ClumptoolError` and leave as ``Error: ...`` with exit code 2.
+arrive as :class:`~clumptool.common.errors.ClumptoolError` and leave as ``Error: ...`` with exit code 2,
+in one place (:class:`_Group`).
+
+Each default, choice list and constraint of a library setting is defined once, in its command's options
+class (SimulationConfig, AggregateOptions, TrainOptions/ModelSpec, EvaluateOptions, PredictOptions,
+SelectOptions): the click options read their defaults and choices from those classes, and each command
+builds its options object (which checks every value once, naming the option) and hands it to the library.
+The options modules import no torch, so reading them here keeps start-up light.
 """
 
 from __future__ import annotations
@@ -13,7 +20,28 @@ from pathlib import Path  # noqa: F401  (used by command sections)
 import click
 
 from clumptool import __version__
+from clumptool.active_learning.diversity import METHODS as DIVERSITY_METHODS
+from clumptool.active_learning.options import AGGREGATES, STRATEGIES, SelectOptions, UploadRequest
+from clumptool.aggregation.consensus import ConsensusConfig
+from clumptool.aggregation.duplicates import ON_CONFLICT
+from clumptool.aggregation.export import ReadOptions
+from clumptool.aggregation.pipeline import METHODS as AGGREGATE_METHODS
+from clumptool.aggregation.pipeline import AggregateOptions
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.matching import ASSIGNMENTS
+from clumptool.common.tables import TABLE_FORMATS
+from clumptool.demo import DemoConfig
+from clumptool.detection.options import (
+    CATALOGUE_FORMATS,
+    MATCH_METHODS,
+    PRECISIONS,
+    EvaluateOptions,
+    MatchSettings,
+    PredictOptions,
+    TrainOptions,
+)
+from clumptool.detection.spec import ModelSpec
+from clumptool.simulation.config import VOLUNTEER_MODELS, CrowdConfig, SimulationConfig, VolunteerModelConfig
 
 
 class _Group(click.Group):
@@ -55,38 +83,29 @@ def _csv_ints(value: str | None) -> tuple[int, ...] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _volunteer_model(name: str):
-    from clumptool.simulation.config import VolunteerModelConfig
-
-    return VolunteerModelConfig.preset(name)
-
-
-def _crowd(name: str):
-    from clumptool.simulation.config import CrowdConfig
-
-    return CrowdConfig.preset(name)
-
-
 _CROWD_HELP = ("Volunteer crowd: default (today's realistic crowd), bulge (a share marks the galaxy's centre), "
                "distractor (a careless minority marks stars, companions, noise peaks), sparse (6-10 volunteers "
                "per subject), confusion (odd/normal swapped often, per-volunteer offsets). See README.")
+_VOLUNTEERS_HELP = (f"Volunteers per subject [default: {SimulationConfig.volunteers_per_subject}; the sparse crowd "
+                    "draws {}-{}].".format(*CrowdConfig.preset("sparse").volunteers_range))
 
 
 @main.command("simulate", short_help="Make a synthetic Clump Scout project: images, exports, truth.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--galaxies", type=int, default=200, show_default=True, help="Number of galaxies (subjects).")
-@click.option("--volunteers-per-subject", type=int, help="Volunteers per subject [default: 20; the sparse crowd "
-              "draws 6-10].")
-@click.option("--crowd", default="default", show_default=True, help=_CROWD_HELP)
-@click.option("--image-size", type=int, default=400, show_default=True, help="Image side in pixels.")
+@click.option("--galaxies", type=int, default=SimulationConfig.galaxies, show_default=True,
+              help="Number of galaxies (subjects).")
+@click.option("--volunteers-per-subject", type=int, help=_VOLUNTEERS_HELP)
+@click.option("--crowd", default=CrowdConfig.name, show_default=True, help=_CROWD_HELP)
+@click.option("--image-size", type=int, default=SimulationConfig.image_size, show_default=True,
+              help="Image side in pixels.")
 @click.option("--cutout", type=int, help="Side of the central cutout a detector trains on, recorded in "
               "README.txt [default: half the image side, 200 px for 400 px images].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
-@click.option("--clumpy-fraction", type=float, default=0.6, show_default=True,
+@click.option("--seed", type=int, default=SimulationConfig.seed, show_default=True, help="Same seed, same bytes.")
+@click.option("--clumpy-fraction", type=float, default=SimulationConfig.clumpy_fraction, show_default=True,
               help="Share of galaxies with clumps.")
-@click.option("--volunteer-model", type=click.Choice(["realistic", "perfect", "noisy"]), default="realistic",
+@click.option("--volunteer-model", type=click.Choice(VOLUNTEER_MODELS), default=VolunteerModelConfig.name,
               show_default=True)
-@click.option("--first-subject-id", type=int, default=90_000_000, show_default=True)
+@click.option("--first-subject-id", type=int, default=SimulationConfig.first_subject_id, show_default=True)
 @click.option("--no-images", is_flag=True, help="Only truth, subjects and classifications (fast, for big exports).")
 @click.option("--quiet", is_flag=True)
 def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int | None, crowd: str, image_size: int,
@@ -103,17 +122,12 @@ def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int | Non
     from tqdm import tqdm
 
     from clumptool.common.outputs import check_output_location
-    from clumptool.simulation.config import SimulationConfig
     from clumptool.simulation.project import simulate_project
 
-    crowd_cfg = _crowd(crowd)
-    _check_volunteers_option(volunteers_per_subject, crowd_cfg)
-    if first_subject_id < 1:
-        raise ClumptoolError(f"--first-subject-id must be a positive integer (got {first_subject_id})")
-    vps = 20 if volunteers_per_subject is None else volunteers_per_subject
-    config = SimulationConfig(galaxies=galaxies, volunteers_per_subject=vps,
+    crowd_cfg = CrowdConfig.preset(crowd)
+    config = SimulationConfig(galaxies=galaxies, **_given(volunteers_per_subject=volunteers_per_subject),
                               image_size=image_size, cutout=cutout, seed=seed, clumpy_fraction=clumpy_fraction,
-                              volunteer_model=_volunteer_model(volunteer_model), crowd=crowd_cfg,
+                              volunteer_model=VolunteerModelConfig.preset(volunteer_model), crowd=crowd_cfg,
                               images=not no_images, first_subject_id=first_subject_id)
     check_output_location(out)
     try:
@@ -130,11 +144,9 @@ def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int | Non
                    f"(crowd {crowd_cfg.name}) in {result.seconds:.1f} s -> {result.out_dir}")
 
 
-def _check_volunteers_option(volunteers_per_subject: int | None, crowd_cfg) -> None:
-    if volunteers_per_subject is not None and crowd_cfg.volunteers_range is not None:
-        lo, hi = crowd_cfg.volunteers_range
-        raise ClumptoolError(f"--volunteers-per-subject cannot be combined with --crowd {crowd_cfg.name}, which "
-                             f"draws {lo}-{hi} volunteers per subject; drop one of the two options")
+def _given(**values: object) -> dict:
+    """The options given on the command line (not None): the rest keep their options class's default."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 @main.command("simulate-volunteers", short_help="Simulated volunteers classify given subjects (offline labels).")
@@ -147,14 +159,14 @@ def _check_volunteers_option(volunteers_per_subject: int | None, crowd_cfg) -> N
                    "[default: objects.csv beside --truth, if there].")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Classification export to write.")
-@click.option("--volunteers-per-subject", type=int, help="Volunteers per subject [default: 20; the sparse crowd "
-              "draws 6-10].")
-@click.option("--crowd", default="default", show_default=True, help=_CROWD_HELP)
-@click.option("--image-size", type=int, default=400, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--volunteer-model", type=click.Choice(["realistic", "perfect", "noisy"]), default="realistic",
+@click.option("--volunteers-per-subject", type=int, help=_VOLUNTEERS_HELP)
+@click.option("--crowd", default=CrowdConfig.name, show_default=True, help=_CROWD_HELP)
+@click.option("--image-size", type=int, default=SimulationConfig.image_size, show_default=True)
+@click.option("--seed", type=int, default=SimulationConfig.seed, show_default=True)
+@click.option("--volunteer-model", type=click.Choice(VOLUNTEER_MODELS), default=VolunteerModelConfig.name,
               show_default=True)
-@click.option("--start-classification-id", type=int, default=400_000_000, show_default=True,
+@click.option("--start-classification-id", type=int, default=SimulationConfig.first_classification_id,
+              show_default=True,
               help="First classification id (keep rounds distinct).")
 def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | None, out: Path,
                                 volunteers_per_subject: int | None, crowd: str, image_size: int, seed: int,
@@ -165,15 +177,11 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 
     Example: clumptool simulate-volunteers --truth sim/truth.csv --subjects batch.csv --out round2.csv
     """
-    from clumptool.simulation.config import SimulationConfig
     from clumptool.simulation.project import check_export_target, simulate_volunteer_export
 
-    crowd_cfg = _crowd(crowd)
-    _check_volunteers_option(volunteers_per_subject, crowd_cfg)
-    if start_classification_id < 1:
-        raise ClumptoolError(f"--start-classification-id must be a positive integer (got {start_classification_id})")
-    config = SimulationConfig(volunteers_per_subject=20 if volunteers_per_subject is None else volunteers_per_subject, image_size=image_size,
-                              seed=seed, volunteer_model=_volunteer_model(volunteer_model), crowd=crowd_cfg,
+    config = SimulationConfig(**_given(volunteers_per_subject=volunteers_per_subject), image_size=image_size,
+                              seed=seed, volunteer_model=VolunteerModelConfig.preset(volunteer_model),
+                              crowd=CrowdConfig.preset(crowd),
                               first_classification_id=start_classification_id, images=False)
     check_export_target(out)
     n = simulate_volunteer_export(truth, subjects, out, config, objects_path=objects)
@@ -195,43 +203,50 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 @click.option("--workflow-version", help="Version (e.g. 12.34, or 12 for all 12.x) [default: the newest].")
 @click.option("--task", help="Drawing task id (e.g. T1) [default: the first task holding point marks].")
 @click.option("--clump-tools", help="Tool indices that mark clumps, e.g. 0,1 [default: every point tool].")
-@click.option("--odd-tools", default="1", show_default=True, help="Tool indices meaning 'odd clump'.")
-@click.option("--method", type=click.Choice(["clumpscout", "dbscan", "hdbscan"]), default="clumpscout",
+@click.option("--odd-tools", default=",".join(map(str, ConsensusConfig.odd_tools)), show_default=True,
+              help="Tool indices meaning 'odd clump'.")
+@click.option("--method", type=click.Choice(AGGREGATE_METHODS), default=AggregateOptions.method,
               show_default=True, help="Volunteer-skill consensus, or the standard Zooniverse point reducers.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("aggregated"),
               show_default=True, help="Output folder.")
-@click.option("--format", "table_format", type=click.Choice(["parquet", "csv"]), default="parquet",
+@click.option("--format", "table_format", type=click.Choice(TABLE_FORMATS), default=AggregateOptions.table_format,
               show_default=True, help="Table format of the outputs.")
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of <subject_id>.png to draw under the marks in overview.png.")
-@click.option("--box-scale", type=float, default=2.5, show_default=True, help="Box side in units of PSF FWHM.")
-@click.option("--box-size", type=float, default=16.6, show_default=True,
+@click.option("--box-scale", type=float, default=AggregateOptions.box_scale, show_default=True,
+              help="Box side in units of PSF FWHM.")
+@click.option("--box-size", type=float, default=AggregateOptions.box_size, show_default=True,
               help="Box side in pixels where the FWHM is unknown.")
-@click.option("--fwhm-column", default="fwhmImagePix", show_default=True,
+@click.option("--fwhm-column", default=AggregateOptions.fwhm_column, show_default=True,
               help="Subject metadata key holding the PSF FWHM in image pixels ('#' prefix optional).")
-@click.option("--drop-central", type=float, default=0.0, show_default=True,
+@click.option("--drop-central", type=float, default=AggregateOptions.drop_central, show_default=True,
               help="Drop marks within this many pixels of the image centre (bulge marks).")
 @click.option("--fold-improbable", is_flag=True,
-              help="Keep clumps with false_pos_prob > 0.7 as odd (label 2), the paper's training-set convention.")
-@click.option("--max-false-pos-prob", type=float, default=0.5, show_default=True,
+              help=f"Keep clumps with false_pos_prob > {AggregateOptions.improbable_threshold:g} as odd (label 2), the "
+                   "paper's training-set convention.")
+@click.option("--max-false-pos-prob", type=float, default=ConsensusConfig.max_false_pos_prob, show_default=True,
               help="Clumps above this false-positive probability are reported but get no training box.")
-@click.option("--link-radius", type=float, default=6.0, show_default=True,
+@click.option("--link-radius", type=float, default=ConsensusConfig.link_radius, show_default=True,
               help="Marks of different volunteers closer than this (px) may belong to one clump.")
-@click.option("--min-volunteers", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--min-volunteers", type=int, default=ConsensusConfig.min_volunteers, show_default=True,
               help="A clump needs marks by this many distinct volunteers (fewer on images with fewer viewers).")
-@click.option("--central-radius", type=click.FloatRange(min=0.0, max=0.5, max_open=True), default=0.02,
+@click.option("--central-radius", type=float, default=ConsensusConfig.central_radius,
               show_default=True, help="Clusters within this share of the image side of the centre are also "
               "weighed as the central source (bulge marks by the volunteers who mark centres); 0: off.")
-@click.option("--retire-below", type=float, default=0.1, show_default=True,
+@click.option("--retire-below", type=float, default=AggregateOptions.retire_below, show_default=True,
               help="A galaxy is finished (is_finished in the subjects table) when its consensus's expected errors "
               "(missed + false clumps + wrong labels) are below this, with --min-classifications or more.")
-@click.option("--min-classifications", type=int, default=3, show_default=True,
+@click.option("--min-classifications", type=int, default=AggregateOptions.min_classifications, show_default=True,
               help="A galaxy with fewer human classifications than this is never finished.")
-@click.option("--eps", type=float, default=5.0, show_default=True, help="DBSCAN eps (px), --method dbscan.")
-@click.option("--min-samples", type=int, default=3, show_default=True, help="DBSCAN/HDBSCAN min_samples.")
-@click.option("--min-cluster-size", type=int, default=5, show_default=True, help="HDBSCAN min_cluster_size.")
+@click.option("--eps", type=float, default=AggregateOptions.eps, show_default=True,
+              help="DBSCAN eps (px), --method dbscan.")
+@click.option("--min-samples", type=int, default=AggregateOptions.min_samples, show_default=True,
+              help="DBSCAN/HDBSCAN min_samples.")
+@click.option("--min-cluster-size", type=int, default=AggregateOptions.min_cluster_size, show_default=True,
+              help="HDBSCAN min_cluster_size.")
 @click.option("--strict", is_flag=True, help="Any unreadable row or mark is fatal (default: counted, reported).")
-@click.option("--on-conflicting-duplicates", type=click.Choice(["error", "keep-last"]), default="error",
+@click.option("--on-conflicting-duplicates", type=click.Choice(ON_CONFLICT),
+              default=ReadOptions.on_conflicting_duplicates,
               show_default=True, help="Two different rows with one classification_id: refuse (error), or keep the "
               "later row (keep-last). Byte-identical copies of a row are always dropped and counted.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
@@ -250,30 +265,18 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
 
     Example: clumptool aggregate classifications.csv --subjects subjects.csv --out aggregated/
     """
-    import math
-
-    from clumptool.aggregation.consensus import ConsensusConfig
-    from clumptool.aggregation.export import ReadOptions
-    from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+    from clumptool.aggregation.pipeline import aggregate
     from clumptool.aggregation.report import format_summary
 
     odd = _option_ints("--odd-tools", odd_tools) or ()
     tools = _option_ints("--clump-tools", clump_tools)
-    if not (math.isfinite(link_radius) and link_radius > 0):
-        raise ClumptoolError(f"--link-radius {link_radius}: must be a positive distance in pixels (default 6)")
-    if not (0 < max_false_pos_prob <= 1):
-        raise ClumptoolError(f"--max-false-pos-prob {max_false_pos_prob}: must be a probability in (0, 1] "
-                             "(default 0.5)")
     consensus = ConsensusConfig(link_radius=link_radius, odd_tools=odd, max_false_pos_prob=max_false_pos_prob,
                                 min_volunteers=min_volunteers, central_radius=central_radius)
     options = AggregateOptions(
         read=ReadOptions(workflow_id=workflow_id, workflow_version=workflow_version, task=task, workflows=workflows,
                          clump_tools=tools, strict=strict, on_conflicting_duplicates=on_conflicting_duplicates),
         check_odd_tools=ctx.get_parameter_source("odd_tools") is not click.core.ParameterSource.DEFAULT,
-        method=method, consensus=consensus,
-        reducer_params=({"eps": eps, "min_samples": min_samples} if method == "dbscan"
-                        else {"min_cluster_size": min_cluster_size, "min_samples": min_samples}),
-        checked_params={"eps": eps, "min_samples": min_samples, "min_cluster_size": min_cluster_size},
+        method=method, consensus=consensus, eps=eps, min_samples=min_samples, min_cluster_size=min_cluster_size,
         box_scale=box_scale, box_size=box_size, fwhm_column=fwhm_column, drop_central=drop_central,
         fold_improbable=fold_improbable, table_format=table_format,
         retire_below=retire_below, min_classifications=min_classifications,
@@ -332,36 +335,42 @@ def _crop_option(value: str | None) -> int | None:
 @click.option("--subjects", type=click.Path(dir_okay=False, path_type=Path),
               help="Labelled subjects (aggregate's subjects table or a subjects export); galaxies without boxes "
                    "are negatives [default: every image in --images is labelled].")
-@click.option("--backbone", default="convnext_nano", show_default=True,
+@click.option("--backbone", default=ModelSpec.backbone, show_default=True,
               help="Zoobot/timm encoder (convnext_nano, convnext_tiny, efficientnet_b0, resnet18, resnet50, "
                    "maxvit_tiny ...) or torchvision_resnet50 (the paper's ImageNet baseline).")
 @click.option("--weights", help="Backbone weights: 'zoobot' (the Zoobot encoder of --backbone from the hub), "
               "a hub name hf_hub:mwalmsley/zoobot-encoder-..., a local .safetensors/.pth/.ckpt file, 'imagenet' "
               "(torchvision_resnet50), or none [default: random initialisation].")
-@click.option("--image-size", type=int, default=200, show_default=True, help="Working size fed to the network (px).")
-@click.option("--crop", default="200", show_default=True,
+@click.option("--image-size", type=int, default=ModelSpec.image_size, show_default=True,
+              help="Working size fed to the network (px).")
+@click.option("--crop", default=str(ModelSpec.crop), show_default=True,
               help="Central crop side in original pixels before resizing, or 'none' for the whole image.")
-@click.option("--in-channels", type=int, default=3, show_default=True, help="Input channels (1, 3 or N FITS bands).")
+@click.option("--in-channels", type=int, default=ModelSpec.in_channels, show_default=True,
+              help="Input channels (1, 3 or N FITS bands).")
 @click.option("--fits-bands", help="FITS bands to stack as channels, e.g. 1,2,3.")
-@click.option("--anchor-sizes", help="4 square anchor sides in working px for strides 4/8/16/32 [default: 8,16,32,64].")
-@click.option("--box-dropout", type=float, default=0.0, show_default=True,
+@click.option("--anchor-sizes", help="4 square anchor sides in working px for strides 4/8/16/32 [default: "
+              f"{','.join(map(str, ModelSpec().anchor_sizes))}].")
+@click.option("--box-dropout", type=float, default=ModelSpec.box_dropout, show_default=True,
               help="Dropout in the box head (> 0 enables MC dropout for active learning).")
-@click.option("--trainable-stages", type=click.IntRange(0, 4),
+@click.option("--trainable-stages", type=int,
               help="Train only the last N of the 4 backbone stages [default: all].")
 @click.option("--freeze-backbone", is_flag=True, help="Freeze the whole backbone (= --trainable-stages 0).")
-@click.option("--epochs", type=int, default=20, show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--lr", type=float, default=3e-4, show_default=True, help="AdamW learning rate (warm-up, cosine decay).")
-@click.option("--weight-decay", type=float, default=5e-5, show_default=True)
-@click.option("--val-fraction", type=float, default=0.2, show_default=True,
+@click.option("--epochs", type=int, default=TrainOptions.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=TrainOptions.batch_size, show_default=True)
+@click.option("--lr", type=float, default=TrainOptions.lr, show_default=True,
+              help="AdamW learning rate (warm-up, cosine decay).")
+@click.option("--weight-decay", type=float, default=TrainOptions.weight_decay, show_default=True)
+@click.option("--val-fraction", type=float, default=TrainOptions.val_fraction, show_default=True,
               help="Fraction of galaxies held out for validation (split by galaxy, reproducible by --seed).")
-@click.option("--patience", type=int, default=10, show_default=True,
+@click.option("--patience", type=int, default=TrainOptions.patience, show_default=True,
               help="Stop after this many epochs without a better validation F1 (0 = never).")
 @click.option("--max-minutes", type=float, help="Stop training after this many minutes.")
-@click.option("--devices", default="auto", show_default=True, help="Number of devices (or a list like 0,1).")
-@click.option("--num-nodes", type=int, default=1, show_default=True)
-@click.option("--strategy", default="auto", show_default=True, help="auto, ddp, ddp_spawn ... (Lightning strategies).")
-@click.option("--precision", type=click.Choice(["32", "16-mixed", "bf16-mixed"]), default="32", show_default=True,
+@click.option("--devices", default=TrainOptions.devices, show_default=True,
+              help="Number of devices (or a list like 0,1).")
+@click.option("--num-nodes", type=int, default=TrainOptions.num_nodes, show_default=True)
+@click.option("--strategy", default=TrainOptions.strategy, show_default=True,
+              help="auto, ddp, ddp_spawn ... (Lightning strategies).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=TrainOptions.precision, show_default=True,
               help="Mixed precision needs a GPU.")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path),
               help="Continue exactly from a checkpoint: .OUT.partial/checkpoints/last.ckpt after Ctrl-C (the "
@@ -371,7 +380,7 @@ def _crop_option(value: str | None) -> int | None:
               help="Output folder (model, checkpoints, logs, training.png), published as a whole when training "
                    "succeeds; until then it is built in the hidden sibling .OUT.partial and a previous model "
                    "there stays as it was.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=TrainOptions.seed, show_default=True)
 @click.option("--workers", type=int, help="DataLoader worker processes [default: 0 on CPU, up to 8 on GPU].")
 @click.option("--cache", is_flag=True, help="Decode all images once and keep them in memory.")
 @click.option("--accept-empty-model", is_flag=True,
@@ -406,23 +415,24 @@ def train_command(ctx: click.Context, boxes: Path, images: Path, subjects: Path 
         training_warnings,
     )
 
-    values = {"backbone": backbone, "image_size": image_size, "crop": _crop_option(crop),
-              "in_channels": in_channels, "fits_bands": list(_csv_ints(fits_bands) or []) or None,
-              "anchor_sizes": list(_csv_ints(anchor_sizes) or []) or None, "box_dropout": box_dropout,
-              "trainable_stages": 0 if freeze_backbone else trainable_stages, "seed": seed,
-              "batch_size": batch_size, "val_fraction": val_fraction, "lr": lr, "weight_decay": weight_decay}
+    options = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                           val_fraction=val_fraction, patience=patience, max_minutes=max_minutes, devices=devices,
+                           num_nodes=num_nodes, strategy=strategy, precision=precision, seed=seed, workers=workers,
+                           cache=cache, accept_empty=accept_empty_model)
+    model = {"backbone": backbone, "image_size": image_size, "crop": _crop_option(crop),
+             "in_channels": in_channels, "fits_bands": list(_csv_ints(fits_bands) or []) or None,
+             "anchor_sizes": list(_csv_ints(anchor_sizes) or []) or None, "box_dropout": box_dropout,
+             "trainable_stages": 0 if freeze_backbone else trainable_stages}
     if resume is not None:
+        values = {**model, "seed": seed, "batch_size": batch_size, "val_fraction": val_fraction, "lr": lr,
+                  "weight_decay": weight_decay}
         given = {k: v for k, v in values.items()
                  if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)
                  or (k == "trainable_stages" and freeze_backbone)}
         check_resume(resume, given)
     try:
-        result = train(
-            boxes, images, out, subjects=subjects, weights=weights, epochs=epochs, devices=devices,
-            num_nodes=num_nodes, strategy=strategy, precision=precision, resume=resume, workers=workers,
-            cache=cache, patience=patience or None, max_minutes=max_minutes, progress=not quiet,
-            accept_empty=accept_empty_model, **values,
-        )
+        result = train(boxes, images, out, options, subjects=subjects, weights=weights, resume=resume,
+                       progress=not quiet, **model)
     except TrainingInterrupted as exc:
         click.echo(f"Interrupted: {exc}", err=True)
         if exc.checkpoint is not None:
@@ -451,9 +461,6 @@ def _resume_command(checkpoint: Path) -> str:
         if not a.startswith("--resume="):
             args.append(a)
     return "clumptool " + shlex.join([*args, "--resume", str(checkpoint)])
-
-
-UNIT = click.FloatRange(0.0, 1.0)
 
 
 
@@ -489,23 +496,24 @@ def _interrupted(out: Path, note: str = ""):
               help="Go on when subjects listed in --subjects have no image (they are counted in metrics.json).")
 @click.option("--allow-no-truth", is_flag=True,
               help="Go on when no evaluated galaxy has a true clump (completeness is then undefined).")
-@click.option("--match", "method", type=click.Choice(["centre", "iou"]), default="centre", show_default=True,
-              help="centre: box centres within --max-dist; iou: box IoU >= --iou.")
-@click.option("--iou", "iou_thresh", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
+@click.option("--match", "method", type=click.Choice(MATCH_METHODS), default=MatchSettings.method,
+              show_default=True, help="centre: box centres within --max-dist; iou: box IoU >= --iou.")
+@click.option("--iou", "iou_thresh", type=float, default=MatchSettings.iou_thresh,
               show_default=True, help="IoU for --match iou.")
-@click.option("--max-dist", "--match-radius", "max_dist", type=click.FloatRange(0.0, min_open=True),
-              help="Centre distance in px for --match centre [default: one PSF FWHM = true box side / 2.5].")
-@click.option("--assignment", type=click.Choice(["greedy", "hungarian"]), default="greedy", show_default=True,
+@click.option("--max-dist", "--match-radius", "max_dist", type=float,
+              help="Centre distance in px for --match centre [default: one PSF FWHM = true box side / "
+                   f"{MatchSettings.box_scale:g}].")
+@click.option("--assignment", type=click.Choice(ASSIGNMENTS), default=MatchSettings.assignment, show_default=True,
               help="One-to-one matching: greedy by score (COCO) or Hungarian (most matches).")
-@click.option("--score-threshold", type=UNIT,
+@click.option("--score-threshold", type=float,
               help="Report every class at this score threshold [default: the model's operating threshold, chosen "
                    "by train on its validation galaxies; 0.5 for models that record none]. The threshold best on "
                    "the evaluated galaxies is reported beside it, labelled optimistic.")
-@click.option("--nms-iou", type=UNIT, default=0.2, show_default=True,
+@click.option("--nms-iou", type=float, default=EvaluateOptions.nms_iou, show_default=True,
               help="Class-agnostic NMS before scoring, as the paper (0 = off).")
-@click.option("--min-score", type=UNIT, default=0.05, show_default=True,
+@click.option("--min-score", type=float, default=EvaluateOptions.min_score, show_default=True,
               help="Detections below this score are dropped; the curves start here.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=int, default=EvaluateOptions.batch_size, show_default=True)
 @click.option("--device", help="torch device [default: cuda if available, else cpu].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("evaluation"),
               show_default=True, help="Folder for metrics.json, pr_curve.png and manifest.json (one set).")
@@ -522,18 +530,14 @@ def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path
     Example: clumptool evaluate --model runs/model --boxes sim/truth.csv --images sim/images --out eval/
     """
     from clumptool.detection.evaluate import check_output_folder, evaluate_model
-    from clumptool.detection.metrics import MatchSettings
 
-    try:
-        settings = MatchSettings(method=method, iou_thresh=iou_thresh, max_dist=max_dist, assignment=assignment)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+    options = EvaluateOptions(
+        settings=MatchSettings(method=method, iou_thresh=iou_thresh, max_dist=max_dist, assignment=assignment),
+        score_threshold=score_threshold, nms_iou=nms_iou, min_score=min_score, batch_size=batch_size,
+        device=device, allow_missing_images=allow_missing_images, allow_no_truth=allow_no_truth)
     check_output_folder(out, "evaluate")
     with _interrupted(out), _quiet_warnings(quiet):
-        report = evaluate_model(model_path, truth, images, out, subjects=subjects, settings=settings,
-                                score_threshold=score_threshold, nms_iou=nms_iou or None, min_score=min_score,
-                                batch_size=batch_size, device=device, progress=not quiet,
-                                allow_missing_images=allow_missing_images, allow_no_truth=allow_no_truth)
+        report = evaluate_model(model_path, truth, images, out, options, subjects=subjects, progress=not quiet)
     if report.is_global_zero and not quiet:  # (another process of a multi-process run wrote nothing)
         click.echo(report.format_table())
         click.echo(f"Wrote {report.metrics_path} and {report.plot_path}")
@@ -550,29 +554,30 @@ def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path
                    "image), with sky positions [default: every image; sky columns from the image table, else NaN].")
 @click.option("--allow-missing-images", is_flag=True,
               help="Go on when listed galaxies have no image (counted in the summary and metadata).")
-@click.option("--score-threshold", type=UNIT,
+@click.option("--score-threshold", type=float,
               help="Keep detections scoring at least this [default: the model's operating threshold, chosen by "
                    "train on its validation galaxies; 0.5 for models that record none].")
-@click.option("--nms-iou", type=UNIT, default=0.2, show_default=True,
+@click.option("--nms-iou", type=float, default=PredictOptions.nms_iou, show_default=True,
               help="Class-agnostic NMS IoU, as the paper (0 = off).")
-@click.option("--drop-central", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+@click.option("--drop-central", type=float, default=PredictOptions.drop_central, show_default=True,
               help="Drop detections within this many px of the image centre (the bulge).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--devices", default="auto", show_default=True,
+@click.option("--batch-size", type=int, default=PredictOptions.batch_size, show_default=True)
+@click.option("--devices", default=PredictOptions.devices, show_default=True,
               help="auto (every GPU, else 1 CPU process), cpu, cuda, a count N (N GPUs; N CPU processes without "
                    "a GPU, DDP over gloo) or GPU indices such as 0,1. Processes per node under torchrun/SLURM.")
-@click.option("--num-nodes", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--num-nodes", type=int, default=PredictOptions.num_nodes, show_default=True,
               help="Nodes of a multi-node run (launched by SLURM srun or torchrun, as for train).")
-@click.option("--strategy", default="auto", show_default=True, help="Lightning strategy (auto, ddp, ddp_spawn ...).")
-@click.option("--precision", type=click.Choice(["32", "16-mixed", "bf16-mixed"]), default="32", show_default=True,
+@click.option("--strategy", default=PredictOptions.strategy, show_default=True,
+              help="Lightning strategy (auto, ddp, ddp_spawn ...).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=PredictOptions.precision, show_default=True,
               help="Mixed precision needs a GPU.")
-@click.option("--shard-size", type=click.IntRange(min=1),
+@click.option("--shard-size", type=int,
               help="Images per resumable shard [default: up to 1000, at least 64 shards when possible].")
-@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--num-workers", type=int, default=PredictOptions.num_workers, show_default=True,
               help="Image-loading worker processes per device.")
-@click.option("--overlay", "n_overlay", type=click.IntRange(min=0), default=8, show_default=True,
+@click.option("--overlay", "n_overlay", type=int, default=PredictOptions.n_overlay, show_default=True,
               help="Galaxies drawn in predictions.png (0 = none).")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "fits", "ecsv", "votable"]),
+@click.option("--format", "fmt", type=click.Choice(tuple(CATALOGUE_FORMATS)),
               help="Catalogue format when --out is a folder [default: from the --out suffix, else parquet].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("catalogue"), show_default=True,
               help="Output folder (catalogue.parquet, predictions.png, manifest.json, published together), or "
@@ -596,16 +601,15 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, allow
     from clumptool.common.outputs import staging_path
     from clumptool.detection.predict import SHARDS_DIR, check_out, predict_catalogue
 
+    options = PredictOptions(score_threshold=score_threshold, nms_iou=nms_iou, drop_central=drop_central,
+                             batch_size=batch_size, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                             precision=precision, shard_size=shard_size, num_workers=num_workers,
+                             n_overlay=n_overlay, fmt=fmt, allow_missing_images=allow_missing_images)
     folder, _ = check_out(out, fmt)
     note = (f"Finished shards are kept in {staging_path(folder) / SHARDS_DIR}: rerun the same command to resume "
             "from them.")
     with _interrupted(folder, note), _quiet_warnings(quiet):
-        result = predict_catalogue(model_path, images, out, subjects=subjects, score_threshold=score_threshold,
-                                   nms_iou=nms_iou or None, drop_central=drop_central, batch_size=batch_size,
-                                   devices=devices, num_workers=num_workers, n_overlay=n_overlay,
-                                   progress=not quiet, allow_missing_images=allow_missing_images, fmt=fmt,
-                                   num_nodes=num_nodes, strategy=strategy, precision=precision,
-                                   shard_size=shard_size)
+        result = predict_catalogue(model_path, images, out, options, subjects=subjects, progress=not quiet)
     if result.is_global_zero and not quiet:
         click.echo(result.summary())
 
@@ -625,30 +629,31 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, allow
 @click.option("--labelled", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Already labelled galaxies to leave out (repeatable): any table with galaxy_id or subject_id "
                    "(aggregate's boxes/subjects, a subjects export) or a classification export (subject_ids).")
-@click.option("--n", "n", type=int, default=500, show_default=True, help="Galaxies chosen by the strategy.")
-@click.option("--strategy", type=click.Choice(["tta-bald", "tta-freq", "tta-loc", "mc-bald", "entropy", "random"]),
-              default="tta-bald", show_default=True,
+@click.option("--n", "n", type=int, default=SelectOptions.n, show_default=True, help="Galaxies chosen by the strategy.")
+@click.option("--strategy", type=click.Choice(tuple(STRATEGIES)), default=SelectOptions.strategy, show_default=True,
               help="tta-*: 8 flips/rotations, boxes mapped back and matched (BALD, detection frequency, "
                    "localisation); mc-bald: MC dropout (model needs --box-dropout); entropy: one pass; random.")
-@click.option("--aggregate", type=click.Choice(["sum", "max", "topk"]), default="sum", show_default=True,
+@click.option("--aggregate", type=click.Choice(AGGREGATES), default=SelectOptions.aggregate, show_default=True,
               help="Per-galaxy value from its boxes' uncertainties (plus the borderline-empty term).")
-@click.option("--topk", type=int, default=3, show_default=True, help="k for --aggregate topk.")
+@click.option("--topk", type=int, default=SelectOptions.topk, show_default=True, help="k for --aggregate topk.")
 @click.option("--candidates", type=int, help="Most uncertain galaxies kept before the diversity step [default: 5 x n].")
-@click.option("--diversity", type=click.Choice(["kcenter", "kmeans++", "none"]), default="kcenter",
+@click.option("--diversity", type=click.Choice(DIVERSITY_METHODS), default=SelectOptions.diversity,
               show_default=True, help="Thin the candidates to n on backbone embeddings.")
-@click.option("--random-control", type=int, default=50, show_default=True,
+@click.option("--random-control", type=int, default=SelectOptions.random_control, show_default=True,
               help="Random pool galaxies added with control=True (measures what active learning gains).")
 @click.option("--include-unfinished", type=click.Path(dir_okay=False, path_type=Path),
               help="Aggregate's subjects table: labelled galaxies with is_finished == False are sent back for more "
                    "volunteers, riskiest first (their images must be in the pool).")
 @click.option("--max-unfinished", type=int, help="At most this many unfinished galaxies [default: n].")
-@click.option("--passes", type=int, default=8, show_default=True, help="Monte Carlo dropout passes (mc-bald).")
-@click.option("--score-threshold", type=float, default=0.05, show_default=True,
+@click.option("--passes", type=int, default=SelectOptions.passes, show_default=True,
+              help="Monte Carlo dropout passes (mc-bald).")
+@click.option("--score-threshold", type=float, default=SelectOptions.score_thresh, show_default=True,
               help="Detector score floor while scoring (low, so borderline boxes count).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True, help="Image-decoding worker processes.")
+@click.option("--batch-size", type=int, default=SelectOptions.batch_size, show_default=True)
+@click.option("--workers", type=int, default=SelectOptions.workers, show_default=True,
+              help="Image-decoding worker processes.")
 @click.option("--device", help="torch device [default: cuda if available, else cpu].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=SelectOptions.seed, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("next-batch"),
               show_default=True, help="Folder for selection.parquet, manifest.csv, cutouts/, selection.png.")
 @click.option("--state", type=click.Path(file_okay=False, path_type=Path),
@@ -663,7 +668,7 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, allow
 @click.option("--project-id", type=int, help="Zooniverse project id (--upload).")
 @click.option("--workflow-id", type=int, help="Workflow to link the new subject set to (--upload; optional).")
 @click.option("--subject-set-name", help="Subject set for this round [default: the round name].")
-@click.option("--endpoint", default="https://www.zooniverse.org", show_default=True,
+@click.option("--endpoint", default=UploadRequest.endpoint, show_default=True,
               help="Panoptes endpoint (https; no user:password@, credentials come from PANOPTES_* only).")
 @click.option("--allow-reupload", is_flag=True,
               help="Let galaxies that earlier rounds already uploaded be chosen and uploaded again.")
@@ -691,9 +696,13 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
     error, printed even with --quiet; a failed upload leaves the selection complete in --out, and the same
     command resumes the upload without uploading anything twice.
     """
-    from clumptool.active_learning.select import UploadRequest, select_next_batch
+    from clumptool.active_learning.select import select_next_batch
     from clumptool.active_learning.zooniverse import redact_url
 
+    options = SelectOptions(n=n, strategy=strategy, aggregate=aggregate, topk=topk, candidates=candidates,
+                            diversity=diversity, random_control=random_control, max_unfinished=max_unfinished,
+                            passes=passes, score_thresh=score_threshold, batch_size=batch_size, workers=workers,
+                            seed=seed, device=device, allow_fewer=allow_fewer)
     request = None
     if upload or dry_run:
         if project_id is None and not dry_run:
@@ -702,18 +711,14 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
         request = UploadRequest(project_id=project_id or 0, workflow_id=workflow_id,
                                 subject_set_name=subject_set_name, endpoint=endpoint, dry_run=dry_run,
                                 allow_reupload=allow_reupload)
-    elif endpoint != "https://www.zooniverse.org" or project_id is not None:
+    elif endpoint != UploadRequest.endpoint or project_id is not None:
         raise ClumptoolError(f"--endpoint {redact_url(endpoint)} / --project-id are used only with --upload "
                              "(or --dry-run); add --upload, or leave them out")
     try:
         with _quiet_warnings(quiet):
             result = select_next_batch(
-                model_path, pool, out, n=n, images=images, labelled=list(labelled), strategy=strategy,
-                candidates=candidates, diversity=diversity, random_control=random_control, state=state,
-                round_name=round_name, include_unfinished=include_unfinished, max_unfinished=max_unfinished,
-                upload=request, aggregate=aggregate, topk=topk, passes=passes, score_thresh=score_threshold,
-                batch_size=batch_size, workers=workers, seed=seed, device=device, allow_fewer=allow_fewer,
-                progress=not quiet,
+                model_path, pool, out, options, images=images, labelled=list(labelled), state=state,
+                round_name=round_name, include_unfinished=include_unfinished, upload=request, progress=not quiet,
             )
     except KeyboardInterrupt:
         click.echo(f"\nInterrupted: {out} holds either its previous outputs or this run's whole selection, never "
@@ -797,8 +802,9 @@ def fake_panoptes_command(port: int, state_dir: Path | None, project_id: int, wo
 @main.command("demo", short_help="Run the whole pipeline on a built-in simulated project.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
               show_default=True, help="Folder for every stage's outputs.")
-@click.option("--galaxies", type=int, default=300, show_default=True, help="Size of the simulated project.")
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--galaxies", type=int, default=DemoConfig.galaxies, show_default=True,
+              help="Size of the simulated project.")
+@click.option("--seed", type=int, default=DemoConfig.seed, show_default=True)
 def demo_command(out: Path, galaxies: int, seed: int) -> None:
     """Simulate a Clump Scout project and run every clumptool stage on it, printing where the results are.
 

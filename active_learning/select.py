@@ -41,13 +41,21 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from clumptool.active_learning.options import (  # noqa: F401 (STRATEGIES, AGGREGATES: re-exported)
+    AGGREGATES,
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    SelectOptions,
+    UploadRequest,
+)
 from clumptool.active_learning.plots import selection_figure
 from clumptool.active_learning.scoring import (  # noqa: F401 (SCORE_COLUMNS, PoolScores: the table's)
     SCORE_COLUMNS,
@@ -55,51 +63,32 @@ from clumptool.active_learning.scoring import (  # noqa: F401 (SCORE_COLUMNS, Po
     embed_galaxies,
     score_pool,
 )
-from clumptool.active_learning.uncertainty import AGGREGATES
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids
+from clumptool.common.options import options_from
 from clumptool.common.tables import read_table, write_table
 from clumptool.detection.predicting import collecting_trainer
-
-#: strategy -> (how the passes are made, which per-image uncertainty ranks the galaxies)
-STRATEGIES: dict[str, tuple[str | None, str | None]] = {
-    "tta-bald": ("tta", "bald"),
-    "tta-freq": ("tta", "freq"),
-    "tta-loc": ("tta", "loc"),
-    "mc-bald": ("mc", "bald"),
-    "entropy": ("single", "entropy"),
-    "random": (None, None),
-}
-DEFAULT_STRATEGY = "tta-bald"
 
 
 @dataclass
 class ScoringOptions:
-    """How galaxies are scored (see the module docstring)."""
+    """How galaxies are scored (see the module docstring); made from a checked :class:`SelectOptions`
+    (:meth:`from_select`), so trusted here."""
 
-    strategy: str = DEFAULT_STRATEGY
-    aggregate: str = "sum"
-    topk: int = 3
-    passes: int = 8                 # Monte Carlo dropout passes (TTA always uses the 8 D4 elements)
-    score_thresh: float = 0.05
+    strategy: str = SelectOptions.strategy
+    aggregate: str = SelectOptions.aggregate
+    topk: int = SelectOptions.topk
+    passes: int = SelectOptions.passes  # Monte Carlo dropout passes (TTA always uses the 8 D4 elements)
+    score_thresh: float = SelectOptions.score_thresh
     match_iou: float = 0.5
     borderline_weight: float = 1.0
-    batch_size: int = 8
-    workers: int = 0
+    batch_size: int = SelectOptions.batch_size
+    workers: int = SelectOptions.workers
 
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ClumptoolError(f"unknown strategy {self.strategy!r} (use one of {', '.join(STRATEGIES)})")
-        if self.aggregate not in AGGREGATES:
-            raise ClumptoolError(f"unknown aggregate {self.aggregate!r} (use one of {', '.join(AGGREGATES)})")
-        if self.topk < 1:
-            raise ClumptoolError(f"--topk must be >= 1, got {self.topk}")
-        if self.passes < 2 and self.strategy == "mc-bald":
-            raise ClumptoolError(f"MC dropout needs at least 2 passes, got {self.passes}")
-        if not 0 <= self.score_thresh < 1:
-            raise ClumptoolError(f"--score-threshold must be in [0, 1), got {self.score_thresh}")
-        if self.batch_size < 1:
-            raise ClumptoolError(f"--batch-size must be >= 1, got {self.batch_size}")
+    @classmethod
+    def from_select(cls, o: SelectOptions) -> ScoringOptions:
+        return cls(strategy=o.strategy, aggregate=o.aggregate, topk=o.topk, passes=o.passes,
+                   score_thresh=o.score_thresh, batch_size=o.batch_size, workers=o.workers)
 
     @property
     def mode(self) -> str | None:
@@ -177,26 +166,6 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @dataclass
-class UploadRequest:
-    """Where to upload; the subject set name defaults to the round name (known only once the model is read)."""
-
-    project_id: int
-    workflow_id: int | None = None
-    subject_set_name: str | None = None
-    endpoint: str = "https://www.zooniverse.org"
-    dry_run: bool = False
-    allow_reupload: bool = False
-
-    def config(self, round_name: str, model_version: str):
-        from clumptool.active_learning.zooniverse import UploadConfig
-
-        return UploadConfig(project_id=self.project_id, workflow_id=self.workflow_id,
-                            subject_set_name=self.subject_set_name or round_name, endpoint=self.endpoint,
-                            dry_run=self.dry_run, model_version=model_version,
-                            allow_reupload=self.allow_reupload)
-
-
-@dataclass
 class SelectionResult:
     """What :func:`select_next_batch` chose and wrote."""
 
@@ -238,23 +207,6 @@ class SelectionResult:
         return "\n".join(lines)
 
 
-def _check_options(n: int, candidates: int, random_control: int, diversity: str,
-                   max_unfinished: int | None, round_name: str | None) -> None:
-    from clumptool.active_learning.diversity import METHODS
-
-    if n < 1:
-        raise ClumptoolError(f"--n must be >= 1, got {n}")
-    if candidates < n:
-        raise ClumptoolError(f"--candidates ({candidates}) must be at least --n ({n}); raise --candidates or "
-                             "leave it out (default 5 x n)")
-    if random_control < 0:
-        raise ClumptoolError(f"--random-control must be >= 0, got {random_control}")
-    if diversity not in METHODS:
-        raise ClumptoolError(f"unknown diversity method {diversity!r} (use one of {', '.join(METHODS)})")
-    if max_unfinished is not None and max_unfinished < 0:
-        raise ClumptoolError(f"--max-unfinished must be >= 0, got {max_unfinished}")
-    if round_name is not None and not round_name.strip():
-        raise ClumptoolError("--round must not be empty; give a name or leave it out (al-<model version>)")
 
 
 def _check_pool_size(p, n: int, random_control: int, allow_fewer: bool, notes: list[str]) -> tuple[int, int]:
@@ -276,16 +228,11 @@ def _check_pool_size(p, n: int, random_control: int, allow_fewer: bool, notes: l
     return n2, rc2
 
 
-def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: str | os.PathLike, *, n: int = 500,
-                      images: str | os.PathLike | None = None, labelled: tuple | list = (),
-                      strategy: str = DEFAULT_STRATEGY, candidates: int | None = None, diversity: str = "kcenter",
-                      random_control: int = 50, state: str | os.PathLike | None = None,
+def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: str | os.PathLike,
+                      options: SelectOptions | None = None, *, images: str | os.PathLike | None = None,
+                      labelled: tuple | list = (), state: str | os.PathLike | None = None,
                       round_name: str | None = None, include_unfinished: str | os.PathLike | None = None,
-                      max_unfinished: int | None = None, upload=None, aggregate: str = "sum", topk: int = 3,
-                      passes: int = 8, score_thresh: float = 0.05, batch_size: int = 8, workers: int = 0,
-                      seed: int = 0, device: str | int | Sequence[str] | None = None, plot: bool = True,
-                      allow_fewer: bool = False, progress: bool = True, num_nodes: int = 1,
-                      lightning_strategy: str = "auto", precision: str = "32") -> SelectionResult:
+                      upload=None, plot: bool = True, progress: bool = True, **fields: Any) -> SelectionResult:
     """Select, write and (with ``upload``, an :class:`UploadRequest` or
     :class:`~clumptool.active_learning.zooniverse.UploadConfig`) upload the next batch; see the module
     docstring. Credentials for the upload come only from the environment (PANOPTES_*).
@@ -299,11 +246,13 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
     selection, and the same command resumes the upload from the ledger.
 
     ``state`` is the ledger's folder; by default the one shared by every round of this project and
-    workflow (:func:`clumptool.active_learning.state.default_state_dir`).
+    workflow (:func:`clumptool.active_learning.state.default_state_dir`). How many galaxies, chosen how:
+    ``options`` (a :class:`~clumptool.active_learning.options.SelectOptions`, checked when made) or keyword
+    ``fields`` of it (``n=100``, ``strategy="entropy"``, ...).
 
     ``device`` (as predict's ``--devices``: None = every GPU, else one CPU process; ``2`` without a GPU = 2
-    CPU processes), ``num_nodes``, ``lightning_strategy`` and ``precision`` say where the detector runs
-    (Lightning). In a multi-process run every process scores its share and all get every score; only the
+    CPU processes), ``num_nodes``, ``lightning_strategy`` and ``precision`` (options) say where the detector
+    runs (Lightning). In a multi-process run every process scores its share and all get every score; only the
     first one records, writes and uploads (the others return ``is_global_zero = False``).
     """
     from clumptool.active_learning.ledger import DEFAULT_LEDGER_NAME, Ledger
@@ -314,12 +263,13 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
     from clumptool.detection.io import load_model
 
     # 1. everything checked before any long work
-    candidates = 5 * n if candidates is None else int(candidates)
-    _check_options(n, candidates, random_control, diversity, max_unfinished, round_name)
-    options = ScoringOptions(strategy=strategy, aggregate=aggregate, topk=topk, passes=passes,
-                             score_thresh=score_thresh, batch_size=batch_size, workers=workers)
-    if workers < 0:
-        raise ClumptoolError(f"--workers must be >= 0, got {workers}")
+    o = options_from(SelectOptions, options, fields)
+    n, strategy, candidates, diversity, random_control = o.n, o.strategy, o.n_candidates, o.diversity, o.random_control
+    max_unfinished, batch_size, workers, seed, device = o.max_unfinished, o.batch_size, o.workers, o.seed, o.device
+    allow_fewer, num_nodes, lightning_strategy, precision = o.allow_fewer, o.num_nodes, o.lightning_strategy, o.precision
+    options = ScoringOptions.from_select(o)
+    if round_name is not None and not round_name.strip():
+        raise ClumptoolError("--round must not be empty; give a name or leave it out (al-<model version>)")
     out = check_output_location(out)
     if isinstance(upload, UploadRequest):
         probe = upload.config("probe", "")   # validates the endpoint and the subject set name now

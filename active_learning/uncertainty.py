@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clumptool.active_learning.options import AGGREGATES
 from clumptool.detection.metrics import box_iou
 
 EPS = 1e-12
-AGGREGATES = ("sum", "max", "topk")
 #: Per-box uncertainty kinds that :func:`image_scores` returns (one image score each).
 KINDS = ("bald", "freq", "loc", "entropy", "mean_score")
 

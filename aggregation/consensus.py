@@ -36,6 +36,7 @@ from clumptool.aggregation.visibility import (
     candidate_log_likelihoods,
     fit_visibility,
 )
+from clumptool.common.options import at_least, in_range, optional, positive, raise_problems, whole_number
 
 
 @dataclass(frozen=True)
@@ -81,24 +82,24 @@ class ConsensusConfig:
     offset_prior_marks: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.workers is not None and self.workers < 1:
-            raise ValueError("workers must be >= 1")
-        if self.link_radius <= 0:
-            raise ValueError("link_radius must be positive")
-        if self.max_iterations < 1:
-            raise ValueError("max_iterations must be >= 1")
-        if not 0 < self.max_false_pos_prob <= 1:
-            raise ValueError("max_false_pos_prob must be in (0, 1]")
-        if not self.visibility_grid or not all(0 < v <= 1 for v in self.visibility_grid):
-            raise ValueError("visibility_grid must be a non-empty list of values in (0, 1]")
-        if self.required_accuracy_px <= 0 or self.default_image_size <= 0:
-            raise ValueError("required_accuracy_px and default_image_size must be positive")
-        if self.min_volunteers < 1:
-            raise ValueError("min_volunteers must be >= 1")
-        if not 0 <= self.central_radius < 0.5:
-            raise ValueError("central_radius must be a share of the image side in [0, 0.5)")
-        if self.visibility_anchor < 0 or self.skill_tolerance <= 0 or self.offset_prior_marks < 0:
-            raise ValueError("visibility_anchor and offset_prior_marks must be >= 0, skill_tolerance > 0")
+        c = ConsensusConfig
+        raise_problems([
+            positive("--link-radius", self.link_radius, f"a distance in pixels, default {c.link_radius:g}"),
+            in_range("--max-false-pos-prob", self.max_false_pos_prob, 0, 1, lo_open=True,
+                     note=f"a probability, default {c.max_false_pos_prob:g}"),
+            whole_number("--min-volunteers", self.min_volunteers, 1, note=f"default {c.min_volunteers}"),
+            in_range("--central-radius", self.central_radius, 0, 0.5, hi_open=True,
+                     note=f"a share of the image side, 0 = off, default {c.central_radius:g}"),
+            optional(whole_number, "ConsensusConfig.workers", self.workers, 1),
+            whole_number("ConsensusConfig.max_iterations", self.max_iterations, 1),
+            None if self.visibility_grid and all(0 < v <= 1 for v in self.visibility_grid) else
+            "ConsensusConfig.visibility_grid: must be a non-empty list of values in (0, 1]",
+            positive("ConsensusConfig.required_accuracy_px", self.required_accuracy_px),
+            positive("ConsensusConfig.default_image_size", self.default_image_size),
+            at_least("ConsensusConfig.visibility_anchor", self.visibility_anchor, 0),
+            at_least("ConsensusConfig.offset_prior_marks", self.offset_prior_marks, 0),
+            positive("ConsensusConfig.skill_tolerance", self.skill_tolerance),
+        ])
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, clu
 from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
+from clumptool.aggregation.reducers import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS
 from clumptool.aggregation.selection import check_something_to_aggregate
 from clumptool.aggregation.stopping import (
     DEFAULT_MIN_CLASSIFICATIONS,
@@ -28,21 +28,26 @@ from clumptool.aggregation.subjects import read_subjects
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.jsonable import jsonable
 from clumptool.common.metadata import metadata_key
+from clumptool.common.options import at_least, in_range, one_of, positive, raise_problems, whole_number
 from clumptool.common.outputs import check_output_location, output_set
-from clumptool.common.tables import write_table
+from clumptool.common.tables import TABLE_FORMATS, write_table
 
 METHODS = ("clumpscout", "dbscan", "hdbscan")
 
 
 @dataclass(frozen=True)
 class AggregateOptions:
-    """Everything ``clumptool aggregate`` can be told (defaults as documented in the README)."""
+    """Everything ``clumptool aggregate`` can be told, with its default; checked once, on construction.
+
+    ``eps``/``min_samples``/``min_cluster_size`` are the DBSCAN/HDBSCAN reducers' settings: checked whatever
+    the method, used only by theirs (:attr:`reducer_params`)."""
 
     read: ReadOptions = field(default_factory=ReadOptions)
     method: str = "clumpscout"
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
-    reducer_params: dict = field(default_factory=dict)
-    checked_params: dict = field(default_factory=dict)  # reducer options given but unused by this method: checked too
+    eps: float = DBSCAN_DEFAULTS["eps"]
+    min_samples: int = DBSCAN_DEFAULTS["min_samples"]
+    min_cluster_size: int = HDBSCAN_DEFAULTS["min_cluster_size"]
     box_scale: float = DEFAULT_BOX_SCALE
     box_size: float = DEFAULT_BOX_SIZE
     fwhm_column: str = "fwhmImagePix"
@@ -58,51 +63,43 @@ class AggregateOptions:
     def __post_init__(self) -> None:
         validate_options(self)
 
+    @property
+    def reducer_params(self) -> dict:
+        """The settings of the standard Zooniverse reducer ``method`` (empty for clumpscout)."""
+        if self.method == "dbscan":
+            return {"eps": self.eps, "min_samples": self.min_samples}
+        if self.method == "hdbscan":
+            return {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples}
+        return {}
 
-def _positive(name: str, value: float) -> str | None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        return f"{name} {value}: must be a positive number"
-    return None
+
+def _tool_indices(option: str, tools: tuple[int, ...] | None, example: str) -> str | None:
+    if tools is None or (len(tools) and all(t >= 0 for t in tools)):
+        return None
+    return f"{option} {','.join(map(str, tools))}: give tool indices >= 0, e.g. {example}"
 
 
 def validate_options(o: AggregateOptions) -> None:
     """Every option checked before any work, each problem naming its option and the values it takes."""
-    problems = []
-    if o.method not in METHODS:
-        problems.append(f"--method {o.method!r}: use one of {', '.join(METHODS)}")
-    for name, value in (("--box-scale", o.box_scale), ("--box-size", o.box_size)):
-        problems.append(_positive(name, value))
-    if not (math.isfinite(o.drop_central) and o.drop_central >= 0):
-        problems.append(f"--drop-central {o.drop_central}: must be 0 (keep all marks) or a positive radius in px")
-    if o.table_format not in ("parquet", "csv"):
-        problems.append(f"--format {o.table_format!r}: use parquet or csv")
-    params = {**o.checked_params, **o.reducer_params}
-    if "eps" in params and _positive("--eps", params["eps"]):
-        problems.append(_positive("--eps", params["eps"]) + " (DBSCAN radius in px, default 5)")
-    ms = params.get("min_samples", 1)
-    if not (isinstance(ms, int) and ms >= 1):
-        problems.append(f"--min-samples {ms}: must be a whole number >= 1 (marks needed to make a clump, default 3)")
-    mcs = params.get("min_cluster_size", 2)
-    if not (isinstance(mcs, int) and mcs >= 2):
-        problems.append(f"--min-cluster-size {mcs}: must be a whole number >= 2 (default 5)")
-    if not (0 < o.improbable_threshold <= 1):
-        problems.append(f"improbable_threshold {o.improbable_threshold}: must be in (0, 1]")
-    tools = o.read.clump_tools
-    if tools is not None and (not tools or any(t < 0 for t in tools)):
-        problems.append(f"--clump-tools {','.join(map(str, tools))}: give tool indices >= 0, e.g. 0,1")
-    if any(t < 0 for t in o.consensus.odd_tools):
-        problems.append(f"--odd-tools {','.join(map(str, o.consensus.odd_tools))}: give tool indices >= 0, e.g. 1")
-    if o.read.task is not None and not o.read.task.strip():
-        problems.append("--task '': give a task id such as T1")
-    if o.read.workflow_version is not None and not all(p.isdigit() for p in o.read.workflow_version.split(".")):
-        problems.append(f"--workflow-version {o.read.workflow_version!r}: give a version like 12.34, or 12 for all 12.x")
-    if o.read.on_conflicting_duplicates not in ON_CONFLICT:
-        problems.append(f"--on-conflicting-duplicates {o.read.on_conflicting_duplicates!r}: use one of "
-                        f"{', '.join(ON_CONFLICT)}")
-    problems += check_stopping_options(o.retire_below, o.min_classifications)
-    problems = [p for p in problems if p]
-    if problems:
-        raise ClumptoolError("; ".join(problems))
+    d, r = AggregateOptions, o.read
+    raise_problems([
+        one_of("--method", o.method, METHODS),
+        positive("--box-scale", o.box_scale, f"box side in PSF FWHM, default {d.box_scale:g}"),
+        positive("--box-size", o.box_size, f"box side in px, default {d.box_size:g}"),
+        at_least("--drop-central", o.drop_central, 0, "0 keeps all marks, else a radius in px"),
+        one_of("--format", o.table_format, TABLE_FORMATS),
+        positive("--eps", o.eps, f"DBSCAN radius in px, default {d.eps:g}"),
+        whole_number("--min-samples", o.min_samples, 1, note=f"marks needed to make a clump, default {d.min_samples}"),
+        whole_number("--min-cluster-size", o.min_cluster_size, 2, note=f"default {d.min_cluster_size}"),
+        in_range("improbable_threshold", o.improbable_threshold, 0, 1, lo_open=True),
+        _tool_indices("--clump-tools", r.clump_tools, "0,1"),
+        _tool_indices("--odd-tools", o.consensus.odd_tools, "1"),
+        "--task '': give a task id such as T1" if r.task is not None and not r.task.strip() else None,
+        None if r.workflow_version is None or all(p.isdigit() for p in r.workflow_version.split(".")) else
+        f"--workflow-version {r.workflow_version!r}: give a version like 12.34, or 12 for all 12.x",
+        one_of("--on-conflicting-duplicates", r.on_conflicting_duplicates, ON_CONFLICT),
+        *check_stopping_options(o.retire_below, o.min_classifications),
+    ])
 
 
 @dataclass
@@ -146,7 +143,6 @@ def aggregate(
     Options and ``out_dir`` are checked before the export is read; an export with nothing to aggregate (no
     point task, a named task or tool that does not occur, only unusable marks) is refused with what it
     holds. Nothing is written if anything fails, and the previous output set stays as it was."""
-    validate_options(options)
     if out_dir is not None:
         check_output_location(out_dir)
     meta = read_subjects(subjects) if subjects is not None else None  # a bad --subjects fails before the export is read

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import DBSCAN, HDBSCAN
 
 from clumptool.aggregation.export import ExportData
 
@@ -50,6 +49,8 @@ def _summarise(loc: np.ndarray, labels: np.ndarray, weights: np.ndarray | None =
 
 def point_reducer_dbscan(points: list, **kwargs) -> dict:
     """DBSCAN of one tool's points in one frame; keys as ``panoptes_aggregation`` (without the tool prefix)."""
+    from sklearn.cluster import DBSCAN  # lazy: the defaults above are read by the CLI at start-up
+
     params = {**DBSCAN_DEFAULTS, **kwargs}
     loc = _clean(points)
     out = {"points_x": list(loc[:, 0]), "points_y": list(loc[:, 1]), "cluster_labels": [-1] * len(loc)}
@@ -62,6 +63,8 @@ def point_reducer_dbscan(points: list, **kwargs) -> dict:
 
 def point_reducer_hdbscan(points: list, **kwargs) -> dict:
     """HDBSCAN of one tool's points in one frame; keys as ``panoptes_aggregation`` (without the tool prefix)."""
+    from sklearn.cluster import HDBSCAN
+
     params = {**HDBSCAN_DEFAULTS, **kwargs}
     loc = _clean(points)
     out = {"points_x": list(loc[:, 0]), "points_y": list(loc[:, 1]), "cluster_labels": [-1] * len(loc),
@@ -77,6 +80,8 @@ def point_reducer_hdbscan(points: list, **kwargs) -> dict:
 def _dbscan_labels_all(keys: np.ndarray, x: np.ndarray, y: np.ndarray, params: dict) -> np.ndarray:
     """DBSCAN of every (subject, frame, tool) group at once: groups are tiled far apart so that no eps
     neighbourhood crosses two groups, which gives exactly the per-group clusters in one call."""
+    from sklearn.cluster import DBSCAN
+
     p = {**DBSCAN_DEFAULTS, **params}
     if len(x) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -97,6 +102,8 @@ def reduce_export(data: ExportData, method: str, params: dict, odd_tools: tuple[
         labels = _dbscan_labels_all(keys, x, y, params)
         cluster = np.where(labels >= 0, labels, -1)
     elif method == "hdbscan":
+        from sklearn.cluster import HDBSCAN
+
         p = {**HDBSCAN_DEFAULTS, **params}
         cluster = np.full(len(marks), -1, dtype=np.int64)
         order = np.argsort(keys, kind="stable")

@@ -38,6 +38,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,7 @@ from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, box
 from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.ids import normalise_subject_ids, read_subject_ids  # noqa: F401 (read_subject_ids: predict's)
 from clumptool.common.jsonable import jsonable
+from clumptool.common.options import options_from
 from clumptool.common.outputs import check_output_location, output_set, read_manifest
 from clumptool.common.tables import read_table
 from clumptool.detection.image_list import ImageList
@@ -55,12 +57,11 @@ from clumptool.detection.io import load_model
 from clumptool.detection.metrics import (
     Evaluation,
     ImageResult,
-    MatchSettings,
     evaluate_images,
     mean_average_precision,
 )
+from clumptool.detection.options import EvaluateOptions
 from clumptool.detection.plots import plot_score_curves
-from clumptool.detection.postprocess import PAPER_NMS_IOU
 from clumptool.detection.predicting import PostProcessed, collecting_trainer, detect_images
 
 BOX_FIELDS = ("x1", "y1", "x2", "y2")
@@ -279,22 +280,12 @@ def operating_threshold(spec, score_threshold: float | None) -> tuple[float, str
     galaxies (``spec.score_threshold``); a model trained before that was recorded gets the legacy 0.5.
     """
     if score_threshold is not None:
-        check_unit("--score-threshold", score_threshold)
         return float(score_threshold), "--score-threshold"
     recorded = getattr(spec, "score_threshold", None)
     if recorded is not None:
         return float(recorded), "the model's operating threshold (chosen by train on its validation galaxies)"
     return LEGACY_THRESHOLD, (f"legacy default {LEGACY_THRESHOLD:g}: the model records no operating threshold "
                               "(trained before clumptool recorded one); pass --score-threshold or retrain")
-
-
-def check_unit(option: str, value: float | None, allow_zero: bool = True) -> None:
-    """A probability-like option must lie in [0, 1] ((0, 1] without ``allow_zero``)."""
-    if value is None:
-        return
-    if not (math.isfinite(value) and (0.0 <= value if allow_zero else 0.0 < value) and value <= 1.0):
-        raise ClumptoolError(f"{option} must be in {'[' if allow_zero else '('}0, 1], got {value}; "
-                             "pass a value in that range")
 
 
 def check_device(device: str, option: str = "--device") -> str:
@@ -354,13 +345,9 @@ class EvaluationReport:
 
 
 def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike, images_dir: str | os.PathLike,
-                   out_dir: str | os.PathLike, *, subjects: str | os.PathLike | None = None,
-                   settings: MatchSettings | None = None, score_threshold: float | None = None,
-                   nms_iou: float | None = PAPER_NMS_IOU, min_score: float = 0.05, batch_size: int = 8,
-                   device: str | int | None = None, box_scale: float = DEFAULT_BOX_SCALE,
-                   box_size: float = DEFAULT_BOX_SIZE, progress: bool = True, allow_missing_images: bool = False,
-                   allow_no_truth: bool = False, num_nodes: int = 1, strategy: str = "auto",
-                   precision: str = "32", num_workers: int = 0) -> EvaluationReport:
+                   out_dir: str | os.PathLike, options: EvaluateOptions | None = None, *,
+                   subjects: str | os.PathLike | None = None, progress: bool = True,
+                   **fields: Any) -> EvaluationReport:
     """Run the detector on the images and score it against the truth (see the module docstring).
 
     ``score_threshold``: the operating threshold every scope is reported at (None: the one train chose on
@@ -372,16 +359,14 @@ def evaluate_model(model_path: str | os.PathLike, truth_path: str | os.PathLike,
     ``device``, ``num_nodes``, ``strategy``, ``precision``: as predict's ``--devices`` ... (None: every GPU,
     else one CPU process); in a multi-process run every process scores its share and the first one writes.
     Every input is checked before the detector runs; outputs are published as one set (``manifest.json``).
+    ``options`` (an :class:`~clumptool.detection.options.EvaluateOptions`, checked when made) or keyword
+    ``fields`` of it (``batch_size=4``, ...) say how.
     """
-    settings = settings or MatchSettings()
-    check_unit("--min-score", min_score)
-    check_unit("--nms-iou", nms_iou)
-    if score_threshold is not None:
-        check_unit("--score-threshold", score_threshold)
-    if batch_size < 1:
-        raise ClumptoolError(f"--batch-size must be >= 1, got {batch_size}")
-    if num_workers < 0:
-        raise ClumptoolError(f"--num-workers must be >= 0, got {num_workers}")
+    o = options_from(EvaluateOptions, options, fields)
+    settings, score_threshold, nms_iou, min_score = o.settings, o.score_threshold, o.nms_iou or None, o.min_score
+    batch_size, device, box_scale, box_size = o.batch_size, o.device, o.box_scale, o.box_size
+    allow_missing_images, allow_no_truth = o.allow_missing_images, o.allow_no_truth
+    num_nodes, strategy, precision, num_workers = o.num_nodes, o.strategy, o.precision, o.num_workers
     out_dir = check_output_folder(out_dir, "evaluate")
     trainer = collecting_trainer("auto" if device is None else device, num_nodes=num_nodes, strategy=strategy,
                                  precision=precision, progress=progress, option="--device")

@@ -37,9 +37,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou as tv_box_iou
 
-from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE
 from clumptool.common.matching import (
-    ASSIGNMENTS,
     assign_one_to_one,
     completeness,
     f1_score,
@@ -47,41 +45,8 @@ from clumptool.common.matching import (
     scores_from_counts,
 )
 
-MATCH_METHODS = ("centre", "iou")
-
-
-@dataclass(frozen=True)
-class MatchSettings:
-    """How a detection is matched to a true clump (see the module docstring)."""
-
-    method: str = "centre"
-    iou_thresh: float = 0.5
-    max_dist: float | None = None  # pixels; None = one PSF FWHM = true box side / box_scale
-    assignment: str = "greedy"
-    box_scale: float = DEFAULT_BOX_SCALE
-
-    def __post_init__(self) -> None:
-        if self.method not in MATCH_METHODS:
-            raise ValueError(f"match method must be one of {MATCH_METHODS}, got {self.method!r}")
-        if self.assignment not in ASSIGNMENTS:
-            raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}")
-        if not 0 < self.iou_thresh <= 1:
-            raise ValueError(f"IoU threshold must be in (0, 1], got {self.iou_thresh}")
-        if self.max_dist is not None and not self.max_dist > 0:
-            raise ValueError(f"max_dist must be positive, got {self.max_dist}")
-
-    def describe(self) -> str:
-        if self.method == "iou":
-            rule = f"IoU >= {self.iou_thresh:g}"
-        elif self.max_dist is None:
-            rule = f"centre within one PSF FWHM (true box side / {self.box_scale:g})"
-        else:
-            rule = f"centre within {self.max_dist:g} px"
-        return f"{rule}, one-to-one, {self.assignment}"
-
-    def as_dict(self) -> dict:
-        return {"method": self.method, "iou_thresh": self.iou_thresh, "max_dist": self.max_dist,
-                "assignment": self.assignment, "box_scale": self.box_scale, "rule": self.describe()}
+# MatchSettings (how to match) lives with the other options, checked once on construction; this module trusts it.
+from clumptool.detection.options import MATCH_METHODS, MatchSettings  # noqa: F401 (re-exported)
 
 
 def _boxes(a: np.ndarray | Sequence) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
-PAPER_NMS_IOU = 0.2
+from clumptool.detection.options import PAPER_NMS_IOU  # noqa: F401 (re-exported)
 
 T = TypeVar("T")
 

@@ -31,13 +31,14 @@ import heapq
 import json
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.options import options_from
 from clumptool.detection.catalogue import (
     CATALOGUE_SCHEMA,
     FORMATS,
@@ -45,7 +46,7 @@ from clumptool.detection.catalogue import (
     format_of,
     with_units,
 )
-from clumptool.detection.postprocess import PAPER_NMS_IOU
+from clumptool.detection.options import PredictOptions
 
 ROW_GROUP_ROWS = 50_000
 SHARDS_DIR = "shards"
@@ -197,13 +198,8 @@ def _missing_error(images, missing: list[str], n_listed: int, images_dir, subjec
 
 
 def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLike, out_path: str | os.PathLike,
-                      *, subjects: str | os.PathLike | None = None, score_threshold: float | None = None,
-                      nms_iou: float | None = PAPER_NMS_IOU, drop_central: float = 0.0, batch_size: int = 8,
-                      devices: str | Sequence[str] | int | None = "auto", num_workers: int = 0, n_overlay: int = 8,
-                      fwhm_column: str = "fwhmImagePix", progress: bool = True,
-                      allow_missing_images: bool = False, fmt: str | None = None, num_nodes: int = 1,
-                      strategy: str = "auto", precision: str = "32", shard_size: int | None = None,
-                      callbacks: list | None = None) -> PredictResult:
+                      options: PredictOptions | None = None, *, subjects: str | os.PathLike | None = None,
+                      progress: bool = True, callbacks: list | None = None, **fields: Any) -> PredictResult:
     """Detect clumps on every galaxy and write the catalogue (see the module docstring).
 
     ``images_dir``: a folder of images or a table of image paths. ``score_threshold``: None uses the operating
@@ -215,10 +211,11 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     The catalogue, ``predictions.png`` (the ``n_overlay`` galaxies with most detections; 0 skips it) and
     ``manifest.json`` are published together as that folder, or not at all. ``devices``, ``num_nodes``,
     ``strategy``, ``precision``: as for ``train`` (Lightning). ``shard_size``: images per resumable shard
-    [default: :func:`default_shard_size`].
+    [default: :func:`default_shard_size`]. ``options`` (a :class:`~clumptool.detection.options.PredictOptions`,
+    checked when made) or keyword ``fields`` of it (``batch_size=4``, ...) hold all of these.
     """
     from clumptool.common.outputs import output_set, read_manifest, staging_path
-    from clumptool.detection.evaluate import check_unit, operating_threshold
+    from clumptool.detection.evaluate import operating_threshold
     from clumptool.detection.image_list import read_image_list
     from clumptool.detection.io import load_model, read_weights
     from clumptool.detection.predicting import (
@@ -234,17 +231,11 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     from clumptool.detection.shards import ShardStore, plan_shards
     from clumptool.detection.train import quiet_lightning
 
-    if score_threshold is not None:
-        check_unit("--score-threshold", score_threshold)
-    check_unit("--nms-iou", nms_iou)
-    if batch_size < 1:
-        raise ClumptoolError(f"--batch-size must be >= 1, got {batch_size}")
-    if num_workers < 0 or n_overlay < 0 or not drop_central >= 0:
-        raise ClumptoolError("--num-workers, --overlay and --drop-central must be >= 0")
-    if shard_size is not None and shard_size < 1:
-        raise ClumptoolError(f"--shard-size must be >= 1, got {shard_size}")
-    if num_nodes < 1:
-        raise ClumptoolError(f"--num-nodes must be >= 1, got {num_nodes}")
+    o = options_from(PredictOptions, options, fields)
+    score_threshold, nms_iou, drop_central, batch_size = o.score_threshold, o.nms_iou, o.drop_central, o.batch_size
+    devices, num_nodes, strategy, precision, shard_size = o.devices, o.num_nodes, o.strategy, o.precision, o.shard_size
+    num_workers, n_overlay, fmt, fwhm_column = o.num_workers, o.n_overlay, o.fmt, o.fwhm_column
+    allow_missing_images = o.allow_missing_images
     if not isinstance(devices, (str, int)) and devices is not None:
         devices = ",".join(map(str, devices))
     devs = parse_devices(devices)

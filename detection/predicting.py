@@ -44,12 +44,10 @@ from clumptool.detection.image_list import ImageList
 from clumptool.detection.images import Geometry, load_image, to_model_input
 from clumptool.detection.inference import Detections, to_detections
 from clumptool.detection.model import cpu_setup, detect
+from clumptool.detection.options import PRECISIONS  # noqa: F401 (re-exported)
 from clumptool.detection.postprocess import postprocess
 from clumptool.detection.shards import ShardPlan, ShardStore
 from clumptool.detection.spec import ModelSpec
-
-PRECISIONS = ("32", "16-mixed", "bf16-mixed")
-
 
 # ------------------------------------------------------------------------------------------------ devices
 
@@ -103,9 +101,7 @@ def parse_devices(value: str | int | None = "auto", option: str = "--devices") -
 
 def check_precision(precision: str, devices: Devices) -> str:
     """Lightning's precision name; mixed precision needs a GPU."""
-    precision = str(precision)
-    if precision not in PRECISIONS:
-        raise ClumptoolError(f"--precision {precision}: unknown; use one of {', '.join(PRECISIONS)}")
+    precision = str(precision)  # one of PRECISIONS: checked by the options (detection/options.py)
     if precision != "32" and devices.accelerator == "cpu":
         raise ClumptoolError(f"--precision {precision} needs a GPU; on CPU use --precision 32")
     return "32-true" if precision == "32" else precision

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from clumptool.common.atomic import write_text_atomic
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.options import in_range, optional, raise_problems, whole_number
 
 CLASSES = ["background", "clump", "odd_clump"]
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -91,37 +92,29 @@ class ModelSpec:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ClumptoolError for inconsistent settings."""
-        if self.image_size < 32:
-            raise ClumptoolError(f"image_size must be at least 32 px, got {self.image_size}")
-        if self.crop is not None and self.crop < 8:
-            raise ClumptoolError(f"crop must be at least 8 px (or None), got {self.crop}")
-        if self.in_channels < 1:
-            raise ClumptoolError(f"in_channels must be >= 1, got {self.in_channels}")
-        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise ClumptoolError(
-                f"mean/std need one value per input channel ({self.in_channels}), got {len(self.mean)}/{len(self.std)}"
-            )
-        if any(s <= 0 for s in self.std):
-            raise ClumptoolError(f"std must be positive, got {self.std}")
-        if len(self.classes) < 2 or self.classes[0] != "background":
-            raise ClumptoolError(f"classes must start with 'background', got {self.classes}")
-        if not 0.0 <= self.box_dropout < 1.0:
-            raise ClumptoolError(f"box_dropout must be in [0, 1), got {self.box_dropout}")
-        if len(self.anchor_sizes) != 4 or any(a <= 0 for a in self.anchor_sizes):
-            raise ClumptoolError(
-                f"anchor_sizes needs 4 positive sizes (one per FPN level, strides 4/8/16/32), got {self.anchor_sizes}"
-            )
-        if not self.anchor_scales or any(a <= 0 for a in self.anchor_scales):
-            raise ClumptoolError(f"anchor_scales must be positive, got {self.anchor_scales}")
-        if self.trainable_stages is not None and not 0 <= self.trainable_stages <= 4:
-            raise ClumptoolError(f"trainable_stages must be 0..4 (or None = all), got {self.trainable_stages}")
-        if self.score_threshold is not None and not 0.0 <= self.score_threshold <= 1.0:
-            raise ClumptoolError(f"score_threshold must be in [0, 1] (or null), got {self.score_threshold}")
-        if self.fits_bands is not None and len(self.fits_bands) != self.in_channels:
-            raise ClumptoolError(
-                f"fits_bands {self.fits_bands} must list one band per input channel ({self.in_channels})"
-            )
+        """Raise one ClumptoolError listing every inconsistent setting (named as its train option)."""
+        n = self.in_channels
+        raise_problems([
+            whole_number("--image-size", self.image_size, 32, note="the backbone downsamples 32 times"),
+            optional(whole_number, "--crop", self.crop, 8, note="a side in px, or none for the whole image"),
+            whole_number("--in-channels", n, 1),
+            None if len(self.mean) == n and len(self.std) == n else
+            f"mean/std need one value per input channel ({n}), got {len(self.mean)}/{len(self.std)}",
+            None if all(s > 0 for s in self.std) else f"std must be positive, got {self.std}",
+            None if len(self.classes) >= 2 and self.classes[0] == "background" else
+            f"classes must start with 'background', got {self.classes}",
+            in_range("--box-dropout", self.box_dropout, 0, 1, hi_open=True),
+            None if len(self.anchor_sizes) == 4 and all(a > 0 for a in self.anchor_sizes) else
+            f"--anchor-sizes {','.join(map(str, self.anchor_sizes))}: needs 4 positive sizes (one per FPN level, "
+            "strides 4/8/16/32)",
+            None if self.anchor_scales and all(a > 0 for a in self.anchor_scales) else
+            f"anchor_scales must be positive, got {self.anchor_scales}",
+            optional(whole_number, "--trainable-stages", self.trainable_stages, 0, 4,
+                     note="leave it out to train the whole backbone"),
+            optional(in_range, "score_threshold", self.score_threshold, 0, 1),
+            None if self.fits_bands is None or len(self.fits_bands) == n else
+            f"--fits-bands {self.fits_bands}: must list one band per input channel ({n})",
+        ])
 
     def with_init_weights(self, weights: str | os.PathLike | None) -> ModelSpec:
         """This spec recording ``weights`` as the backbone's initial weights (unchanged for none/random).

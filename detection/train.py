@@ -42,6 +42,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -55,6 +56,7 @@ from torch.utils.data import DataLoader
 from clumptool.common.atomic import write_text_atomic
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.matching import scores_from_counts
+from clumptool.common.options import options_from
 from clumptool.common.outputs import OutputSet, check_output_location, output_set, staging_path
 from clumptool.common.quiet import quiet_libraries
 from clumptool.common.tables import write_table
@@ -75,10 +77,10 @@ from clumptool.detection.lit import (
     match_counts,
 )
 from clumptool.detection.model import cpu_setup
+from clumptool.detection.options import PRECISIONS, TrainOptions  # noqa: F401 (PRECISIONS: re-exported)
 from clumptool.detection.plots import plot_history
 from clumptool.detection.spec import ModelSpec, make_spec
 
-PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 log = logging.getLogger(__name__)
 
 
@@ -159,26 +161,8 @@ def check_resume(resume: str | os.PathLike, given: dict) -> dict:
     return hp
 
 
-def check_options(*, epochs: int, batch_size: int, lr: float, weight_decay: float, val_fraction: float,
-                  patience: int | None, max_minutes: float | None, workers: int | None, num_nodes: int,
-                  seed: int, image_size: int, weights: str | os.PathLike | None) -> None:
-    """Every numeric option checked before any work (the option named, and what is allowed)."""
-    checks = [
-        (epochs >= 1, "--epochs", epochs, "at least 1"),
-        (batch_size >= 1, "--batch-size", batch_size, "at least 1"),
-        (lr > 0 and lr == lr, "--lr", lr, "a positive learning rate, e.g. 3e-4"),
-        (weight_decay >= 0, "--weight-decay", weight_decay, "0 or more"),
-        (0 <= val_fraction < 1, "--val-fraction", val_fraction, "in [0, 1), e.g. 0.2"),
-        (patience is None or patience >= 0, "--patience", patience, "0 (never stop early) or more"),
-        (max_minutes is None or max_minutes > 0, "--max-minutes", max_minutes, "a positive number of minutes"),
-        (workers is None or workers >= 0, "--workers", workers, "0 or more"),
-        (num_nodes >= 1, "--num-nodes", num_nodes, "at least 1"),
-        (seed >= 0, "--seed", seed, "0 or more"),
-        (image_size >= 32, "--image-size", image_size, "at least 32 px (the backbone downsamples 32 times)"),
-    ]
-    for ok, opt, value, allowed in checks:
-        if not ok:
-            raise ClumptoolError(f"{opt} {value}: must be {allowed}")
+def check_weights(weights: str | os.PathLike | None) -> None:
+    """--weights names a special source or an existing file (checked before any work)."""
     if weights is not None:
         w = str(weights)
         special = w.lower() in ("", "none", "random", "zoobot", "imagenet") or w.startswith("hf_hub:")
@@ -188,9 +172,7 @@ def check_options(*, epochs: int, batch_size: int, lr: float, weight_decay: floa
 
 
 def _accelerator(precision: str) -> str:
-    acc = "gpu" if torch.cuda.is_available() else "cpu"
-    if precision not in PRECISIONS:
-        raise ClumptoolError(f"--precision {precision}: unknown (use one of {', '.join(PRECISIONS)})")
+    acc = "gpu" if torch.cuda.is_available() else "cpu"  # precision is one of PRECISIONS (TrainOptions)
     if acc == "cpu" and precision != "32":
         raise ClumptoolError(f"--precision {precision}: needs a GPU; on CPU use --precision 32")
     return acc
@@ -327,19 +309,15 @@ def _nothing_found(out: Path, stage: Path, f1: float, epochs: int, image_size: i
     )
 
 
-def train(boxes: str | os.PathLike | None, images: str | os.PathLike, out: str | os.PathLike, *,
-          subjects: str | os.PathLike | None = None, backbone: str = "convnext_nano",
-          weights: str | os.PathLike | None = None, image_size: int = 200, crop: int | None = 200,
-          in_channels: int = 3, fits_bands: list[int] | None = None, anchor_sizes: list[int] | None = None,
-          box_dropout: float = 0.0, trainable_stages: int | None = None, epochs: int = 20,
-          batch_size: int = 4, lr: float = 3e-4, weight_decay: float = 5e-5, val_fraction: float = 0.2,
-          devices: str | int | Sequence[int] = "auto", num_nodes: int = 1, strategy: str = "auto",
-          precision: str = "32", resume: str | os.PathLike | None = None, seed: int = 0,
-          workers: int | None = None, cache: bool = False, patience: int | None = 10,
-          max_minutes: float | None = None, max_steps: int = -1, progress: bool = True,
-          callbacks: list | None = None, items: tuple[list, list] | None = None,
-          log_every_n_steps: int = 10, gradient_clip_val: float | None = 10.0,
-          accept_empty: bool = False) -> TrainResult:
+def train(boxes: str | os.PathLike | None, images: str | os.PathLike, out: str | os.PathLike,
+          options: TrainOptions | None = None, *, subjects: str | os.PathLike | None = None,
+          backbone: str = ModelSpec.backbone, weights: str | os.PathLike | None = None,
+          image_size: int = ModelSpec.image_size, crop: int | None = ModelSpec.crop,
+          in_channels: int = ModelSpec.in_channels, fits_bands: list[int] | None = None,
+          anchor_sizes: list[int] | None = None, box_dropout: float = ModelSpec.box_dropout,
+          trainable_stages: int | None = None, resume: str | os.PathLike | None = None, max_steps: int = -1,
+          progress: bool = True, callbacks: list | None = None, items: tuple[list, list] | None = None,
+          log_every_n_steps: int = 10, gradient_clip_val: float | None = 10.0, **fields: Any) -> TrainResult:
     """Train a clump detector (see the module docstring for the outputs).
 
     ``items`` = (train, validation) lists of :class:`~clumptool.detection.data.Item` bypasses reading
@@ -347,17 +325,24 @@ def train(boxes: str | os.PathLike | None, images: str | os.PathLike, out: str |
     step, optimiser and scheduler state, data order and augmentations) from a checkpoint; the model and data
     settings then come from it. ``gradient_clip_val`` clips the gradient norm (random-init runs otherwise see
     loss spikes early on). A run whose model finds nothing on its validation galaxies raises ClumptoolError
-    unless ``accept_empty``.
+    unless ``accept_empty``. How it runs: ``options`` (a :class:`~clumptool.detection.options.TrainOptions`,
+    checked when made) or keyword ``fields`` of it (``epochs=2``, ``batch_size=4``, ...); the model's own
+    settings (``backbone``, ``image_size``, ...) make its :class:`ModelSpec`, which checks them.
     """
+    options = options_from(TrainOptions, options, fields)
+    del fields
     with contextlib.nullcontext() if progress else quiet_lightning():
         return _train(**locals())
 
 
-def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop, in_channels, fits_bands,
-           anchor_sizes, box_dropout, trainable_stages, epochs, batch_size, lr, weight_decay, val_fraction,
-           devices, num_nodes, strategy, precision, resume, seed, workers, cache, patience, max_minutes,
-           max_steps, progress, callbacks, items, log_every_n_steps, gradient_clip_val,
-           accept_empty) -> TrainResult:
+def _train(boxes, images, out, options, *, subjects, backbone, weights, image_size, crop, in_channels, fits_bands,
+           anchor_sizes, box_dropout, trainable_stages, resume, max_steps, progress, callbacks, items,
+           log_every_n_steps, gradient_clip_val) -> TrainResult:
+    o = options
+    epochs, batch_size, lr, weight_decay, val_fraction = o.epochs, o.batch_size, o.lr, o.weight_decay, o.val_fraction
+    patience, max_minutes, devices, num_nodes = o.patience or None, o.max_minutes, o.devices, o.num_nodes
+    strategy, precision, seed, workers, cache = o.strategy, o.precision, o.seed, o.workers, o.cache
+    accept_empty = o.accept_empty
     t0 = time.perf_counter()
     cpu_setup()
     out = Path(out)
@@ -375,9 +360,7 @@ def _train(boxes, images, out, *, subjects, backbone, weights, image_size, crop,
         seed, batch_size = int(run.get("seed", seed)), int(run.get("batch_size", batch_size))
         val_fraction = float(run.get("val_fraction", val_fraction))
         lr, weight_decay = hp.get("lr", lr), hp.get("weight_decay", weight_decay)
-    check_options(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                  val_fraction=val_fraction, patience=patience, max_minutes=max_minutes, workers=workers,
-                  num_nodes=num_nodes, seed=seed, image_size=image_size, weights=weights)
+    check_weights(weights)
     run = {"seed": seed, "batch_size": batch_size, "val_fraction": val_fraction}
     if resume is not None:
         spec = ModelSpec.from_dict(hp["spec"], source=str(resume))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.options import raise_problems
 
 VOLUNTEER_MODELS = ("realistic", "perfect", "noisy")
 CROWDS = ("default", "bulge", "distractor", "sparse", "confusion")
@@ -203,14 +204,18 @@ class SimulationConfig:
              f"--clumpy-fraction is a share of galaxies and must be in [0, 1] (got {self.clumpy_fraction})"),
             (self.seed >= 0, f"--seed must be 0 or more (got {self.seed})"),
             (self.workers >= 0, f"workers must be 0 (all CPUs) or more (got {self.workers})"),
+            (self.first_subject_id >= 1,
+             f"--first-subject-id must be a positive integer (got {self.first_subject_id})"),
+            (self.first_classification_id >= 1,
+             f"--start-classification-id must be a positive integer (got {self.first_classification_id})"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ClumptoolError(msg)
-        if self.crowd.volunteers_range is not None and self.volunteers_per_subject != 20:
+        if self.crowd.volunteers_range is not None:
             lo, hi = self.crowd.volunteers_range
-            raise ClumptoolError(f"--volunteers-per-subject cannot be combined with --crowd {self.crowd.name}, "
-                                 f"which draws {lo}-{hi} volunteers per subject; drop one of the two options")
+            # the default count means "not given": this crowd draws its own
+            checks.append((self.volunteers_per_subject == SimulationConfig.volunteers_per_subject,
+                           f"--volunteers-per-subject cannot be combined with --crowd {self.crowd.name}, which "
+                           f"draws {lo}-{hi} volunteers per subject; drop one of the two options"))
+        raise_problems(msg for ok, msg in checks if not ok)
 
     def viewer_counts(self, rng, n_subjects: int):
         """Volunteers per subject: the fixed number, or the crowd's range (drawn with the crowd's stream)."""

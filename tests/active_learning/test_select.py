@@ -156,9 +156,9 @@ def test_pool_table_with_metadata_is_carried(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"n": 0}, "--n must be >= 1"),
+    ({"n": 0}, "--n 0: must be a whole number >= 1"),
     ({"n": 5, "candidates": 2}, "must be at least --n"),
-    ({"strategy": "bald"}, "unknown strategy"),
+    ({"strategy": "bald"}, "--strategy 'bald': use one of"),
     ({"random_control": -1}, "--random-control"),
 ])
 def test_bad_options_are_clear_errors(tiny, tmp_path, kwargs, message):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from clumptool.aggregation.boxes import square_boxes
+from clumptool.common.errors import ClumptoolError
 from clumptool.detection.metrics import (
     ImageResult,
     MatchSettings,
@@ -182,7 +183,7 @@ def test_map_is_one_for_perfect_predictions_and_lower_when_shifted():
 
 
 def test_bad_settings_are_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ClumptoolError, match="--match 'nearest': use one of centre, iou"):
         MatchSettings(method="nearest")
-    with pytest.raises(ValueError):
+    with pytest.raises(ClumptoolError, match="--max-dist -1.0: must be a positive number"):
         MatchSettings(max_dist=-1.0)

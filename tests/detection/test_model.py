@@ -185,7 +185,7 @@ def test_model_json_ties_settings_and_weights(tmp_path):
 def test_spec_validation(tmp_path):
     with pytest.raises(ClumptoolError, match="mean/std"):
         ModelSpec(in_channels=1)
-    with pytest.raises(ClumptoolError, match="anchor_sizes"):
+    with pytest.raises(ClumptoolError, match="--anchor-sizes 8,16: needs 4 positive sizes"):
         make_spec(anchor_sizes=[8, 16])
     (tmp_path / "m.json").write_text('{"backbone": "resnet18", "colour": 1}')
     with pytest.raises(ClumptoolError, match="unknown field"):

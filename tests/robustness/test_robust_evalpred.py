@@ -206,19 +206,20 @@ def test_predict_uses_the_models_threshold_and_records_it(w):
 
 
 @pytest.mark.parametrize(("command", "args", "needles"), [
-    ("evaluate", ["--score-threshold", "1.5"], ["--score-threshold", "1.5", "0<=x<=1"]),
-    ("evaluate", ["--match-radius", "-1"], ["--match-radius", "-1", "x>0"]),
-    ("evaluate", ["--batch-size", "0"], ["--batch-size", "x>=1"]),
-    ("evaluate", ["--min-score", "-0.1"], ["--min-score", "0<=x<=1"]),
-    ("predict", ["--score-threshold", "1.5"], ["--score-threshold", "0<=x<=1"]),
-    ("predict", ["--batch-size", "0"], ["--batch-size", "x>=1"]),
-    ("predict", ["--nms-iou", "2"], ["--nms-iou", "0<=x<=1"]),
+    ("evaluate", ["--score-threshold", "1.5"], ["--score-threshold 1.5: must be in [0, 1]"]),
+    ("evaluate", ["--match-radius", "-1"], ["--max-dist -1.0: must be a positive number"]),  # its alias
+    ("evaluate", ["--batch-size", "0"], ["--batch-size 0: must be a whole number >= 1"]),
+    ("evaluate", ["--min-score", "-0.1"], ["--min-score -0.1: must be in [0, 1]"]),
+    ("predict", ["--score-threshold", "1.5"], ["--score-threshold 1.5: must be in [0, 1]"]),
+    ("predict", ["--batch-size", "0"], ["--batch-size 0: must be a whole number >= 1"]),
+    ("predict", ["--nms-iou", "2"], ["--nms-iou 2.0: must be in [0, 1]"]),
+    ("predict", ["--batch-size", "0", "--overlay", "-1"], ["--batch-size 0", "--overlay -1"]),  # all at once
 ])
 def test_bad_options_are_refused_before_any_work(w, command, args, needles):
     prev = w / ("prev-eval" if command == "evaluate" else "prev-cat")
     before = snapshot(prev)
     res = evaluate(w, *args) if command == "evaluate" else predict(w, *args)
-    failed(res, "Invalid value", *needles)
+    failed(res, "Error: ", *needles)
     assert snapshot(prev) == before
 
 

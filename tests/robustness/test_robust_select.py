@@ -95,9 +95,9 @@ def failed(res, code: int, *words: str) -> None:
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--n", "0"], ["--n must be >= 1"]),
+    (["--n", "0"], ["--n 0: must be a whole number >= 1"]),
     (["--n", "3", "--candidates", "2"], ["--candidates (2) must be at least --n (3)", "raise --candidates"]),
-    (["--random-control", "-1"], ["--random-control must be >= 0"]),
+    (["--random-control", "-1"], ["--random-control -1: must be a whole number >= 0"]),
     (["--round", " "], ["--round must not be empty", "leave it out"]),
     (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "nonsense"],
      ["--device", "use"]),

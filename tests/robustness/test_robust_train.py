@@ -123,10 +123,10 @@ def test_subjects_without_images(project, prev, tmp_path):
 # --- 6. options and --out checked before any work ---------------------------------------------------------
 
 @pytest.mark.parametrize("extra, needles", [
-    (["--epochs", "0"], ["--epochs 0", "at least 1"]),
-    (["--image-size", "7"], ["--image-size 7", "at least 32"]),
-    (["--batch-size", "0"], ["--batch-size 0", "at least 1"]),
-    (["--lr", "-1"], ["--lr -1", "positive learning rate"]),
+    (["--epochs", "0"], ["--epochs 0", "whole number >= 1"]),
+    (["--image-size", "7"], ["--image-size 7", "whole number >= 32"]),
+    (["--batch-size", "0"], ["--batch-size 0", "whole number >= 1"]),
+    (["--lr", "-1"], ["--lr -1", "must be a positive number (a learning rate"]),
     (["--val-fraction", "1.5"], ["--val-fraction 1.5", "[0, 1)"]),
     (["--devices", str((os.cpu_count() or 1) + 1)], ["--devices", "this machine has", "use a count"]),
     (["--devices", "0,1"], ["--devices 0,1", "needs GPUs"]),
