@@ -40,17 +40,25 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from al_loop import (  # noqa: E402
+    POLICIES,
     LoopConfig,
+    add_policies,
+    budget_matched,
     initial_round,
     label_saving,
     make_project,
     plot_learning_curves,
+    run_name,
     run_strategy,
 )
+from lean import CAP  # noqa: E402
+
+from clumptool.aggregation.stopping import DEFAULT_MIN_CLASSIFICATIONS, DEFAULT_RETIRE_BELOW  # noqa: E402
 
 
 def scoring_speed(project, model_dir: Path, n: int, work: Path) -> dict:
@@ -79,102 +87,183 @@ def _pool_csv(project, ids, path: Path) -> Path:
     return path
 
 
+def _number(v: float | None) -> float | None:
+    """None for a missing value (None or NaN: a table turns None into NaN)."""
+    return None if v is None or v != v else float(v)
+
+
+def _fmt(v: float | None, spec: str, none: str = "not reached") -> str:
+    v = _number(v)
+    return none if v is None else format(v, spec)
+
+
+def whole_loop_table(curves: pd.DataFrame, runs: list[str], baseline: str) -> pd.DataFrame:
+    """Per run and F1 kind: the classifications needed to reach the baseline's final value, and the factor."""
+    rows = []
+    for col in ("f1", "best_f1"):
+        for run in runs:
+            sv = label_saving(curves, run, baseline, col, x="classifications", key="run")
+            last = curves[curves["run"] == run].sort_values("classifications").iloc[-1]
+            rows.append({"metric": col, "run": run, "final_classifications": int(last["classifications"]),
+                         "final_value": float(last[col]), "target": sv["target"],
+                         "classifications_to_target": sv["n_strategy"], "factor": sv["factor"],
+                         "factor_conservative": sv["factor_conservative"]})
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes: finishes in a few minutes on 2 cores")
-    ap.add_argument("--galaxies", type=int, help="simulated galaxies, pool + test (default 600; quick 300)")
-    ap.add_argument("--test", type=int, help="held-out test galaxies (default 150; quick 100)")
-    ap.add_argument("--initial", type=int, help="random galaxies labelled first (default 40; quick 30)")
-    ap.add_argument("--rounds", type=int, help="selection rounds (default 4; quick 3)")
-    ap.add_argument("--per-round", type=int, help="galaxies labelled per round (default 40; quick 20)")
-    ap.add_argument("--epochs", type=int, help="epochs of the first model (default 15; quick 15)")
-    ap.add_argument("--epochs-per-round", type=int, help="further epochs per round (default 4; quick 3)")
+    ap.add_argument("--full", action="store_true", help="the bigger run: 600 galaxies, 40 + 4 x 40 labels")
+    ap.add_argument("--quick", action="store_true", help="the default sizes (kept for old command lines)")
+    ap.add_argument("--galaxies", type=int, help="simulated galaxies, pool + test (default 400; full 600)")
+    ap.add_argument("--test", type=int, help="held-out test galaxies (default 100; full 150)")
+    ap.add_argument("--initial", type=int, help="random galaxies labelled first (default 30; full 40)")
+    ap.add_argument("--rounds", type=int, help="selection rounds (default 3; full 4)")
+    ap.add_argument("--per-round", type=int, help="galaxies labelled per round (default 20; full 40)")
+    ap.add_argument("--epochs", type=int, help="epochs of the first model (default 15; full 15)")
+    ap.add_argument("--epochs-per-round", type=int, help="further epochs per round (default 3; full 4)")
     ap.add_argument("--image-size", type=int, default=64, help="working image size (after the central crop)")
     ap.add_argument("--crop", type=int, default=64, help="central crop of the 200 px simulated images")
     ap.add_argument("--threads", type=int, help="torch CPU threads for this run [default: torch's choice]")
     ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--strategies", default="tta-bald,entropy,random",
-                    help="comma list; 'random' is the baseline and must be included")
+    ap.add_argument("--strategies", default="entropy,random",
+                    help="comma list; 'random' is the baseline and must be included (tta-bald: 8x the scoring)")
+    ap.add_argument("--policies", default="fixed20,lean",
+                    help="labelling policies, comma list: fixed20 (every classification of a labelled galaxy), "
+                         "lean (only those before the stopping rule finished it)")
+    ap.add_argument("--retire-below", type=float, default=DEFAULT_RETIRE_BELOW, help="the lean policy's rule")
+    ap.add_argument("--min-classifications", type=int, default=DEFAULT_MIN_CLASSIFICATIONS,
+                    help="the lean policy's minimum classifications per galaxy")
     ap.add_argument("--diversity", default="kcenter", choices=("kcenter", "kmeans++", "none"))
+    ap.add_argument("--no-speed", action="store_true", help="skip the scoring-speed measurement")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary folder, deleted)")
     args = ap.parse_args(argv)
 
-    q = args.quick
+    full = args.full
 
-    def pick(value, full, quick):
-        return value if value is not None else (quick if q else full)
+    def pick(value, small, big):
+        return value if value is not None else (big if full else small)
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    cfg = LoopConfig(galaxies=pick(args.galaxies, 600, 300), test=pick(args.test, 150, 100),
-                     initial=pick(args.initial, 40, 30), rounds=pick(args.rounds, 4, 3),
-                     per_round=pick(args.per_round, 40, 20), epochs_initial=pick(args.epochs, 15, 15),
-                     epochs_per_round=pick(args.epochs_per_round, 4, 3), image_size=args.image_size,
-                     crop=args.crop, backbone=args.backbone, diversity=args.diversity, seed=args.seed)
+    cfg = LoopConfig(galaxies=pick(args.galaxies, 400, 600), test=pick(args.test, 100, 150),
+                     initial=pick(args.initial, 30, 40), rounds=pick(args.rounds, 3, 4),
+                     per_round=pick(args.per_round, 20, 40), epochs_initial=pick(args.epochs, 15, 15),
+                     epochs_per_round=pick(args.epochs_per_round, 3, 4), image_size=args.image_size,
+                     crop=args.crop, backbone=args.backbone, diversity=args.diversity, seed=args.seed,
+                     retire_below=args.retire_below, min_classifications=args.min_classifications)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if "random" not in strategies:
         ap.error("--strategies must include 'random' (the baseline)")
     strategies = [s for s in strategies if s != "random"] + ["random"]
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies or any(p not in POLICIES for p in policies):
+        ap.error(f"--policies {args.policies}: a comma list of {', '.join(POLICIES)}")
+    policies = [p for p in POLICIES if p in policies]
+    baseline = f"random, {policies[0]}"
     work = args.workdir or Path(tempfile.mkdtemp(prefix="clumptool-al-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     print(f"config: {json.dumps(asdict(cfg))}")
-    print(f"strategies: {', '.join(strategies)}; work folder: {work}")
+    print(f"strategies: {', '.join(strategies)}; labelling policies: {', '.join(policies)}; work folder: {work}")
     try:
         t0 = time.perf_counter()
-        project = make_project(work, cfg)
+        project = add_policies(make_project(work, cfg), cfg, work, tuple(policies))
         print(f"project: {len(project.pool_ids)} pool + {len(project.test_ids)} test galaxies, oracle "
               f"{len(project.oracle)} classifications ({time.perf_counter() - t0:.0f} s)")
-        t0 = time.perf_counter()
-        start = initial_round(project, cfg, work)
-        print(f"round 0 (shared): {len(start[0])} labelled, F1 {start[2]['f1']:.3f} "
-              f"(best {start[2]['best_f1']:.3f}) ({time.perf_counter() - t0:.0f} s)")
+        if project.lean_stops is not None:
+            st = project.lean_stops
+            print(f"lean policy (--retire-below {cfg.retire_below:g}, --min-classifications "
+                  f"{cfg.min_classifications}): {st.mean():.2f} classifications per pool galaxy (median "
+                  f"{st.median():.0f}, 10-90 % {st.quantile(0.1):.0f}-{st.quantile(0.9):.0f}, "
+                  f"{(st >= CAP).mean():.0%} run to the cap of {CAP}); the cap / minimum bounds lean alone at "
+                  f"{CAP / cfg.min_classifications:.1f}x fewer")
         records = []
-        for s in strategies:
+        for policy in policies:
             t0 = time.perf_counter()
-            records += run_strategy(project, s, cfg, work, start)
-            print(f"{s}: {time.perf_counter() - t0:.0f} s")
+            start = initial_round(project, cfg, work, policy=policy)
+            print(f"round 0 ({policy}, shared by the strategies): {len(start[0])} labelled, F1 {start[2]['f1']:.3f} "
+                  f"(best {start[2]['best_f1']:.3f}) ({time.perf_counter() - t0:.0f} s)")
+            for s in strategies:
+                t0 = time.perf_counter()
+                records += run_strategy(project, s, cfg, work, start, policy=policy)
+                print(f"{s}, {policy}: {time.perf_counter() - t0:.0f} s")
         curves = pd.DataFrame([asdict(r) for r in records])
+        curves["run"] = curves["strategy"] + ", " + curves["policy"]
         curves.to_csv(work / "curves.csv", index=False)
+        runs = list(dict.fromkeys(curves["run"]))
 
         print("\nlearning curves (test set; F1/completeness/purity at score >= 0.5, best_f1 over thresholds):")
-        table = curves.pivot_table(index="n_labelled", columns="strategy", values=["f1", "best_f1"])
-        print(table.round(3).to_string())
-        print()
-        print(curves[["strategy", "round", "n_labelled", "completeness", "purity", "f1", "best_f1"]]
+        print(curves[["run", "round", "n_labelled", "classifications", "completeness", "purity", "f1", "best_f1"]]
               .round(3).to_string(index=False))
-        print("\nlabel saving at equal F1: labels each strategy needs to reach random's final value (interpolated)")
-        print("  (vs random's total labels; in brackets vs where random's own curve first reached it)")
         savings = []
-        for col in ("f1", "best_f1"):
-            for s in strategies[:-1]:
-                sv = label_saving(curves, s, "random", col)
-                savings.append({"metric": col, **sv})
-                got = "never reached" if sv["n_strategy"] is None else f"{sv['n_strategy']:.0f} labels"
-                pct = "n/a" if sv["saving"] is None else f"{100 * sv['saving']:+.0f} %"
-                cons = "n/a" if sv["saving_conservative"] is None else f"{100 * sv['saving_conservative']:+.0f} %"
-                print(f"  {col:>7} {s:>9}: random reaches {sv['target']:.3f} with {sv['n_baseline_final']:.0f} "
-                      f"labels; {s} with {got} -> saving {pct} ({cons}) (goal >= 30 %)")
+        if "fixed20" in policies:
+            print("\nlabel saving at equal F1 (fixed20): galaxies each strategy needs to reach random's final value "
+                  "(interpolated)\n  (vs random's total labels; in brackets vs where random's own curve first "
+                  "reached it)")
+            fixed = curves[curves["policy"] == "fixed20"]
+            for col in ("f1", "best_f1"):
+                for s in strategies[:-1]:
+                    sv = label_saving(fixed, s, "random", col)
+                    savings.append({"metric": col, **sv})
+                    got = _fmt(sv["n_strategy"], ".0f", "never reached")
+                    pct = "n/a" if sv["saving"] is None else f"{100 * sv['saving']:+.0f} %"
+                    cons = ("n/a" if sv["saving_conservative"] is None
+                            else f"{100 * sv['saving_conservative']:+.0f} %")
+                    print(f"  {col:>7} {s:>9}: random reaches {sv['target']:.3f} with {sv['n_baseline_final']:.0f} "
+                          f"labels; {s} with {got} -> saving {pct} ({cons})")
         pd.DataFrame(savings).to_csv(work / "savings.csv", index=False)
-        fig = plot_learning_curves(curves, work / "learning_curves.png",
-                                   title=f"{len(project.pool_ids)} pool / {len(project.test_ids)} test galaxies, "
-                                         f"{cfg.initial} + {cfg.rounds} x {cfg.per_round} labels, {cfg.backbone} "
-                                         f"{cfg.image_size} px")
-        print(f"\nplot: {fig}")
-        last_model = work / strategies[0] / f"round{cfg.rounds}" / "model"
-        speed = scoring_speed(project, last_model, min(64, len(project.pool_ids)), work)
-        print(f"scoring speed on CPU ({speed['threads']} threads, {speed['galaxies']} galaxies, "
-              f"{cfg.image_size} px working images, {cfg.backbone}): "
-              f"{speed['tta-bald']:.2f} galaxies/s with 8x TTA, {speed['entropy']:.2f} galaxies/s single pass")
+
+        table = whole_loop_table(curves, runs, baseline)
+        table.to_csv(work / "whole_loop.csv", index=False)
+        print(f"\nthe whole loop in volunteer classifications: classifications each run needs to reach ({baseline})'s "
+              f"final detector F1 (interpolated;\n  factor = {baseline}'s total / the run's; in brackets vs where "
+              f"the baseline's own curve first reached it)")
+        for col, g in table.groupby("metric", sort=False):
+            print(f"  {col} (target {g['target'].iloc[0]:.3f}):")
+            for _, r in g.iterrows():
+                print(f"    {r['run']:>18}: final {r['final_value']:.3f} with {r['final_classifications']:5d}; "
+                      f"target with {_fmt(r['classifications_to_target'], '5.0f')} -> "
+                      f"{_fmt(r['factor'], '.2f', 'n/a')}x fewer ({_fmt(r['factor_conservative'], '.2f', 'n/a')}x)")
+        lean_al = [r for r in runs if r.endswith(", lean") and not r.startswith("random")]
+        for run in lean_al:
+            f = _number(table[(table["metric"] == "f1") & (table["run"] == run)]["factor"].iloc[0])
+            verdict = "not reached" if f is None or f < 5 else "reached"
+            print(f"  goal: ({run}) needs >= 5x fewer classifications than ({baseline}) for its final F1: "
+                  f"{verdict} ({_fmt(f, '.2f', 'never reaches it')}{'x' if f else ''})")
+
+        top = float(curves["classifications"].max())
+        step = max(100.0, round(top / 8, -2))
+        budgets = [b for b in np.arange(step, top + 1, step)]
+        print("\nbudget-matched: test F1 (score >= 0.5) at equal volunteer classifications (interpolated; "
+              "- = outside the run's range)")
+        bm = budget_matched(curves, budgets, "f1")
+        bm.index = bm.index.astype(int)
+        print(bm.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+        bm.to_csv(work / "budget_matched.csv")
+
+        size = (f"{len(project.pool_ids)} pool / {len(project.test_ids)} test galaxies, {cfg.initial} + {cfg.rounds} "
+                f"x {cfg.per_round} galaxies, {cfg.backbone} {cfg.image_size} px, seed {cfg.seed}")
+        fig = plot_learning_curves(curves, work / "learning_curves.png", title=size, key="run")
+        fig2 = plot_learning_curves(curves, work / "classification_curves.png", title=size, x="classifications",
+                                    key="run", hline=float(table["target"].iloc[0]))
+        print(f"\nplots: {fig}, {fig2}")
+        if not args.no_speed:
+            last_model = work / run_name(strategies[0], policies[0]) / f"round{cfg.rounds}" / "model"
+            speed = scoring_speed(project, last_model, min(64, len(project.pool_ids)), work)
+            print(f"scoring speed on CPU ({speed['threads']} threads, {speed['galaxies']} galaxies, "
+                  f"{cfg.image_size} px working images, {cfg.backbone}): "
+                  f"{speed['tta-bald']:.2f} galaxies/s with 8x TTA, {speed['entropy']:.2f} galaxies/s single pass")
         print(f"total {time.perf_counter() - t_all:.0f} s")
     finally:
         if args.workdir is None:
-            if (work / "learning_curves.png").exists():
-                shutil.copy2(work / "learning_curves.png", Path.cwd() / "learning_curves.png")
-                print(f"(copied learning_curves.png to {Path.cwd()})")
+            for name in ("learning_curves.png", "classification_curves.png"):
+                if (work / name).exists():
+                    shutil.copy2(work / name, Path.cwd() / name)
+                    print(f"(copied {name} to {Path.cwd()})")
             shutil.rmtree(work, ignore_errors=True)
     return 0
 
