@@ -15,8 +15,9 @@ labelled galaxy every classification the oracle made of it (Clump Scout's 20), `
 stopping rule (``clumptool.aggregation.stopping``, ``--retire-below``, ``--min-classifications``) called it
 finished, volunteers arriving one by one in the export's order (``bench/lean.py``'s ``adaptive_stops``). The
 lean cut is decided once for the whole pool (skills learned on the pool's export), so a galaxy costs the same
-whichever strategy picks it and when (the lean cut is what "including the classification that finished it"
-costs). ``bench/active_learning.py`` runs it. An experiment, not part of the product: it lives in ``bench/`` so ``clumptool.active_learning`` never imports ``clumptool.simulation``.
+whichever strategy picks it and when; it keeps the classification that finished the galaxy.
+``bench/active_learning.py`` runs it. An experiment, not part of the product: it lives in ``bench/`` so
+``clumptool.active_learning`` never imports ``clumptool.simulation``.
 """
 
 from __future__ import annotations
