@@ -8,8 +8,16 @@ labelled galaxies so far (re-aggregated each round, as a real project would). Mo
 ``clumptool.detection.train.train``: the first round from scratch, later rounds continue the previous
 round's checkpoint for a few more epochs on the enlarged set (as GZ retrained nightly), so all strategies get
 the same training schedule. Quality is completeness / purity / F1 against the simulation's truth on a fixed
-held-out test set. ``bench/active_learning.py`` runs it. An experiment, not part of the product: it lives in
-``bench/`` so ``clumptool.active_learning`` never imports ``clumptool.simulation``.
+held-out test set.
+
+Cost is counted in galaxies and in volunteer classifications, under a *labelling policy*: ``fixed20`` gives a
+labelled galaxy every classification the oracle made of it (Clump Scout's 20), ``lean`` only those before the
+stopping rule (``clumptool.aggregation.stopping``, ``--retire-below``, ``--min-classifications``) called it
+finished, volunteers arriving one by one in the export's order (``bench/lean.py``'s ``adaptive_stops``). The
+lean cut is decided once for the whole pool (skills learned on the pool's export), so a galaxy costs the same
+whichever strategy picks it and when; it keeps the classification that finished the galaxy.
+``bench/active_learning.py`` runs it. An experiment, not part of the product: it lives in ``bench/`` so
+``clumptool.active_learning`` never imports ``clumptool.simulation``.
 """
 
 from __future__ import annotations
@@ -23,10 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from lean import CAP, adaptive_stops, queue_rank, rule_finished
 
+from clumptool.aggregation.pipeline import AggregateOptions
+from clumptool.aggregation.stopping import DEFAULT_MIN_CLASSIFICATIONS, DEFAULT_RETIRE_BELOW
 from clumptool.common.atomic import atomic_path, write_text_atomic
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids
+
+POLICIES = ("fixed20", "lean")
 
 
 @dataclass
@@ -52,6 +65,8 @@ class LoopConfig:
     volunteers_per_subject: int = 20
     seed: int = 0
     score_batch: int = 8
+    retire_below: float = DEFAULT_RETIRE_BELOW              # the lean policy's stopping rule
+    min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS
 
     def __post_init__(self) -> None:
         if self.test < 1 or self.initial < 2 or self.per_round < 1 or self.rounds < 1:
@@ -74,6 +89,57 @@ class Project:
     test_ids: list[str]
     test_list: Path
     oracle: pd.DataFrame = field(repr=False)
+    exports: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # per labelling policy
+    lean_stops: pd.Series | None = field(default=None, repr=False)  # lean: classifications kept per galaxy
+
+
+def lean_cut(oracle: pd.DataFrame, stops: pd.Series) -> pd.DataFrame:
+    """The oracle's export as the lean policy spends it: each galaxy's first ``stops[galaxy]`` classifications
+    in the export's order (galaxies missing from ``stops`` keep none)."""
+    sid = normalise_subject_ids(oracle["subject_ids"], where="oracle classifications")
+    limit = sid.map(stops).fillna(0).to_numpy()
+    return oracle[queue_rank(oracle) < limit]
+
+
+def classifications_spent(export: pd.DataFrame, ids: list[str]) -> int:
+    """Volunteer classifications the labelled galaxies ``ids`` cost: their rows of the policy's export."""
+    sid = normalise_subject_ids(export["subject_ids"], where="oracle classifications")
+    return int(sid.isin(set(ids)).sum())
+
+
+def lean_stop_counts(project: Project, cfg: LoopConfig, work: Path) -> pd.Series:
+    """Classifications each pool galaxy keeps under the lean policy (cached in ``work/lean_stops.csv``)."""
+    path = work / "lean_stops.csv"
+    stamp = json.dumps({"retire_below": cfg.retire_below, "min_classifications": cfg.min_classifications,
+                        "oracle_rows": len(project.oracle)})
+    if path.exists() and (work / "lean_stops.json").exists() and (work / "lean_stops.json").read_text() == stamp:
+        table = pd.read_csv(path, dtype={"subject_id": str})
+        return table.set_index("subject_id")["classifications"]
+    options = AggregateOptions(retire_below=cfg.retire_below, min_classifications=cfg.min_classifications)
+    cls = project.oracle
+    tmp = work / "lean-tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    stops, _ = adaptive_stops(cls["subject_ids"].astype("int64").to_numpy(), queue_rank(cls),
+                              rule_finished(project.subjects, cls, options, tmp), cfg.min_classifications, cap=CAP)
+    stops.index = normalise_subject_ids(pd.Series(stops.index), where="lean stops").to_numpy()
+    stops = stops.rename("classifications").rename_axis("subject_id").sort_index()
+    with atomic_path(path) as t:
+        stops.reset_index().to_csv(t, index=False)
+    write_text_atomic(work / "lean_stops.json", stamp)
+    return stops
+
+
+def add_policies(project: Project, cfg: LoopConfig, work: Path, policies: tuple[str, ...]) -> Project:
+    """Fill ``project.exports`` with the oracle's export as each labelling policy spends it."""
+    for policy in policies:
+        if policy == "fixed20":
+            project.exports[policy] = project.oracle
+        elif policy == "lean":
+            project.lean_stops = lean_stop_counts(project, cfg, work)
+            project.exports[policy] = lean_cut(project.oracle, project.lean_stops)
+        else:
+            raise ClumptoolError(f"--policies {policy}: not a labelling policy; use {', '.join(POLICIES)}")
+    return project
 
 
 def _ids_csv(ids: list[str], path: Path) -> Path:
@@ -117,11 +183,15 @@ def make_project(work: str | os.PathLike, cfg: LoopConfig, progress: bool = Fals
                    oracle=oracle)
 
 
-def label(project: Project, ids: list[str], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Aggregate the oracle's classifications of ``ids``: (boxes with str subject ids, subjects table)."""
+def label(project: Project, ids: list[str], out: Path, policy: str = "fixed20") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Aggregate the oracle's classifications of ``ids`` as ``policy`` spends them: (boxes with str subject ids,
+    subjects table)."""
     from clumptool.aggregation.pipeline import aggregate
 
-    rows = project.oracle[project.oracle["subject_ids"].isin(set(ids))]
+    export = project.exports.get(policy, project.oracle if policy == "fixed20" else None)
+    if export is None:
+        raise ClumptoolError(f"no oracle export for the labelling policy {policy!r} (add_policies first)")
+    rows = export[export["subject_ids"].isin(set(ids))]
     if rows.empty:
         raise ClumptoolError("the oracle has no classifications for the requested galaxies")
     out.mkdir(parents=True, exist_ok=True)
@@ -190,26 +260,39 @@ class RoundRecord:
     best_f1: float
     scored_per_s: float
     seconds: float
+    policy: str = "fixed20"
+    classifications: int = 0   # volunteer classifications spent on the labelled galaxies so far
 
 
-def initial_round(project: Project, cfg: LoopConfig, work: Path, log: Callable[[str], None] = print
-                  ) -> tuple[list[str], Path, dict]:
-    """The shared starting point: ``initial`` random pool galaxies labelled, a first model, its metrics."""
+def run_name(strategy: str, policy: str) -> str:
+    """The folder (and curve key) of one strategy under one labelling policy; fixed20 keeps the old layout."""
+    return strategy if policy == "fixed20" else f"{strategy}-{policy}"
+
+
+def spent(project: Project, ids: list[str], policy: str) -> int:
+    return classifications_spent(project.exports.get(policy, project.oracle), ids)
+
+
+def initial_round(project: Project, cfg: LoopConfig, work: Path, log: Callable[[str], None] = print,
+                  policy: str = "fixed20") -> tuple[list[str], Path, dict]:
+    """The shared starting point of a policy: ``initial`` random pool galaxies (the same for every policy)
+    labelled as ``policy`` spends them, a first model, its metrics."""
     rng = np.random.default_rng(cfg.seed + 7)
     ids = sorted(rng.choice(project.pool_ids, size=cfg.initial, replace=False).tolist())
-    out = work / "round0"
+    out = work / run_name("round0", policy)
     model = out / "model"
     if not (model / "model.safetensors").exists():
-        boxes, _ = label(project, ids, out / "labels")
+        boxes, _ = label(project, ids, out / "labels", policy)
         t0 = time.perf_counter()
         train_round(project, ids, boxes, model, cfg, cfg.epochs_initial)
-        log(f"  round 0: trained on {len(ids)} galaxies in {time.perf_counter() - t0:.0f} s")
+        log(f"  round 0 ({policy}): trained on {len(ids)} galaxies in {time.perf_counter() - t0:.0f} s")
     metrics = evaluate_round(project, model, out / "eval")
     return ids, model, metrics
 
 
 def run_one_round(project: Project, labelled: list[str], model: Path, strategy: str, cfg: LoopConfig, out: Path,
-                  epochs: int, seed: int = 0, plot: bool = False) -> tuple[list[str], Path, dict, float]:
+                  epochs: int, seed: int = 0, plot: bool = False, policy: str = "fixed20"
+                  ) -> tuple[list[str], Path, dict, float]:
     """One cycle: select ``cfg.per_round`` galaxies with ``model`` -> the oracle's volunteers label them ->
     aggregate every label so far -> continue training to ``epochs`` in total -> evaluate on the test set.
 
@@ -218,33 +301,39 @@ def run_one_round(project: Project, labelled: list[str], model: Path, strategy: 
     new, rate = select_round(project, model, labelled, cfg.per_round, strategy, cfg, out / "select", seed=seed,
                              plot=plot)
     ids = sorted(set(labelled) | set(new))
-    boxes, _ = label(project, ids, out / "labels")
+    boxes, _ = label(project, ids, out / "labels", policy)
     ckpt = model / "checkpoints" / "last.ckpt"
     new_model = train_round(project, ids, boxes, out / "model", cfg, epochs, resume=ckpt if ckpt.exists() else None)
     return ids, new_model, evaluate_round(project, new_model, out / "eval"), rate
 
 
 def run_strategy(project: Project, strategy: str, cfg: LoopConfig, work: Path, start: tuple[list[str], Path, dict],
-                 log: Callable[[str], None] = print) -> list[RoundRecord]:
-    """Every round of one strategy from the shared start; one record per model (round 0 included)."""
+                 log: Callable[[str], None] = print, policy: str = "fixed20") -> list[RoundRecord]:
+    """Every round of one strategy under one labelling policy from the policy's shared start; one record per
+    model (round 0 included)."""
     ids, model, metrics = list(start[0]), start[1], start[2]
-    records = [RoundRecord(strategy, 0, len(ids), **metrics, scored_per_s=float("nan"), seconds=0.0)]
+    name = run_name(strategy, policy)
+    records = [RoundRecord(strategy, 0, len(ids), **metrics, scored_per_s=float("nan"), seconds=0.0, policy=policy,
+                           classifications=spent(project, ids, policy))]
     epochs = cfg.epochs_initial
     for r in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
         epochs += cfg.epochs_per_round
-        ids, model, m, rate = run_one_round(project, ids, model, strategy, cfg, work / strategy / f"round{r}",
-                                            epochs, seed=cfg.seed * 1000 + r)
-        rec = RoundRecord(strategy, r, len(ids), **m, scored_per_s=rate, seconds=time.perf_counter() - t0)
+        ids, model, m, rate = run_one_round(project, ids, model, strategy, cfg, work / name / f"round{r}",
+                                            epochs, seed=cfg.seed * 1000 + r, policy=policy)
+        rec = RoundRecord(strategy, r, len(ids), **m, scored_per_s=rate, seconds=time.perf_counter() - t0,
+                          policy=policy, classifications=spent(project, ids, policy))
         records.append(rec)
-        log(f"  {strategy:>9} round {r}: {len(ids)} labelled, F1 {m['f1']:.3f} (best {m['best_f1']:.3f}), "
+        log(f"  {name:>13} round {r}: {len(ids)} labelled, {rec.classifications} classifications, "
+            f"F1 {m['f1']:.3f} (best {m['best_f1']:.3f}), "
             f"completeness {m['completeness']:.3f}, purity {m['purity']:.3f}, {rec.seconds:.0f} s")
     return records
 
 
-def labels_to_reach(curve: pd.DataFrame, target: float, column: str = "f1") -> float | None:
-    """Labelled galaxies at which ``curve`` first reaches ``target`` (linear interpolation), None if never."""
-    n = curve["n_labelled"].to_numpy(dtype=float)
+def labels_to_reach(curve: pd.DataFrame, target: float, column: str = "f1", x: str = "n_labelled") -> float | None:
+    """Cost (``x``: labelled galaxies, or classifications) at which ``curve`` first reaches ``target`` (linear
+    interpolation), None if never."""
+    n = curve[x].to_numpy(dtype=float)
     f = curve[column].to_numpy(dtype=float)
     for i in range(len(f)):
         if f[i] >= target - 1e-12:
@@ -254,39 +343,58 @@ def labels_to_reach(curve: pd.DataFrame, target: float, column: str = "f1") -> f
     return None
 
 
-def label_saving(curves: pd.DataFrame, strategy: str, baseline: str = "random", column: str = "f1") -> dict:
-    """How many fewer labels ``strategy`` needs to reach the baseline's final ``column`` (interpolated).
+def label_saving(curves: pd.DataFrame, strategy: str, baseline: str = "random", column: str = "f1",
+                 x: str = "n_labelled", key: str = "strategy") -> dict:
+    """How much less cost (``x``) ``strategy`` needs to reach the baseline's final ``column`` (interpolated).
 
-    ``saving`` compares with the labels the baseline spent in total (1 - n_strategy / n_baseline_final);
-    ``saving_conservative`` with the first point where the baseline's own curve reached that value (lower
-    when the baseline's curve is not monotonic).
+    Curves are told apart by ``key``. ``saving`` compares with the cost the baseline spent in total
+    (1 - n_strategy / n_baseline_final), ``factor`` is n_baseline_final / n_strategy ("k x fewer");
+    ``saving_conservative`` / ``factor_conservative`` compare with the first point where the baseline's own
+    curve reached that value (lower when the baseline's curve is not monotonic).
     """
-    base = curves[curves["strategy"] == baseline].sort_values("n_labelled")
-    cur = curves[curves["strategy"] == strategy].sort_values("n_labelled")
+    base = curves[curves[key] == baseline].sort_values(x)
+    cur = curves[curves[key] == strategy].sort_values(x)
     target = float(base[column].iloc[-1])
-    n_final = float(base["n_labelled"].iloc[-1])
-    n_first = labels_to_reach(base, target, column)
-    n_cur = labels_to_reach(cur, target, column)
+    n_final = float(base[x].iloc[-1])
+    n_first = labels_to_reach(base, target, column, x)
+    n_cur = labels_to_reach(cur, target, column, x)
     return {"strategy": strategy, "target": target, "n_baseline_final": n_final, "n_baseline_first": n_first,
             "n_strategy": n_cur, "saving": None if n_cur is None else 1.0 - n_cur / n_final,
-            "saving_conservative": None if n_cur is None or not n_first else 1.0 - n_cur / n_first}
+            "saving_conservative": None if n_cur is None or not n_first else 1.0 - n_cur / n_first,
+            "factor": None if not n_cur else n_final / n_cur,
+            "factor_conservative": None if not n_cur or not n_first else n_first / n_cur}
 
 
-def plot_learning_curves(curves: pd.DataFrame, target: Path, title: str = "") -> Path:
-    """learning_curves.png: F1, completeness and purity on the test set vs labelled galaxies, per strategy."""
-    import matplotlib
+def budget_matched(curves: pd.DataFrame, budgets: list[float], column: str = "f1", x: str = "classifications",
+                   key: str = "run") -> pd.DataFrame:
+    """``column`` of each curve at equal cost: interpolated at each budget, NaN outside the curve's range."""
+    out = {}
+    for name, g in curves.groupby(key, sort=False):
+        g = g.sort_values(x)
+        xs, ys = g[x].to_numpy(float), g[column].to_numpy(float)
+        out[name] = [float(np.interp(b, xs, ys)) if xs[0] <= b <= xs[-1] else np.nan for b in budgets]
+    return pd.DataFrame(out, index=pd.Index(budgets, name=x))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+def plot_learning_curves(curves: pd.DataFrame, target: Path, title: str = "", x: str = "n_labelled",
+                         key: str = "strategy", hline: float | None = None) -> Path:
+    """F1, completeness and purity on the test set vs cost (``x``: labelled galaxies or volunteer
+    classifications), one line per ``key``; ``hline``: a target F1 drawn on the F1 panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(16, 3.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 4)
+    xlabel = "labelled galaxies" if x == "n_labelled" else "volunteer classifications spent"
     for ax, col in zip(axes, ("f1", "best_f1", "completeness", "purity"), strict=True):
-        for strategy, g in curves.groupby("strategy", sort=False):
-            g = g.sort_values("n_labelled")
-            ax.plot(g["n_labelled"], g[col], marker="o", ms=4, label=strategy,
-                    ls="--" if strategy == "random" else "-")
-        ax.set(xlabel="labelled galaxies", title=col.replace("_", " ") + (" (score >= 0.5)" if col != "best_f1"
-                                                                           else " (best threshold)"))
+        for name, g in curves.groupby(key, sort=False):
+            g = g.sort_values(x)
+            ax.plot(g[x], g[col], marker="o", ms=4, label=name, ls="--" if str(name).startswith("random") else "-")
+        if hline is not None and col == "f1":
+            ax.axhline(hline, color="grey", lw=0.8, ls=":")
+        ax.set(xlabel=xlabel, title=col.replace("_", " ") + (" (score >= 0.5)" if col != "best_f1"
+                                                             else " (best threshold)"))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test set")
     axes[0].legend(fontsize=8)
@@ -295,5 +403,4 @@ def plot_learning_curves(curves: pd.DataFrame, target: Path, title: str = "") ->
     fig.tight_layout()
     with atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     return target

@@ -102,6 +102,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -120,15 +121,46 @@ CAP = 20
 FIXED = (5, 6, 8)
 
 
-def _rank(cls: pd.DataFrame) -> np.ndarray:
+def queue_rank(cls: pd.DataFrame) -> np.ndarray:
     """Each classification's place in its galaxy's queue (0 = first), in the export's order."""
     return cls.groupby("subject_ids", sort=False).cumcount().to_numpy()
 
 
-def _aggregate_cut(project: Path, cls: pd.DataFrame, keep: np.ndarray, tmp: Path, options: AggregateOptions):
+def aggregate_cut(subjects: Path, cls: pd.DataFrame, keep: np.ndarray, tmp: Path, options: AggregateOptions):
+    """Aggregate the rows of the export ``cls`` where ``keep`` is true (written to ``tmp/cut.csv``)."""
     path = tmp / "cut.csv"
     cls[keep].to_csv(path, index=False)
-    return aggregate(path, project / "subjects.csv", options=options)
+    return aggregate(path, subjects, options=options)
+
+
+def adaptive_stops(sid: np.ndarray, rank: np.ndarray, finished: Callable[[np.ndarray, int], Iterable],
+                   first: int, cap: int = CAP) -> tuple[pd.Series, set]:
+    """Each galaxy's classifications when the rule retires it (or the cap), and the retired galaxies.
+
+    Volunteers arrive one by one in the export's order (``rank``: place in the galaxy's queue, ``sid``: its
+    galaxy, per row); at k = ``first``, ..., ``cap`` the export is cut (retired galaxies frozen at their count,
+    the others to their first k) and ``finished(keep, k)`` names the galaxies the rule calls finished on that
+    cut. Rounds are equivalent to one decision per classification for a per-galaxy rule given the skills."""
+    available = pd.Series(sid).value_counts()
+    stop = pd.Series(cap, index=available.index, dtype="int64")
+    retired: set = set()
+    for k in range(first, cap + 1):
+        limit = np.where(np.isin(sid, list(retired)), stop.reindex(sid).to_numpy(), k)
+        now = [g for g in finished(rank < limit, k) if g not in retired]
+        stop[now] = np.minimum(k, available.reindex(now).to_numpy())
+        retired |= set(now)
+        if (available <= k).all():
+            break
+    return np.minimum(stop, available), retired
+
+
+def rule_finished(subjects: Path, cls: pd.DataFrame, options: AggregateOptions, tmp: Path
+                  ) -> Callable[[np.ndarray, int], list]:
+    """``finished(keep, k)`` for :func:`adaptive_stops`: aggregate the cut, the stopping rule decides."""
+    def finished(keep: np.ndarray, k: int) -> list:
+        s = aggregate_cut(subjects, cls, keep, tmp, options).subjects
+        return s.loc[s["is_finished"] & (s["n_viewers"] <= k), "subject_id"].tolist()
+    return finished
 
 
 def _score(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple[float, float, float]:
@@ -153,13 +185,13 @@ def _line(crowd: str, strategy: str, n_per: pd.Series, res, truth: pd.DataFrame,
 def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: float, tmp: Path) -> list[dict]:
     cls = pd.read_csv(project / "classifications.csv", dtype=str, keep_default_na=False)
     truth = pd.read_csv(project / "truth.csv")
-    rank = _rank(cls)
+    rank = queue_rank(cls)
     sid = cls["subject_ids"].astype("int64").to_numpy()
     available = pd.Series(sid).value_counts()
     rows = []
 
     def fixed(k: int, name: str) -> None:
-        res = _aggregate_cut(project, cls, rank < k, tmp, options)
+        res = aggregate_cut(project / "subjects.csv", cls, rank < k, tmp, options)
         s = res.subjects
         n_per = s.set_index("subject_id")["n_viewers"].reindex(available.index).fillna(0)
         rows.append(_line(crowd, name, n_per, res, truth, radius, set(s.loc[s["is_finished"], "subject_id"])))
@@ -169,19 +201,9 @@ def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: floa
         fixed(k, f"fixed {k}")
 
     # adaptive: rounds k = min_classifications .. CAP
-    stop = pd.Series(CAP, index=available.index, dtype="int64")  # each galaxy's count when it retires (or the cap)
-    retired: set = set()
-    for k in range(options.min_classifications, CAP + 1):
-        limit = np.where(np.isin(sid, list(retired)), stop.reindex(sid).to_numpy(), k)
-        res = _aggregate_cut(project, cls, rank < limit, tmp, options)
-        s = res.subjects
-        now = s[s["is_finished"] & ~s["subject_id"].isin(retired) & (s["n_viewers"] <= k)]["subject_id"]
-        stop[now.to_numpy()] = np.minimum(k, available.reindex(now.to_numpy()).to_numpy())
-        retired |= set(now.tolist())
-        if (available <= k).all():
-            break
-    stop = np.minimum(stop, available)
-    res = _aggregate_cut(project, cls, rank < stop.reindex(sid).to_numpy(), tmp, options)
+    stop, retired = adaptive_stops(sid, rank, rule_finished(project / "subjects.csv", cls, options, tmp),
+                                   options.min_classifications)
+    res = aggregate_cut(project / "subjects.csv", cls, rank < stop.reindex(sid).to_numpy(), tmp, options)
     rows.append(_line(crowd, f"adaptive (humans, < {options.retire_below:g})", stop.astype(float), res, truth,
                       radius, retired))
     return rows

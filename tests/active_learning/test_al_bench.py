@@ -1,0 +1,89 @@
+"""The pure pieces of the whole-loop bench (bench/al_loop.py, bench/lean.py): lean truncation and cost accounting.
+
+The loop itself is an experiment in bench/ (it trains detectors); these are the parts its figures rest on.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    import al_loop
+    import lean
+
+    return al_loop, lean
+
+
+def _export(order: str) -> pd.DataFrame:
+    """An export whose rows arrive in ``order`` (one letter per classification: the galaxy it is of)."""
+    ids = {"a": "101", "b": "102", "c": "103"}
+    return pd.DataFrame({"classification_id": [str(i) for i in range(len(order))],
+                         "subject_ids": [ids[c] for c in order]})
+
+
+def test_volunteers_arrive_one_by_one_and_a_finished_galaxy_keeps_only_its_first_classifications(bench):
+    _, lean = bench
+    cls = _export("abacbabcbababbab")  # a: 7, b: 7, c: 2 classifications, interleaved
+    sid = cls["subject_ids"].to_numpy()
+    rank = lean.queue_rank(cls)
+    assert rank.tolist()[:6] == [0, 0, 1, 0, 1, 2]
+    seen = []
+
+    def finished(keep: np.ndarray, k: int) -> list:
+        """a is finished once it has 4 classifications; b never; c once it has 3 (it only ever gets 2)."""
+        kept = pd.Series(sid[keep]).value_counts()
+        seen.append((k, kept.to_dict()))
+        return [g for g, need in (("101", 4), ("103", 3)) if kept.get(g, 0) >= need]
+
+    stops, retired = lean.adaptive_stops(sid, rank, finished, first=3, cap=6)
+    assert retired == {"101"}
+    assert stops.to_dict() == {"101": 4, "102": 6, "103": 2}  # b: the cap; c: all it had
+    # the rule saw each galaxy's first k, and a finished galaxy stays frozen at its count afterwards
+    assert seen[0] == (3, {"101": 3, "102": 3, "103": 2})
+    assert seen[1] == (4, {"101": 4, "102": 4, "103": 2})
+    assert seen[2] == (5, {"101": 4, "102": 5, "103": 2})
+    assert [k for k, _ in seen] == [3, 4, 5, 6]
+
+
+def test_lean_cut_keeps_each_galaxys_first_classifications_in_export_order(bench):
+    al_loop, _ = bench
+    cls = _export("abacbabcbab")
+    stops = pd.Series({"101": 2, "102": 3})  # c is not in the pool's stops: it keeps none
+    cut = al_loop.lean_cut(cls, stops)
+    assert cut["classification_id"].tolist() == ["0", "1", "2", "4", "6"]  # a: rows 0, 2; b: rows 1, 4, 6
+    assert al_loop.lean_cut(cls, pd.Series({"101": 0, "102": 0, "103": 0})).empty
+
+
+def test_cost_is_the_classifications_of_the_labelled_galaxies_under_the_policy(bench):
+    al_loop, _ = bench
+    cls = _export("abacbabcbab")
+    assert al_loop.classifications_spent(cls, ["101", "103"]) == 4 + 2
+    lean = al_loop.lean_cut(cls, pd.Series({"101": 2, "102": 3, "103": 1}))
+    assert al_loop.classifications_spent(lean, ["101", "103"]) == 2 + 1
+    assert al_loop.classifications_spent(lean, []) == 0
+
+
+def test_factor_and_budget_matched_f1_in_classifications(bench):
+    al_loop, _ = bench
+    curves = pd.DataFrame({
+        "run": ["random, fixed20"] * 3 + ["entropy, lean"] * 3,
+        "classifications": [600, 1000, 1400, 180, 300, 420],
+        "f1": [0.2, 0.4, 0.5, 0.3, 0.5, 0.6],
+    })
+    sv = al_loop.label_saving(curves, "entropy, lean", "random, fixed20", "f1", x="classifications", key="run")
+    assert sv["target"] == 0.5 and sv["n_baseline_final"] == 1400
+    assert sv["n_strategy"] == pytest.approx(300.0)
+    assert sv["factor"] == pytest.approx(1400 / 300)
+    never = al_loop.label_saving(curves.assign(f1=[0.2, 0.4, 0.5, 0.1, 0.2, 0.3]), "entropy, lean",
+                                 "random, fixed20", x="classifications", key="run")
+    assert never["n_strategy"] is None and never["factor"] is None
+    bm = al_loop.budget_matched(curves, [300, 800, 1500])
+    assert bm.loc[300, "entropy, lean"] == pytest.approx(0.5)
+    assert bm.loc[800, "random, fixed20"] == pytest.approx(0.3)
+    assert np.isnan(bm.loc[800, "entropy, lean"])  # beyond what lean spent: not extrapolated
+    assert np.isnan(bm.loc[300, "random, fixed20"]) and np.isnan(bm.loc[1500, "random, fixed20"])
