@@ -44,8 +44,8 @@ def table(w: Path, tmp_path: Path, **columns) -> Path:
     (["--format", "fits", "--out", "X/c.ecsv"], ["--out", "c.ecsv", "--format is fits", "make them agree"]),
     (["--out", "X/c.txt"], ["--out", "c.txt", ".parquet", ".fits", ".ecsv", ".vot"]),
     (["--devices", "tpu"], ["--devices tpu", "not understood", "use auto, cpu"]),
-    (["--shard-size", "0"], ["--shard-size", "x>=1"]),
-    (["--num-nodes", "0"], ["--num-nodes", "x>=1"]),
+    (["--shard-size", "0"], ["--shard-size 0: must be a whole number >= 1"]),
+    (["--num-nodes", "0"], ["--num-nodes 0: must be a whole number >= 1"]),
 ])
 def test_bad_scale_options_are_refused_before_any_work(world, tmp_path, args, needles):
     before = snapshot(world / "prev")
