@@ -514,14 +514,23 @@ def _interrupted(out: Path, note: str = ""):
 @click.option("--min-score", type=float, default=EvaluateOptions.min_score, show_default=True,
               help="Detections below this score are dropped; the curves start here.")
 @click.option("--batch-size", type=int, default=EvaluateOptions.batch_size, show_default=True)
-@click.option("--device", help="torch device [default: cuda if available, else cpu].")
+@click.option("--device", help="Where the detector runs, as predict's --devices: auto (every GPU, else 1 CPU "
+                                "process), cpu, cuda, a count N (N CPU processes without a GPU) or GPU indices 0,1 "
+                                "[default: auto].")
+@click.option("--num-nodes", type=int, default=EvaluateOptions.num_nodes, show_default=True,
+              help="Nodes of a multi-node run (SLURM srun or torchrun, as for train and predict).")
+@click.option("--strategy", "lightning_strategy", default=EvaluateOptions.strategy, show_default=True,
+              help="Lightning strategy (auto, ddp ...).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=EvaluateOptions.precision, show_default=True,
+              help="Mixed precision needs a GPU.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("evaluation"),
               show_default=True, help="Folder for metrics.json, pr_curve.png and manifest.json (one set).")
 @click.option("--quiet", is_flag=True, help="No progress bar, table or warnings (errors are always printed).")
 def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path | None, allow_missing_images: bool,
                      allow_no_truth: bool, method: str, iou_thresh: float, max_dist: float | None, assignment: str,
                      score_threshold: float | None, nms_iou: float, min_score: float, batch_size: int,
-                     device: str | None, out: Path, quiet: bool) -> None:
+                     device: str | None, num_nodes: int, lightning_strategy: str, precision: str, out: Path,
+                     quiet: bool) -> None:
     """Score a detector as the paper did: completeness (found true clumps / true clumps) and purity
     (correct detections / detections), per class and class-agnostic, over score thresholds, plus COCO mAP.
 
@@ -534,7 +543,8 @@ def evaluate_command(model_path: Path, truth: Path, images: Path, subjects: Path
     options = EvaluateOptions(
         settings=MatchSettings(method=method, iou_thresh=iou_thresh, max_dist=max_dist, assignment=assignment),
         score_threshold=score_threshold, nms_iou=nms_iou, min_score=min_score, batch_size=batch_size,
-        device=device, allow_missing_images=allow_missing_images, allow_no_truth=allow_no_truth)
+        device=device, num_nodes=num_nodes, strategy=lightning_strategy, precision=precision,
+        allow_missing_images=allow_missing_images, allow_no_truth=allow_no_truth)
     check_output_folder(out, "evaluate")
     with _interrupted(out), _quiet_warnings(quiet):
         report = evaluate_model(model_path, truth, images, out, options, subjects=subjects, progress=not quiet)
@@ -652,7 +662,15 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, allow
 @click.option("--batch-size", type=int, default=SelectOptions.batch_size, show_default=True)
 @click.option("--workers", type=int, default=SelectOptions.workers, show_default=True,
               help="Image-decoding worker processes.")
-@click.option("--device", help="torch device [default: cuda if available, else cpu].")
+@click.option("--device", help="Where the detector runs, as predict's --devices: auto (every GPU, else 1 CPU "
+                                "process), cpu, cuda, a count N (N CPU processes without a GPU) or GPU indices 0,1 "
+                                "[default: auto].")
+@click.option("--num-nodes", type=int, default=SelectOptions.num_nodes, show_default=True,
+              help="Nodes of a multi-node scoring run (SLURM srun or torchrun).")
+@click.option("--lightning-strategy", default=SelectOptions.lightning_strategy, show_default=True,
+              help="Lightning strategy for scoring (auto, ddp ...); --strategy is the active-learning one.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=SelectOptions.precision, show_default=True,
+              help="Mixed precision needs a GPU.")
 @click.option("--seed", type=int, default=SelectOptions.seed, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("next-batch"),
               show_default=True, help="Folder for selection.parquet, manifest.csv, cutouts/, selection.png.")
@@ -679,8 +697,8 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
                               strategy: str, aggregate: str, topk: int, candidates: int | None, diversity: str,
                               random_control: int, include_unfinished: Path | None, max_unfinished: int | None,
                               passes: int, score_threshold: float, batch_size: int, workers: int,
-                              device: str | None, seed: int, out: Path, state: Path | None, round_name: str | None,
-                              upload: bool, dry_run: bool, project_id: int | None, workflow_id: int | None,
+                              device: str | None, num_nodes: int, lightning_strategy: str, precision: str,
+                              seed: int, out: Path, state: Path | None, round_name: str | None, upload: bool, dry_run: bool, project_id: int | None, workflow_id: int | None,
                               subject_set_name: str | None, endpoint: str, allow_reupload: bool,
                               allow_fewer: bool, quiet: bool) -> None:
     """Score every pool galaxy's uncertainty with the trained detector, keep the most uncertain, spread
@@ -702,7 +720,8 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
     options = SelectOptions(n=n, strategy=strategy, aggregate=aggregate, topk=topk, candidates=candidates,
                             diversity=diversity, random_control=random_control, max_unfinished=max_unfinished,
                             passes=passes, score_thresh=score_threshold, batch_size=batch_size, workers=workers,
-                            seed=seed, device=device, allow_fewer=allow_fewer)
+                            seed=seed, device=device, allow_fewer=allow_fewer, num_nodes=num_nodes,
+                            lightning_strategy=lightning_strategy, precision=precision)
     request = None
     if upload or dry_run:
         if project_id is None and not dry_run:
