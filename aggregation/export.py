@@ -36,6 +36,7 @@ from clumptool.aggregation.batches import (
     ShortRows,
     default_workers,
     frame_sizes,
+    gc_paused,
     map_in_order,
     raise_csv_error,
     read_range,
@@ -223,6 +224,7 @@ def _read_piece(rules: _Rules, header: list[str], columns: list[str], piece: tup
     return result
 
 
+@gc_paused()
 def _apply_rules(rules: _Rules, batch: pa.Table | dict[str, list]) -> _Batch:
     """The row rules over one batch: viewers, clicks and frame sizes as numpy columns."""
     known = frame_sizes(batch.column("metadata")) if not isinstance(batch, dict) else None
