@@ -22,8 +22,9 @@ import csv
 import itertools
 import json
 import os
-from collections import Counter, deque
-from collections.abc import Callable, Iterator
+import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -36,8 +37,11 @@ from clumptool.aggregation.batches import (
     ShortRows,
     default_workers,
     frame_sizes,
+    gc_paused,
     map_in_order,
-    record_batches,
+    raise_csv_error,
+    read_range,
+    record_ranges,
 )
 from clumptool.aggregation.csvcheck import (
     DOWNLOAD_HINT,
@@ -190,11 +194,13 @@ class _Batch:
     cls: dict[str, np.ndarray]
     marks: dict[str, np.ndarray]
     frames: dict[str, np.ndarray]
-    used: np.ndarray  # positions (in the batch) of the rows kept
     report: ReadReport
     task: str | None
     users: dict[str, np.ndarray]  # cls["user"] indexes these: user_key, user_name, anonymous
     versions: list[str]  # cls["version"] indexes these
+    subject_data: dict[int, str]  # the first ``subject_data`` of each subject in the batch
+    short_rows: ShortRows = field(default_factory=ShortRows)  # rows cut short, read last by the caller
+    bytes_read: int = 0  # of the file, for the progress bar
 
 
 def record(report: ReadReport, row: Row, strict: bool) -> None:
@@ -212,9 +218,18 @@ def record(report: ReadReport, row: Row, strict: bool) -> None:
             report.problem(p.kind, row.classification_id, p.field, p.message, strict)
 
 
-def _apply_rules(rules: _Rules, batch: pa.RecordBatch | dict[str, list]) -> _Batch:
+def _read_piece(rules: _Rules, header: list[str], columns: list[str], piece: tuple[int, int]) -> _Batch:
+    """Worker job: parse one record-aligned piece of the file and apply the row rules to it."""
+    table, short = read_range(rules.path, header, columns, piece)
+    result = _apply_rules(rules, table)
+    result.short_rows, result.bytes_read = short, piece[1]
+    return result
+
+
+@gc_paused()
+def _apply_rules(rules: _Rules, batch: pa.Table | dict[str, list]) -> _Batch:
     """The row rules over one batch: viewers, clicks and frame sizes as numpy columns."""
-    known = frame_sizes(batch.column("metadata")) if isinstance(batch, pa.RecordBatch) else None
+    known = frame_sizes(batch.column("metadata")) if not isinstance(batch, dict) else None
     sizes = known.per_row() if known is not None else None
     cols = [batch[c] if isinstance(batch, dict) else
             [""] * batch.num_rows if c == "metadata" and sizes is not None else batch.column(c).to_pylist()
@@ -260,10 +275,21 @@ def _apply_rules(rules: _Rules, batch: pa.RecordBatch | dict[str, list]) -> _Bat
             last[r.subject_id] = r.sizes
             frames.extend((r.subject_id, f, w, h) for f, (w, h) in enumerate(r.sizes))
     table = np.array(frames, dtype="float64").reshape(-1, 4)
-    return _Batch(cls=cls, marks=marks, used=np.asarray(used, dtype="int64"), report=report, task=task, users=users,
-                  versions=list(versions),
+    return _Batch(cls=cls, marks=marks, report=report, task=task, users=users, versions=list(versions),
+                  subject_data=_first_subject_data(batch, cls["subject_id"], used),
                   frames={"subject_id": table[:, 0].astype("int64"), "frame": table[:, 1].astype("int16"),
                           "image_width": table[:, 2], "image_height": table[:, 3]})
+
+
+def _first_subject_data(batch: pa.Table | dict[str, list], subject_ids: np.ndarray, used: list[int]) -> dict[int, str]:
+    """The ``subject_data`` text of each subject's first kept row (empty when the export has no such column)."""
+    first = np.unique(subject_ids, return_index=True)[1]
+    rows = np.asarray(used, dtype="int64")[first].tolist()
+    if isinstance(batch, dict):
+        texts = [batch["subject_data"][i] for i in rows] if "subject_data" in batch else None
+    else:
+        texts = batch.column("subject_data").take(pa.array(rows, pa.int64())).to_pylist() if "subject_data" in batch.column_names else None
+    return {} if texts is None else dict(zip(subject_ids[first].tolist(), texts, strict=True))
 
 
 def _short_rows_batch(texts: list[str], header: list[str]) -> dict[str, list]:
@@ -285,12 +311,15 @@ def read_export(
     path: str | os.PathLike,
     options: ReadOptions = ReadOptions(),
     progress: Callable[[int], None] | None = None,
+    while_reading: Callable[[], None] | None = None,
 ) -> ExportData:
     """Stream a classification export and return its marks, viewers and image sizes as tables.
 
     Default workflow: the only one in the file (or ``options.workflow_id``); default version: the newest
     version of that workflow present in the file. ``progress`` is called with the number of bytes read.
     Batches are parsed in worker processes for big files; the tables are the same with any number of them.
+    ``while_reading`` (e.g. importing what the caller needs next) runs in a thread of this process, which only
+    waits on the workers, once they are forked; it has finished when this function returns.
     """
     path = Path(path)
     header = check_header(path)
@@ -310,8 +339,13 @@ def read_export(
     anonymous: list[bool] = []
     versions: dict[str, int] = {}
 
-    def keep(result: _Batch, sd_column: list[str] | pa.Array | None) -> None:
+    short: list[str] = []
+
+    def keep(result: _Batch) -> None:
         """Merge a batch's result (its users and versions re-coded); remember each subject's first ``subject_data``."""
+        if result.short_rows.broken:
+            raise_csv_error(path, None)
+        short.extend(result.short_rows.texts)
         batch_users = result.users
         codes = list(map(users.get, batch_users["user_key"]))  # most volunteers are known from earlier batches
         for i in [i for i, code in enumerate(codes) if code is None]:
@@ -323,41 +357,43 @@ def read_export(
                                            dtype="int32")[result.cls["version"]]
         parts.append(result)
         report.absorb(result.report)
-        sids, first = np.unique(result.cls["subject_id"], return_index=True)
-        new = [(i, sid) for sid, i in zip(sids.tolist(), result.used[first].tolist(), strict=True)
-               if sid not in subject_data]
-        if sd_column is None or not new:
-            return
-        rows = [i for i, _ in new]
-        texts = [sd_column[i] for i in rows] if isinstance(sd_column, list) else sd_column.take(rows).to_pylist()
-        for (_, sid), text in zip(new, texts, strict=True):
+        for sid, text in result.subject_data.items():
             subject_data.setdefault(sid, text)
+        if progress is not None:
+            progress(result.bytes_read)
 
-    short = ShortRows()
-    batches = record_batches(path, columns, options.block_bytes, short, progress)
-    first = next(batches, None)
-    if first is not None and rules.task is None:
-        rules = replace(rules, task=first_drawing_task(first.column("workflow_id").to_pylist(),
-                                                       first.column("annotations").to_pylist(), options.workflow_id))
-    if first is not None:
-        batches = itertools.chain([first], batches)
-    for batch in batches if rules.task is None else ():  # no drawing task in the first batch: look on, row by row
-        keep(_apply_rules(rules, batch), batch.column("subject_data") if "subject_data" in columns else None)
-        if parts[-1].task is not None:
-            rules = replace(rules, task=parts[-1].task)
-            break
-    pending_sd: deque = deque()
-
-    def work() -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            pending_sd.append(batch.column("subject_data") if "subject_data" in columns else None)
-            yield batch.select(list(REQUIRED_COLUMNS))
-
-    for result in map_in_order(partial(_apply_rules, rules), work(), workers):
-        keep(result, pending_sd.popleft())
-    if short.texts:  # rows cut short, read last (the CSV reader hands them over aside)
-        cols = _short_rows_batch(short.texts, header)
-        keep(_apply_rules(rules, {c: cols[c] for c in REQUIRED_COLUMNS}), cols["subject_data"])
+    pieces = record_ranges(path, options.block_bytes)
+    header_piece = next(pieces, (0, 0))
+    if progress is not None:
+        progress(header_piece[1])
+    read = partial(_read_piece, rules, header, columns)
+    background = threading.Thread(target=while_reading or (lambda: None), name="clumptool-while-reading", daemon=True)
+    try:
+        first = next(pieces, None)
+        if first is not None and rules.task is None:
+            table = read_range(str(path), header, columns, first)[0]
+            rules = replace(rules, task=first_drawing_task(table.column("workflow_id").to_pylist(),
+                                                           table.column("annotations").to_pylist(),
+                                                           options.workflow_id))
+            read = partial(_read_piece, rules, header, columns)
+        if first is not None:
+            pieces = itertools.chain([first], pieces)
+        for piece in pieces if rules.task is None else ():  # no drawing task in the first piece: look on, in order
+            keep(read(piece))
+            if parts[-1].task is not None:
+                rules = replace(rules, task=parts[-1].task)
+                read = partial(_read_piece, rules, header, columns)
+                break
+        for result in map_in_order(read, pieces, workers, background.start):
+            keep(result)
+    except pa.ArrowInvalid as exc:
+        raise_csv_error(path, exc)
+    finally:
+        if background.ident is not None:
+            background.join()
+    if short:  # rows cut short, read last (the CSV reader hands them over aside)
+        cols = _short_rows_batch(short, header)
+        keep(_apply_rules(rules, cols))
     report.task = next((p.task for p in parts if p.task is not None), options.task)
     report.rows_used = 0
     volunteers = pd.DataFrame({"user_key": np.asarray(list(users), dtype=object),

@@ -1,11 +1,11 @@
 """The standard Zooniverse point reducers (``panoptes_aggregation``), for comparison with the consensus model.
 
-``point_reducer_dbscan`` and ``point_reducer_hdbscan`` cluster the points of one frame **per tool** with
-scikit-learn's DBSCAN / HDBSCAN and report the plain mean and covariance of each cluster, with the same
-defaults and the same output keys as ``panoptes_aggregation`` 5.3.1 (aggregation-reference §6.2). They know
-nothing of volunteers: no skill weighting, no false-positive probability, and two marks by one volunteer can
-share a cluster. :func:`reduce_export` runs them over a whole export and returns clumptool's tables so that
-``--method dbscan|hdbscan`` output can be compared column for column with ``--method clumpscout``.
+:func:`reduce_export` clusters the points of each subject's frame **per tool** with scikit-learn's DBSCAN /
+HDBSCAN and reports the plain mean of each cluster, with panoptes_aggregation 5.3.1's defaults
+(aggregation-reference §6.2), as clumptool's tables, so that ``--method dbscan|hdbscan`` output can be compared
+column for column with ``--method clumpscout``. They know nothing of volunteers: no skill weighting, no
+false-positive probability, and two marks by one volunteer can share a cluster. tests/aggregation/test_reducers.py
+checks every cluster and membership against the real panoptes_aggregation (fixtures by bench/reducer_fixtures.py).
 """
 
 from __future__ import annotations
@@ -19,62 +19,6 @@ DBSCAN_DEFAULTS = {"eps": 5.0, "min_samples": 3, "metric": "euclidean", "algorit
                    "p": None}
 HDBSCAN_DEFAULTS = {"min_cluster_size": 5, "min_samples": 3, "metric": "euclidean", "algorithm": "auto",
                     "leaf_size": 40, "cluster_selection_method": "eom", "allow_single_cluster": False}
-
-
-def _clean(points: list) -> np.ndarray:
-    pts = [p for p in points if p[0] is not None and p[1] is not None]
-    return np.asarray(pts, dtype=float).reshape(-1, 2)
-
-
-def _summarise(loc: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> dict:
-    out: dict[str, list] = {}
-    for k in sorted(set(labels.tolist())):
-        if k < 0:
-            continue
-        idx = labels == k
-        out.setdefault("clusters_count", []).append(int(idx.sum()))
-        centre = loc[idx].mean(axis=0)  # plain mean, as panoptes_aggregation reports (also for HDBSCAN)
-        out.setdefault("clusters_x", []).append(float(centre[0]))
-        out.setdefault("clusters_y", []).append(float(centre[1]))
-        if idx.sum() > 1:
-            cov = np.cov(loc[idx].T, aweights=None if weights is None else weights[idx])
-            vx, vy, vxy = float(cov[0, 0]), float(cov[1, 1]), float(cov[0, 1])
-        else:
-            vx = vy = vxy = None
-        out.setdefault("clusters_var_x", []).append(vx)
-        out.setdefault("clusters_var_y", []).append(vy)
-        out.setdefault("clusters_var_x_y", []).append(vxy)
-    return out
-
-
-def point_reducer_dbscan(points: list, **kwargs) -> dict:
-    """DBSCAN of one tool's points in one frame; keys as ``panoptes_aggregation`` (without the tool prefix)."""
-    from sklearn.cluster import DBSCAN  # lazy: the defaults above are read by the CLI at start-up
-
-    params = {**DBSCAN_DEFAULTS, **kwargs}
-    loc = _clean(points)
-    out = {"points_x": list(loc[:, 0]), "points_y": list(loc[:, 1]), "cluster_labels": [-1] * len(loc)}
-    if len(loc) >= params["min_samples"]:
-        labels = DBSCAN(**params).fit(loc).labels_
-        out["cluster_labels"] = labels.tolist()
-        out.update(_summarise(loc, labels))
-    return out
-
-
-def point_reducer_hdbscan(points: list, **kwargs) -> dict:
-    """HDBSCAN of one tool's points in one frame; keys as ``panoptes_aggregation`` (without the tool prefix)."""
-    from sklearn.cluster import HDBSCAN
-
-    params = {**HDBSCAN_DEFAULTS, **kwargs}
-    loc = _clean(points)
-    out = {"points_x": list(loc[:, 0]), "points_y": list(loc[:, 1]), "cluster_labels": [-1] * len(loc),
-           "cluster_probabilities": [0.0] * len(loc)}
-    if len(loc) >= params["min_cluster_size"]:
-        model = HDBSCAN(copy=True, **params).fit(loc)
-        out["cluster_labels"] = model.labels_.tolist()
-        out["cluster_probabilities"] = model.probabilities_.tolist()
-        out.update(_summarise(loc, model.labels_, weights=model.probabilities_))
-    return out
 
 
 def _dbscan_labels_all(keys: np.ndarray, x: np.ndarray, y: np.ndarray, params: dict) -> np.ndarray:

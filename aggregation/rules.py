@@ -171,6 +171,30 @@ def read_mark(mark: dict, sizes: list[tuple[float, float]], tools: set[int] | No
     return frame, tool, float(x), float(y)
 
 
+_SHAPE_KEY_SET = frozenset(key for key, _ in SHAPE_KEYS)
+
+
+def plain_point(mark: dict, sizes: list[tuple[float, float]], tools: set[int] | None
+                ) -> tuple[int, int, float, float] | None:
+    """The common case of :func:`read_mark` (without declared tool types) in one step: a point mark with float
+    coordinates inside its frame gives the same click; ``None`` for anything else (then read_mark decides)."""
+    tool, x, y = mark.get("tool"), mark.get("x"), mark.get("y")
+    if tool is None:
+        tool = mark.get("toolIndex")
+    frame = mark.get("frame") or 0
+    if type(x) is not float or type(y) is not float or type(tool) is not int or type(frame) is not int:
+        return None
+    tool_type = mark.get("toolType")
+    if (tool_type != "point" if tool_type else not _SHAPE_KEY_SET.isdisjoint(mark)) or \
+            (tools is not None and tool not in tools) or frame < 0 or (sizes and frame >= len(sizes)):
+        return None
+    w, h = sizes[frame] if frame < len(sizes) else (math.nan, math.nan)
+    if not (math.isfinite(x) and math.isfinite(y) and x >= 0 and y >= 0 and (x <= w or not math.isfinite(w))
+            and (y <= h or not math.isfinite(h))):
+        return None
+    return frame, tool, x, y
+
+
 def _is_drawing_value(value: object) -> bool:
     return isinstance(value, list) and all(map(dict.__instancecheck__, value))  # a list of mark objects
 
@@ -291,10 +315,12 @@ def read_row(fields: RowFields, *, task: str | None, tools: set[int] | None = No
         marks = task_marks(annotations, row.task)
         row.marks_read = len(marks)
         for mark in marks:
-            declared = None
-            if tool_types:
-                declared = tool_types.get((row.workflow_id, row.task, mark_tool(mark)), (None,))[0]
-            click = read_mark(mark, row.sizes, tools, declared)
+            click = None if tool_types else plain_point(mark, row.sizes, tools)
+            if click is None:
+                declared = None
+                if tool_types:
+                    declared = tool_types.get((row.workflow_id, row.task, mark_tool(mark)), (None,))[0]
+                click = read_mark(mark, row.sizes, tools, declared)
             if type(click) is tuple:
                 row.clicks.append(click)
             else:

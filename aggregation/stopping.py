@@ -80,11 +80,17 @@ THETA_GRID = np.linspace(0.0125, 0.9875, 40)  # vote shares the prior puts weigh
 PRIOR_PSEUDO_CANDIDATES = 20.0  # the learned prior is shrunk towards uniform by this many pseudo-candidates
 
 
-def _binomial_likelihoods(m: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """L[i, j] = P(m_i of n_i viewers mark a spot | each marks it with probability THETA_GRID[j])."""
-    from scipy.stats import binom
+def _binomial_table(m: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The binomial likelihoods of each distinct (m, n) count pair, the pairs' multiplicities, and each row's pair.
 
-    return binom.pmf(m[:, None], n[:, None], THETA_GRID[None, :])
+    ``table[u, j] = P(m of n viewers mark a spot | each marks it with probability THETA_GRID[j])`` in closed
+    form through log-gamma (a few hundred distinct pairs, however many candidates: counts repeat)."""
+    pairs, inverse, counts = np.unique(m + 1j * n, return_inverse=True, return_counts=True)  # sorts by (m, n)
+    k, total = pairs.real[:, None], pairs.imag[:, None]
+    lgamma = np.vectorize(math.lgamma, otypes=[float])
+    log_choose = lgamma(total + 1) - lgamma(k + 1) - lgamma(total - k + 1)
+    table = np.exp(log_choose + k * np.log(THETA_GRID) + (total - k) * np.log1p(-THETA_GRID))
+    return table, counts.astype(float), inverse.reshape(-1)
 
 
 def vote_share_prior(n_markers: np.ndarray, n_viewers: np.ndarray, iterations: int = 100) -> np.ndarray:
@@ -93,17 +99,17 @@ def vote_share_prior(n_markers: np.ndarray, n_viewers: np.ndarray, iterations: i
     Empirical Bayes: most spots are one volunteer's stray click (share near 0) or a clear clump (share near
     the crowd's detection rate); a lone click among 8 viewers is then almost surely a stray, while 2 of 4 stays
     contested. Shrunk towards uniform by PRIOR_PSEUDO_CANDIDATES, so a handful of galaxies cannot make it
-    confident."""
+    confident. Candidates with equal counts share one posterior: EM runs over the distinct (m, n) pairs."""
     m, n = _counts(n_markers, n_viewers)
     uniform = np.full(len(THETA_GRID), 1.0 / len(THETA_GRID))
     if len(m) == 0:
         return uniform
-    lik = _binomial_likelihoods(m, n)
+    lik, counts, _ = _binomial_table(m, n)
     w = uniform.copy()
     for _ in range(iterations):
         post = lik * w
         post /= np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
-        w = post.mean(axis=0)
+        w = counts @ post / len(m)
     eps = PRIOR_PSEUDO_CANDIDATES / (PRIOR_PSEUDO_CANDIDATES + len(m))
     return (1 - eps) * w + eps * uniform
 
@@ -127,8 +133,9 @@ def flip_probabilities(n_markers: np.ndarray, n_viewers: np.ndarray, accepted: n
     if len(m) == 0:
         return np.zeros(0)
     w = np.full(len(THETA_GRID), 1.0 / len(THETA_GRID)) if prior is None else prior
-    post = _binomial_likelihoods(m, n) * w
-    below = post[:, THETA_GRID < split].sum(axis=1) / np.maximum(post.sum(axis=1), 1e-300)
+    table, _, row_pair = _binomial_table(m, n)
+    post = table * w
+    below = (post[:, THETA_GRID < split].sum(axis=1) / np.maximum(post.sum(axis=1), 1e-300))[row_pair]
     return np.where(np.asarray(accepted, bool), below, 1.0 - below)
 
 
@@ -212,6 +219,8 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     known = np.isfinite(e)
     enough = n >= min_classifications
     finished = known & enough & (e < retire_below)
+    missed, false, labels = (err[c].to_numpy(float) for c in ("expected_missed", "expected_false",
+                                                              "expected_wrong_labels"))
     reasons = []
     for i in range(len(subj)):
         if not enough[i]:
@@ -222,8 +231,7 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
             reasons.append(f"finished: expected errors {e[i]:.2f} < {retire_below:g} with {n[i]} classifications")
         else:
             reasons.append(f"not finished: expected errors {e[i]:.2f} >= {retire_below:g} (missed "
-                           f"{err['expected_missed'].iat[i]:.2f}, false {err['expected_false'].iat[i]:.2f}, "
-                           f"labels {err['expected_wrong_labels'].iat[i]:.2f})")
+                           f"{missed[i]:.2f}, false {false[i]:.2f}, labels {labels[i]:.2f})")
     for c in err.columns:
         subj[c] = err[c].to_numpy(float)
     subj["is_finished"] = finished

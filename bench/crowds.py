@@ -16,9 +16,10 @@ method on it and score the accepted clumps against truth.csv:
 
 Methods: ``clumpscout`` (clumptool's default consensus, default options), ``dbscan`` and ``hdbscan``
 (clumptool's reducers, default options), and ``panoptes-dbscan``: panoptes_aggregation's default
-point_reducer_dbscan (eps 5 px, min_samples 3) run per frame *and per tool*, as Zooniverse's pipeline does,
-re-implemented here with scikit-learn (panoptes_aggregation is not a clumptool dependency): every cluster is a
-clump labelled by its tool.
+point_reducer_dbscan (eps 5 px, min_samples 3) run per frame *and per tool*, as Zooniverse's pipeline does: every
+cluster is a clump labelled by its tool. panoptes_aggregation cannot be installed beside clumptool, so this is
+``reduce_export`` at those parameters, which equals the real reducer on the fixtures bench/reducer_fixtures.py makes
+with it (tests/aggregation/test_reducers.py); it is the ``dbscan`` row at panoptes' defaults, named for the table.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import pandas as pd
 from clumptool.aggregation.evaluation import match_to_truth
 from clumptool.aggregation.export import read_export
 from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+from clumptool.aggregation.reducers import reduce_export
 from clumptool.simulation.config import CROWDS
 
 CLUMPTOOL = [sys.executable, "-m", "clumptool.cli"]
@@ -53,20 +55,10 @@ def simulate_crowd(out: Path, crowd: str, vps: int | None, galaxies: int, seed: 
 
 
 def panoptes_dbscan(classifications: Path, eps: float = 5.0, min_samples: int = 3) -> pd.DataFrame:
-    """panoptes_aggregation's point_reducer_dbscan at its defaults: clusters per subject, frame and tool."""
-    from sklearn.cluster import DBSCAN
-
-    marks = read_export(classifications).marks
-    keys = marks.groupby(["subject_id", "frame", "tool"], sort=True).ngroup().to_numpy()
-    # one DBSCAN over all groups, each tiled far from the others (no eps neighbourhood crosses groups)
-    xy = np.column_stack([marks["x"].to_numpy(float) + keys * 1e5, marks["y"].to_numpy(float)])
-    labels = DBSCAN(eps=eps, min_samples=min_samples).fit(xy).labels_
-    m = marks.assign(cluster=labels)
-    m = m[m["cluster"] >= 0]
-    found = m.groupby("cluster").agg(subject_id=("subject_id", "first"), tool=("tool", "first"),
-                                     x=("x", "mean"), y=("y", "mean")).reset_index(drop=True)
-    found["label"] = np.where(found["tool"] == 1, 2, 1)
-    return found.drop(columns="tool").assign(accepted=True)
+    """panoptes_aggregation's point_reducer_dbscan at its defaults: clusters per subject, frame and tool
+    (``reduce_export``, equal to the real reducer on tests/aggregation/test_reducers.py's fixtures)."""
+    clumps = reduce_export(read_export(classifications), "dbscan", {"eps": eps, "min_samples": min_samples})[0]
+    return clumps[clumps["accepted"]]
 
 
 def false_kinds(found: pd.DataFrame, truth: pd.DataFrame, objects: pd.DataFrame, radius: float) -> dict:

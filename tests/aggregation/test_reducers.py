@@ -1,73 +1,69 @@
-"""Ported fixtures of panoptes_aggregation's point reducers (reducer_tests/test_point_reducer_*.py).
+"""``--method dbscan|hdbscan`` (``reduce_export``) against the real panoptes_aggregation point reducers.
 
-Data and expected values follow zooniverse/aggregation-for-caesar's published tests: two Gaussian clusters
-drawn with numpy seed 5000, a `None`-padded second tool, absolute tolerances 2 (DBSCAN) and 2.5 (HDBSCAN).
+The fixtures (tests/aggregation/data/panoptes_point_reducers.json) were made by bench/reducer_fixtures.py, which
+runs panoptes_aggregation's ``point_reducer_dbscan`` and ``point_reducer_hdbscan`` in their own virtual environment
+on hand-made point sets (panoptes_aggregation's own reducer test data among them) and simulated galaxies. Here
+the same classifications are written as an export, read by clumptool's reader and reduced by ``reduce_export``:
+every cluster (per tool: position and count) and every point's cluster must be panoptes_aggregation's.
 """
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from clumptool.aggregation.reducers import point_reducer_dbscan, point_reducer_hdbscan
+from clumptool.aggregation.export import read_export
+from clumptool.aggregation.reducers import reduce_export
 
-c0_cov = np.array([[3, 0.5], [0.5, 4]])
-c1_cov = np.array([[7, -0.5], [-0.5, 5]])
-c0_loc, c1_loc = np.array([12, 15]), np.array([20, 25])
-c0_count, c1_count = 15, 8
-
-
-@pytest.fixture
-def xy():
-    np.random.seed(5000)
-    return np.vstack([
-        np.random.multivariate_normal(c0_loc, c0_cov, size=c0_count),
-        np.random.multivariate_normal(c1_loc, c1_cov, size=c1_count),
-    ])
+FIXTURES = json.loads((Path(__file__).parent / "data" / "panoptes_point_reducers.json").read_text())
+RUNS = [(case, i) for case in FIXTURES["cases"] for i in range(len(case["runs"]))]
 
 
-def _same_partition(labels, expected):
-    mapping = {}
-    for a, b in zip(labels, expected, strict=True):
-        assert mapping.setdefault(a, b) == b
-    return True
+def _run_id(run) -> str:
+    case, i = run
+    method, params = case["runs"][i]
+    return f"{case['name']}-{method}-{'-'.join(f'{k}{v}' for k, v in params.items()) or 'defaults'}"
 
 
-def test_point_reducer_dbscan_fixture(xy):
-    out = point_reducer_dbscan([tuple(p) for p in xy], eps=5, min_samples=3)
-    assert out["cluster_labels"] == [0] * c0_count + [1] * c1_count
-    assert out["clusters_count"] == [c0_count, c1_count]
-    np.testing.assert_allclose(out["clusters_x"], [c0_loc[0], c1_loc[0]], atol=2)
-    np.testing.assert_allclose(out["clusters_y"], [c0_loc[1], c1_loc[1]], atol=2)
-    np.testing.assert_allclose(out["clusters_var_x"], [c0_cov[0, 0], c1_cov[0, 0]], atol=2)
-    np.testing.assert_allclose(out["clusters_var_y"], [c0_cov[1, 1], c1_cov[1, 1]], atol=2)
-    np.testing.assert_allclose(out["clusters_var_x_y"], [c0_cov[0, 1], c1_cov[0, 1]], atol=2)
-    np.testing.assert_allclose(out["points_x"], xy[:, 0])
+def _same_partition(ours: np.ndarray, theirs: list[int]) -> bool:
+    """One cluster of ours for each of theirs, noise (-1) for noise."""
+    pairs = set(zip(ours.tolist(), theirs, strict=True))
+    return len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs}) and \
+        all((a < 0) == (b < 0) for a, b in pairs)
 
 
-def test_point_reducer_dbscan_drops_none_and_single_point_noise():
-    out = point_reducer_dbscan([(3, 4), (None, None), (None, None)], eps=5, min_samples=3)
-    assert out["points_x"] == [3] and out["points_y"] == [4] and out["cluster_labels"] == [-1]
-    one = point_reducer_dbscan([(3, 4)], eps=5, min_samples=1)
-    assert one["clusters_count"] == [1] and one["clusters_var_x"] == [None]
+@pytest.mark.parametrize("run", RUNS, ids=[_run_id(r) for r in RUNS])
+def test_reduce_export_gives_panoptes_aggregations_clusters(run, export_builder, tmp_path):
+    case, i = run
+    method, params = case["runs"][i]
+    reduction = case["reductions"][i]
+    for c in case["classifications"]:
+        export_builder.add(case["subject_id"], c["user"], [tuple(m) for m in c["marks"]])
+    data = read_export(export_builder.write(tmp_path / "e.csv"))
+    clumps, _, _, marks = reduce_export(data, method, params, odd_tools=(1,))
+    for tool, label in ((0, 1), (1, 2)):
+        key = f"T1_tool{tool}"
+        ours = clumps[clumps["label"] == label].sort_values(["x", "y"])
+        theirs = sorted(zip(reduction.get(f"{key}_clusters_x", []), reduction.get(f"{key}_clusters_y", []),
+                            reduction.get(f"{key}_clusters_count", []), strict=True))
+        assert len(ours) == len(theirs), (tool, ours, theirs)
+        if theirs:
+            np.testing.assert_allclose(ours[["x", "y"]].to_numpy(), np.array(theirs)[:, :2], rtol=1e-12)
+            assert ours["n_marks"].tolist() == [n for _, _, n in theirs]
+        points = marks[marks["tool"] == tool]
+        np.testing.assert_array_equal(points["x"].to_numpy(), reduction.get(f"{key}_points_x", []))
+        assert _same_partition(points["clump_id"].to_numpy(), reduction.get(f"{key}_cluster_labels", []))
 
 
-def test_point_reducer_hdbscan_fixture(xy):
-    out = point_reducer_hdbscan([tuple(p) for p in xy], min_cluster_size=5, min_samples=3)
-    assert _same_partition(out["cluster_labels"], [1] * c0_count + [0] * c1_count)
-    order = np.argsort(out["clusters_count"])  # fixture lists the 8-point cluster first
-    assert [out["clusters_count"][i] for i in order] == [c1_count, c0_count]
-    np.testing.assert_allclose(np.array(out["clusters_x"])[order], [c1_loc[0], c0_loc[0]], atol=2.5)
-    np.testing.assert_allclose(np.array(out["clusters_y"])[order], [c1_loc[1], c0_loc[1]], atol=2.5)
-    np.testing.assert_allclose(np.array(out["clusters_var_x"])[order], [c1_cov[0, 0], c0_cov[0, 0]], atol=2.5)
-    np.testing.assert_allclose(np.array(out["clusters_var_y"])[order], [c1_cov[1, 1], c0_cov[1, 1]], atol=2.5)
-    assert all(0 < p <= 1 for p in out["cluster_probabilities"])
-    noise = point_reducer_hdbscan([(3, 4), (None, None), (None, None)], min_cluster_size=5, min_samples=3)
-    assert noise["cluster_labels"] == [-1] and noise["cluster_probabilities"] == [0.0]
-
-
-def test_shape_reducer_point_fixture_two_users_per_place():
-    """test_shape_reducer_point: points at (0,0) and (100,100) from several users; eps=5, min_samples=2."""
-    pts = [(0, 0), (100, 100), (0, 0), (100, 100)]
-    out = point_reducer_dbscan(pts, eps=5, min_samples=2)
-    assert sorted(out["clusters_x"]) == [0.0, 100.0] and out["clusters_count"] == [2, 2]
-    single = point_reducer_dbscan([(20, 20)], eps=5, min_samples=2)
-    assert single["cluster_labels"] == [-1]
+def test_the_fixtures_cover_clusters_noise_and_both_methods():
+    """A fixture set that tests nothing would pass: it must hold clusters of both tools, noise, and both methods."""
+    counts = {m: 0 for m in ("dbscan", "hdbscan")}
+    noise = 0
+    for case in FIXTURES["cases"]:
+        for (method, _), red in zip(case["runs"], case["reductions"], strict=True):
+            counts[method] += len(red.get("T1_tool0_clusters_count", [])) + len(red.get("T1_tool1_clusters_count", []))
+            noise += sum(label < 0 for k, v in red.items() if k.endswith("cluster_labels") for label in v)
+    assert counts["dbscan"] > 20 and counts["hdbscan"] > 10 and noise > 20

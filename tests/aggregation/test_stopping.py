@@ -6,7 +6,16 @@ import pytest
 from click.testing import CliRunner
 
 from clumptool.aggregation.pipeline import AggregateOptions, aggregate
-from clumptool.aggregation.stopping import apply_stopping_rule, label_probabilities
+from clumptool.aggregation.stopping import (
+    PRIOR_PSEUDO_CANDIDATES,
+    THETA_GRID,
+    _binomial_table,
+    _counts,
+    apply_stopping_rule,
+    flip_probabilities,
+    label_probabilities,
+    vote_share_prior,
+)
 from clumptool.cli import main
 from clumptool.common.errors import ClumptoolError
 
@@ -132,3 +141,60 @@ def test_aggregate_cli_writes_the_rule_and_refuses_bad_options(export_builder, t
         r = CliRunner().invoke(main, ["aggregate", str(export), "--out", str(out), *args])
         assert r.exit_code == 2 and name in r.output and "default" in r.output and "Traceback" not in r.output
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def _old_likelihoods(m, n):
+    """The binomial likelihoods as the rule first computed them (scipy.stats, one row per candidate)."""
+    from scipy.stats import binom
+
+    return binom.pmf(m[:, None], n[:, None], THETA_GRID[None, :])
+
+
+def _old_prior(m, n, iterations=100):
+    m, n = _counts(m, n)
+    uniform = np.full(len(THETA_GRID), 1.0 / len(THETA_GRID))
+    lik, w = _old_likelihoods(m, n), uniform.copy()
+    for _ in range(iterations):
+        post = lik * w
+        post /= np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
+        w = post.mean(axis=0)
+    eps = PRIOR_PSEUDO_CANDIDATES / (PRIOR_PSEUDO_CANDIDATES + len(m))
+    return (1 - eps) * w + eps * uniform
+
+
+def _old_flip(m, n, accepted, prior, split=0.3):
+    m, n = _counts(m, n)
+    post = _old_likelihoods(m, n) * prior
+    below = post[:, THETA_GRID < split].sum(axis=1) / np.maximum(post.sum(axis=1), 1e-300)
+    return np.where(accepted, below, 1.0 - below)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_vote_share_arithmetic_equals_the_scipy_stats_version(seed):
+    """Closed-form likelihoods over distinct (m, n) pairs = scipy.stats.binom per candidate (to rounding)."""
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(1, 3000))
+    n = rng.integers(0, [6, 25, 60, 400][seed], size).astype(float)
+    m = np.minimum(rng.binomial(n.astype(int), rng.choice([0.05, 0.6, 0.9], size)), n).astype(float)
+    m[: size // 10] = n[: size // 10] + 2  # more markers than viewers: clipped alike
+    table, counts, row_pair = _binomial_table(*_counts(m, n))
+    np.testing.assert_allclose(table[row_pair], _old_likelihoods(*_counts(m, n)), rtol=1e-9, atol=1e-300)
+    assert counts.sum() == size
+    prior = vote_share_prior(m, n)
+    np.testing.assert_allclose(prior, _old_prior(m, n), rtol=1e-9, atol=1e-15)
+    accepted = rng.random(size) < 0.5
+    np.testing.assert_allclose(flip_probabilities(m, n, accepted, prior), _old_flip(m, n, accepted, prior),
+                               rtol=1e-9, atol=1e-15)
+
+
+def test_the_stopping_rule_does_not_import_scipy_stats():
+    """scipy.stats costs most of a second to import; the rule needs only log-gamma."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, pandas as pd; from clumptool.aggregation.stopping import apply_stopping_rule; "
+            "apply_stopping_rule(pd.DataFrame({'subject_id': [0], 'n_viewers': [5], 'expected_num_false_neg': [0.1]}), "
+            "pd.DataFrame({'subject_id': [0], 'n_marks': [4], 'n_viewers': [5], 'odd_vote': [0.0], 'label': [1], "
+            "'accepted': [True], 'false_pos_prob': [0.01]})); print('scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
