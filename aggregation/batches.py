@@ -179,13 +179,9 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def map_in_order(fn: Callable, items: Iterable, workers: int, started: Callable[[], None] = lambda: None) -> Iterator:
-    """``map(fn, items)`` in order, in ``workers`` processes (or this one), with at most 2 per worker in flight.
-
-    ``started`` is called once no process will be forked any more (with the fork start method a pool forks all
-    its workers at the first task): from then on this process may run threads of its own."""
+def map_in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:
+    """``map(fn, items)`` in order, in ``workers`` processes (or this one), with at most 2 per worker in flight."""
     if workers <= 1:
-        started()
         yield from map(fn, items)
         return
     pending: deque = deque()
@@ -193,9 +189,6 @@ def map_in_order(fn: Callable, items: Iterable, workers: int, started: Callable[
         try:
             for item in items:
                 pending.append(pool.submit(fn, item))
-                if started is not None:
-                    started, call = None, started
-                    call()
                 while len(pending) >= 2 * workers or (pending and pending[0].done()):
                     yield pending.popleft().result()
             while pending:
@@ -203,8 +196,6 @@ def map_in_order(fn: Callable, items: Iterable, workers: int, started: Callable[
         finally:
             for future in pending:
                 future.cancel()
-    if started is not None:  # no task at all
-        started()
 
 
 def default_workers(path: Path, min_bytes: int) -> int:

@@ -22,7 +22,6 @@ import csv
 import itertools
 import json
 import os
-import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -311,15 +310,12 @@ def read_export(
     path: str | os.PathLike,
     options: ReadOptions = ReadOptions(),
     progress: Callable[[int], None] | None = None,
-    while_reading: Callable[[], None] | None = None,
 ) -> ExportData:
     """Stream a classification export and return its marks, viewers and image sizes as tables.
 
     Default workflow: the only one in the file (or ``options.workflow_id``); default version: the newest
     version of that workflow present in the file. ``progress`` is called with the number of bytes read.
     Batches are parsed in worker processes for big files; the tables are the same with any number of them.
-    ``while_reading`` (e.g. importing what the caller needs next) runs in a thread of this process, which only
-    waits on the workers, once they are forked; it has finished when this function returns.
     """
     path = Path(path)
     header = check_header(path)
@@ -367,7 +363,6 @@ def read_export(
     if progress is not None:
         progress(header_piece[1])
     read = partial(_read_piece, rules, header, columns)
-    background = threading.Thread(target=while_reading or (lambda: None), name="clumptool-while-reading", daemon=True)
     try:
         first = next(pieces, None)
         if first is not None and rules.task is None:
@@ -384,13 +379,10 @@ def read_export(
                 rules = replace(rules, task=parts[-1].task)
                 read = partial(_read_piece, rules, header, columns)
                 break
-        for result in map_in_order(read, pieces, workers, background.start):
+        for result in map_in_order(read, pieces, workers):
             keep(result)
     except pa.ArrowInvalid as exc:
         raise_csv_error(path, exc)
-    finally:
-        if background.ident is not None:
-            background.join()
     if short:  # rows cut short, read last (the CSV reader hands them over aside)
         cols = _short_rows_batch(short, header)
         keep(_apply_rules(rules, cols))

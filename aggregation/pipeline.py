@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -149,8 +147,7 @@ def aggregate(
         check_output_location(out_dir)
     meta = read_subjects(subjects) if subjects is not None else None  # a bad --subjects fails before the export is read
     t0 = time.perf_counter()
-    data = read_export(classifications, options.read, progress=progress,
-                       while_reading=partial(import_what_comes_next, figure=out_dir is not None))
+    data = read_export(classifications, options.read, progress=progress)
     t_read = time.perf_counter() - t0
     note = check_something_to_aggregate(data, options.read,
                                         options.consensus.odd_tools if options.check_odd_tools else None)
@@ -200,20 +197,6 @@ def aggregate(
     if out_dir is not None:
         result.files = write_outputs(result, Path(out_dir), options.table_format, images)
     return result
-
-
-def import_what_comes_next(figure: bool) -> None:
-    """Import what the consensus (scipy) and the overview figure (matplotlib) need, in a thread, while worker
-    processes read the export and this one waits: later it would cost most of a second on the critical path.
-    A failure is left to the real import, which reports it."""
-    with contextlib.suppress(ImportError):
-        import scipy.optimize  # noqa: F401
-        import scipy.sparse.csgraph  # noqa: F401
-        import scipy.spatial  # noqa: F401
-
-        if figure:
-            import matplotlib.backends.backend_agg  # noqa: F401
-            import matplotlib.figure  # noqa: F401
 
 
 def no_clump_note(data: ExportData, options: AggregateOptions) -> str:

@@ -8,14 +8,11 @@ import gc
 import io
 import itertools
 import math
-import threading
-import time
 
 import numpy as np
 import pytest
 
 from clumptool.aggregation.batches import gc_paused, record_ranges
-from clumptool.aggregation.export import ReadOptions, read_export
 from clumptool.aggregation.rules import plain_point, read_mark
 
 VALUES = [1.5, 0.0, 400.0, 400.5, -0.1, 7, True, None, "3", math.nan, math.inf, -math.inf]
@@ -76,18 +73,3 @@ def test_gc_paused_restores_the_collector():
     with pytest.raises(ValueError), gc_paused():
         raise ValueError
     assert gc.isenabled()
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_while_reading_runs_once_workers_exist_and_is_done_on_return(export_builder, tmp_path, workers):
-    for i in range(30):
-        export_builder.add(i % 4, f"u{i}", [(10.0 + i, 20.0, 0)])
-    path = export_builder.write(tmp_path / "e.csv")
-    seen = []
-
-    def slow():
-        time.sleep(0.3)
-        seen.append(threading.current_thread().name)
-
-    data = read_export(path, ReadOptions(workers=workers, block_bytes=2000), while_reading=slow)
-    assert seen == ["clumptool-while-reading"] and len(data.marks) == 30
