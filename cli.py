@@ -14,21 +14,31 @@ The options modules import no torch, so reading them here keeps start-up light.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shlex
 import sys
 from pathlib import Path  # noqa: F401  (used by command sections)
 
 import click
+from click.core import ParameterSource
+from tqdm import tqdm
 
 from clumptool import __version__
 from clumptool.active_learning.diversity import METHODS as DIVERSITY_METHODS
 from clumptool.active_learning.options import AGGREGATES, STRATEGIES, SelectOptions, UploadRequest
+from clumptool.active_learning.zooniverse import redact_url
 from clumptool.aggregation.consensus import ConsensusConfig
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ReadOptions
 from clumptool.aggregation.pipeline import METHODS as AGGREGATE_METHODS
-from clumptool.aggregation.pipeline import AggregateOptions
+from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+from clumptool.aggregation.report import format_summary
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.matching import ASSIGNMENTS
+from clumptool.common.outputs import check_output_location, staging_path
+from clumptool.common.quiet import quiet_if
 from clumptool.common.tables import TABLE_FORMATS
 from clumptool.demo import DemoConfig
 from clumptool.detection.options import (
@@ -119,9 +129,6 @@ def simulate_command(out: Path, galaxies: int, volunteers_per_subject: int | Non
 
     Example: clumptool simulate --out sim/ --galaxies 500 --seed 1 --crowd bulge
     """
-    from tqdm import tqdm
-
-    from clumptool.common.outputs import check_output_location
     from clumptool.simulation.project import simulate_project
 
     crowd_cfg = CrowdConfig.preset(crowd)
@@ -265,9 +272,6 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
 
     Example: clumptool aggregate classifications.csv --subjects subjects.csv --out aggregated/
     """
-    from clumptool.aggregation.pipeline import aggregate
-    from clumptool.aggregation.report import format_summary
-
     odd = _option_ints("--odd-tools", odd_tools) or ()
     tools = _option_ints("--clump-tools", clump_tools)
     consensus = ConsensusConfig(link_radius=link_radius, odd_tools=odd, max_false_pos_prob=max_false_pos_prob,
@@ -301,10 +305,6 @@ def _option_ints(option: str, value: str | None) -> tuple[int, ...] | None:
 
 def _byte_progress(path: Path, desc: str, disable: bool = False):
     """A tqdm progress bar over the bytes of a file (a context manager yielding an update callback)."""
-    import contextlib
-
-    from tqdm import tqdm
-
     @contextlib.contextmanager
     def bar():
         total = path.stat().st_size if path.exists() else None
@@ -405,8 +405,6 @@ def train_command(ctx: click.Context, boxes: Path, images: Path, subjects: Path 
     Example: clumptool train --boxes aggregated/boxes.parquet --subjects aggregated/subjects.parquet
     --images project/images --out model/
     """
-    from click.core import ParameterSource
-
     from clumptool.detection.train import (
         TrainingInterrupted,
         check_resume,
@@ -447,8 +445,6 @@ def train_command(ctx: click.Context, boxes: Path, images: Path, subjects: Path 
 
 def _resume_command(checkpoint: Path) -> str:
     """The command line that resumes an interrupted run: this one with --resume CHECKPOINT."""
-    import shlex
-
     argv = sys.argv[1:] if "train" in sys.argv[1:] else ["train", "..."]
     args, skip = [], False
     for a in argv:
@@ -467,8 +463,6 @@ def _resume_command(checkpoint: Path) -> str:
 
 def _interrupted(out: Path, note: str = ""):
     """Ctrl-C: say that nothing was published and the previous outputs are as they were; exit 130."""
-    import contextlib
-
     @contextlib.contextmanager
     def ctx():
         try:
@@ -608,7 +602,6 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, allow
 
     Example: clumptool predict --model runs/model --images sim/images --subjects sim/subjects.csv --out catalogue/
     """
-    from clumptool.common.outputs import staging_path
     from clumptool.detection.predict import SHARDS_DIR, check_out, predict_catalogue
 
     options = PredictOptions(score_threshold=score_threshold, nms_iou=nms_iou, drop_central=drop_central,
@@ -715,7 +708,6 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
     command resumes the upload without uploading anything twice.
     """
     from clumptool.active_learning.select import select_next_batch
-    from clumptool.active_learning.zooniverse import redact_url
 
     options = SelectOptions(n=n, strategy=strategy, aggregate=aggregate, topk=topk, candidates=candidates,
                             diversity=diversity, random_control=random_control, max_unfinished=max_unfinished,
@@ -754,8 +746,6 @@ def select_next_batch_command(model_path: Path, pool: Path, images: Path | None,
 
 def _quiet_warnings(quiet: bool):
     """With --quiet, library warnings (Lightning, torchvision, ...) are not printed; errors still are."""
-    from clumptool.common.quiet import quiet_if
-
     return quiet_if(quiet)
 
 
@@ -781,8 +771,6 @@ def fake_panoptes_command(port: int, state_dir: Path | None, project_id: int, wo
 
     Example: clumptool fake-panoptes --port 8642 --state fake-zooniverse/
     """
-    import json
-
     from clumptool.testing.fake_panoptes import FakePanoptes, fault_from_dict
 
     try:
@@ -790,8 +778,6 @@ def fake_panoptes_command(port: int, state_dir: Path | None, project_id: int, wo
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc), param_hint="--fault") from exc
     if state_dir is not None:
-        import os
-
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -49,6 +49,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clumptool.active_learning.diversity import select_diverse
+from clumptool.active_learning.ledger import DEFAULT_LEDGER_NAME, Ledger
+from clumptool.active_learning.manifest import write_cutouts, write_manifest
 from clumptool.active_learning.options import (  # noqa: F401 (STRATEGIES, AGGREGATES: re-exported)
     AGGREGATES,
     DEFAULT_STRATEGY,
@@ -57,16 +60,26 @@ from clumptool.active_learning.options import (  # noqa: F401 (STRATEGIES, AGGRE
     UploadRequest,
 )
 from clumptool.active_learning.plots import selection_figure
+from clumptool.active_learning.pool import build_pool, read_pool
 from clumptool.active_learning.scoring import (  # noqa: F401 (SCORE_COLUMNS, PoolScores: the table's)
     SCORE_COLUMNS,
     PoolScores,
     embed_galaxies,
     score_pool,
 )
+from clumptool.active_learning.state import check_state_location, default_state_dir
+from clumptool.active_learning.zooniverse import (
+    UploadConfig,
+    credentials_from_env,
+    upload_selection,
+    uploaded_galaxies,
+)
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids
 from clumptool.common.options import options_from
+from clumptool.common.outputs import check_output_location, output_set, read_manifest
 from clumptool.common.tables import read_table, write_table
+from clumptool.detection.io import load_model
 from clumptool.detection.predicting import collecting_trainer
 
 
@@ -112,8 +125,6 @@ def choose(scored: pd.DataFrame, n: int, candidates: int, diversity: str, embed:
 
     ``embed(indices) -> embeddings`` is called for the candidates only (None: no diversity step).
     """
-    from clumptool.active_learning.diversity import select_diverse
-
     rng = np.random.default_rng(seed)
     m = len(scored)
     scores = scored["score"].to_numpy(dtype=float)
@@ -255,13 +266,6 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
     runs (Lightning). In a multi-process run every process scores its share and all get every score; only the
     first one records, writes and uploads (the others return ``is_global_zero = False``).
     """
-    from clumptool.active_learning.ledger import DEFAULT_LEDGER_NAME, Ledger
-    from clumptool.active_learning.pool import build_pool, read_pool
-    from clumptool.active_learning.state import check_state_location, default_state_dir
-    from clumptool.active_learning.zooniverse import UploadConfig, credentials_from_env, uploaded_galaxies
-    from clumptool.common.outputs import check_output_location, read_manifest
-    from clumptool.detection.io import load_model
-
     # 1. everything checked before any long work
     o = options_from(SelectOptions, options, fields)
     n, strategy, candidates, diversity, random_control = o.n, o.strategy, o.n_candidates, o.diversity, o.random_control
@@ -348,8 +352,6 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
         result.files["ledger"] = str(ledger.path)
         result.selection = sel
         if upload is not None:
-            from clumptool.active_learning.zooniverse import upload_selection
-
             try:
                 result.upload = upload_selection(sel, ledger, round_name, upload, progress=progress)
             except ClumptoolError as exc:
@@ -371,9 +373,6 @@ def _publish(sel: pd.DataFrame, scored: pd.DataFrame | None, out: Path, round_na
              figure: Figure | None, ledger, result: SelectionResult) -> pd.DataFrame:
     """Write selection, scores, cutouts, manifest and figure (``figure`` None: no figure) as one output set;
     returns the selection with ``file`` pointing at the published cutouts."""
-    from clumptool.active_learning.manifest import write_cutouts, write_manifest
-    from clumptool.common.outputs import output_set
-
     with output_set(out, "select-next-batch") as staged:
         staged.info.update({"round": round_name, "model_version": spec.version, "galaxies": int(len(sel)),
                             "ledger": str(ledger.path)})

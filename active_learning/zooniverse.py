@@ -35,6 +35,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
+import requests
+from tqdm import tqdm
 
 from clumptool.active_learning.ledger import Ledger
 from clumptool.active_learning.manifest import MAX_BYTES, check_png, subject_metadata
@@ -204,7 +206,7 @@ def import_panoptes_client():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     fresh = "panoptes_client" not in sys.modules
-    import panoptes_client
+    import panoptes_client  # here, not at the top: its import side effect on logging is undone just below
 
     if fresh:
         for handler in root.handlers[:]:
@@ -599,8 +601,6 @@ class _Uploader:
 
     def _verify(self, subject_id: str, gid: str) -> str:
         """'ok' when the subject exists with our image stored, 'missing', or the reason it is incomplete."""
-        import requests
-
         try:
             subject = self.pc.Subject.find(subject_id)
         except self.pc.panoptes.PanoptesAPIException as exc:
@@ -624,7 +624,6 @@ class _Uploader:
     def create(self, gid: str) -> str | None:
         """Create one subject with its image and metadata; return its id when the media is stored."""
         pc, cfg = self.pc, self.config
-        import requests
 
         row = self.sel.loc[gid]
         metadata = subject_metadata(row, self.round, cfg.metadata_columns)
@@ -705,8 +704,6 @@ class _Uploader:
                 f"needs {needed} more; ask the Zooniverse team to raise the limit, or select fewer galaxies")
 
     def run(self) -> None:
-        from tqdm import tqdm
-
         self.check_project()
         self.refuse_reuploads(self.server_galaxies())
         self.subject_set()

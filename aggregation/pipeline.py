@@ -16,7 +16,8 @@ from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, clu
 from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
-from clumptool.aggregation.reducers import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS
+from clumptool.aggregation.reducers import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS, reduce_export
+from clumptool.aggregation.report import overview_figure
 from clumptool.aggregation.selection import check_something_to_aggregate
 from clumptool.aggregation.stopping import (
     DEFAULT_MIN_CLASSIFICATIONS,
@@ -167,8 +168,6 @@ def aggregate(
                "clump_visibility_weights": {str(k): v for k, v in res.visibility.items()},
                "prior_real": res.prior_real}
     else:
-        from clumptool.aggregation.reducers import reduce_export
-
         clumps, subj, vols, marks = reduce_export(data, options.method, options.reducer_params,
                                                   odd_tools=options.consensus.odd_tools)
         fit = {}
@@ -280,8 +279,6 @@ def _summary(data: ExportData, clumps: pd.DataFrame, subj: pd.DataFrame, options
 
 def write_outputs(result: AggregationResult, out_dir: Path, fmt: str, images: str | os.PathLike | None) -> dict:
     """Write every output as one set (staged, then published together with a manifest; or not at all)."""
-    from clumptool.aggregation.report import overview_figure
-
     files = {name: str(out_dir / f"{name}.{fmt}") for name in ("clumps", "subjects", "volunteers", "boxes")}
     files["overview"] = str(out_dir / "overview.png")
     files["summary"] = str(out_dir / "summary.json")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.cluster import DBSCAN, HDBSCAN
 
 from clumptool.aggregation.export import ExportData
 
@@ -24,8 +25,6 @@ HDBSCAN_DEFAULTS = {"min_cluster_size": 5, "min_samples": 3, "metric": "euclidea
 def _dbscan_labels_all(keys: np.ndarray, x: np.ndarray, y: np.ndarray, params: dict) -> np.ndarray:
     """DBSCAN of every (subject, frame, tool) group at once: groups are tiled far apart so that no eps
     neighbourhood crosses two groups, which gives exactly the per-group clusters in one call."""
-    from sklearn.cluster import DBSCAN
-
     p = {**DBSCAN_DEFAULTS, **params}
     if len(x) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -46,8 +45,6 @@ def reduce_export(data: ExportData, method: str, params: dict, odd_tools: tuple[
         labels = _dbscan_labels_all(keys, x, y, params)
         cluster = np.where(labels >= 0, labels, -1)
     elif method == "hdbscan":
-        from sklearn.cluster import HDBSCAN
-
         p = {**HDBSCAN_DEFAULTS, **params}
         cluster = np.full(len(marks), -1, dtype=np.int64)
         order = np.argsort(keys, kind="stable")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from clumptool.common.atomic import atomic_path
 
@@ -88,8 +89,6 @@ def _load_image(images: str | os.PathLike | None, subject_id: int):
     for ext in (".png", ".jpg", ".jpeg"):
         p = Path(images) / f"{subject_id}{ext}"
         if p.exists():
-            from PIL import Image
-
             with Image.open(p) as im:
                 return np.asarray(im.convert("RGB"))
     return None

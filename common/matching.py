@@ -22,6 +22,7 @@ true clump, as COCO does; ``"hungarian"`` maximises the number of matches, then 
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 ASSIGNMENTS = ("greedy", "hungarian")
 _BIG = 1e12
@@ -74,8 +75,6 @@ def assign_one_to_one(valid: np.ndarray, cost: np.ndarray, *, scores: np.ndarray
     if valid.size == 0:
         return out
     if assignment == "hungarian":
-        from scipy.optimize import linear_sum_assignment  # lazy: the CLI reads ASSIGNMENTS at start-up
-
         rows, cols = linear_sum_assignment(np.where(valid, cost - _BIG, 0.0))
         ok = valid[rows, cols]
         out[rows[ok]] = cols[ok]

@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, box_sides, square_boxes
 from clumptool.common.errors import ClumptoolError, where
@@ -52,7 +51,17 @@ from clumptool.common.options import options_from
 from clumptool.common.outputs import check_output_location, output_set, read_manifest
 from clumptool.common.tables import read_table
 from clumptool.detection.image_list import ImageList
-from clumptool.detection.images import IMAGE_SUFFIXES, image_size, image_stem, index_images, working_geometry
+from clumptool.detection.images import (  # noqa: F401 (re-exported: predict and tests use them from here)
+    IMAGE_SUFFIXES,
+    SHOWN_IDS,
+    find_images,
+    image_size,
+    image_stem,
+    index_images,
+    looked_for,
+    missing_images_error,
+    working_geometry,
+)
 from clumptool.detection.io import load_model
 from clumptool.detection.metrics import (
     Evaluation,
@@ -62,7 +71,7 @@ from clumptool.detection.metrics import (
 )
 from clumptool.detection.options import EvaluateOptions
 from clumptool.detection.plots import plot_score_curves
-from clumptool.detection.predicting import PostProcessed, collecting_trainer, detect_images
+from clumptool.detection.predicting import PostProcessed, check_device, collecting_trainer, detect_images  # noqa: F401
 
 BOX_FIELDS = ("x1", "y1", "x2", "y2")
 POINT_FIELDS = ("x", "y")
@@ -70,37 +79,9 @@ FWHM_FIELDS = ("fwhm_px", "fwhmImagePix", "FWHM_r_px")
 CURVE_GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
 LEGACY_THRESHOLD = 0.5
 OPTIMISTIC_NOTE = "tuned on the evaluated galaxies: optimistic (a figure for a paper uses the operating threshold)"
-SHOWN_IDS = 5
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-
-
-def looked_for() -> str:
-    """The image names searched for, as a user would type them."""
-    return "|".join(f"*{s}" for s in IMAGE_SUFFIXES)
-
-
-def find_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None = None
-                ) -> tuple[list[Path], list[str]]:
-    """Image files in ``images_dir`` sorted by subject id (only those of ``subject_ids`` when given), and the
-    listed subject ids that have no image there (the caller decides whether that is an error)."""
-    images_dir = Path(images_dir)
-    found = index_images(images_dir)
-    if not found:
-        raise ClumptoolError(f"--images {images_dir}: no images found in this folder (looked for {looked_for()}); "
-                             "point --images at the folder holding <subject_id>.png files")
-    if subject_ids is None:
-        return [found[k] for k in sorted(found)], []
-    wanted = list(dict.fromkeys(str(s) for s in subject_ids))
-    missing = [s for s in wanted if s not in found]
-    present = sorted(s for s in wanted if s in found)
-    if not present:
-        raise ClumptoolError(
-            f"--images {images_dir}: none of the {len(wanted)} listed subjects has an image here (looked for "
-            f"<subject_id>.png|.jpg|.fits, e.g. {wanted[0] + '.png' if wanted else '-'}); images here are named "
-            f"e.g. {', '.join(sorted(found)[:3])}: check that --images and --subjects belong together")
-    return [found[k] for k in present], missing
 
 
 def list_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None = None) -> list[Path]:
@@ -109,16 +90,6 @@ def list_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None
     if missing:
         raise missing_images_error(missing, len(paths) + len(missing), images_dir, "the subject list")
     return paths
-
-
-def missing_images_error(missing: list[str], n_listed: int, images_dir: str | os.PathLike,
-                         subjects: object) -> ClumptoolError:
-    """The error for listed galaxies without an image: how many, which, where we looked, what to do."""
-    shown = ", ".join(missing[:SHOWN_IDS]) + (", ..." if len(missing) > SHOWN_IDS else "")
-    return ClumptoolError(
-        f"{len(missing)} of the {n_listed} subjects listed in {subjects} have no image in {images_dir} "
-        f"(looked for <subject_id>.png|.jpg|.fits): {shown}. Put their images there, remove them from "
-        f"{subjects}, or pass --allow-missing-images to go on without them (the count is then reported)")
 
 
 def _numeric(df: pd.DataFrame, cols: Iterable[str], path: Path) -> None:
@@ -286,20 +257,6 @@ def operating_threshold(spec, score_threshold: float | None) -> tuple[float, str
         return float(recorded), "the model's operating threshold (chosen by train on its validation galaxies)"
     return LEGACY_THRESHOLD, (f"legacy default {LEGACY_THRESHOLD:g}: the model records no operating threshold "
                               "(trained before clumptool recorded one); pass --score-threshold or retrain")
-
-
-def check_device(device: str, option: str = "--device") -> str:
-    """A torch device name that exists here (e.g. cpu, cuda, cuda:1, mps), checked before any work."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ClumptoolError(f"{option} {device!r}: not a torch device ({exc}); use cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ClumptoolError(f"{option} {device}: this CUDA device is not available here; use cpu, or leave "
-                             f"{option} out to use a GPU when there is one")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ClumptoolError(f"{option} {device}: unsupported device type {dev.type!r}; use cpu or cuda")
-    return device
 
 
 def check_output_folder(out_dir: str | os.PathLike, command: str, what: str = "--out") -> Path:

@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 
 from clumptool.common.errors import ClumptoolError, where
-from clumptool.common.ids import normalise_subject_ids
+from clumptool.common.ids import normalise_subject_ids, read_subject_ids
 from clumptool.common.metadata import find_metadata_column
-from clumptool.detection.catalogue import SubjectSky
+from clumptool.common.tables import read_table
+from clumptool.detection.catalogue import SubjectSky, read_subject_sky
+from clumptool.detection.images import find_images, image_stem
 
 PATH_COLUMNS = ("image_path", "image", "file", "path", "filename")
 ID_COLUMNS = ("subject_id", "galaxy_id", "id")
@@ -76,8 +78,6 @@ def _table_sky(df: pd.DataFrame, fwhm_column: str) -> np.ndarray | None:
 
 def read_image_table(path: str | os.PathLike, fwhm_column: str = "fwhmImagePix") -> ImageList:
     """A table of image paths (see the module docstring) -> ImageList, every path checked to exist."""
-    from clumptool.common.tables import read_table
-
     path = Path(path)
     df = read_table(path)
     path_col = next((c for c in PATH_COLUMNS if c in df.columns), None)
@@ -95,8 +95,6 @@ def read_image_table(path: str | os.PathLike, fwhm_column: str = "fwhmImagePix")
         paths.append(str(p if p.is_absolute() else base / p))
     id_col = next((c for c in ID_COLUMNS if c in df.columns), None)
     if id_col is None:
-        from clumptool.detection.images import image_stem
-
         ids = [image_stem(Path(p)) or Path(p).stem for p in paths]
     else:
         ids = normalise_subject_ids(df[id_col], where=path, field=id_col).tolist()
@@ -112,16 +110,12 @@ def read_image_list(images: str | os.PathLike, subjects: str | os.PathLike | Non
                     fwhm_column: str = "fwhmImagePix") -> ImageList:
     """The galaxies of ``images`` (folder or table), restricted to ``subjects`` when given (whose ra/dec,
     arcsecPerSide and FWHM then win). ``missing`` lists subjects without an image; the caller decides."""
-    from clumptool.detection.catalogue import read_subject_sky
-    from clumptool.detection.evaluate import find_images, read_subject_ids
-
     images = Path(images)
     wanted = read_subject_ids(subjects) if subjects is not None else None
     if wanted is not None and not wanted:
         raise ClumptoolError(f"--subjects {subjects}: lists no subjects; give the table of galaxies to catalogue")
     if images.is_dir():
         found, missing = find_images(images, wanted)
-        from clumptool.detection.images import image_stem
 
         ids = [image_stem(p) or p.stem for p in found]
         out = ImageList(ids=ids, paths=[str(p) for p in found], missing=missing)

@@ -11,6 +11,8 @@ ModelSpec) so every caller feeds the same [0, 1] images.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,3 +185,43 @@ def to_model_input(image: np.ndarray | torch.Tensor, spec) -> tuple[torch.Tensor
     if image.shape[0] != spec.in_channels:
         raise ClumptoolError(f"image has {image.shape[0]} channels, the model wants {spec.in_channels}")
     return prepare(image, spec.crop, spec.image_size)
+
+
+SHOWN_IDS = 5  # missing subject ids named in a message
+
+
+def looked_for() -> str:
+    """The image names searched for, as a user would type them."""
+    return "|".join(f"*{s}" for s in IMAGE_SUFFIXES)
+
+
+def find_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None = None
+                ) -> tuple[list[Path], list[str]]:
+    """Image files in ``images_dir`` sorted by subject id (only those of ``subject_ids`` when given), and the
+    listed subject ids that have no image there (the caller decides whether that is an error)."""
+    images_dir = Path(images_dir)
+    found = index_images(images_dir)
+    if not found:
+        raise ClumptoolError(f"--images {images_dir}: no images found in this folder (looked for {looked_for()}); "
+                             "point --images at the folder holding <subject_id>.png files")
+    if subject_ids is None:
+        return [found[k] for k in sorted(found)], []
+    wanted = list(dict.fromkeys(str(s) for s in subject_ids))
+    missing = [s for s in wanted if s not in found]
+    present = sorted(s for s in wanted if s in found)
+    if not present:
+        raise ClumptoolError(
+            f"--images {images_dir}: none of the {len(wanted)} listed subjects has an image here (looked for "
+            f"<subject_id>.png|.jpg|.fits, e.g. {wanted[0] + '.png' if wanted else '-'}); images here are named "
+            f"e.g. {', '.join(sorted(found)[:3])}: check that --images and --subjects belong together")
+    return [found[k] for k in present], missing
+
+
+def missing_images_error(missing: list[str], n_listed: int, images_dir: str | os.PathLike,
+                         subjects: object) -> ClumptoolError:
+    """The error for listed galaxies without an image: how many, which, where we looked, what to do."""
+    shown = ", ".join(missing[:SHOWN_IDS]) + (", ..." if len(missing) > SHOWN_IDS else "")
+    return ClumptoolError(
+        f"{len(missing)} of the {n_listed} subjects listed in {subjects} have no image in {images_dir} "
+        f"(looked for <subject_id>.png|.jpg|.fits): {shown}. Put their images there, remove them from "
+        f"{subjects}, or pass --allow-missing-images to go on without them (the count is then reported)")

@@ -36,17 +36,45 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from safetensors import safe_open
 
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.options import options_from
+from clumptool.common.outputs import output_set, read_manifest, staging_path
 from clumptool.detection.catalogue import (
     CATALOGUE_SCHEMA,
     FORMATS,
     catalogue_rows,
     format_of,
     with_units,
+    write_astropy,
 )
+from clumptool.detection.evaluate import (
+    SHOWN_IDS,
+    check_output_folder,
+    missing_images_error,
+    model_region,
+    operating_threshold,
+)
+from clumptool.detection.image_list import read_image_list
+from clumptool.detection.images import load_image
+from clumptool.detection.io import WEIGHTS_NAME, load_model, read_weights
 from clumptool.detection.options import PredictOptions
+from clumptool.detection.plots import Panel, plot_detections
+from clumptool.detection.predicting import (
+    DetectorPredictor,
+    PostProcessed,
+    ShardedImages,
+    ShardWriter,
+    check_precision,
+    make_trainer,
+    parse_devices,
+    run_detection,
+)
+from clumptool.detection.shards import ShardStore, plan_shards
+from clumptool.detection.train import quiet_lightning
 
 ROW_GROUP_ROWS = 50_000
 SHARDS_DIR = "shards"
@@ -141,8 +169,6 @@ def resolve_out(out: str | os.PathLike, fmt: str | None = None) -> tuple[Path, s
 
 def check_out(out: str | os.PathLike, fmt: str | None = None) -> tuple[Path, str]:
     """Validate ``--out`` before any work (see :func:`resolve_out`)."""
-    from clumptool.detection.evaluate import check_output_folder
-
     folder, name = resolve_out(out, fmt)
     try:
         check_output_folder(folder, "predict")
@@ -161,13 +187,10 @@ def check_out(out: str | os.PathLike, fmt: str | None = None) -> tuple[Path, str
 
 def weights_version(model_path: str | os.PathLike) -> str | None:
     """The version stamped inside model.safetensors when it was saved (None for a checkpoint or no stamp)."""
-    from clumptool.detection.io import WEIGHTS_NAME
-
     path = Path(model_path)
     path = path / WEIGHTS_NAME if path.is_dir() else path
     if path.suffix != ".safetensors" or not path.is_file():
         return None
-    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -187,8 +210,6 @@ def check_model_version(model_path: str | os.PathLike, spec) -> None:
 
 
 def _missing_error(images, missing: list[str], n_listed: int, images_dir, subjects) -> ClumptoolError:
-    from clumptool.detection.evaluate import SHOWN_IDS, missing_images_error
-
     if subjects is not None:
         return missing_images_error(missing, n_listed, images_dir, subjects)
     shown = ", ".join(missing[:SHOWN_IDS]) + (", ..." if len(missing) > SHOWN_IDS else "")
@@ -214,23 +235,6 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     [default: :func:`default_shard_size`]. ``options`` (a :class:`~clumptool.detection.options.PredictOptions`,
     checked when made) or keyword ``fields`` of it (``batch_size=4``, ...) hold all of these.
     """
-    from clumptool.common.outputs import output_set, read_manifest, staging_path
-    from clumptool.detection.evaluate import operating_threshold
-    from clumptool.detection.image_list import read_image_list
-    from clumptool.detection.io import load_model, read_weights
-    from clumptool.detection.predicting import (
-        DetectorPredictor,
-        PostProcessed,
-        ShardedImages,
-        ShardWriter,
-        check_precision,
-        make_trainer,
-        parse_devices,
-        run_detection,
-    )
-    from clumptool.detection.shards import ShardStore, plan_shards
-    from clumptool.detection.train import quiet_lightning
-
     o = options_from(PredictOptions, options, fields)
     score_threshold, nms_iou, drop_central, batch_size = o.score_threshold, o.nms_iou, o.drop_central, o.batch_size
     devices, num_nodes, strategy, precision, shard_size = o.devices, o.num_nodes, o.strategy, o.precision, o.shard_size
@@ -332,11 +336,6 @@ def merge_shards(store, target: Path, fmt: str, metadata: dict, n_overlay: int, 
                  ) -> tuple[int, list[Overlay]]:
     """Concatenate the shards in plan order into the catalogue (clump_id renumbered from 0), streaming; the
     ``n_overlay`` galaxies with most detections (then fewest-first galaxies without any) for the plot."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from clumptool.detection.catalogue import write_astropy
-
     schema = with_units(CATALOGUE_SCHEMA).with_metadata({b"clumptool": json.dumps(metadata).encode()})
     parquet = target if fmt == "parquet" else store.folder / "merged.parquet"
     heap: list[tuple] = []
@@ -390,10 +389,6 @@ def _keep_clumpiest(heap: list[tuple], table, n_overlay: int) -> None:
 
 def _plot_overlays(overlays: list[Overlay], images, spec, target: Path) -> None:
     """predictions.png from the catalogue's own rows (the detector is not run again to draw)."""
-    from clumptool.detection.evaluate import model_region
-    from clumptool.detection.images import load_image
-    from clumptool.detection.plots import Panel, plot_detections
-
     wanted = {ov.subject_id for ov in overlays}
     by_sid = {sid: p for sid, p in zip(images.ids, images.paths, strict=True) if sid in wanted}
     panels = []

@@ -64,7 +64,6 @@ class Devices:
 def parse_devices(value: str | int | None = "auto", option: str = "--devices") -> Devices:
     """``auto`` (every GPU, else one CPU process), ``cpu``, ``cuda``/``gpu`` (every GPU), ``N`` (N GPUs, or N
     CPU processes without a GPU), GPU indices ``0,1`` / ``cuda:0,cuda:1``, or ``cpu,cpu`` (2 CPU processes)."""
-    from clumptool.detection.evaluate import check_device
 
     has_gpu = torch.cuda.is_available()
     text = "auto" if value is None else str(value).strip().lower()
@@ -393,7 +392,6 @@ def collecting_trainer(devices: str | int | Sequence[str] | None = "auto", *, nu
         raise ClumptoolError(f"--num-nodes must be >= 1, got {num_nodes}")
     text = "auto" if devices is None else str(devices).strip().lower()
     if "," not in text and not text.isdigit() and text not in ("auto", "cpu", "cuda", "gpu"):
-        from clumptool.detection.evaluate import check_device  # (evaluate imports this module)
 
         check_device(str(devices).strip(), option)
     devs = parse_devices(devices, option)
@@ -422,3 +420,17 @@ def detect_images(trainer: L.Trainer, model: torch.nn.Module, head: BatchHead, i
     with quiet_if(quiet):
         run_detection(trainer, DetectorPredictor(model, head), data, collector)
     return collector.results(len(images))
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """A torch device name that exists here (e.g. cpu, cuda, cuda:1, mps), checked before any work."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ClumptoolError(f"{option} {device!r}: not a torch device ({exc}); use cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ClumptoolError(f"{option} {device}: this CUDA device is not available here; use cpu, or leave "
+                             f"{option} out to use a GPU when there is one")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ClumptoolError(f"{option} {device}: unsupported device type {dev.type!r}; use cpu or cuda")
+    return device

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.options import raise_problems
 
@@ -219,8 +221,6 @@ class SimulationConfig:
 
     def viewer_counts(self, rng, n_subjects: int):
         """Volunteers per subject: the fixed number, or the crowd's range (drawn with the crowd's stream)."""
-        import numpy as np
-
         if self.crowd.volunteers_range is None:
             return np.full(n_subjects, self.volunteers_per_subject, dtype=np.int64)
         lo, hi = self.crowd.volunteers_range
