@@ -112,23 +112,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crowds import simulate_crowd  # noqa: E402
 
 from clumptool.aggregation.evaluation import match_to_truth  # noqa: E402
-from clumptool.aggregation.pipeline import AggregateOptions, aggregate  # noqa: E402
+from clumptool.aggregation.pipeline import AggregateOptions  # noqa: E402
+from clumptool.aggregation.replay import CAP, adaptive_stops, aggregate_cut, queue_rank, rule_finished  # noqa: E402
 from clumptool.aggregation.stopping import DEFAULT_MIN_CLASSIFICATIONS, DEFAULT_RETIRE_BELOW  # noqa: E402
 from clumptool.simulation.config import CROWDS  # noqa: E402
 
-CAP = 20
 FIXED = (5, 6, 8)
-
-
-def _rank(cls: pd.DataFrame) -> np.ndarray:
-    """Each classification's place in its galaxy's queue (0 = first), in the export's order."""
-    return cls.groupby("subject_ids", sort=False).cumcount().to_numpy()
-
-
-def _aggregate_cut(project: Path, cls: pd.DataFrame, keep: np.ndarray, tmp: Path, options: AggregateOptions):
-    path = tmp / "cut.csv"
-    cls[keep].to_csv(path, index=False)
-    return aggregate(path, project / "subjects.csv", options=options)
 
 
 def _score(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple[float, float, float]:
@@ -153,13 +142,13 @@ def _line(crowd: str, strategy: str, n_per: pd.Series, res, truth: pd.DataFrame,
 def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: float, tmp: Path) -> list[dict]:
     cls = pd.read_csv(project / "classifications.csv", dtype=str, keep_default_na=False)
     truth = pd.read_csv(project / "truth.csv")
-    rank = _rank(cls)
+    rank = queue_rank(cls)
     sid = cls["subject_ids"].astype("int64").to_numpy()
     available = pd.Series(sid).value_counts()
     rows = []
 
     def fixed(k: int, name: str) -> None:
-        res = _aggregate_cut(project, cls, rank < k, tmp, options)
+        res = aggregate_cut(project / "subjects.csv", cls, rank < k, tmp, options)
         s = res.subjects
         n_per = s.set_index("subject_id")["n_viewers"].reindex(available.index).fillna(0)
         rows.append(_line(crowd, name, n_per, res, truth, radius, set(s.loc[s["is_finished"], "subject_id"])))
@@ -169,19 +158,9 @@ def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: floa
         fixed(k, f"fixed {k}")
 
     # adaptive: rounds k = min_classifications .. CAP
-    stop = pd.Series(CAP, index=available.index, dtype="int64")  # each galaxy's count when it retires (or the cap)
-    retired: set = set()
-    for k in range(options.min_classifications, CAP + 1):
-        limit = np.where(np.isin(sid, list(retired)), stop.reindex(sid).to_numpy(), k)
-        res = _aggregate_cut(project, cls, rank < limit, tmp, options)
-        s = res.subjects
-        now = s[s["is_finished"] & ~s["subject_id"].isin(retired) & (s["n_viewers"] <= k)]["subject_id"]
-        stop[now.to_numpy()] = np.minimum(k, available.reindex(now.to_numpy()).to_numpy())
-        retired |= set(now.tolist())
-        if (available <= k).all():
-            break
-    stop = np.minimum(stop, available)
-    res = _aggregate_cut(project, cls, rank < stop.reindex(sid).to_numpy(), tmp, options)
+    stop, retired = adaptive_stops(sid, rank, rule_finished(project / "subjects.csv", cls, options, tmp),
+                                   options.min_classifications, cap=CAP)
+    res = aggregate_cut(project / "subjects.csv", cls, rank < stop.reindex(sid).to_numpy(), tmp, options)
     rows.append(_line(crowd, f"adaptive (humans, < {options.retire_below:g})", stop.astype(float), res, truth,
                       radius, retired))
     return rows
