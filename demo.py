@@ -133,7 +133,7 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
         stack.enter_context(panoptes_credentials(DEMO_USER, DEMO_PASSWORD))
         export = _fetch(out, project, split, fake, workflow_id, res, log)
         agg = _aggregate(out, project, split, export, res, log)
-        _retire(out, fake, workflow_id, Path(agg.files["subjects"]), res, log)
+        _retire(out, fake, workflow_id, Path(agg.files["subjects"]), len(split["labelled"]), res, log)
         _replay(out, export, res, log)
         model_dir = _train(out, cfg, project, agg, res, log)
         _evaluate(out, project, model_dir, split, res, log)
@@ -235,7 +235,8 @@ def _aggregate(out: Path, project: Path, split: dict, export: Path, res: DemoRes
     return agg
 
 
-def _retire(out: Path, fake: FakePanoptes, workflow_id: int, subjects: Path, res: DemoResult, log) -> None:
+def _retire(out: Path, fake: FakePanoptes, workflow_id: int, subjects: Path, n_labelled: int, res: DemoResult,
+            log) -> None:
     """4. retire the galaxies whose consensus is finished, on the fake Zooniverse, with a ledger."""
     state = out / "zooniverse-state"
     t = _step(4, f"retire: the galaxies whose consensus is finished stop costing volunteers (ledger in {state})",
@@ -249,8 +250,8 @@ def _retire(out: Path, fake: FakePanoptes, workflow_id: int, subjects: Path, res
                              "retired_now": report.retired_now, "unknown_to_server": len(report.unknown),
                              "retired_on_fake_server": len(on_server)}
     reasons = sorted(set(on_server.values()))
-    log(f"      {report.retired_now} galaxies retired, their consensus finished ({report.unfinished} not finished "
-        f"stay open, the never classified test and pool galaxies among them); the fake server now lists "
+    log(f"      {report.retired_now} of the {n_labelled} labelled galaxies retired (their consensus is finished; "
+        f"the other {n_labelled - report.finished} stay open for more volunteers); the fake server now lists "
         f"{len(on_server)} retired (reason {', '.join(reasons) or '-'}) ({res.seconds['retire']:.0f} s)")
 
 
