@@ -152,6 +152,7 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
         ("consensus clumps, boxes, skills", out / "aggregated"),
         ("marks and clumps drawn", res.paths.get("aggregate_overview")),
         ("finished galaxies (is_finished, why)", res.paths.get("aggregate_subjects")),
+        ("replay: classifications per galaxy", res.paths["replay"]),
         ("trained model (model.json + weights)", res.paths["model"]),
         ("training curves", res.paths["training_curves"]),
         ("completeness / purity curves", res.paths["pr_curve"]),
@@ -263,6 +264,8 @@ def _replay(out: Path, export: Path, res: DemoResult, log) -> None:
     replay = replay_export(cls, out / "splits" / "labelled.csv")
     res.seconds["replay"] = _clock() - t
     res.figures["replay"] = replay.as_dict()
+    res.paths["replay"] = str(out / "replay.csv")
+    write_table(replay.table(), out / "replay.csv", "csv")
     log(f"      {replay_line(res.figures['replay'])} ({res.seconds['replay']:.0f} s)")
 
 

@@ -111,6 +111,12 @@ class Replay:
         ids = list(self.finished)
         return float(self.used.reindex(ids).mean()) if ids else float("nan")
 
+    def table(self) -> pd.DataFrame:
+        """One row per galaxy: classifications available, used, and whether the rule finished it."""
+        return pd.DataFrame({"subject_id": self.available.index, "classifications_available": self.available.values,
+                             "classifications_used": self.used.reindex(self.available.index).values,
+                             "finished": self.available.index.isin(list(self.finished))})
+
     def as_dict(self) -> dict:
         """The figures for a summary JSON."""
         return {"galaxies": int(len(self.available)), "finished": len(self.finished), "cap": self.cap,

@@ -45,4 +45,6 @@ def test_demo_fetches_retires_and_replays(panoptes_client, tmp_path):
     assert 0 < r["classifications_saved"] == r["classifications_available"] - r["classifications_used"]
     assert r["factor"] > 1 and 3 <= r["mean_classifications_when_finished"] < 20
     assert any("volunteer classifications saved" in line for line in lines)
+    per_galaxy = pd.read_csv(tmp_path / "replay.csv")
+    assert per_galaxy["classifications_used"].sum() == r["classifications_used"]
     assert [line.split()[0] for line in lines if line.startswith("[")] == [f"[{i}/{demo.STEPS}]" for i in range(1, 6)]

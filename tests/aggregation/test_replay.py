@@ -33,6 +33,8 @@ def test_an_obvious_galaxy_finishes_early_a_contested_one_does_not(export_builde
     assert 2 not in r.finished and r.used[2] == N          # a spot a third of the crowd marks: open to the end
     assert r.saved == r.n_available - r.n_used > 0
     assert r.n_used == int(r.used.sum()) and r.factor == r.n_available / r.n_used
+    t = r.table().set_index("subject_id")
+    assert t.loc[1].tolist() == [N, 3, True] and t.loc[2].tolist() == [N, N, False]
     d = r.as_dict()
     assert d["classifications_saved"] == r.saved and d["finished"] == len(r.finished)
 
