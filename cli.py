@@ -762,14 +762,19 @@ def _quiet_warnings(quiet: bool):
               help='Inject a fault (repeatable), e.g. \'{"method": "POST", "path": "^/api/subjects$", "nth": 4, '
                    '"status": 403, "message": "User has uploaded 3 subjects of 3 maximum"}\'; '
                    'or {"path": "^/blob/", "nth": 2, "drop": true} to drop a media upload.')
+@click.option("--export", "export", metavar="[WORKFLOW_ID=]CSV",
+              help="Serve this classification export as the workflow's (its subjects join the workflow), to try "
+                   "fetch-export and retire by hand.")
 def fake_panoptes_command(port: int, state_dir: Path | None, project_id: int, workflow_id: int,
-                          subject_limit: int, faults: tuple[str, ...]) -> None:
+                          subject_limit: int, faults: tuple[str, ...], export: str | None) -> None:
     """Serve a loopback fake of the Zooniverse API in the foreground until Ctrl-C.
 
     It accepts the login clumpbot / s3cret (or OAuth client clumptool-app / app-s3cret) and prints its URL;
     pass that URL as --endpoint to an upload. Only for local testing: it listens on 127.0.0.1 only.
 
     Example: clumptool fake-panoptes --port 8642 --state fake-zooniverse/
+
+    Example: clumptool fake-panoptes --port 8642 --export 5678=demo-output/zooniverse-export/classifications.csv
     """
     from clumptool.testing.fake_panoptes import FakePanoptes, fault_from_dict
 
@@ -787,16 +792,39 @@ def fake_panoptes_command(port: int, state_dir: Path | None, project_id: int, wo
             raise ClumptoolError(f"--state {state_dir}: the folder is not writable; choose another folder")
     server = FakePanoptes(port=port, state_dir=state_dir, projects={project_id: (workflow_id,)},
                           subject_limit=subject_limit)
+    served = _serve_export(server, export, workflow_id) if export else ""
     server.state.faults.extend(specs)
 
     def ready(url: str) -> None:
         click.echo(f"fake Panoptes API at {url} (project {project_id}, workflow {workflow_id}); "
-                   "login clumpbot / s3cret; Ctrl-C to stop", err=False)
+                   f"login clumpbot / s3cret;{served} Ctrl-C to stop", err=False)
         sys.stdout.flush()
 
     server.serve_forever(ready=ready)
     click.echo(f"stopped after {len(server.state.requests)} requests"
                + (f"; state kept in {state_dir}" if state_dir else ""))
+
+
+def _serve_export(server, spec: str, workflow_id: int) -> str:
+    """``--export [WORKFLOW_ID=]CSV``: publish the file as the workflow's classification export; what to print."""
+    wid, sep, csv_path = spec.partition("=")
+    if not sep or not wid.strip().isdigit():
+        wid, csv_path = str(workflow_id), spec
+    if int(wid) != workflow_id:
+        raise ClumptoolError(f"--export {spec}: this server serves workflow {workflow_id} only; give --workflow-id "
+                             f"{wid}, or --export {workflow_id}={csv_path}")
+    try:
+        data = Path(csv_path).read_bytes()
+    except OSError as exc:
+        raise ClumptoolError(f"--export {spec}: cannot read {csv_path} ({exc.strerror or exc}); give the path of a "
+                             "classification export (e.g. demo-output/zooniverse-export/classifications.csv)") from exc
+    try:
+        added = server.serve_classification_export(workflow_id, data)
+    except ValueError as exc:
+        raise ClumptoolError(f"--export {spec}: {csv_path}: {exc}; give a Zooniverse classification export "
+                             "(the CSV with a subject_ids column)") from exc
+    return (f" serving {csv_path} as workflow {workflow_id}'s classification export ({len(added)} new subjects "
+            "in the workflow);")
 
 
 # ---------------------------------------------------------------------------------------------

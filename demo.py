@@ -1,8 +1,12 @@
 """``clumptool demo``: the whole pipeline on a built-in simulated project, as one plain function.
 
-simulate -> aggregate (consensus labels from simulated volunteers, checked against the truth) -> train a small
-detector on CPU -> evaluate it against the truth on held-out galaxies -> predict a clump catalogue ->
-select-next-batch from an unlabelled pool and upload it to a local fake Zooniverse (started by the demo).
+The steps follow the loop a project runs on Zooniverse (README, "The loop on a real project"), against a local
+fake Zooniverse the demo starts (the real panoptes-client talks to it): simulate -> fetch-export (the
+volunteers' classifications of the labelled galaxies, as Zooniverse would serve them) -> aggregate (consensus
+labels, checked against the truth) -> retire the galaxies whose consensus is finished -> replay the export one
+volunteer at a time to count the classifications the stopping rule would have saved -> train a small detector
+on CPU -> evaluate it against the truth on held-out galaxies -> predict a clump catalogue -> select-next-batch
+from an unlabelled pool and upload it.
 
 The project's galaxies are split three ways by subject id: ``labelled`` (volunteers classified them; the
 detector trains on their consensus boxes), ``test`` (held out; scored against the truth) and ``pool``
@@ -11,19 +15,28 @@ detector trains on their consensus boxes), ``test`` (held out; scored against th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from clumptool.active_learning.exports import FetchOptions, fetch_exports
+from clumptool.active_learning.retire import RetireOptions, retire_finished
+from clumptool.aggregation.evaluation import match_to_truth
+from clumptool.aggregation.pipeline import aggregate
+from clumptool.aggregation.replay import replay_export
 from clumptool.common.atomic import write_text_atomic
 from clumptool.common.tables import write_table
+from clumptool.simulation.config import SimulationConfig
+from clumptool.simulation.project import simulate_project
+from clumptool.testing.fake_panoptes import FakePanoptes
 
 
 @dataclass
@@ -70,53 +83,149 @@ def split_subjects(subject_ids: list[int], test_fraction: float, pool_fraction: 
             "labelled": sorted(ids[n_test + n_pool:].tolist())}
 
 
+DEMO_USER, DEMO_PASSWORD = "clumptool-demo", "demo-password-not-secret"
+
+
+@contextlib.contextmanager
+def panoptes_credentials(user: str, password: str) -> Iterator[None]:
+    """``PANOPTES_USERNAME`` / ``PANOPTES_PASSWORD`` set for the fake server while the block runs, then restored
+    (the commands take credentials from the environment only)."""
+    keys = ("PANOPTES_USERNAME", "PANOPTES_PASSWORD")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(dict(zip(keys, (user, password), strict=True)))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def replay_line(figures: dict) -> str:
+    """The replay's saving as one sentence."""
+    f = figures
+    return (f"the stopping rule would have finished {f['finished']} of {f['galaxies']} galaxies after a mean of "
+            f"{f['mean_classifications_when_finished']:.1f} classifications instead of "
+            f"{f['mean_classifications_available']:.0f}: {f['classifications_saved']:,} of "
+            f"{f['classifications_available']:,} volunteer classifications saved ({f['factor']:.1f} x fewer)")
+
+
 def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
              log: Callable[[str], None] = print, config: DemoConfig | None = None) -> DemoResult:
     """Run every stage on a fresh simulated project in ``out_dir`` and report what it measured."""
-    from clumptool.active_learning.select import UploadRequest, select_next_batch
-    from clumptool.aggregation.evaluation import match_to_truth
-    from clumptool.aggregation.pipeline import aggregate
-    from clumptool.detection.evaluate import evaluate_model
-    from clumptool.detection.predict import predict_catalogue
-    from clumptool.detection.train import quiet_lightning, train
-    from clumptool.simulation.config import SimulationConfig
-    from clumptool.simulation.project import simulate_project
-    from clumptool.testing.fake_panoptes import FakePanoptes
-
     cfg = config or DemoConfig(galaxies=galaxies, seed=seed)
     out = Path(out_dir)
     res = DemoResult(out_dir=out)
-    clock = time.perf_counter
+    # a fresh fake Zooniverse and fresh ledgers each run: the demo re-simulates the same galaxies, and a ledger
+    # shared with an earlier demo run would rightly refuse to upload them again
+    for stale in (out / "fake-zooniverse", out / "zooniverse-state"):
+        shutil.rmtree(stale, ignore_errors=True)
+    sim_config = SimulationConfig(galaxies=cfg.galaxies, seed=cfg.seed, image_size=cfg.sim_image_size)
+    project_id, workflow_id = sim_config.project_id, sim_config.workflow_id
+    split = _simulate(out, cfg, sim_config, res, log)
+    project = Path(res.paths["project"])
+    with contextlib.ExitStack() as stack:
+        fake = stack.enter_context(FakePanoptes(users={DEMO_USER: DEMO_PASSWORD},
+                                                projects={project_id: (workflow_id,)},
+                                                state_dir=out / "fake-zooniverse"))
+        stack.enter_context(panoptes_credentials(DEMO_USER, DEMO_PASSWORD))
+        export = _fetch(out, project, split, fake, workflow_id, res, log)
+        agg = _aggregate(out, project, split, export, res, log)
+        _retire(out, fake, workflow_id, Path(agg.files["subjects"]), len(split["labelled"]), res, log)
+        _replay(out, export, res, log)
+        model_dir = _train(out, cfg, project, agg, res, log)
+        _evaluate(out, project, model_dir, split, res, log)
+        _predict(out, project, model_dir, res, log)
+        sel = _select(out, cfg, project, model_dir, split, fake, project_id, workflow_id, res, log)
 
-    # 1. a simulated project --------------------------------------------------------------------------
-    t = clock()
-    log(f"[1/6] simulate: {cfg.galaxies} galaxies ({cfg.sim_image_size} px), 20 volunteers each "
-        f"-> {out / 'project'}")
-    sim = simulate_project(out / "project", SimulationConfig(galaxies=cfg.galaxies, seed=cfg.seed,
-                                                             image_size=cfg.sim_image_size))
+    write_text_atomic(out / "demo-summary.json", json.dumps(
+        {"figures": res.figures, "paths": res.paths, "seconds": res.seconds}, indent=2, default=str))
+    files = sel.files
+    log("")
+    log("Where everything is:")
+    for label, path in (
+        ("simulated project, images, truth", res.paths["project"]),
+        ("what the galaxies look like", res.paths["preview"]),
+        ("export fetched from the fake Zooniverse", res.paths["export"]),
+        ("consensus clumps, boxes, skills", out / "aggregated"),
+        ("marks and clumps drawn", res.paths.get("aggregate_overview")),
+        ("finished galaxies (is_finished, why)", res.paths.get("aggregate_subjects")),
+        ("replay: classifications per galaxy", res.paths["replay"]),
+        ("trained model (model.json + weights)", res.paths["model"]),
+        ("training curves", res.paths["training_curves"]),
+        ("completeness / purity curves", res.paths["pr_curve"]),
+        ("metrics", res.paths["metrics"]),
+        ("clump catalogue", res.paths["catalogue"]),
+        ("detections drawn", res.paths["predictions"]),
+        ("selected batch", files.get("selection")),
+        ("Zooniverse manifest", files.get("manifest")),
+        ("selection plot", files.get("figure")),
+        ("upload and retirement ledger", res.paths["ledger"]),
+        ("the fake Zooniverse's state", out / "fake-zooniverse"),
+        ("this summary", out / "demo-summary.json"),
+    ):
+        log(f"  {label:<40} {path}")
+    log("")
+    log(f"Volunteer time: {replay_line(res.figures['replay'])}.")
+    return res
+
+
+STEPS = 9
+_clock = time.perf_counter
+
+
+def _step(n: int, text: str, log: Callable[[str], None]) -> float:
+    log(f"[{n}/{STEPS}] {text}")
+    return _clock()
+
+
+def _simulate(out: Path, cfg: DemoConfig, sim_config, res: DemoResult, log) -> dict[str, list[int]]:
+    """1. a simulated project, split into labelled / test / pool galaxies."""
+    t = _step(1, f"simulate: {cfg.galaxies} galaxies ({cfg.sim_image_size} px), 20 volunteers each "
+                 f"-> {out / 'project'}", log)
+    sim = simulate_project(out / "project", sim_config)
     project = sim.out_dir
-    res.seconds["simulate"] = clock() - t
+    res.seconds["simulate"] = _clock() - t
     res.paths["project"] = str(project)
     res.paths["preview"] = str(project / "preview.png")
     log(f"      {sim.n_clumps} clumps injected, {sim.n_classifications} classifications "
         f"({res.seconds['simulate']:.0f} s)")
-
     subjects_all = pd.read_csv(project / "subjects.csv")
     split = split_subjects(subjects_all["subject_id"].tolist(), cfg.test_fraction, cfg.pool_fraction, cfg.seed)
-    lists = out / "splits"
     for name, ids in split.items():
-        write_table(subjects_all[subjects_all["subject_id"].isin(ids)], lists / f"{name}.csv", "csv")
+        write_table(subjects_all[subjects_all["subject_id"].isin(ids)], out / "splits" / f"{name}.csv", "csv")
     log(f"      split: {len(split['labelled'])} labelled, {len(split['test'])} held out for testing, "
         f"{len(split['pool'])} unlabelled pool")
+    return split
 
-    # 2. aggregate the volunteers' clicks of the labelled galaxies ------------------------------------
-    t = clock()
-    log(f"[2/6] aggregate: volunteer clicks -> consensus clumps -> {out / 'aggregated'}")
+
+def _fetch(out: Path, project: Path, split: dict, fake: FakePanoptes, workflow_id: int, res: DemoResult,
+           log) -> Path:
+    """2. the fake Zooniverse holds the labelled galaxies and their classification export; fetch it."""
+    target = out / "zooniverse-export"
+    t = _step(2, f"fetch-export: the volunteers' classifications of the {len(split['labelled'])} labelled galaxies "
+                 f"from a local fake Zooniverse ({fake.url}, workflow {workflow_id}) -> {target}", log)
     cls = pd.read_csv(project / "classifications.csv", dtype=str, keep_default_na=False)
-    labelled_export = out / "splits" / "labelled-classifications.csv"
-    write_table(cls[cls["subject_ids"].astype(int).isin(split["labelled"])], labelled_export, "csv")
-    agg = aggregate(labelled_export, project / "subjects.csv", out / "aggregated", images=project / "images")
-    res.seconds["aggregate"] = clock() - t
+    labelled = cls[cls["subject_ids"].astype("int64").isin(split["labelled"])]
+    # what Zooniverse holds after the volunteers worked: the galaxies in the workflow, and their export
+    fake.serve_classification_export(workflow_id, labelled.to_csv(index=False).encode(), name="demo galaxies")
+    report = fetch_exports(target, FetchOptions(workflow_id=workflow_id, endpoint=fake.url), progress=False)
+    res.seconds["fetch"] = _clock() - t
+    info = report.files["classifications.csv"]
+    res.paths["export"] = str(target / "classifications.csv")
+    res.figures["fetch"] = {"classifications": info["rows"], "bytes": info["bytes"]}
+    log(f"      {info['rows']:,} classifications, {info['bytes'] / 1e6:.1f} MB, through panoptes-client's export "
+        f"API ({res.seconds['fetch']:.0f} s)")
+    return target / "classifications.csv"
+
+
+def _aggregate(out: Path, project: Path, split: dict, export: Path, res: DemoResult, log):
+    """3. the fetched export -> consensus clumps, checked against the simulation's truth."""
+    t = _step(3, f"aggregate: the fetched clicks -> consensus clumps -> {out / 'aggregated'}", log)
+    agg = aggregate(export, project / "subjects.csv", out / "aggregated", images=project / "images")
+    res.seconds["aggregate"] = _clock() - t
     truth = pd.read_csv(project / "truth.csv")
     score = match_to_truth(agg.clumps[agg.clumps["accepted"]], truth[truth["subject_id"].isin(split["labelled"])],
                            radius=5.0)
@@ -124,31 +233,71 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
     res.paths.update({f"aggregate_{k}": str(v) for k, v in agg.files.items()})
     log(f"      {len(agg.boxes)} training boxes; consensus vs truth: completeness {score.completeness:.3f}, "
         f"purity {score.purity:.3f}, labels right {score.label_accuracy:.3f} ({res.seconds['aggregate']:.0f} s)")
+    return agg
 
-    # 3. train a small detector on the consensus boxes ------------------------------------------------
-    t = clock()
+
+def _retire(out: Path, fake: FakePanoptes, workflow_id: int, subjects: Path, n_labelled: int, res: DemoResult,
+            log) -> None:
+    """4. retire the galaxies whose consensus is finished, on the fake Zooniverse, with a ledger."""
+    state = out / "zooniverse-state"
+    t = _step(4, f"retire: the galaxies whose consensus is finished stop costing volunteers (ledger in {state})",
+              log)
+    report = retire_finished(subjects, RetireOptions(workflow_id=workflow_id, endpoint=fake.url, state=state),
+                             progress=False)
+    on_server = fake.state.retired(workflow_id)
+    res.seconds["retire"] = _clock() - t
+    res.paths["ledger"] = report.ledger
+    res.figures["retire"] = {"finished": report.finished, "unfinished": report.unfinished,
+                             "retired_now": report.retired_now, "unknown_to_server": len(report.unknown),
+                             "retired_on_fake_server": len(on_server)}
+    reasons = sorted(set(on_server.values()))
+    log(f"      {report.retired_now} of the {n_labelled} labelled galaxies retired (their consensus is finished; "
+        f"the other {n_labelled - report.finished} stay open for more volunteers); the fake server now lists "
+        f"{len(on_server)} retired (reason {', '.join(reasons) or '-'}) ({res.seconds['retire']:.0f} s)")
+
+
+def _replay(out: Path, export: Path, res: DemoResult, log) -> None:
+    """5. replay the export one volunteer at a time: when would the rule have finished each galaxy?"""
+    t = _step(5, "replay: volunteers arrive one by one in the export's order; the stopping rule retires each "
+                 "galaxy as soon as its consensus is finished", log)
+    cls = pd.read_csv(export, dtype=str, keep_default_na=False)
+    replay = replay_export(cls, out / "splits" / "labelled.csv")
+    res.seconds["replay"] = _clock() - t
+    res.figures["replay"] = replay.as_dict()
+    res.paths["replay"] = str(out / "replay.csv")
+    write_table(replay.table(), out / "replay.csv", "csv")
+    log(f"      {replay_line(res.figures['replay'])} ({res.seconds['replay']:.0f} s)")
+
+
+def _train(out: Path, cfg: DemoConfig, project: Path, agg, res: DemoResult, log) -> Path:
+    """6. a small detector trained on the consensus boxes."""
+    from clumptool.detection.train import quiet_lightning, train
+
     model_dir = out / "model"
-    log(f"[3/6] train: {cfg.backbone} + FPN Faster R-CNN, random init, central {cfg.crop} px at "
-        f"{cfg.image_size} px, {cfg.epochs} epochs on CPU (a few minutes) -> {model_dir}")
-    boxes_path = Path(agg.files["boxes"])
+    t = _step(6, f"train: {cfg.backbone} + FPN Faster R-CNN, random init, central {cfg.crop} px at "
+                 f"{cfg.image_size} px, {cfg.epochs} epochs on CPU (a few minutes) -> {model_dir}", log)
     with quiet_lightning():
-        trained = train(boxes_path, project / "images", model_dir, subjects=Path(agg.files["subjects"]),
+        trained = train(Path(agg.files["boxes"]), project / "images", model_dir, subjects=Path(agg.files["subjects"]),
                         backbone=cfg.backbone, image_size=cfg.image_size, crop=cfg.crop, epochs=cfg.epochs,
                         batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, devices=1, progress=False, patience=None)
-    res.seconds["train"] = clock() - t
+    res.seconds["train"] = _clock() - t
     res.paths["model"] = str(model_dir)
     res.paths["training_curves"] = str(model_dir / "training.png")
     log(f"      {trained.epochs} epochs, {trained.global_step} steps on {trained.n_train} galaxies "
         f"(validation {trained.n_val}); best validation F1 {trained.best_val_f1 or float('nan'):.3f} "
         f"({res.seconds['train']:.0f} s)")
+    return model_dir
 
-    # 4. evaluate against the truth on held-out galaxies ------------------------------------------------
-    t = clock()
-    log(f"[4/6] evaluate: detections vs the simulation's truth on {len(split['test'])} held-out galaxies "
-        f"-> {out / 'evaluation'}")
+
+def _evaluate(out: Path, project: Path, model_dir: Path, split: dict, res: DemoResult, log) -> None:
+    """7. the detector against the truth on the held-out galaxies."""
+    from clumptool.detection.evaluate import evaluate_model
+
+    t = _step(7, f"evaluate: detections vs the simulation's truth on {len(split['test'])} held-out galaxies "
+                 f"-> {out / 'evaluation'}", log)
     report = evaluate_model(model_dir, project / "truth.csv", project / "images", out / "evaluation",
-                            subjects=lists / "test.csv", progress=False)
-    res.seconds["evaluate"] = clock() - t
+                            subjects=out / "splits" / "test.csv", progress=False)
+    res.seconds["evaluate"] = _clock() - t
     overall = report.metrics["scopes"]["overall"]
     at = overall["at_threshold"]
     threshold = float(report.metrics["threshold"])
@@ -162,75 +311,43 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
         f"(a few CPU minutes from random init; bench/detection.py trains longer) "
         f"({res.seconds['evaluate']:.0f} s)")
 
-    # 5. a clump catalogue ----------------------------------------------------------------------------
-    t = clock()
+
+def _predict(out: Path, project: Path, model_dir: Path, res: DemoResult, log) -> None:
+    """8. a clump catalogue of the held-out galaxies."""
+    from clumptool.detection.predict import predict_catalogue
+
     catalogue = out / "catalogue" / "catalogue.parquet"
-    log(f"[5/6] predict: clump catalogue with sky positions for the held-out galaxies -> {catalogue}")
-    pred = predict_catalogue(model_dir, project / "images", catalogue, subjects=lists / "test.csv",
+    t = _step(8, f"predict: clump catalogue with sky positions for the held-out galaxies -> {catalogue}", log)
+    pred = predict_catalogue(model_dir, project / "images", catalogue, subjects=out / "splits" / "test.csv",
                              progress=False)
-    res.seconds["predict"] = clock() - t
+    res.seconds["predict"] = _clock() - t
     res.paths["catalogue"] = str(pred.catalogue_path)
     res.paths["predictions"] = str(pred.plot_path)
     log(f"      {pred.n_clumps} clumps in {pred.n_images} galaxies ({res.seconds['predict']:.0f} s)")
 
-    # 6. active learning: select the next batch and upload it to a local fake Zooniverse -----------------
-    t = clock()
-    selection_dir = out / "selection"
-    log(f"[6/6] select-next-batch: score the {len(split['pool'])} pool galaxies (8x test-time augmentation), "
-        f"pick {cfg.select_n} + {cfg.random_control} random controls, upload to a local fake Zooniverse "
-        f"-> {selection_dir}")
-    demo_user, demo_password = "clumptool-demo", "demo-password-not-secret"
-    # a fresh fake Zooniverse and a fresh upload ledger each run: the demo re-simulates the same galaxies,
-    # and a ledger shared with an earlier demo run would rightly refuse to upload them again
-    for stale in (out / "fake-zooniverse", out / "zooniverse-state"):
-        shutil.rmtree(stale, ignore_errors=True)
-    with FakePanoptes(users={demo_user: demo_password}, projects={1234: (5678,)},
-                      state_dir=out / "fake-zooniverse") as fake:
-        saved = {k: os.environ.get(k) for k in ("PANOPTES_USERNAME", "PANOPTES_PASSWORD")}
-        os.environ["PANOPTES_USERNAME"], os.environ["PANOPTES_PASSWORD"] = demo_user, demo_password
-        try:
-            sel = select_next_batch(model_dir, lists / "pool.csv", selection_dir, images=project / "images",
-                                    n=cfg.select_n, random_control=cfg.random_control, round_name="demo-round-1",
-                                    state=out / "zooniverse-state",
-                                    upload=UploadRequest(project_id=1234, workflow_id=5678, endpoint=fake.url),
-                                    seed=cfg.seed, progress=False)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        n_on_server = len(fake.state.subjects)
-    res.seconds["select"] = clock() - t
-    res.paths.update({f"selection_{k}": str(v) for k, v in sel.files.items()})
-    res.figures["selection"] = {"n": len(sel.selection), "scored_per_second": sel.rate,
-                                "uploaded_ok": bool(sel.upload is not None and sel.upload.ok),
-                                "subjects_on_fake_server": n_on_server}
-    log(f"      scored {sel.n_scored} galaxies ({sel.rate:.1f}/s); {len(sel.selection)} selected; upload "
-        f"{'complete' if sel.upload is not None and sel.upload.ok else 'INCOMPLETE'}: {n_on_server} subjects "
-        f"on the fake server ({res.seconds['select']:.0f} s)")
 
-    write_text_atomic(out / "demo-summary.json", json.dumps(
-        {"figures": res.figures, "paths": res.paths, "seconds": res.seconds}, indent=2, default=str))
-    files = sel.files
-    log("")
-    log("Where everything is:")
-    for label, path in (
-        ("simulated project, images, truth", res.paths["project"]),
-        ("what the galaxies look like", res.paths["preview"]),
-        ("consensus clumps, boxes, skills", out / "aggregated"),
-        ("marks and clumps drawn", res.paths.get("aggregate_overview")),
-        ("trained model (model.json + weights)", res.paths["model"]),
-        ("training curves", res.paths["training_curves"]),
-        ("completeness / purity curves", res.paths["pr_curve"]),
-        ("metrics", res.paths["metrics"]),
-        ("clump catalogue", res.paths["catalogue"]),
-        ("detections drawn", res.paths["predictions"]),
-        ("selected batch", files.get("selection")),
-        ("Zooniverse manifest", files.get("manifest")),
-        ("selection plot", files.get("figure")),
-        ("upload ledger", files.get("ledger")),
-        ("this summary", out / "demo-summary.json"),
-    ):
-        log(f"  {label:<38} {path}")
-    return res
+def _select(out: Path, cfg: DemoConfig, project: Path, model_dir: Path, split: dict, fake: FakePanoptes,
+            project_id: int, workflow_id: int, res: DemoResult, log):
+    """9. active learning: the next batch from the unlabelled pool, uploaded to the same fake Zooniverse."""
+    from clumptool.active_learning.select import UploadRequest, select_next_batch
+
+    selection_dir = out / "selection"
+    t = _step(9, f"select-next-batch: score the {len(split['pool'])} pool galaxies (8x test-time augmentation), "
+                 f"pick {cfg.select_n} + {cfg.random_control} random controls, upload to the fake Zooniverse "
+                 f"-> {selection_dir}", log)
+    before = len(fake.state.subjects)
+    sel = select_next_batch(model_dir, out / "splits" / "pool.csv", selection_dir, images=project / "images",
+                            n=cfg.select_n, random_control=cfg.random_control, round_name="demo-round-1",
+                            state=out / "zooniverse-state",
+                            upload=UploadRequest(project_id=project_id, workflow_id=workflow_id, endpoint=fake.url),
+                            seed=cfg.seed, progress=False)
+    n_new = len(fake.state.subjects) - before
+    res.seconds["select"] = _clock() - t
+    res.paths.update({f"selection_{k}": str(v) for k, v in sel.files.items()})
+    ok = bool(sel.upload is not None and sel.upload.ok)
+    res.figures["selection"] = {"n": len(sel.selection), "scored_per_second": sel.rate, "uploaded_ok": ok,
+                                "subjects_uploaded_to_fake_server": n_new}
+    log(f"      scored {sel.n_scored} galaxies ({sel.rate:.1f}/s); {len(sel.selection)} selected; upload "
+        f"{'complete' if ok else 'INCOMPLETE'}: {n_new} new subjects on the fake server "
+        f"({res.seconds['select']:.0f} s)")
+    return sel

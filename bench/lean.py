@@ -102,7 +102,6 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -113,54 +112,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crowds import simulate_crowd  # noqa: E402
 
 from clumptool.aggregation.evaluation import match_to_truth  # noqa: E402
-from clumptool.aggregation.pipeline import AggregateOptions, aggregate  # noqa: E402
+from clumptool.aggregation.pipeline import AggregateOptions  # noqa: E402
+from clumptool.aggregation.replay import CAP, adaptive_stops, aggregate_cut, queue_rank, rule_finished  # noqa: E402,F401
 from clumptool.aggregation.stopping import DEFAULT_MIN_CLASSIFICATIONS, DEFAULT_RETIRE_BELOW  # noqa: E402
 from clumptool.simulation.config import CROWDS  # noqa: E402
 
-CAP = 20
 FIXED = (5, 6, 8)
 
 
-def queue_rank(cls: pd.DataFrame) -> np.ndarray:
-    """Each classification's place in its galaxy's queue (0 = first), in the export's order."""
-    return cls.groupby("subject_ids", sort=False).cumcount().to_numpy()
 
 
-def aggregate_cut(subjects: Path, cls: pd.DataFrame, keep: np.ndarray, tmp: Path, options: AggregateOptions):
-    """Aggregate the rows of the export ``cls`` where ``keep`` is true (written to ``tmp/cut.csv``)."""
-    path = tmp / "cut.csv"
-    cls[keep].to_csv(path, index=False)
-    return aggregate(path, subjects, options=options)
 
 
-def adaptive_stops(sid: np.ndarray, rank: np.ndarray, finished: Callable[[np.ndarray, int], Iterable],
-                   first: int, cap: int = CAP) -> tuple[pd.Series, set]:
-    """Each galaxy's classifications when the rule retires it (or the cap), and the retired galaxies.
-
-    Volunteers arrive one by one in the export's order (``rank``: place in the galaxy's queue, ``sid``: its
-    galaxy, per row); at k = ``first``, ..., ``cap`` the export is cut (retired galaxies frozen at their count,
-    the others to their first k) and ``finished(keep, k)`` names the galaxies the rule calls finished on that
-    cut. Rounds are equivalent to one decision per classification for a per-galaxy rule given the skills."""
-    available = pd.Series(sid).value_counts()
-    stop = pd.Series(cap, index=available.index, dtype="int64")
-    retired: set = set()
-    for k in range(first, cap + 1):
-        limit = np.where(np.isin(sid, list(retired)), stop.reindex(sid).to_numpy(), k)
-        now = [g for g in finished(rank < limit, k) if g not in retired]
-        stop[now] = np.minimum(k, available.reindex(now).to_numpy())
-        retired |= set(now)
-        if (available <= k).all():
-            break
-    return np.minimum(stop, available), retired
 
 
-def rule_finished(subjects: Path, cls: pd.DataFrame, options: AggregateOptions, tmp: Path
-                  ) -> Callable[[np.ndarray, int], list]:
-    """``finished(keep, k)`` for :func:`adaptive_stops`: aggregate the cut, the stopping rule decides."""
-    def finished(keep: np.ndarray, k: int) -> list:
-        s = aggregate_cut(subjects, cls, keep, tmp, options).subjects
-        return s.loc[s["is_finished"] & (s["n_viewers"] <= k), "subject_id"].tolist()
-    return finished
 
 
 def _score(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple[float, float, float]:

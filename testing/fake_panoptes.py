@@ -752,10 +752,22 @@ class FakePanoptes:
         return 201, {kind: [rendered], "links": {}, "meta": {}}, {"ETag": _etag(self._render(kind, obj))}
 
     # -- data exports and retirement ------------------------------------------------------------------------
-    def add_linked_subjects(self, n: int, workflow_id: int | str = 5678, name: str = "fixture set") -> list[str]:
-        """``n`` subjects (remote media, no upload) in a new subject set linked to ``workflow_id``; their ids."""
+    def add_linked_subjects(self, n: int, workflow_id: int | str = 5678, name: str = "fixture set",
+                            subject_ids: list[int | str] | None = None) -> list[str]:
+        """``n`` subjects (remote media, no upload) in a new subject set linked to ``workflow_id``; their ids.
+
+        ``subject_ids``: give the subjects these ids (``n`` is then their number), e.g. the ids of a simulated
+        project's export, as if its galaxies had been uploaded to this server earlier."""
         state = self.state
+        given = [str(int(i)) for i in subject_ids] if subject_ids is not None else None
+        if given is not None:
+            n = len(given)
         with state.lock:
+            if given is not None:
+                taken = [i for i in given if i in state.subjects]
+                if taken or len(set(given)) != n:
+                    raise ValueError(f"subject ids already used: {(taken or given)[:5]}")
+                state.next_id = max([state.next_id, *(int(i) + 1 for i in given)])
             workflow = state.workflows[str(workflow_id)]
             project = workflow["links"]["project"]
             set_id = state.new_id()
@@ -765,8 +777,8 @@ class FakePanoptes:
             state.projects[project]["links"]["subject_sets"].append(set_id)
             workflow["links"]["subject_sets"].append(set_id)
             ids = []
-            for _ in range(n):
-                sid = state.new_id()
+            for j in range(n):
+                sid = given[j] if given is not None else state.new_id()
                 state.subjects[sid] = {"id": sid, "metadata": {}, "zooniverse_id": None,
                                        "locations": [{"type": "image/png", "url": f"https://example.org/{sid}.png"}],
                                        "created_at": "2020-01-01T00:00:00Z",
@@ -777,6 +789,30 @@ class FakePanoptes:
                 ids.append(sid)
             self._persist()
         return ids
+
+    def serve_classification_export(self, workflow_id: int | str, data: bytes,
+                                    name: str = "exported galaxies") -> list[str]:
+        """Publish ``data`` as the workflow's classification export (ready now) and put the export's subjects
+        that the server lacks into the workflow (a new linked subject set, with the export's ids), as if
+        volunteers had classified them here: ``fetch-export`` downloads it and ``retire`` can retire them.
+        Returns the subject ids added; ValueError if ``data`` is not a CSV with a ``subject_ids`` column."""
+        try:
+            reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+            if "subject_ids" not in (reader.fieldnames or []):
+                raise ValueError("no subject_ids column: not a Zooniverse classification export")
+            ids = list(dict.fromkeys(part for row in reader for part in re.split(r"[;,\s]+", row["subject_ids"] or "")
+                                     if part.isdigit()))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ValueError(f"not a readable CSV ({exc})") from exc
+        with self.state.lock:
+            if str(workflow_id) not in self.state.workflows:
+                raise ValueError(f"workflow {workflow_id} is not one this server knows")
+            new = [i for i in ids if i not in self.state.subjects]
+        if new:
+            self.add_linked_subjects(len(new), workflow_id, name, subject_ids=new)
+        self.publish_export("workflows", workflow_id, "classifications", data)
+        self._persist()
+        return new
 
     def set_export(self, kind: str, resource_id: int | str, export_type: str, data: bytes) -> None:
         """What the next generated ``export_type`` export of ``kind``/``resource_id`` will contain."""
