@@ -19,7 +19,7 @@ from clumptool.detection.image_list import ImageList
 from clumptool.detection.predicting import collecting_trainer, detect_images
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import make_tiny_project  # noqa: E402
+from tiny_projects import make_tiny_project  # noqa: E402
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 
@@ -76,6 +76,7 @@ def test_devices_and_strategies_are_checked_before_any_work():
 
 def test_predict_evaluate_and_select_all_run_through_run_detection(tiny, tmp_path, monkeypatch):
     from clumptool.active_learning.select import select_next_batch
+    from clumptool.detection import predict as predict_module
     from clumptool.detection.evaluate import evaluate_model
     from clumptool.detection.predict import predict_catalogue
 
@@ -88,6 +89,7 @@ def test_predict_evaluate_and_select_all_run_through_run_detection(tiny, tmp_pat
         return real(trainer, module, data, writer)
 
     monkeypatch.setattr(predicting, "run_detection", counted)
+    monkeypatch.setattr(predict_module, "run_detection", counted)  # predict calls it directly
     monkeypatch.setenv("CLUMPTOOL_STATE_DIR", str(tmp_path / "state"))
     predict_catalogue(model, images, tmp_path / "cat", score_threshold=0.3, n_overlay=1, devices="cpu",
                       progress=False)
