@@ -18,7 +18,12 @@ import pandas as pd
 from clumptool.aggregation.assign import Assignment, ComponentInputs, candidate_components, solve_component
 from clumptool.aggregation.central import central_log_likelihoods, centre_rates, near_centre
 from clumptool.aggregation.export import ExportData
-from clumptool.aggregation.machine import MAX_MACHINE_LOG_ODDS, add_machine_annotator, machine_vote_weight
+from clumptool.aggregation.machine import (
+    MAX_MACHINE_LOG_ODDS,
+    add_machine_annotator,
+    machine_log_odds_real,
+    machine_miss_probability,
+)
 from clumptool.aggregation.skill import (
     SkillCounts,
     SkillPriors,
@@ -413,12 +418,9 @@ def run_consensus(
             break
         skills = new
     judged = judge_candidates(ms, st, skills, config, judged, iterations=50)
-    n_cls = np.bincount(ms.view_vol, minlength=ms.n_volunteers)
-    machine_w, band_w = machine_vote_weight(skills.p_fn, skills.p_fp, ms.is_machine, n_cls)
-    vote_weight = np.ones(ms.n_volunteers)
-    vote_weight[ms.is_machine] = band_w
-    clumps, mark_table = _clump_table(ms, st, skills, config, judged, vote_weight, machine_w)
-    subjects = _subject_table(ms, skills, clumps, mark_table, config, data, machine_w)
+    miss = machine_miss_probability(skills.p_fn[ms.is_machine]) if ms.is_machine.any() else 1.0
+    clumps, mark_table = _clump_table(ms, st, skills, config, judged)
+    subjects = _subject_table(ms, skills, clumps, mark_table, config, data, miss)
     volunteers = _volunteer_table(model.counts(st, judged.p_false_counted, judged.p_false_machine_counted), skills,
                                   data, judged.centre_rate, offsets, ms.is_machine)
     vis = judged.fit
@@ -426,7 +428,7 @@ def run_consensus(
                            history=history, best_iteration=len(history) - 1,
                            visibility=dict(zip(vis.grid, np.round(vis.weights, 4).tolist(), strict=True)),
                            prior_real=round(vis.prior_real, 4),
-                           machine={**machine, "vote_viewers": round(machine_w, 3)} if machine else {})
+                           machine={**machine, "miss_probability": round(miss, 4)} if machine else {})
 
 
 def volunteer_offsets(ms: MarkSet, st: Assignment, p_false: np.ndarray, prior_marks: float) -> tuple[np.ndarray, np.ndarray]:
@@ -458,7 +460,7 @@ class Judgement:
     # the detector (all zero / equal to the above without one): per candidate clump
     human_log_odds: np.ndarray  # log odds of being real from the humans' marks and non-marks (prior included)
     machine_log_odds: np.ndarray  # what the detector's bands added to them (clipped to +-MAX_MACHINE_LOG_ODDS)
-    n_human_marks: np.ndarray
+    machine_log_odds_lone: np.ndarray  # the same on every lone mark's spot
     p_false_machine_counted: np.ndarray  # p_false_counted as the humans alone judge it (the bands' skills)
 
 
@@ -474,32 +476,28 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
     slot[ids_open] = np.arange(n_open)
     marker_cand = np.concatenate([slot[cl[linked]], n_open + np.arange(len(lone_idx))])
     marker_vol = np.concatenate([ms.vol[linked], ms.vol[lone_idx]])
-    fp_ll, real_ll = candidate_log_likelihoods(skills, ms.view_group, ms.view_vol, ms.n_groups, cand_group,
-                                               marker_cand, marker_vol, cfg.visibility_grid)
+    human_view = ~ms.is_machine[ms.view_vol]
+    human_marker = ~ms.is_machine[marker_vol]
+    # the crowd's model weighs the humans' marks and silences; the detector's evidence is added after, capped
+    fp_ll, real_ll = candidate_log_likelihoods(skills, ms.view_group[human_view], ms.view_vol[human_view],
+                                               ms.n_groups, cand_group, marker_cand[human_marker],
+                                               marker_vol[human_marker], cfg.visibility_grid)
     g = ms.groups
     width, height = g["image_width"].to_numpy(float), g["image_height"].to_numpy(float)
     cand_x = np.concatenate([st.cx[ids_open], ms.x[lone_idx]])
     cand_y = np.concatenate([st.cy[ids_open], ms.y[lone_idx]])
     central = np.zeros(len(cand_group), dtype=bool)
     centre_rate = np.zeros(ms.n_volunteers)
-    human_view = ~ms.is_machine[ms.view_vol]
-    human_marker = ~ms.is_machine[marker_vol]
-
-    def central_ll_of(view: np.ndarray, marker: np.ndarray) -> np.ndarray:
-        if cfg.central_radius <= 0:
-            return np.full(len(cand_group), -np.inf)
-        return np.where(central, central_log_likelihoods(centre_rate, ms.view_group[view], ms.view_vol[view],
-                                                         ms.n_groups, cand_group, marker_cand[marker],
-                                                         marker_vol[marker]), -np.inf)
-
+    central_ll = np.full(len(cand_group), -np.inf)
     if cfg.central_radius > 0:
         central = near_centre(cand_x, cand_y, width[cand_group], height[cand_group], cfg.central_radius)
         mark_central = near_centre(ms.x, ms.y, width[ms.group], height[ms.group], cfg.central_radius)
         # a central mark counts towards its volunteer's centre rate unless it was judged to be on a real clump
         weight = mark_central * (1.0 if prev is None else prev.p_false_mark)
         centre_rate = centre_rates(ms.view_vol, ms.vol, weight.astype(float), ms.n_volunteers)
-    everyone_v, everyone_m = np.ones(len(ms.view_vol), bool), np.ones(len(marker_vol), bool)
-    central_ll = central_ll_of(everyone_v, everyone_m)
+        central_ll = np.where(central, central_log_likelihoods(
+            centre_rate, ms.view_group[human_view], ms.view_vol[human_view], ms.n_groups, cand_group,
+            marker_cand[human_marker], marker_vol[human_marker]), -np.inf)
     false_ll = np.logaddexp(fp_ll, central_ll)
     # viewers and markers that count towards "distinct volunteers": the humans, plus the detector as one
     n_viewers = np.bincount(ms.view_group[human_view], minlength=ms.n_groups)
@@ -514,16 +512,20 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
     fit = fit_visibility(false_ll, real_ll, cfg.visibility_grid, fit_mask=eligible, iterations=iterations,
                          init=None if prev is None else prev.fit, learn_prior_real=cfg.learn_prior_odds,
                          anchor=cfg.visibility_anchor)
-    lo = fit.log_odds_false_pos
-    lo_human = lo
-    if ms.is_machine.any():  # the same weighed by the humans alone; the machine's part is clipped
-        fp_h, real_h = candidate_log_likelihoods(skills, ms.view_group[human_view], ms.view_vol[human_view],
-                                                 ms.n_groups, cand_group, marker_cand[human_marker],
-                                                 marker_vol[human_marker], cfg.visibility_grid)
-        lo_human = fit_visibility(np.logaddexp(fp_h, central_ll_of(human_view, human_marker)), real_h,
-                                  cfg.visibility_grid, iterations=0, init=fit,
-                                  learn_prior_real=cfg.learn_prior_odds).log_odds_false_pos
-        lo = lo_human + np.clip(lo - lo_human, -MAX_MACHINE_LOG_ODDS, MAX_MACHINE_LOG_ODDS)
+    lo = lo_human = fit.log_odds_false_pos
+    if ms.is_machine.any():
+        machine_vol = np.flatnonzero(ms.is_machine)
+        band = np.searchsorted(machine_vol, marker_vol[~human_marker])
+        evidence = machine_log_odds_real(skills.p_fp[machine_vol], skills.p_fn[machine_vol], len(cand_group),
+                                         marker_cand[~human_marker], band)
+        lo = lo_human - np.clip(evidence, -MAX_MACHINE_LOG_ODDS, MAX_MACHINE_LOG_ODDS)
+        # a spot only the detector marked (never a clump; it can keep its galaxy open): its prior is the band's
+        # learned share of false marks, updated by the humans' silence, instead of the share of real candidates
+        # (which assumes someone in the crowd thought it worth a click)
+        alone = n_human == 0
+        if alone.any():
+            prior_lo = np.log1p(-fit.prior_real) - np.log(fit.prior_real) if cfg.learn_prior_odds else 0.0
+            lo = np.where(alone, lo_human - prior_lo - evidence, lo)
 
     def prob(log_odds: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
@@ -544,7 +546,6 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
     n_needed = per_candidate(needed, 1)
     human_lo_c = per_candidate(-lo_human, 0.0)
     machine_lo_c = per_candidate(lo_human - lo, 0.0)
-    n_human_c = per_candidate(n_human, 0)
     not_eligible = ~per_candidate(eligible, False)
     counted = np.where(not_eligible, 1.0, p_false)
     counted_machine = np.where(not_eligible, 1.0, per_candidate(p_human, 1.0))
@@ -555,20 +556,18 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
     return Judgement(fit=fit, p_false=p_false, p_false_lone=p_lone, central_source=central_source,
                      central=central_c, n_needed=n_needed, p_false_counted=counted, centre_rate=centre_rate,
                      p_false_mark=p_mark, human_log_odds=human_lo_c, machine_log_odds=machine_lo_c,
-                     n_human_marks=n_human_c, p_false_machine_counted=counted_machine)
+                     p_false_machine_counted=counted_machine, machine_log_odds_lone=(lo_human - lo)[n_open:])
 
 
 def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConfig, judged: Judgement,
-                 vote_weight: np.ndarray, machine_viewers: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Clumps and marks tables. ``n_marks`` / ``n_viewers`` / ``odd_vote`` are the humans'; with a detector,
-    ``vote_marks`` / ``vote_viewers`` count it as ``machine_viewers`` volunteers (its marks by their band's
-    ``vote_weight``) for the stopping rule's vote shares, and ``human_evidence`` / ``machine_evidence`` split
+    ``human_evidence`` / ``machine_evidence`` split
     the log odds of being real."""
     linked, cl, n_c = st.linked, st.cl, st.n_c
     is_open = st.is_open
     human_view = ~ms.is_machine[ms.view_vol]
     n_viewers = np.bincount(ms.view_group[human_view], minlength=ms.n_groups)
-    machine_viewed = np.bincount(ms.view_group[~human_view], minlength=ms.n_groups) > 0
     fpp = judged.p_false
     precision = np.bincount(cl[linked], weights=1.0 / skills.s2[ms.vol][linked], minlength=n_c)
     inacc = np.exp(-(cfg.required_accuracy_px**2) * np.maximum(precision, 1e-12) / 2.0)
@@ -576,7 +575,6 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
     human_link = linked & ~ms.is_machine[ms.vol]
     n_marks = np.bincount(cl[human_link], minlength=n_c)
     n_machine = np.bincount(cl[linked & ~human_link], minlength=n_c)
-    vote_marks = np.bincount(cl[linked], weights=vote_weight[ms.vol][linked], minlength=n_c)
     odd = np.isin(ms.tool, np.asarray(cfg.odd_tools))
     n_odd = np.bincount(cl[human_link], weights=odd[human_link].astype(float), minlength=n_c)
     ids = np.flatnonzero(is_open)
@@ -612,8 +610,6 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
         clumps["n_machine_marks"] = n_machine[ids]
         clumps["human_evidence"] = judged.human_log_odds[ids]
         clumps["machine_evidence"] = judged.machine_log_odds[ids]
-        clumps["vote_marks"] = vote_marks[ids]
-        clumps["vote_viewers"] = n_viewers[g] + machine_viewers * machine_viewed[g]
         clumps["evidence"] = _machine_evidence(clumps["evidence"].to_numpy(str), n_machine[ids],
                                                judged.human_log_odds[ids], judged.machine_log_odds[ids])
     clumps = clumps.sort_values(["subject_id", "frame", "y", "x"]).reset_index(drop=True)
@@ -637,7 +633,9 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
     marks["real_if_unlinked_prob"] = real_if_unlinked
     if has_machine:
         marks["machine"] = ms.is_machine[ms.vol]
-        marks["vote_weight"] = vote_weight[ms.vol]
+        lone_evidence = np.zeros(len(ms.vol))
+        lone_evidence[~linked] = judged.machine_log_odds_lone
+        marks["machine_evidence"] = lone_evidence  # the detector's on a lone mark's spot (0 for linked marks)
     return clumps, marks
 
 
@@ -666,7 +664,7 @@ def _machine_evidence(text: np.ndarray, n_machine: np.ndarray, human: np.ndarray
 
 
 def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.DataFrame,
-                   cfg: ConsensusConfig, data: ExportData, machine_viewers: float = 0.0) -> pd.DataFrame:
+                   cfg: ConsensusConfig, data: ExportData, machine_miss: float = 1.0) -> pd.DataFrame:
     """Per subject: clumps, expected errors of the model; ``n_viewers`` counts human classifications only."""
     groups = ms.groups
     subj = pd.DataFrame({"subject_id": np.sort(data.classifications["subject_id"].unique())})
@@ -708,7 +706,7 @@ def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.
         & (subj["expected_num_inaccurate"] < f.max_expected_inaccurate)
     )
     if ms.is_machine.any():
-        subj["vote_viewers"] = subj["n_viewers"].fillna(0) + machine_viewers
+        subj["machine_miss_prob"] = machine_miss  # P(the detector misses a real clump): for unseen clumps
     sizes = groups[groups["frame"] == 0][["subject_id", "image_width", "image_height"]]
     return subj.merge(sizes, on="subject_id", how="left")
 

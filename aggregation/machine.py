@@ -26,11 +26,10 @@ from clumptool.common.errors import ClumptoolError, where
 
 # score band edges: a detection scoring in [edge_i, edge_i+1) is a mark of band i; below the first, ignored
 DEFAULT_BANDS = (0.05, 0.3, 0.5, 0.7, 0.9, 1.0)
-# the machine's whole contribution to a candidate's log odds of being real is clipped to +-this (odds x 20 at
+# the machine's whole contribution to a candidate's log odds of being real is clipped to +-this (odds x 100 at
 # most): enough to settle a galaxy where a few humans half agree, never enough to reverse a unanimous crowd
-MAX_MACHINE_LOG_ODDS = 3.0
-# in the stopping rule's vote shares the detector counts as at most this many volunteers
-MAX_MACHINE_VIEWERS = 2.0
+# (3 of 3 typical volunteers marking a spot give it ~ +9)
+MAX_MACHINE_LOG_ODDS = 4.6
 MACHINE_PREFIX = "detector:"
 # predict's column names -> ours; a plain table may use ours directly
 CATALOGUE_ALIASES = {"clump_centre_px_x": "x", "clump_centre_px_y": "y", "clump_score": "score",
@@ -177,20 +176,25 @@ def add_machine_annotator(data: ExportData, detections: pd.DataFrame,
     return MachineAnnotator(new, is_machine, len(det), int((~known).sum()), below, outside)
 
 
-def machine_vote_weight(p_fn: np.ndarray, p_fp: np.ndarray, is_machine: np.ndarray,
-                        n_classifications: np.ndarray, min_classifications: int = 10) -> tuple[float, np.ndarray]:
-    """How many typical volunteers the detector counts as in the stopping rule's vote shares, and each band's
-    mark weight.
+def machine_miss_probability(p_fn_bands: np.ndarray) -> float:
+    """P(no band marks a real clump): the bands are exclusive, so 1 - the sum of their detection rates; floored
+    at exp(-MAX_MACHINE_LOG_ODDS), the most the detector may say about anything."""
+    return float(max(1.0 - np.sum(1.0 - p_fn_bands), np.exp(-MAX_MACHINE_LOG_ODDS)))
 
-    The detector misses a real clump when no band marks it (bands are exclusive: 1 - sum of the bands' detection
-    rates); it is worth ``w`` volunteers when ``w`` typical volunteers (median miss rate of those with
-    >= ``min_classifications`` classifications) miss a clump as rarely, capped at :data:`MAX_MACHINE_VIEWERS`.
-    A band's mark counts ``w x (1 - p_fp)`` marks: low bands, mostly false, add little."""
-    human = ~is_machine
-    seasoned = human & (n_classifications >= min_classifications)
-    p_fn_h = float(np.median(p_fn[seasoned if seasoned.any() else human])) if human.any() else 0.5
-    detect = float(np.clip(np.sum(1.0 - p_fn[is_machine]), 0.0, 0.999))
-    if detect <= 0 or not 0 < p_fn_h < 1:
-        return 0.0, np.zeros(int(is_machine.sum()))
-    w = float(np.clip(np.log1p(-detect) / np.log(p_fn_h), 0.0, MAX_MACHINE_VIEWERS))
-    return w, w * (1.0 - p_fp[is_machine])
+
+def machine_log_odds_real(p_fp: np.ndarray, p_fn: np.ndarray, n_candidates: int, marker_cand: np.ndarray,
+                          marker_band: np.ndarray) -> np.ndarray:
+    """The detector's evidence on each candidate, as log odds of being real (before the cap).
+
+    The bands are exclusive outcomes of ONE annotator, not independent viewers: band ``b`` marks a real clump
+    with probability ``d_b = 1 - p_fn_b`` and a false spot with ``f_b = p_fp_b d_b`` (the volunteers' model,
+    visibility.py). A mark of band ``b`` multiplies the odds by ``d_b / f_b = 1 / p_fp_b``; no mark at all by
+    ``(1 - sum d) / (1 - sum f)``, so a detector that finds most clumps says a lot when it finds nothing.
+    ``marker_cand`` / ``marker_band``: one entry per detector mark linked to a candidate (band = index into
+    ``p_fp``)."""
+    p_fp = np.clip(p_fp, 1e-6, 1 - 1e-6)
+    d = np.clip(1.0 - p_fn, 1e-6, 1.0)
+    silent = np.log(max(1.0 - d.sum(), 1e-3)) - np.log(max(1.0 - (p_fp * d).sum(), 1e-3))
+    marked = np.bincount(marker_cand, weights=-np.log(p_fp[marker_band]), minlength=n_candidates)
+    n_marked = np.bincount(marker_cand, minlength=n_candidates)
+    return np.where(n_marked > 0, marked, silent)

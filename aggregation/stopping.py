@@ -81,13 +81,10 @@ PRIOR_PSEUDO_CANDIDATES = 20.0  # the learned prior is shrunk towards uniform by
 
 
 def _binomial_likelihoods(m: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """L[i, j] = P(m_i of n_i viewers mark a spot | each marks it with probability THETA_GRID[j]); m and n may be
-    fractional (a detector counted as a share of a volunteer: vote_marks / vote_viewers)."""
-    from scipy.special import gammaln
+    """L[i, j] = P(m_i of n_i viewers mark a spot | each marks it with probability THETA_GRID[j])."""
+    from scipy.stats import binom
 
-    m, n = m[:, None], n[:, None]
-    t = THETA_GRID[None, :]
-    return np.exp(gammaln(n + 1) - gammaln(m + 1) - gammaln(n - m + 1) + m * np.log(t) + (n - m) * np.log1p(-t))
+    return binom.pmf(m[:, None], n[:, None], THETA_GRID[None, :])
 
 
 def vote_share_prior(n_markers: np.ndarray, n_viewers: np.ndarray, iterations: int = 100) -> np.ndarray:
@@ -167,16 +164,11 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     lone = None
     if marks is not None and len(marks) and "real_if_unlinked_prob" in marks and "clump_id" in marks:
         lone = marks[marks["clump_id"].to_numpy() < 0]
-    # vote shares: the humans' counts, or with a detector (aggregation/machine.py) vote_marks / vote_viewers
-    view_col = "vote_viewers" if "vote_viewers" in subjects and "vote_viewers" in clumps else "n_viewers"
-    c_marks = clumps["vote_marks" if view_col == "vote_viewers" else "n_marks"].to_numpy(float)
-    c_view = clumps[view_col].to_numpy(float)
-    n_lone_view = (lone["subject_id"].map(subjects.set_index("subject_id")[view_col]).fillna(1).to_numpy(float)
+    n_lone_view = (lone["subject_id"].map(subjects.set_index("subject_id")["n_viewers"]).fillna(1).to_numpy(float)
                    if lone is not None else np.zeros(0))
-    m_lone = (lone["vote_weight"].to_numpy(float) if lone is not None and "vote_weight" in lone
-              else np.ones(len(n_lone_view)))
-    prior = vote_share_prior(np.concatenate([c_marks, m_lone]), np.concatenate([c_view, n_lone_view]))
-    flip = flip_probabilities(c_marks, c_view, acc_mask, prior, split)
+    prior = vote_share_prior(np.concatenate([clumps["n_marks"].to_numpy(float), np.ones(len(n_lone_view))]),
+                             np.concatenate([clumps["n_viewers"].to_numpy(float), n_lone_view]))
+    flip = flip_probabilities(clumps["n_marks"].to_numpy(), clumps["n_viewers"].to_numpy(), acc_mask, prior, split)
     wrong_label = np.where(acc_mask, 1.0 - label_probabilities(clumps), 0.0)
     false_c = np.where(acc_mask, np.maximum(fpp, flip), 0.0)
     model_miss_c = np.where(acc_mask, 0.0, 1.0 - fpp)
@@ -190,9 +182,9 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     miss = per_subject(miss_c, by)
     if lone is not None:
         unseen -= per_subject(lone["real_if_unlinked_prob"].to_numpy(float), lone["subject_id"].to_numpy())
-        miss += per_subject(flip_probabilities(m_lone, n_lone_view, np.zeros(len(lone), bool), prior,
+        miss += per_subject(flip_probabilities(np.ones(len(lone)), n_lone_view, np.zeros(len(lone), bool), prior,
                                                split), lone["subject_id"].to_numpy())
-    n_view = pd.to_numeric(subjects[view_col], errors="coerce").fillna(0).to_numpy(float)
+    n_view = pd.to_numeric(subjects["n_viewers"], errors="coerce").fillna(0).to_numpy(float)
     rate = acc_mask.sum() / max(int((n_view > 0).sum()), 1)
     unseen = np.maximum(unseen, unseen_by_everyone(prior, n_view, rate, split))
     out["expected_missed"] = miss + np.maximum(unseen, 0.0)

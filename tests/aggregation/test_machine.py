@@ -51,23 +51,27 @@ def _background(b, n_galaxies=30, n=4):
         _agreeing(b, sid, n)
 
 
-def test_unanimous_humans_marking_nothing_are_not_overturned(tmp_path):
+@pytest.mark.parametrize("n", [3, 10])
+def test_unanimous_humans_marking_nothing_are_not_overturned(tmp_path, n):
     b = ExportBuilder()
     _background(b, n=10)
-    for v in range(10):  # galaxy 1: 10 of 10 volunteers mark nothing; the detector is sure of a clump
+    for v in range(n):  # galaxy 1: n of n volunteers mark nothing; the detector is sure of a clump
         b.add(1, f"v{v}", [])
     det = pd.concat([_good_detector(range(100, 130)), _detections([(1, 200.0, 200.0, 0.99)])])
     res = _run(b, tmp_path, det)
     c = res.clumps
     assert not c[(c["subject_id"] == 1) & c["accepted"]].shape[0]
     s = res.subjects.set_index("subject_id")
-    assert s.loc[1, "n_clumps"] == 0 and s.loc[1, "n_viewers"] == 10  # the detector is no viewer of the humans'
+    assert s.loc[1, "n_clumps"] == 0 and s.loc[1, "n_viewers"] == n  # the detector is no viewer of the humans'
+    # with 3 volunteers the detector's sure detection keeps the galaxy open for more eyes; 10 settle it
+    assert (s.loc[1, "expected_missed"] > 0.1) == (n == 3), s.loc[1, "finished_reason"]
 
 
-def test_unanimous_humans_marking_a_clump_are_not_overturned(tmp_path):
+@pytest.mark.parametrize("n", [3, 10])
+def test_unanimous_humans_marking_a_clump_are_not_overturned(tmp_path, n):
     b = ExportBuilder()
     _background(b, n=10)
-    _agreeing(b, 1, 10, centres=[(200.0, 200.0)])  # 10 of 10 mark it; the detector, good elsewhere, misses it
+    _agreeing(b, 1, n, centres=[(200.0, 200.0)])  # n of n mark it; the detector, good elsewhere, misses it
     det = _good_detector(range(100, 130))
     res = _run(b, tmp_path, det)
     c = res.clumps[res.clumps["subject_id"] == 1]
@@ -97,6 +101,20 @@ def test_a_detection_agreeing_with_few_humans_raises_confidence_and_finishes_ear
     s0, s1 = without.subjects.set_index("subject_id"), with_det.subjects.set_index("subject_id")
     assert s1.loc[1, "expected_errors"] < s0.loc[1, "expected_errors"]
     assert s1.loc[1, "n_viewers"] == s0.loc[1, "n_viewers"] == 3
+
+
+def test_a_galaxy_the_detector_confirms_finishes_at_three(tmp_path):
+    b = ExportBuilder()
+    _background(b, n=4)
+    rng = np.random.default_rng(1)
+    for v in range(3):  # galaxy 1: 3 volunteers mark clump A, one of them clump B too; the detector marks both
+        b.add(1, f"v{v}", [(float(x + rng.normal(0, 1)), float(y + rng.normal(0, 1)), 0)
+                           for x, y in (CLUMPS if v == 0 else CLUMPS[:1])])
+    without = _run(b, tmp_path, None).subjects.set_index("subject_id")
+    with_det = _run(b, tmp_path, _good_detector([*range(100, 130), 1])).subjects.set_index("subject_id")
+    assert not without.loc[1, "is_finished"] and without.loc[1, "n_clumps"] == 1, without.loc[1, "finished_reason"]
+    assert with_det.loc[1, "is_finished"], with_det.loc[1, "finished_reason"]
+    assert with_det.loc[1, "n_clumps"] == 2 and "with 3 classifications" in with_det.loc[1, "finished_reason"]
 
 
 def test_the_detector_alone_never_makes_a_clump(tmp_path):
