@@ -245,6 +245,10 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
               "(missed + false clumps + wrong labels) are below this, with --min-classifications or more.")
 @click.option("--min-classifications", type=int, default=AggregateOptions.min_classifications, show_default=True,
               help="A galaxy with fewer human classifications than this is never finished.")
+@click.option("--detections", type=click.Path(path_type=Path),
+              help="A `predict` catalogue (parquet/csv/fits): the detector joins the crowd as one modelled annotator "
+              "(reliability per score band learned from the volunteers; it can neither make a clump alone nor "
+              "overturn a clear human consensus).")
 @click.option("--eps", type=float, default=AggregateOptions.eps, show_default=True,
               help="DBSCAN eps (px), --method dbscan.")
 @click.option("--min-samples", type=int, default=AggregateOptions.min_samples, show_default=True,
@@ -264,7 +268,8 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
                       method: str, out: Path, table_format: str, images: Path | None, box_scale: float,
                       box_size: float, fwhm_column: str, drop_central: float, fold_improbable: bool,
                       max_false_pos_prob: float, link_radius: float, min_volunteers: int,
-                      central_radius: float, retire_below: float, min_classifications: int, eps: float,
+                      central_radius: float, retire_below: float, min_classifications: int,
+                      detections: Path | None, eps: float,
                       min_samples: int, min_cluster_size: int, strict: bool, on_conflicting_duplicates: str, quiet: bool) -> None:
     """Aggregate a Zooniverse classification export into consensus clumps.
 
@@ -287,7 +292,7 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
     )
     with _byte_progress(classifications, "reading export", disable=quiet) as progress:
         result = aggregate(classifications, subjects, out, options, images=images, progress=progress,
-                           log=None)
+                           log=None, detections=detections)
     if not quiet:
         click.echo(format_summary(result.summary))
 

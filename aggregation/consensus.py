@@ -20,6 +20,12 @@ import pandas as pd
 from clumptool.aggregation.assign import Assignment, ComponentInputs, candidate_components, solve_component
 from clumptool.aggregation.central import central_log_likelihoods, centre_rates, near_centre
 from clumptool.aggregation.export import ExportData
+from clumptool.aggregation.machine import (
+    MAX_MACHINE_LOG_ODDS,
+    add_machine_annotator,
+    machine_log_odds_real,
+    machine_miss_probability,
+)
 from clumptool.aggregation.skill import (
     SkillCounts,
     SkillPriors,
@@ -118,10 +124,13 @@ class MarkSet:
     n_volunteers: int
     x_raw: np.ndarray | None = None  # the marks as clicked (x, y above: corrected for volunteer offsets)
     y_raw: np.ndarray | None = None
+    is_machine: np.ndarray | None = None  # per volunteer: a score band of the detector (aggregation/machine.py)
 
     def __post_init__(self) -> None:
         if self.x_raw is None:
             self.x_raw, self.y_raw = self.x.copy(), self.y.copy()
+        if self.is_machine is None:
+            self.is_machine = np.zeros(self.n_volunteers, dtype=bool)
 
     @property
     def n_groups(self) -> int:
@@ -140,6 +149,7 @@ class ConsensusResult:
     best_iteration: int
     visibility: dict = field(default_factory=dict)  # learned weight of each clump visibility level
     prior_real: float = 0.5  # learned share of candidates (opened clumps and lone marks) that are real
+    machine: dict = field(default_factory=dict)  # the detector as an annotator: what was used and left out
 
 
 def build_markset(data: ExportData, default_image_size: float = 400.0) -> MarkSet:
@@ -300,19 +310,27 @@ class _Model:
         open_part = np.sum(st.oc[st.group_of[st.is_open]] - st.gain[st.is_open])
         return float(np.sum(st.e) + open_part - log_prior(skills, self.cfg.priors))
 
-    def counts(self, st: Assignment, p_false: np.ndarray | None = None) -> SkillCounts:
+    def counts(self, st: Assignment, p_false: np.ndarray | None = None,
+               p_false_machine: np.ndarray | None = None) -> SkillCounts:
         """Skill statistics of an assignment. ``p_false`` (per candidate clump): the judged probability that
         an opened clump is not real; its marks then count as false positives and it is not a clump the
-        viewers missed (so volunteers who consistently mark what is not a clump get a high p_fp)."""
+        viewers missed (so volunteers who consistently mark what is not a clump get a high p_fp).
+        ``p_false_machine``: the same judged by the humans alone, for the detector's bands (its reliability is
+        learned from what the humans agree on, never from its own votes)."""
         ms = self.ms
         nv = ms.n_volunteers
         linked = st.linked
-        real = np.where(st.is_open, 1.0, 0.0)
-        if p_false is not None:
-            real = real * (1.0 - p_false)
+        opened = np.where(st.is_open, 1.0, 0.0)
+        real = opened if p_false is None else opened * (1.0 - p_false)
+        real_m = real if p_false_machine is None else opened * (1.0 - p_false_machine)
         n_open_group = np.bincount(st.group_of, weights=real, minlength=ms.n_groups)
         seen = np.bincount(ms.view_vol, weights=n_open_group[ms.view_group], minlength=nv)
-        w_link = np.where(linked, real[st.cl], 0.0)
+        mark_machine = ms.is_machine[ms.vol]
+        if p_false_machine is not None and ms.is_machine.any():
+            n_open_m = np.bincount(st.group_of, weights=real_m, minlength=ms.n_groups)
+            seen_m = np.bincount(ms.view_vol, weights=n_open_m[ms.view_group], minlength=nv)
+            seen = np.where(ms.is_machine, seen_m, seen)
+        w_link = np.where(linked, np.where(mark_machine, real_m[st.cl], real[st.cl]), 0.0)
         matched = np.bincount(ms.vol, weights=w_link, minlength=nv)
         n_marks = np.bincount(ms.vol, minlength=nv).astype(float)
         return SkillCounts(
@@ -346,6 +364,7 @@ def run_consensus(
     data: ExportData,
     config: ConsensusConfig = ConsensusConfig(),
     progress: Callable[[str], None] | None = None,
+    detections: pd.DataFrame | None = None,
 ) -> ConsensusResult:
     """Fit the volunteer-skill model to an export and return clumps, subject and volunteer tables.
 
@@ -355,8 +374,22 @@ def run_consensus(
     consistently marks what the crowd does not (bulges, stars) gets a high false-positive rate and their
     clusters are explained as theirs. Stops when no volunteer's rates move by more than ``skill_tolerance`` or
     the objective changes by less than ``tolerance`` (relative); the last round is the result.
+
+    ``detections`` (subject_id, x, y, score[, label]; :func:`clumptool.aggregation.machine.read_detections`):
+    the detector joins as one pseudo-volunteer per score band (aggregation/machine.py); its pull on each
+    candidate is capped, a clump needs a human mark, and the tables say how much evidence was the machine's.
     """
+    is_machine, machine = None, {}
+    if detections is not None:
+        ann = add_machine_annotator(data, detections)
+        data, is_machine = ann.data, ann.is_machine
+        machine = {"detections_used": ann.n_detections_used, "detections_below_bands": ann.n_below_bands,
+                   "detections_outside_export": ann.n_outside_export,
+                   "subjects_outside_export": len(ann.subjects_outside_export),
+                   "subjects_outside_export_first": [int(v) for v in ann.subjects_outside_export[:10]]}
     ms = build_markset(data, config.default_image_size)
+    if is_machine is not None:
+        ms.is_machine = is_machine
     model = _Model(ms, config)
     skills = Skills.from_priors(ms.n_volunteers, config.priors)
     cluster = model.rough_clusters() if RESPLIT_AT else model.candidate_clusters(skills)
@@ -373,7 +406,7 @@ def run_consensus(
         judged = judge_candidates(ms, st, skills, config, judged, iterations=8)
         if progress is not None:
             progress(f"iteration {it + 1}: objective {history[-1]:,.1f}")
-        new = m_step(model.counts(st, judged.p_false_counted), config.priors)
+        new = m_step(model.counts(st, judged.p_false_counted, judged.p_false_machine_counted), config.priors)
         if config.offset_prior_marks > 0:
             offsets = volunteer_offsets(ms, st, judged.p_false_counted, config.offset_prior_marks)
             ms.x, ms.y = ms.x_raw - offsets[0][ms.vol], ms.y_raw - offsets[1][ms.vol]
@@ -384,15 +417,17 @@ def run_consensus(
             break
         skills = new
     judged = judge_candidates(ms, st, skills, config, judged, iterations=50)
+    miss = machine_miss_probability(skills.p_fn[ms.is_machine]) if ms.is_machine.any() else 1.0
     clumps, mark_table = _clump_table(ms, st, skills, config, judged)
-    subjects = _subject_table(ms, skills, clumps, mark_table, config, data)
-    volunteers = _volunteer_table(model.counts(st, judged.p_false_counted), skills, data, judged.centre_rate,
-                                  offsets)
+    subjects = _subject_table(ms, skills, clumps, mark_table, config, data, miss)
+    volunteers = _volunteer_table(model.counts(st, judged.p_false_counted, judged.p_false_machine_counted), skills,
+                                  data, judged.centre_rate, offsets, ms.is_machine)
     vis = judged.fit
     return ConsensusResult(clumps=clumps, subjects=subjects, volunteers=volunteers, marks=mark_table,
                            history=history, best_iteration=len(history) - 1,
                            visibility=dict(zip(vis.grid, np.round(vis.weights, 4).tolist(), strict=True)),
-                           prior_real=round(vis.prior_real, 4))
+                           prior_real=round(vis.prior_real, 4),
+                           machine={**machine, "miss_probability": round(miss, 4)} if machine else {})
 
 
 def volunteer_offsets(ms: MarkSet, st: Assignment, p_false: np.ndarray, prior_marks: float) -> tuple[np.ndarray, np.ndarray]:
@@ -421,6 +456,11 @@ class Judgement:
     p_false_counted: np.ndarray  # p_false, and 1 where too few volunteers marked it (for the skill counts)
     centre_rate: np.ndarray  # per volunteer: rate of marking the image centre
     p_false_mark: np.ndarray  # per mark: P(its candidate is not real)
+    # the detector (all zero / equal to the above without one): per candidate clump
+    human_log_odds: np.ndarray  # log odds of being real from the humans' marks and non-marks (prior included)
+    machine_log_odds: np.ndarray  # what the detector's bands added to them (clipped to +-MAX_MACHINE_LOG_ODDS)
+    machine_log_odds_lone: np.ndarray  # the same on every lone mark's spot
+    p_false_machine_counted: np.ndarray  # p_false_counted as the humans alone judge it (the bands' skills)
 
 
 def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConfig, prev: Judgement | None,
@@ -435,8 +475,12 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
     slot[ids_open] = np.arange(n_open)
     marker_cand = np.concatenate([slot[cl[linked]], n_open + np.arange(len(lone_idx))])
     marker_vol = np.concatenate([ms.vol[linked], ms.vol[lone_idx]])
-    fp_ll, real_ll = candidate_log_likelihoods(skills, ms.view_group, ms.view_vol, ms.n_groups, cand_group,
-                                               marker_cand, marker_vol, cfg.visibility_grid)
+    human_view = ~ms.is_machine[ms.view_vol]
+    human_marker = ~ms.is_machine[marker_vol]
+    # the crowd's model weighs the humans' marks and silences; the detector's evidence is added after, capped
+    fp_ll, real_ll = candidate_log_likelihoods(skills, ms.view_group[human_view], ms.view_vol[human_view],
+                                               ms.n_groups, cand_group, marker_cand[human_marker],
+                                               marker_vol[human_marker], cfg.visibility_grid)
     g = ms.groups
     width, height = g["image_width"].to_numpy(float), g["image_height"].to_numpy(float)
     cand_x = np.concatenate([st.cx[ids_open], ms.x[lone_idx]])
@@ -450,54 +494,95 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
         # a central mark counts towards its volunteer's centre rate unless it was judged to be on a real clump
         weight = mark_central * (1.0 if prev is None else prev.p_false_mark)
         centre_rate = centre_rates(ms.view_vol, ms.vol, weight.astype(float), ms.n_volunteers)
-        central_ll = np.where(central, central_log_likelihoods(centre_rate, ms.view_group, ms.view_vol, ms.n_groups,
-                                                               cand_group, marker_cand, marker_vol), -np.inf)
+        central_ll = np.where(central, central_log_likelihoods(
+            centre_rate, ms.view_group[human_view], ms.view_vol[human_view], ms.n_groups, cand_group,
+            marker_cand[human_marker], marker_vol[human_marker]), -np.inf)
     false_ll = np.logaddexp(fp_ll, central_ll)
-    n_viewers = np.bincount(ms.view_group, minlength=ms.n_groups)
-    n_markers = np.bincount(marker_cand, minlength=len(cand_group))
-    needed = np.minimum(cfg.min_volunteers, np.maximum(n_viewers[cand_group], 1))
+    # viewers and markers that count towards "distinct volunteers": the humans, plus the detector as one
+    n_viewers = np.bincount(ms.view_group[human_view], minlength=ms.n_groups)
+    machine_viewed = np.bincount(ms.view_group[~human_view], minlength=ms.n_groups) > 0
+    n_markers = (np.bincount(marker_cand[human_marker], minlength=len(cand_group))
+                 + (np.bincount(marker_cand[~human_marker], minlength=len(cand_group)) > 0))
+    n_human = np.bincount(marker_cand[human_marker], minlength=len(cand_group))
+    needed = np.minimum(cfg.min_volunteers, np.maximum(n_viewers[cand_group] + machine_viewed[cand_group], 1))
+    eligible = (n_markers >= needed) & (n_human >= 1)  # the detector alone never makes a clump
     # weights and prior odds are learned from the candidates that could be accepted: lone clicks (far more
     # numerous, and never clumps) would otherwise set the odds of every cluster that several volunteers marked
-    fit = fit_visibility(false_ll, real_ll, cfg.visibility_grid, fit_mask=n_markers >= needed, iterations=iterations,
+    fit = fit_visibility(false_ll, real_ll, cfg.visibility_grid, fit_mask=eligible, iterations=iterations,
                          init=None if prev is None else prev.fit, learn_prior_real=cfg.learn_prior_odds,
                          anchor=cfg.visibility_anchor)
-    p_all = 1.0 / (1.0 + np.exp(-np.clip(fit.log_odds_false_pos, -700, 700)))
+    lo = lo_human = fit.log_odds_false_pos
+    if ms.is_machine.any():
+        machine_vol = np.flatnonzero(ms.is_machine)
+        band = np.searchsorted(machine_vol, marker_vol[~human_marker])
+        evidence = machine_log_odds_real(skills.p_fp[machine_vol], skills.p_fn[machine_vol], len(cand_group),
+                                         marker_cand[~human_marker], band)
+        lo = lo_human - np.clip(evidence, -MAX_MACHINE_LOG_ODDS, MAX_MACHINE_LOG_ODDS)
+        # a spot only the detector marked (never a clump; it can keep its galaxy open): its prior is the band's
+        # learned share of false marks, updated by the humans' silence, instead of the share of real candidates
+        # (which assumes someone in the crowd thought it worth a click)
+        alone = n_human == 0
+        if alone.any():
+            prior_lo = np.log1p(-fit.prior_real) - np.log(fit.prior_real) if cfg.learn_prior_odds else 0.0
+            lo = np.where(alone, lo_human - prior_lo - evidence, lo)
+
+    def prob(log_odds: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
+
+    p_all, p_human = prob(lo), prob(lo_human)
     p_false = np.ones(n_c)
     p_false[ids_open] = p_all[:n_open]
     central_source = np.zeros(n_c, dtype=bool)
     central_source[ids_open] = (central_ll > fp_ll)[:n_open] & (p_all[:n_open] >= cfg.max_false_pos_prob)
     central_c = np.zeros(n_c, dtype=bool)
     central_c[ids_open] = central[:n_open]
-    n_needed = np.minimum(cfg.min_volunteers, np.maximum(n_viewers[st.group_of], 1))
-    n_marks = np.bincount(cl[linked], minlength=n_c)
-    counted = np.where(n_marks < n_needed, 1.0, p_false)
+
+    def per_candidate(values: np.ndarray, fill: float) -> np.ndarray:
+        out = np.full(n_c, fill, dtype=np.asarray(values).dtype)
+        out[ids_open] = values[:n_open]
+        return out
+
+    n_needed = per_candidate(needed, 1)
+    human_lo_c = per_candidate(-lo_human, 0.0)
+    machine_lo_c = per_candidate(lo_human - lo, 0.0)
+    not_eligible = ~per_candidate(eligible, False)
+    counted = np.where(not_eligible, 1.0, p_false)
+    counted_machine = np.where(not_eligible, 1.0, per_candidate(p_human, 1.0))
     p_lone = p_all[n_open:]
     p_mark = np.ones(len(ms.x))
     p_mark[linked] = counted[cl[linked]]
-    p_mark[lone_idx] = np.where(needed[n_open:] > 1, 1.0, p_lone)  # a lone mark is never accepted then
+    p_mark[lone_idx] = np.where(~eligible[n_open:], 1.0, p_lone)  # a lone mark is never accepted then
     return Judgement(fit=fit, p_false=p_false, p_false_lone=p_lone, central_source=central_source,
                      central=central_c, n_needed=n_needed, p_false_counted=counted, centre_rate=centre_rate,
-                     p_false_mark=p_mark)
+                     p_false_mark=p_mark, human_log_odds=human_lo_c, machine_log_odds=machine_lo_c,
+                     p_false_machine_counted=counted_machine, machine_log_odds_lone=(lo_human - lo)[n_open:])
 
 
-def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConfig,
-                 judged: Judgement) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConfig, judged: Judgement,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Clumps and marks tables. ``n_marks`` / ``n_viewers`` / ``odd_vote`` are the humans'; with a detector,
+    ``human_evidence`` / ``machine_evidence`` split
+    the log odds of being real."""
     linked, cl, n_c = st.linked, st.cl, st.n_c
     is_open = st.is_open
-    n_viewers = np.bincount(ms.view_group, minlength=ms.n_groups)
+    human_view = ~ms.is_machine[ms.view_vol]
+    n_viewers = np.bincount(ms.view_group[human_view], minlength=ms.n_groups)
     fpp = judged.p_false
     precision = np.bincount(cl[linked], weights=1.0 / skills.s2[ms.vol][linked], minlength=n_c)
     inacc = np.exp(-(cfg.required_accuracy_px**2) * np.maximum(precision, 1e-12) / 2.0)
     risk = cfg.false_pos_loss * fpp + inacc * (cfg.false_neg_loss + (1 - fpp) * cfg.false_pos_loss)
-    n_marks = np.bincount(cl[linked], minlength=n_c)
+    human_link = linked & ~ms.is_machine[ms.vol]
+    n_marks = np.bincount(cl[human_link], minlength=n_c)
+    n_machine = np.bincount(cl[linked & ~human_link], minlength=n_c)
     odd = np.isin(ms.tool, np.asarray(cfg.odd_tools))
-    n_odd = np.bincount(cl[linked], weights=odd[linked].astype(float), minlength=n_c)
+    n_odd = np.bincount(cl[human_link], weights=odd[human_link].astype(float), minlength=n_c)
     ids = np.flatnonzero(is_open)
     groups = ms.groups
     g = st.group_of[ids]
     mean_tool = n_odd[ids] / np.maximum(n_marks[ids], 1)
-    enough = n_marks[ids] >= judged.n_needed[ids]
+    enough = ((n_marks[ids] + (n_machine[ids] > 0)) >= judged.n_needed[ids]) & (n_marks[ids] >= 1)
     accepted = (fpp[ids] < cfg.max_false_pos_prob) & enough
+    has_machine = bool(ms.is_machine.any())
     clumps = pd.DataFrame({
         "subject_id": groups["subject_id"].to_numpy()[g],
         "frame": groups["frame"].to_numpy()[g],
@@ -520,6 +605,12 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
                               judged.n_needed[ids], cfg.max_false_pos_prob),
         "_candidate": ids,
     })
+    if has_machine:
+        clumps["n_machine_marks"] = n_machine[ids]
+        clumps["human_evidence"] = judged.human_log_odds[ids]
+        clumps["machine_evidence"] = judged.machine_log_odds[ids]
+        clumps["evidence"] = _machine_evidence(clumps["evidence"].to_numpy(str), n_machine[ids],
+                                               judged.human_log_odds[ids], judged.machine_log_odds[ids])
     clumps = clumps.sort_values(["subject_id", "frame", "y", "x"]).reset_index(drop=True)
     clumps.insert(1, "clump_id", clumps.groupby("subject_id").cumcount().astype("int64"))
     clump_of_candidate = np.full(n_c, -1, dtype=np.int64)
@@ -539,6 +630,11 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
     real_if_unlinked = np.zeros(len(ms.vol))
     real_if_unlinked[~linked] = 1.0 - judged.p_false_lone
     marks["real_if_unlinked_prob"] = real_if_unlinked
+    if has_machine:
+        marks["machine"] = ms.is_machine[ms.vol]
+        lone_evidence = np.zeros(len(ms.vol))
+        lone_evidence[~linked] = judged.machine_log_odds_lone
+        marks["machine_evidence"] = lone_evidence  # the detector's on a lone mark's spot (0 for linked marks)
     return clumps, marks
 
 
@@ -557,11 +653,22 @@ def _evidence(n_marks: np.ndarray, n_viewers: np.ndarray, fpp: np.ndarray, accep
     return add(add(why, base), reason).astype(object)
 
 
+def _machine_evidence(text: np.ndarray, n_machine: np.ndarray, human: np.ndarray, machine: np.ndarray) -> np.ndarray:
+    """The evidence text with the detector's share: whether it marked the clump and the log odds it added."""
+    said = np.where(n_machine > 0, "; the detector marked it", "; the detector did not mark it")
+    share = np.char.mod("%+.1f", machine)
+    return np.char.add(np.char.add(np.char.add(np.char.add(np.char.add(text.astype(str), said), " (log odds real: humans "),
+                                               np.char.mod("%+.1f", human)), ", detector "),
+                       np.char.add(share, ")")).astype(object)
+
+
 def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.DataFrame,
-                   cfg: ConsensusConfig, data: ExportData) -> pd.DataFrame:
+                   cfg: ConsensusConfig, data: ExportData, machine_miss: float = 1.0) -> pd.DataFrame:
+    """Per subject: clumps, expected errors of the model; ``n_viewers`` counts human classifications only."""
     groups = ms.groups
     subj = pd.DataFrame({"subject_id": np.sort(data.classifications["subject_id"].unique())})
-    n_view = data.classifications.groupby("subject_id").size().rename("n_viewers")
+    human_cls = data.classifications[~ms.is_machine[data.classifications["volunteer"].to_numpy()]]
+    n_view = human_cls.groupby("subject_id").size().rename("n_viewers")
     subj = subj.merge(n_view, on="subject_id", how="left")
     acc = clumps[clumps["accepted"]].assign(is_odd=lambda c: (c["label"] == 2).astype("int64"))
     rej = clumps[~clumps["accepted"]]
@@ -597,13 +704,17 @@ def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.
         & (subj["expected_num_false_neg"] < f.max_expected_false_neg)
         & (subj["expected_num_inaccurate"] < f.max_expected_inaccurate)
     )
+    if ms.is_machine.any():
+        subj["machine_miss_prob"] = machine_miss  # P(the detector misses a real clump): for unseen clumps
     sizes = groups[groups["frame"] == 0][["subject_id", "image_width", "image_height"]]
     return subj.merge(sizes, on="subject_id", how="left")
 
 
 def _volunteer_table(counts: SkillCounts, skills: Skills, data: ExportData, centre_rate: np.ndarray,
-                     offsets: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+                     offsets: tuple[np.ndarray, np.ndarray], is_machine: np.ndarray) -> pd.DataFrame:
     vols = data.volunteers.copy()
+    if is_machine.any():
+        vols["machine"] = is_machine  # the detector's score bands: their learned rates are its reliability
     n_cls = data.classifications.groupby("volunteer").size()
     vols["n_classifications"] = vols["volunteer"].map(n_cls).fillna(0).astype("int64")
     vols["p_fp"] = skills.p_fp

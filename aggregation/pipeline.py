@@ -16,6 +16,7 @@ from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, clu
 from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
+from clumptool.aggregation.machine import read_detections
 from clumptool.aggregation.reducers import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS, reduce_export
 from clumptool.aggregation.report import overview_figure
 from clumptool.aggregation.selection import check_something_to_aggregate
@@ -137,6 +138,7 @@ def aggregate(
     images: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    detections: str | os.PathLike | None = None,
 ) -> AggregationResult:
     """Read an export, build the consensus and (if ``out_dir``) write clumps, subjects, volunteers, boxes,
     ``summary.json`` and ``overview.png`` as one output set.
@@ -147,6 +149,12 @@ def aggregate(
     if out_dir is not None:
         check_output_location(out_dir)
     meta = read_subjects(subjects) if subjects is not None else None  # a bad --subjects fails before the export is read
+    machine = None
+    if detections is not None:  # the detector as one more annotator (aggregation/machine.py)
+        if options.method != "clumpscout":
+            raise ClumptoolError(f"--detections needs --method clumpscout (the {options.method} reducer has no "
+                                 "annotator model); drop --detections or use the default method")
+        machine = read_detections(detections).table
     t0 = time.perf_counter()
     data = read_export(classifications, options.read, progress=progress)
     t_read = time.perf_counter() - t0
@@ -161,12 +169,14 @@ def aggregate(
 
     t1 = time.perf_counter()
     if options.method == "clumpscout":
-        res = run_consensus(data, options.consensus, progress=log)
+        res = run_consensus(data, options.consensus, progress=log, detections=machine)
         clumps, subj, vols, marks = res.clumps, res.subjects, res.volunteers, res.marks
         fit = {"iterations": len(res.history), "best_iteration": res.best_iteration + 1,
                "objective": res.history[res.best_iteration],
                "clump_visibility_weights": {str(k): v for k, v in res.visibility.items()},
                "prior_real": res.prior_real}
+        if res.machine:
+            fit["detector"] = res.machine
     else:
         clumps, subj, vols, marks = reduce_export(data, options.method, options.reducer_params,
                                                   odd_tools=options.consensus.odd_tools)

@@ -39,11 +39,12 @@ def queue_rank(cls: pd.DataFrame) -> np.ndarray:
 
 
 def aggregate_cut(subjects: str | os.PathLike | None, cls: pd.DataFrame, keep: np.ndarray, tmp: str | os.PathLike,
-                  options: AggregateOptions) -> AggregationResult:
-    """Aggregate the rows of the export ``cls`` where ``keep`` is true (written to ``tmp/cut.csv``)."""
+                  options: AggregateOptions, detections: str | os.PathLike | None = None) -> AggregationResult:
+    """Aggregate the rows of the export ``cls`` where ``keep`` is true (written to ``tmp/cut.csv``), with the
+    detector's catalogue as one more annotator when ``detections`` is given."""
     path = Path(tmp) / "cut.csv"
     cls[keep].to_csv(path, index=False)
-    return aggregate(path, subjects, options=options)
+    return aggregate(path, subjects, options=options, detections=detections)
 
 
 def adaptive_stops(sid: np.ndarray, rank: np.ndarray, finished: FinishedRule, first: int,
@@ -68,12 +69,12 @@ def adaptive_stops(sid: np.ndarray, rank: np.ndarray, finished: FinishedRule, fi
 
 
 def rule_finished(subjects: str | os.PathLike | None, cls: pd.DataFrame, options: AggregateOptions,
-                  tmp: str | os.PathLike) -> FinishedRule:
+                  tmp: str | os.PathLike, detections: str | os.PathLike | None = None) -> FinishedRule:
     """``finished(keep, k)`` for :func:`adaptive_stops`: aggregate the cut, the stopping rule decides.
 
     Only galaxies with at most k viewers on the cut count (a galaxy frozen earlier is already retired)."""
     def finished(keep: np.ndarray, k: int) -> list:
-        s = aggregate_cut(subjects, cls, keep, tmp, options).subjects
+        s = aggregate_cut(subjects, cls, keep, tmp, options, detections).subjects
         return s.loc[s["is_finished"] & (s["n_viewers"] <= k), "subject_id"].tolist()
     return finished
 
@@ -128,19 +129,19 @@ class Replay:
 
 def replay_export(cls: pd.DataFrame, subjects: str | os.PathLike | None = None,
                   options: AggregateOptions | None = None, cap: int | None = None,
-                  tmp: str | os.PathLike | None = None) -> Replay:
+                  tmp: str | os.PathLike | None = None, detections: str | os.PathLike | None = None) -> Replay:
     """Replay the export ``cls`` (read with ``dtype=str``) one volunteer at a time with the stopping rule.
 
     ``cap``: the most classifications a galaxy gets (default: the most any galaxy has in the export), so a
     galaxy the rule never finishes uses all it had. ``tmp``: scratch folder for the cuts (default: a fresh
-    temporary folder)."""
+    temporary folder). ``detections``: a ``predict`` catalogue, the detector as one more annotator."""
     options = options or AggregateOptions()
     sid = cls["subject_ids"].astype("int64").to_numpy()
     available = pd.Series(sid).value_counts().sort_index()
     cap = int(available.max()) if cap is None and len(available) else int(cap or 0)
     rank = queue_rank(cls)
     with tempfile.TemporaryDirectory(dir=tmp) as scratch:
-        stops, retired = adaptive_stops(sid, rank, rule_finished(subjects, cls, options, scratch),
+        stops, retired = adaptive_stops(sid, rank, rule_finished(subjects, cls, options, scratch, detections),
                                         options.min_classifications, cap=cap)
     used = stops.reindex(available.index).astype("int64")
     return Replay(available=available.astype("int64"), used=used, finished=set(retired), cap=cap)

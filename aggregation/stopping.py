@@ -150,6 +150,12 @@ def unseen_by_everyone(prior: np.ndarray, n_viewers: np.ndarray, rate: float,
     return rate * ((1.0 - THETA_GRID[real][None, :]) ** np.asarray(n_viewers, float)[:, None] @ w)
 
 
+def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
+    """Probabilities ``p`` with their odds multiplied by ``exp(log_odds)`` (independent evidence, e.g. a detector's)."""
+    lo = np.log(np.clip(p, 1e-12, 1.0)) - np.log(np.clip(1.0 - p, 1e-12, 1.0)) + log_odds
+    return 1.0 / (1.0 + np.exp(-np.clip(lo, -700, 700)))
+
+
 def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
                     split: float = DEFAULT_VOTE_SPLIT) -> pd.DataFrame:
     """Per subject: expected missed, false and wrongly labelled clumps, and their sum (``expected_errors``).
@@ -176,6 +182,8 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     prior = vote_share_prior(np.concatenate([clumps["n_marks"].to_numpy(float), np.ones(len(n_lone_view))]),
                              np.concatenate([clumps["n_viewers"].to_numpy(float), n_lone_view]))
     flip = flip_probabilities(clumps["n_marks"].to_numpy(), clumps["n_viewers"].to_numpy(), acc_mask, prior, split)
+    if "machine_evidence" in clumps:  # a detector annotator (aggregation/machine.py): its evidence updates them
+        flip = with_evidence(flip, np.where(acc_mask, -1.0, 1.0) * clumps["machine_evidence"].to_numpy(float))
     wrong_label = np.where(acc_mask, 1.0 - label_probabilities(clumps), 0.0)
     false_c = np.where(acc_mask, np.maximum(fpp, flip), 0.0)
     model_miss_c = np.where(acc_mask, 0.0, 1.0 - fpp)
@@ -189,11 +197,17 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     miss = per_subject(miss_c, by)
     if lone is not None:
         unseen -= per_subject(lone["real_if_unlinked_prob"].to_numpy(float), lone["subject_id"].to_numpy())
-        miss += per_subject(flip_probabilities(np.ones(len(lone)), n_lone_view, np.zeros(len(lone), bool), prior,
-                                               split), lone["subject_id"].to_numpy())
+        lone_flip = flip_probabilities(np.ones(len(lone)), n_lone_view, np.zeros(len(lone), bool), prior, split)
+        if "machine" in lone:  # a detector's own lone mark is no crowd vote; the detector's evidence updates the rest
+            lone_flip = np.where(lone["machine"].to_numpy(bool), 0.0,
+                                 with_evidence(lone_flip, lone["machine_evidence"].to_numpy(float)))
+        miss += per_subject(lone_flip, lone["subject_id"].to_numpy())
     n_view = pd.to_numeric(subjects["n_viewers"], errors="coerce").fillna(0).to_numpy(float)
     rate = acc_mask.sum() / max(int((n_view > 0).sum()), 1)
-    unseen = np.maximum(unseen, unseen_by_everyone(prior, n_view, rate, split))
+    unseen_crowd = unseen_by_everyone(prior, n_view, rate, split)
+    if "machine_miss_prob" in subjects:  # ... and the detector missed it too
+        unseen_crowd = unseen_crowd * pd.to_numeric(subjects["machine_miss_prob"], errors="coerce").fillna(1.0).to_numpy()
+    unseen = np.maximum(unseen, unseen_crowd)
     out["expected_missed"] = miss + np.maximum(unseen, 0.0)
     out["expected_false"] = per_subject(false_c, by)
     out["expected_wrong_labels"] = per_subject(wrong_label, by)

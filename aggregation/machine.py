@@ -1,0 +1,200 @@
+"""The detector as one more, modelled annotator of the consensus (issue 12, part 2).
+
+A ``predict`` catalogue (or any table of subject_id, x, y, score) is turned into the marks of pseudo-volunteers,
+one per *score band* (``detector:0.50-0.70`` ...), each of which viewed every galaxy of the export. The consensus
+then learns each band's false-positive rate, miss rate and scatter jointly with the volunteers' skills: the
+detector's reliability as a function of its score, judged against what the humans agree on. How far the machine
+may move a clump's verdict is capped (:data:`MAX_MACHINE_LOG_ODDS`) and a clump needs at least one human mark
+(consensus.py), so it can neither outvote a clear human consensus nor make a clump alone.
+
+The detector is taken to have looked at every galaxy of the export: a galaxy with no row in the catalogue is
+one where it found nothing (``predict`` writes one row per detection). Catalogue galaxies absent from the export
+are counted, never invented. Pure functions over tables plus one reader; no import of the detection layer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clumptool.aggregation.export import ExportData
+from clumptool.common.errors import ClumptoolError, where
+
+# score band edges: a detection scoring in [edge_i, edge_i+1) is a mark of band i; below the first, ignored
+DEFAULT_BANDS = (0.05, 0.3, 0.5, 0.7, 0.9, 1.0)
+# the machine's whole contribution to a candidate's log odds of being real is clipped to +-this (odds x 100 at
+# most): enough to settle a galaxy where a few humans half agree, never enough to reverse a unanimous crowd
+# (3 of 3 typical volunteers marking a spot give it ~ +9)
+MAX_MACHINE_LOG_ODDS = 4.6
+MACHINE_PREFIX = "detector:"
+# predict's column names -> ours; a plain table may use ours directly
+CATALOGUE_ALIASES = {"clump_centre_px_x": "x", "clump_centre_px_y": "y", "clump_score": "score",
+                     "clump_label_id": "label"}
+REQUIRED = ("subject_id", "x", "y", "score")
+
+
+@dataclass(frozen=True)
+class Detections:
+    """The detector's marks, checked: subject_id (int64), x, y (original pixels), score in [0, 1], label."""
+
+    table: pd.DataFrame
+    source: str
+    n_rows: int
+
+
+def read_detections(path: str | os.PathLike) -> Detections:
+    """Read a ``predict`` catalogue (Parquet, CSV, FITS/ECSV/VOTable) or a table of subject_id, x, y, score
+    [, label]; every problem names the file, the row and the field and says how to fix it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ClumptoolError(f"--detections {path}: file not found (give the catalogue written by "
+                             "`clumptool predict`, e.g. catalogue/catalogue.parquet)")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif suffix in (".csv", ".txt"):
+            df = pd.read_csv(path, dtype={"subject_id": str})
+        elif suffix in (".fits", ".fit", ".ecsv", ".vot", ".xml"):
+            from astropy.table import Table
+
+            df = Table.read(path).to_pandas()
+        else:
+            raise ClumptoolError(f"--detections {path}: unknown table format '{suffix}' (use .parquet, .csv, .fits, "
+                                 ".ecsv or .vot)")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ClumptoolError(f"--detections {path}: cannot read the table ({exc}); give a predict catalogue") from exc
+    return Detections(check_detections(df, str(path)), str(path), len(df))
+
+
+def check_detections(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The table in our columns with types checked (raises on the first bad row, naming it)."""
+    df = df.rename(columns={k: v for k, v in CATALOGUE_ALIASES.items() if k in df.columns and v not in df.columns})
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ClumptoolError(f"--detections {source}: missing column(s) {', '.join(missing)} (found "
+                             f"{', '.join(map(str, df.columns))}); give a `clumptool predict` catalogue "
+                             "(clump_centre_px_x/y, clump_score) or a table of subject_id, x, y, score")
+    out = pd.DataFrame(index=df.index)
+    sid = pd.to_numeric(df["subject_id"].astype(str).str.strip(), errors="coerce")
+    _first_bad(source, ~np.isfinite(sid.to_numpy(float)) | (sid.to_numpy(float) % 1 != 0), df, "subject_id",
+               "a Zooniverse subject id (a whole number, the image file stem)")
+    out["subject_id"] = sid.astype("int64")
+    for col in ("x", "y", "score"):
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
+        bad = ~np.isfinite(v)
+        if col == "score":
+            bad |= (v < 0) | (v > 1)
+        _first_bad(source, bad, df, col, "a score in [0, 1]" if col == "score" else "a finite pixel position")
+        out[col] = v
+    label = pd.to_numeric(df["label"], errors="coerce") if "label" in df.columns else pd.Series(1, index=df.index)
+    _first_bad(source, ~label.isin([1, 2]).to_numpy(), df, "label", "1 (clump) or 2 (odd clump)")
+    out["label"] = label.astype("int64")
+    return out.reset_index(drop=True)
+
+
+def _first_bad(source: str, bad: np.ndarray, df: pd.DataFrame, field: str, want: str) -> None:
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        row = f"row {i + 2 if source.lower().endswith('.csv') else i + 1}"  # a CSV's line (header is line 1)
+        raise ClumptoolError(f"--detections {where(source, row, field)}: {df[field].iloc[i]!r} is not {want} "
+                             f"({int(bad.sum())} such row(s)); fix or drop them")
+
+
+def check_bands(bands: tuple[float, ...]) -> None:
+    """Band edges must rise strictly within [0, 1]."""
+    b = np.asarray(bands, float)
+    if len(b) < 2 or np.any(np.diff(b) <= 0) or b[0] < 0 or b[-1] > 1:
+        raise ClumptoolError(f"detector score bands {bands}: give at least two rising edges in [0, 1]")
+
+
+def band_of(score: np.ndarray, bands: tuple[float, ...] = DEFAULT_BANDS) -> np.ndarray:
+    """Index of each score's band (-1 below the first edge); the top edge belongs to the top band."""
+    idx = np.searchsorted(np.asarray(bands, float), score, side="right") - 1
+    idx = np.where(np.asarray(score) >= bands[-1], len(bands) - 2, idx)
+    return np.where(np.asarray(score) < bands[0], -1, idx)
+
+
+def band_names(bands: tuple[float, ...] = DEFAULT_BANDS) -> list[str]:
+    return [f"{MACHINE_PREFIX}{lo:.2f}-{hi:.2f}" for lo, hi in zip(bands[:-1], bands[1:], strict=True)]
+
+
+@dataclass(frozen=True)
+class MachineAnnotator:
+    """The export with the detector's bands added, and what was left out."""
+
+    data: ExportData
+    is_machine: np.ndarray  # per volunteer of ``data``
+    n_detections_used: int
+    n_outside_export: int  # catalogue rows of galaxies that are not in the export (reported, not invented)
+    n_below_bands: int  # rows scoring under the first band edge
+    subjects_outside_export: list
+
+
+def add_machine_annotator(data: ExportData, detections: pd.DataFrame,
+                          bands: tuple[float, ...] = DEFAULT_BANDS) -> MachineAnnotator:
+    """``data`` plus one pseudo-volunteer per score band that classified every galaxy of the export and marked
+    the detections of its band (tool 1 for odd clumps when the detector says so, else 0)."""
+    check_bands(bands)
+    subjects = np.sort(data.classifications["subject_id"].unique())
+    known = np.isin(detections["subject_id"].to_numpy(), subjects)
+    outside = sorted(set(detections.loc[~known, "subject_id"].tolist()))
+    det = detections[known]
+    band = band_of(det["score"].to_numpy(float), bands)
+    below = int((band < 0).sum())
+    det, band = det[band >= 0], band[band >= 0]
+    names = band_names(bands)
+    n_h = len(data.volunteers)
+    vols = pd.DataFrame({"volunteer": np.arange(n_h, n_h + len(names), dtype="int64"), "user_key": names,
+                         "user_name": names, "anonymous": False})
+    # one classification per (band, galaxy); ids below every real one (negative), so they never collide
+    n_s = len(subjects)
+    cls_band = np.repeat(np.arange(len(names)), n_s)
+    cls_id = -(1 + np.arange(len(cls_band), dtype="int64"))
+    cls_subject = np.tile(subjects, len(names))
+    proto = data.classifications
+    cls = pd.DataFrame({"classification_id": cls_id, "subject_id": cls_subject, "volunteer": n_h + cls_band})
+    for col in proto.columns.difference(cls.columns):
+        cls[col] = proto[col].iloc[0] if len(proto) else None
+    pos = pd.Series(np.arange(n_s), index=subjects)
+    mark_cls = cls_id[band * n_s + pos.reindex(det["subject_id"].to_numpy()).to_numpy()]
+    cls["n_marks"] = np.bincount(-(mark_cls + 1), minlength=len(cls)).astype(proto["n_marks"].dtype
+                                                                              if "n_marks" in proto else "int64")
+    marks = pd.DataFrame({"classification_id": mark_cls, "subject_id": det["subject_id"].to_numpy(),
+                          "volunteer": n_h + band, "frame": 0, "tool": np.where(det["label"].to_numpy() == 2, 1, 0),
+                          "x": det["x"].to_numpy(float), "y": det["y"].to_numpy(float)})
+    all_marks = pd.concat([data.marks, marks.astype({c: data.marks[c].dtype for c in marks.columns
+                                                      if c in data.marks.columns})], ignore_index=True)
+    all_vols = pd.concat([data.volunteers, vols], ignore_index=True)
+    new = replace(data, classifications=pd.concat([proto, cls[proto.columns]], ignore_index=True),
+                  marks=all_marks[data.marks.columns], volunteers=all_vols)
+    is_machine = np.r_[np.zeros(n_h, bool), np.ones(len(names), bool)]
+    return MachineAnnotator(new, is_machine, len(det), int((~known).sum()), below, outside)
+
+
+def machine_miss_probability(p_fn_bands: np.ndarray) -> float:
+    """P(no band marks a real clump): the bands are exclusive, so 1 - the sum of their detection rates; floored
+    at exp(-MAX_MACHINE_LOG_ODDS), the most the detector may say about anything."""
+    return float(max(1.0 - np.sum(1.0 - p_fn_bands), np.exp(-MAX_MACHINE_LOG_ODDS)))
+
+
+def machine_log_odds_real(p_fp: np.ndarray, p_fn: np.ndarray, n_candidates: int, marker_cand: np.ndarray,
+                          marker_band: np.ndarray) -> np.ndarray:
+    """The detector's evidence on each candidate, as log odds of being real (before the cap).
+
+    The bands are exclusive outcomes of ONE annotator, not independent viewers: band ``b`` marks a real clump
+    with probability ``d_b = 1 - p_fn_b`` and a false spot with ``f_b = p_fp_b d_b`` (the volunteers' model,
+    visibility.py). A mark of band ``b`` multiplies the odds by ``d_b / f_b = 1 / p_fp_b``; no mark at all by
+    ``(1 - sum d) / (1 - sum f)``, so a detector that finds most clumps says a lot when it finds nothing.
+    ``marker_cand`` / ``marker_band``: one entry per detector mark linked to a candidate (band = index into
+    ``p_fp``)."""
+    p_fp = np.clip(p_fp, 1e-6, 1 - 1e-6)
+    d = np.clip(1.0 - p_fn, 1e-6, 1.0)
+    silent = np.log(max(1.0 - d.sum(), 1e-3)) - np.log(max(1.0 - (p_fp * d).sum(), 1e-3))
+    marked = np.bincount(marker_cand, weights=-np.log(p_fp[marker_band]), minlength=n_candidates)
+    n_marked = np.bincount(marker_cand, minlength=n_candidates)
+    return np.where(n_marked > 0, marked, silent)

@@ -1,0 +1,208 @@
+"""The detector as one modelled annotator of the consensus (aggregation/machine.py, issue 12 part 2)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import ExportBuilder, simulate_crowd
+
+from clumptool.aggregation.consensus import run_consensus
+from clumptool.aggregation.export import read_export
+from clumptool.aggregation.machine import (
+    MAX_MACHINE_LOG_ODDS,
+    add_machine_annotator,
+    band_of,
+    read_detections,
+)
+from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+from clumptool.cli import main
+from clumptool.common.errors import ClumptoolError
+
+CLUMPS = [(120.0, 140.0), (260.0, 230.0)]
+
+
+def _agreeing(b, sid, n, centres=CLUMPS, prefix="v", seed=0):
+    rng = np.random.default_rng(seed + sid)
+    for v in range(n):
+        b.add(sid, f"{prefix}{v}", [(float(x + rng.normal(0, 1.0)), float(y + rng.normal(0, 1.0)), 0)
+                                    for x, y in centres])
+
+
+def _detections(rows):
+    return pd.DataFrame(rows, columns=["subject_id", "x", "y", "score"]).assign(label=1)
+
+
+def _good_detector(sids, centres=CLUMPS, score=0.95):
+    """A detector that finds every clump of these galaxies with a high score."""
+    return _detections([(s, x + 0.5, y - 0.5, score) for s in sids for x, y in centres])
+
+
+def _run(b, tmp_path, detections=None, **opts):
+    path = b.write(tmp_path / "e.csv")
+    if detections is not None:
+        detections.to_csv(tmp_path / "det.csv", index=False)
+    return aggregate(path, options=AggregateOptions(**opts),
+                     detections=None if detections is None else tmp_path / "det.csv")
+
+
+def _background(b, n_galaxies=30, n=4):
+    """Obvious galaxies 100.. the crowd and the detector agree on: where the bands' skills are learned."""
+    for sid in range(100, 100 + n_galaxies):
+        _agreeing(b, sid, n)
+
+
+@pytest.mark.parametrize("n", [3, 10])
+def test_unanimous_humans_marking_nothing_are_not_overturned(tmp_path, n):
+    b = ExportBuilder()
+    _background(b, n=10)
+    for v in range(n):  # galaxy 1: n of n volunteers mark nothing; the detector is sure of a clump
+        b.add(1, f"v{v}", [])
+    det = pd.concat([_good_detector(range(100, 130)), _detections([(1, 200.0, 200.0, 0.99)])])
+    res = _run(b, tmp_path, det)
+    c = res.clumps
+    assert not c[(c["subject_id"] == 1) & c["accepted"]].shape[0]
+    s = res.subjects.set_index("subject_id")
+    assert s.loc[1, "n_clumps"] == 0 and s.loc[1, "n_viewers"] == n  # the detector is no viewer of the humans'
+    # with 3 volunteers the detector's sure detection keeps the galaxy open for more eyes; 10 settle it
+    assert (s.loc[1, "expected_missed"] > 0.1) == (n == 3), s.loc[1, "finished_reason"]
+
+
+@pytest.mark.parametrize("n", [3, 10])
+def test_unanimous_humans_marking_a_clump_are_not_overturned(tmp_path, n):
+    b = ExportBuilder()
+    _background(b, n=10)
+    _agreeing(b, 1, n, centres=[(200.0, 200.0)])  # n of n mark it; the detector, good elsewhere, misses it
+    det = _good_detector(range(100, 130))
+    res = _run(b, tmp_path, det)
+    c = res.clumps[res.clumps["subject_id"] == 1]
+    assert c["accepted"].sum() == 1
+    row = c[c["accepted"]].iloc[0]
+    assert row["machine_evidence"] < 0  # the detector's silence counted against it ...
+    assert row["machine_evidence"] >= -MAX_MACHINE_LOG_ODDS - 1e-9  # ... within the cap
+    assert row["human_evidence"] > -row["machine_evidence"] and row["false_pos_prob"] < 0.01
+    assert "the detector did not mark it" in row["evidence"]
+
+
+def test_a_detection_agreeing_with_few_humans_raises_confidence_and_finishes_earlier(tmp_path):
+    b = ExportBuilder()
+    _background(b, n=4)
+    rng = np.random.default_rng(5)
+    for v in range(3):  # galaxy 1: 3 volunteers, 2 of them mark one spot
+        marks = [(float(200 + rng.normal(0, 1.0)), float(210 + rng.normal(0, 1.0)), 0)] if v < 2 else []
+        b.add(1, f"v{v}", marks)
+    without = _run(b, tmp_path, None)
+    with_det = _run(b, tmp_path, pd.concat([_good_detector(range(100, 130)),
+                                            _detections([(1, 200.3, 209.6, 0.97)])]))
+    c0 = without.clumps[without.clumps["subject_id"] == 1].iloc[0]
+    c1 = with_det.clumps[with_det.clumps["subject_id"] == 1].iloc[0]
+    assert c1["false_pos_prob"] < c0["false_pos_prob"]
+    assert c1["machine_evidence"] > 0 and c1["n_machine_marks"] == 1 and c1["n_marks"] == 2
+    assert "the detector marked it" in c1["evidence"]
+    s0, s1 = without.subjects.set_index("subject_id"), with_det.subjects.set_index("subject_id")
+    assert s1.loc[1, "expected_errors"] < s0.loc[1, "expected_errors"]
+    assert s1.loc[1, "n_viewers"] == s0.loc[1, "n_viewers"] == 3
+
+
+def test_a_galaxy_the_detector_confirms_finishes_at_three(tmp_path):
+    b = ExportBuilder()
+    _background(b, n=4)
+    rng = np.random.default_rng(1)
+    for v in range(3):  # galaxy 1: 3 volunteers mark clump A, one of them clump B too; the detector marks both
+        b.add(1, f"v{v}", [(float(x + rng.normal(0, 1)), float(y + rng.normal(0, 1)), 0)
+                           for x, y in (CLUMPS if v == 0 else CLUMPS[:1])])
+    without = _run(b, tmp_path, None).subjects.set_index("subject_id")
+    with_det = _run(b, tmp_path, _good_detector([*range(100, 130), 1])).subjects.set_index("subject_id")
+    assert not without.loc[1, "is_finished"] and without.loc[1, "n_clumps"] == 1, without.loc[1, "finished_reason"]
+    assert with_det.loc[1, "is_finished"], with_det.loc[1, "finished_reason"]
+    assert with_det.loc[1, "n_clumps"] == 2 and "with 3 classifications" in with_det.loc[1, "finished_reason"]
+
+
+def test_the_detector_alone_never_makes_a_clump(tmp_path):
+    b = ExportBuilder()
+    _background(b, n=4)
+    b.add(1, "v0", [])
+    b.add(1, "v1", [])
+    res = _run(b, tmp_path, pd.concat([_good_detector(range(100, 130)), _detections([(1, 200.0, 200.0, 1.0)])]))
+    assert not res.clumps[(res.clumps["subject_id"] == 1) & res.clumps["accepted"]].shape[0]
+
+
+def test_high_score_band_learns_a_lower_false_positive_rate(tmp_path):
+    rng = np.random.default_rng(11)
+    b, truth, _ = simulate_crowd(rng, n_subjects=60, per_subject=12)
+    rows = []
+    for sid, x, y, _label in truth:  # the detector finds 90% of the clumps at high scores ...
+        if rng.random() < 0.9:
+            rows.append((sid, x + rng.normal(0, 1), y + rng.normal(0, 1), rng.uniform(0.7, 1.0)))
+    for sid in range(5000, 5060):  # ... and adds low-scoring false detections on empty disc
+        for _ in range(rng.poisson(1.5)):
+            rows.append((sid, *rng.uniform(130, 270, 2), rng.uniform(0.05, 0.5)))
+    data = read_export(b.write(tmp_path / "e.csv"))
+    res = run_consensus(data, detections=_detections(rows))
+    v = res.volunteers[res.volunteers["machine"]].set_index("user_key")
+    high = v.loc[["detector:0.70-0.90", "detector:0.90-1.00"], "p_fp"]
+    low = v.loc[["detector:0.05-0.30", "detector:0.30-0.50"], "p_fp"]
+    assert high.max() < 0.3 < low.min(), v[["p_fp", "p_fn", "n_marks"]]
+    assert not res.volunteers.loc[~res.volunteers["machine"], "user_key"].str.startswith("detector:").any()
+
+
+def test_bands_and_annotator_rows(tmp_path):
+    assert band_of(np.array([0.0, 0.05, 0.3, 0.99, 1.0])).tolist() == [-1, 0, 1, 4, 4]
+    b = ExportBuilder()
+    _agreeing(b, 1, 3)
+    data = read_export(b.write(tmp_path / "e.csv"))
+    det = _detections([(1, 10.0, 10.0, 0.6), (1, 20.0, 20.0, 0.01), (77, 5.0, 5.0, 0.9)])
+    ann = add_machine_annotator(data, det)
+    assert ann.n_detections_used == 1 and ann.n_below_bands == 1 and ann.subjects_outside_export == [77]
+    assert ann.is_machine.sum() == 5 and len(ann.data.classifications) == len(data.classifications) + 5
+    assert (ann.data.classifications["classification_id"] < 0).sum() == 5  # never a real id
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("subject_id,x,y\n1,2,3\n", "missing column(s) score"),
+    ("subject_id,x,y,score\n1,2,3,0.5\n1,2,3,1.7\n", "row 3, field 'score'"),
+    ("subject_id,x,y,score\nabc,2,3,0.5\n", "row 2, field 'subject_id'"),
+    ("subject_id,x,y,score\n1,,3,0.5\n", "row 2, field 'x'"),
+    ("subject_id,x,y,score,label\n1,2,3,0.5,7\n", "row 2, field 'label'"),
+])
+def test_catalogue_validation_names_file_row_and_field(tmp_path, content, needle):
+    p = tmp_path / "det.csv"
+    p.write_text(content)
+    with pytest.raises(ClumptoolError) as e:
+        read_detections(p)
+    assert str(p) in str(e.value) and needle in str(e.value)
+    assert "fix" in str(e.value) or "give" in str(e.value)
+
+
+def test_reads_a_predict_catalogue_in_parquet(tmp_path):
+    cat = pd.DataFrame({"subject_id": ["1", "2"], "clump_id": [0, 1], "clump_label_id": [1, 2],
+                        "clump_score": [0.9, 0.4], "clump_centre_px_x": [10.0, 20.0], "clump_centre_px_y": [5.0, 6.0]})
+    cat.to_parquet(tmp_path / "catalogue.parquet")
+    t = read_detections(tmp_path / "catalogue.parquet").table
+    assert t["subject_id"].tolist() == [1, 2] and t["label"].tolist() == [1, 2] and t["x"].tolist() == [10.0, 20.0]
+    with pytest.raises(ClumptoolError, match="not found"):
+        read_detections(tmp_path / "nope.parquet")
+
+
+def test_aggregate_detections_end_to_end_via_the_cli(tmp_path):
+    b = ExportBuilder()
+    _background(b, n_galaxies=10, n=4)
+    export = b.write(tmp_path / "e.csv")
+    det = pd.concat([_good_detector(range(100, 110)), _detections([(999, 5.0, 5.0, 0.9)])])
+    det.to_csv(tmp_path / "det.csv", index=False)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["aggregate", str(export), "--detections", str(tmp_path / "det.csv"),
+                                  "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    clumps = pd.read_parquet(out / "clumps.parquet")
+    assert {"human_evidence", "machine_evidence", "n_machine_marks"} <= set(clumps.columns)
+    assert (clumps.loc[clumps["accepted"], "n_machine_marks"] == 1).all()
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fit"]["detector"]["subjects_outside_export"] == 1
+    vols = pd.read_parquet(out / "volunteers.parquet")
+    assert vols["machine"].sum() == 5
+    bad = tmp_path / "bad.csv"
+    bad.write_text("subject_id,x\n1,2\n")
+    r = CliRunner().invoke(main, ["aggregate", str(export), "--detections", str(bad), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "missing column(s)" in r.output and "Traceback" not in r.output
