@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import ExportBuilder, simulate_crowd
+from export_builders import ExportBuilder, simulate_crowd
 
 from clumptool.aggregation.consensus import run_consensus
 from clumptool.aggregation.export import read_export
