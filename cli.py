@@ -28,7 +28,7 @@ from tqdm import tqdm
 from clumptool import __version__
 from clumptool.active_learning.diversity import METHODS as DIVERSITY_METHODS
 from clumptool.active_learning.options import AGGREGATES, STRATEGIES, SelectOptions, UploadRequest
-from clumptool.active_learning.zooniverse import redact_url
+from clumptool.active_learning.panoptes_session import DEFAULT_ENDPOINT, redact_url
 from clumptool.aggregation.consensus import ConsensusConfig
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ReadOptions
@@ -869,7 +869,7 @@ def demo_command(out: Path, galaxies: int, seed: int) -> None:
               help="Also the project's workflows export (workflows.csv).")
 @click.option("--incremental", "--since-last", "incremental", is_flag=True,
               help="Merge into the classifications.csv already in --out: add only classifications it lacks.")
-@click.option("--endpoint", default="https://www.zooniverse.org", show_default=True,
+@click.option("--endpoint", default=DEFAULT_ENDPOINT, show_default=True,
               help="Panoptes endpoint (https; credentials come from PANOPTES_* only).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for classifications.csv (subjects.csv, workflows.csv) and manifest.json.")
@@ -907,7 +907,7 @@ def fetch_export_command(workflow_id: int, project_id: int | None, generate: boo
 @main.command("retire", short_help="Retire on Zooniverse the galaxies whose consensus is finished.")
 @click.argument("subjects_table", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--workflow-id", type=int, required=True, help="Workflow to retire the subjects in.")
-@click.option("--endpoint", default="https://www.zooniverse.org", show_default=True,
+@click.option("--endpoint", default=DEFAULT_ENDPOINT, show_default=True,
               help="Panoptes endpoint (https; credentials come from PANOPTES_* only).")
 @click.option("--state", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of the ledger that remembers what was retired [default: $CLUMPTOOL_STATE_DIR (else "

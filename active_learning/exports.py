@@ -31,7 +31,12 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from tqdm import tqdm
 
-from clumptool.active_learning.zooniverse import DEFAULT_ENDPOINT, Session, check_endpoint, panoptes_session
+from clumptool.active_learning.panoptes_session import (
+    DEFAULT_ENDPOINT,
+    Session,
+    check_endpoint,
+    panoptes_session,
+)
 from clumptool.aggregation.export import REQUIRED_COLUMNS
 from clumptool.aggregation.workflows import REQUIRED as WORKFLOW_COLUMNS
 from clumptool.common.errors import ClumptoolError

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from clumptool.active_learning.diversity import METHODS as DIVERSITY_METHODS
-from clumptool.active_learning.zooniverse import DEFAULT_ENDPOINT, UploadConfig
+from clumptool.active_learning.panoptes_session import DEFAULT_ENDPOINT
+from clumptool.active_learning.zooniverse import UploadConfig
 from clumptool.common.options import in_range, one_of, optional, raise_problems, whole_number
 from clumptool.detection.options import PRECISIONS
 

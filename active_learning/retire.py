@@ -32,8 +32,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from clumptool.active_learning.ledger import DEFAULT_LEDGER_NAME, Ledger, _now
+from clumptool.active_learning.panoptes_session import (
+    DEFAULT_ENDPOINT,
+    Session,
+    check_endpoint,
+    panoptes_session,
+)
 from clumptool.active_learning.state import project_key, state_root
-from clumptool.active_learning.zooniverse import DEFAULT_ENDPOINT, Session, check_endpoint, panoptes_session
 from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.ids import subject_ids_int64
 from clumptool.common.tables import read_table

@@ -59,6 +59,7 @@ from clumptool.active_learning.options import (  # noqa: F401 (STRATEGIES, AGGRE
     SelectOptions,
     UploadRequest,
 )
+from clumptool.active_learning.panoptes_session import credentials_from_env
 from clumptool.active_learning.plots import selection_figure
 from clumptool.active_learning.pool import build_pool, read_pool
 from clumptool.active_learning.scoring import (  # noqa: F401 (SCORE_COLUMNS, PoolScores: the table's)
@@ -68,12 +69,7 @@ from clumptool.active_learning.scoring import (  # noqa: F401 (SCORE_COLUMNS, Po
     score_pool,
 )
 from clumptool.active_learning.state import check_state_location, default_state_dir
-from clumptool.active_learning.zooniverse import (
-    UploadConfig,
-    credentials_from_env,
-    upload_selection,
-    uploaded_galaxies,
-)
+from clumptool.active_learning.zooniverse import UploadConfig, upload_selection, uploaded_galaxies
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids
 from clumptool.common.options import options_from

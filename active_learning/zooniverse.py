@@ -16,9 +16,7 @@ interrupted run (network drop, quota 403, Ctrl-C) resumes on the next call:
 * before linking, the set's current members are listed, so a link that reached the server but not the
   ledger is not sent again.
 
-Credentials come only from the environment (``PANOPTES_USERNAME``/``PANOPTES_PASSWORD``, or
-``PANOPTES_CLIENT_ID``/``PANOPTES_CLIENT_SECRET``), are never logged and are scrubbed from every stored or
-printed error message.
+The login, credentials and log hygiene are :mod:`clumptool.active_learning.panoptes_session`'s.
 """
 
 from __future__ import annotations
@@ -26,13 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import re
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import requests
@@ -40,16 +34,19 @@ from tqdm import tqdm
 
 from clumptool.active_learning.ledger import Ledger
 from clumptool.active_learning.manifest import MAX_BYTES, check_png, subject_metadata
+from clumptool.active_learning.panoptes_session import (
+    DEFAULT_ENDPOINT,
+    check_endpoint,
+    clean_message,
+    panoptes_session,
+)
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://www.zooniverse.org"
-STAGING_ENDPOINT = "https://panoptes-staging.zooniverse.org"
 _QUOTA = re.compile(r"uploaded \d+ subjects of \d+ maximum", re.I)
 _AUTH = re.compile(r"must be logged in|not authori[sz]ed|invalid_grant|invalid_client", re.I)
-_QUIET_LOGGERS = ("panoptes_client", "redo", "urllib3", "requests")
 
 
 @dataclass
@@ -131,194 +128,6 @@ class UploadReport:
         if not self.ok:
             lines.append("run the same command again to resume: finished galaxies are not uploaded twice")
         return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# credentials, client import and logging hygiene
-# ---------------------------------------------------------------------------------------------
-
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def redact_url(url: object) -> str:
-    """``url`` with the password of a ``user:password@`` part replaced by ``***`` (for messages)."""
-    text = str(url)
-    try:
-        parts = urlsplit(text)
-        if parts.password is None:
-            return text
-        netloc = parts.netloc.rsplit("@", 1)
-        user = netloc[0].split(":", 1)[0]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
-    except ValueError:
-        return re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", text)
-
-
-def check_endpoint(endpoint: str) -> str:
-    """The Panoptes endpoint, validated before any work: ``https://host[:port]`` (plain http only on loopback),
-    no credentials in it (they come from PANOPTES_* only), no trailing slash."""
-    shown = redact_url(endpoint)
-    try:
-        parts = urlsplit(str(endpoint).strip())
-        host, _ = parts.hostname, parts.port
-    except ValueError as exc:
-        raise ClumptoolError(f"--endpoint {shown}: not a valid URL ({redact_url(exc)}); give e.g. "
-                             f"{DEFAULT_ENDPOINT}") from exc
-    if parts.scheme not in ("http", "https") or not host:
-        raise ClumptoolError(f"--endpoint {shown}: not an http(s) URL with a host; give e.g. {DEFAULT_ENDPOINT}")
-    if parts.username is not None or parts.password is not None:
-        raise ClumptoolError(f"--endpoint {shown}: remove the user:password@ part; Zooniverse credentials are "
-                             "read only from the environment (PANOPTES_USERNAME and PANOPTES_PASSWORD, or "
-                             "PANOPTES_CLIENT_ID and PANOPTES_CLIENT_SECRET)")
-    if parts.query or parts.fragment or parts.path.strip("/"):
-        raise ClumptoolError(f"--endpoint {shown}: give only scheme and host (e.g. {DEFAULT_ENDPOINT}), "
-                             "without a path or query")
-    if parts.scheme == "http" and host not in _LOOPBACK:
-        raise ClumptoolError(f"--endpoint {shown}: plain http would send the password unencrypted; use https "
-                             "(plain http is accepted only for a local server on 127.0.0.1)")
-    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-
-
-def credentials_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Zooniverse credentials from the environment: ``{"username", "password"}`` or
-    ``{"client_id", "client_secret"}``. Raises ClumptoolError naming the variables when neither is set."""
-    env = os.environ if environ is None else environ
-    user, password = env.get("PANOPTES_USERNAME"), env.get("PANOPTES_PASSWORD")
-    if user and password:
-        return {"username": user, "password": password}
-    cid, secret = env.get("PANOPTES_CLIENT_ID"), env.get("PANOPTES_CLIENT_SECRET")
-    if cid and secret:
-        return {"client_id": cid, "client_secret": secret}
-    half = [name for name, value in (("PANOPTES_USERNAME", user), ("PANOPTES_PASSWORD", password),
-                                     ("PANOPTES_CLIENT_ID", cid), ("PANOPTES_CLIENT_SECRET", secret)) if value]
-    hint = f" (only {', '.join(half)} is set)" if half else ""
-    raise ClumptoolError("no Zooniverse credentials: set PANOPTES_USERNAME and PANOPTES_PASSWORD, or "
-                         f"PANOPTES_CLIENT_ID and PANOPTES_CLIENT_SECRET, in the environment{hint}")
-
-
-def import_panoptes_client():
-    """Import ``panoptes_client`` without letting it reconfigure logging.
-
-    On import the client calls ``logging.basicConfig`` (INFO on the root logger), which would make every
-    library's INFO messages print; the root logger is put back as it was.
-    """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    fresh = "panoptes_client" not in sys.modules
-    import panoptes_client  # here, not at the top: its import side effect on logging is undone just below
-
-    if fresh:
-        for handler in root.handlers[:]:
-            if handler not in handlers:
-                root.removeHandler(handler)
-        root.setLevel(level)
-    return panoptes_client
-
-
-def redact(text: object, secrets: list[str] | tuple[str, ...]) -> str:
-    """``text`` with every secret (password, client secret, token) replaced by ``***``."""
-    out = str(text)
-    for secret in secrets:
-        if secret:
-            out = out.replace(secret, "***")
-    return out
-
-
-class _RedactFilter(logging.Filter):
-    def __init__(self, secrets: list[str]):
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact(message, self.secrets)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
-
-@contextlib.contextmanager
-def _quiet_client_logs(secrets: list[str]) -> Iterator[None]:
-    """Client chatter at WARNING and above only, with secrets scrubbed, for the duration of an upload."""
-    saved = []
-    flt = _RedactFilter(secrets)
-    for name in _QUIET_LOGGERS:
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.level))
-        if logger.getEffectiveLevel() < logging.WARNING:
-            logger.setLevel(logging.WARNING)
-        logger.addFilter(flt)
-    try:
-        yield
-    finally:
-        for logger, level in saved:
-            logger.setLevel(level)
-            logger.removeFilter(flt)
-
-
-def clean_message(exc: object, secrets: list[str]) -> str:
-    """An exception as a message safe to print or store: secrets and URL signatures removed, at most 500
-    characters."""
-    text = redact(exc, secrets)
-    text = re.sub(r"\?[^\s'\"]*sig=[^\s'\"]*", "?<signature>", text)  # signed upload/download URLs
-    return text[:500]
-
-
-def connect(pc, endpoint: str, credentials: dict[str, str], secrets: list[str], admin: bool = False):
-    """A logged-in ``panoptes_client.Panoptes`` (the token is fetched now, so a bad password fails here).
-
-    The bearer and refresh tokens are appended to ``secrets`` so that every later message is scrubbed of them.
-    """
-    try:
-        client = pc.Panoptes(endpoint=endpoint, admin=admin, **credentials)
-        client.get_bearer_token()
-    except pc.panoptes.PanoptesAPIException as exc:
-        raise ClumptoolError(f"Zooniverse login failed at {endpoint}: {clean_message(exc, secrets)}; check "
-                             "PANOPTES_USERNAME and PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and "
-                             "PANOPTES_CLIENT_SECRET) and --endpoint") from exc
-    except (KeyError, ValueError) as exc:
-        raise ClumptoolError(f"--endpoint {endpoint} did not answer like a Zooniverse (Panoptes) "
-                             f"API ({clean_message(exc, secrets)}); check the URL") from exc
-    except Exception as exc:
-        raise ClumptoolError(f"--endpoint {endpoint}: cannot reach the server "
-                             f"({clean_message(exc, secrets)}); check the URL and the network, then run again") from exc
-    if client.bearer_token:
-        secrets.append(client.bearer_token)
-    if getattr(client, "refresh_token", None):
-        secrets.append(client.refresh_token)
-    return client
-
-
-@dataclass
-class Session:
-    """A logged-in client for one command: the client module, the client and the secrets to scrub."""
-
-    pc: object
-    client: object
-    secrets: list[str]
-
-    def clean(self, exc: object) -> str:
-        return clean_message(exc, self.secrets)
-
-
-@contextlib.contextmanager
-def panoptes_session(endpoint: str, admin: bool = False) -> Iterator[Session]:
-    """Log in to ``endpoint`` with the environment's credentials (as select-next-batch does) for a block.
-
-    Client logging is kept at WARNING with secrets scrubbed; a ClumptoolError raised inside is scrubbed too.
-    """
-    endpoint = check_endpoint(endpoint)
-    credentials = credentials_from_env()
-    secrets = [v for k, v in credentials.items() if k in ("password", "client_secret")]
-    pc = import_panoptes_client()
-    with _quiet_client_logs(secrets):
-        client = connect(pc, endpoint, credentials, secrets, admin)
-        with client:
-            try:
-                yield Session(pc, client, secrets)
-            except ClumptoolError as exc:
-                raise ClumptoolError(redact(exc, secrets)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,9 +251,6 @@ class _Uploader:
         return True
 
     # -- steps -----------------------------------------------------------------------------------------
-    def connect(self, credentials: dict[str, str]):
-        return connect(self.pc, self.config.endpoint, credentials, self.secrets, self.config.admin)
-
     def check_project(self) -> None:
         pc, cfg = self.pc, self.config
         try:
@@ -766,16 +572,6 @@ def _reupload_message(again: list[tuple[str, str]], where_: str) -> str:
             "--allow-reupload")
 
 
-def _connected(config: UploadConfig, selection: pd.DataFrame, ledger: Ledger | None, round_name: str,
-               report: UploadReport, progress: bool):
-    """(client module, uploader, client, secrets) for ``config``, logged in (credentials from the env)."""
-    credentials = credentials_from_env()
-    secrets = [v for k, v in credentials.items() if k in ("password", "client_secret")]
-    pc = import_panoptes_client()
-    uploader = _Uploader(pc, selection, ledger, round_name, config, report, secrets, progress)
-    return pc, uploader, credentials, secrets
-
-
 def uploaded_galaxies(config: UploadConfig, needed: int = 0) -> dict[str, str]:
     """Log in and list the galaxies earlier clumptool rounds put in ``config.project_id`` (galaxy id ->
     round). Run before scoring: it checks the endpoint, the credentials, the project, the workflow and that
@@ -783,21 +579,17 @@ def uploaded_galaxies(config: UploadConfig, needed: int = 0) -> dict[str, str]:
     report = UploadReport(round_name="", subject_set_name=config.subject_set_name, endpoint=config.endpoint,
                           dry_run=False, requested=0)
     empty = pd.DataFrame({"galaxy_id": pd.Series([], dtype=str)})
-    pc, uploader, credentials, secrets = _connected(config, empty, None, "", report, False)
-    with _quiet_client_logs(secrets):
-        client = uploader.connect(credentials)
-        with client:
-            try:
-                uploader.check_project()
-                uploader.check_workflow()
-                uploader.quota(needed)
-                return uploader.server_galaxies()
-            except ClumptoolError as exc:
-                raise ClumptoolError(redact(exc, secrets)) from None
-            except (pc.panoptes.PanoptesAPIException, OSError, ValueError, KeyError, TypeError) as exc:
-                raise ClumptoolError(f"listing the subjects already in project {config.project_id} at "
-                                     f"{config.endpoint} failed ({uploader._clean(exc)}); check --endpoint and "
-                                     "the network, then run again") from None
+    with panoptes_session(config.endpoint, config.admin) as session:
+        uploader = _Uploader(session.pc, empty, None, "", config, report, session.secrets, False)
+        try:
+            uploader.check_project()
+            uploader.check_workflow()
+            uploader.quota(needed)
+            return uploader.server_galaxies()
+        except (session.pc.panoptes.PanoptesAPIException, OSError, ValueError, KeyError, TypeError) as exc:
+            raise ClumptoolError(f"listing the subjects already in project {config.project_id} at "
+                                 f"{config.endpoint} failed ({session.clean(exc)}); check --endpoint and "
+                                 "the network, then run again") from None
 
 
 def upload_selection(selection: pd.DataFrame, ledger: Ledger, round_name: str, config: UploadConfig,
@@ -828,21 +620,17 @@ def upload_selection(selection: pd.DataFrame, ledger: Ledger, round_name: str, c
         report.summary = ledger.summary(round_name)
         return report
     ledger.record_selection(round_name, sel, subject_set_name=config.subject_set_name)
-    pc, uploader, credentials, secrets = _connected(config, sel, ledger, round_name, report, progress)
-    with _quiet_client_logs(secrets):
-        client = uploader.connect(credentials)
-        with client:
-            try:
-                uploader.run()
-            except ClumptoolError as exc:
-                raise ClumptoolError(redact(exc, secrets)) from None
-            except pc.panoptes.PanoptesAPIException as exc:
-                report.errors.append(f"Zooniverse API error: {uploader._clean(exc)}")
-            except OSError as exc:  # requests' network errors are OSErrors too
-                report.errors.append(f"network error talking to {config.endpoint}: {uploader._clean(exc)}")
-            except (ValueError, KeyError, TypeError) as exc:  # an answer that is not Panoptes JSON
-                report.errors.append(f"{config.endpoint} answered in a way Panoptes does not "
-                                     f"({type(exc).__name__}: {uploader._clean(exc)}); check --endpoint")
+    with panoptes_session(config.endpoint, config.admin) as session:
+        uploader = _Uploader(session.pc, sel, ledger, round_name, config, report, session.secrets, progress)
+        try:
+            uploader.run()
+        except session.pc.panoptes.PanoptesAPIException as exc:
+            report.errors.append(f"Zooniverse API error: {session.clean(exc)}")
+        except OSError as exc:  # requests' network errors are OSErrors too
+            report.errors.append(f"network error talking to {config.endpoint}: {session.clean(exc)}")
+        except (ValueError, KeyError, TypeError) as exc:  # an answer that is not Panoptes JSON
+            report.errors.append(f"{config.endpoint} answered in a way Panoptes does not "
+                                 f"({type(exc).__name__}: {session.clean(exc)}); check --endpoint")
     rows = ledger.rows(round_name)
     rows = rows[rows["galaxy_id"].isin(set(sel["galaxy_id"]))]
     report.linked_total = int((rows["state"] == "linked").sum())

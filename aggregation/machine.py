@@ -60,7 +60,8 @@ def read_detections(path: str | os.PathLike) -> Detections:
         elif suffix in (".csv", ".txt"):
             df = pd.read_csv(path, dtype={"subject_id": str})
         elif suffix in (".fits", ".fit", ".ecsv", ".vot", ".xml"):
-            from astropy.table import Table
+            from astropy.table import Table  # only FITS/VOTable catalogues need it (slow to import, and
+            # aggregate forks consensus workers: every module imported early is in each of them)
 
             df = Table.read(path).to_pandas()
         else:

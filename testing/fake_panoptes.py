@@ -29,13 +29,17 @@ import io
 import json
 import re
 import secrets
+import signal
 import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+from clumptool.common.atomic import write_bytes_atomic, write_text_atomic
+from clumptool.common.errors import ClumptoolError
 
 API_ACCEPT = "application/vnd.api+json"
 ALLOWED_MEDIA = ("image/png", "image/jpeg", "image/gif", "image/tiff", "image/svg+xml", "text/plain",
@@ -161,8 +165,6 @@ class FakeState:
     _OPTIONAL = ("retirements", "export_media")  # absent from states saved before exports existed
 
     def save(self, folder: Path) -> None:
-        from clumptool.common.atomic import write_bytes_atomic, write_text_atomic
-
         folder = Path(folder)
         with self.lock:
             data = {k: getattr(self, k) for k in (*self._PERSISTED, *self._OPTIONAL)}
@@ -179,14 +181,10 @@ class FakeState:
         write_text_atomic(folder / "state.json", text)
 
     def load(self, folder: Path) -> None:
-        from urllib.parse import unquote
-
         folder = Path(folder)
         path = folder / "state.json"
         if not path.exists():
             return
-        from clumptool.common.errors import ClumptoolError
-
         try:
             data = json.loads(path.read_text())
             missing = [k for k in self._PERSISTED if k not in data] if isinstance(data, dict) else ["all"]
@@ -388,8 +386,6 @@ class FakePanoptes:
         return f"http://{host}:{port}"
 
     def _bind(self) -> None:
-        from clumptool.common.errors import ClumptoolError
-
         try:
             self._server = _Server((self.host, self.port), _Handler)
         except OSError as exc:
@@ -407,8 +403,6 @@ class FakePanoptes:
     def serve_forever(self, ready=None) -> None:
         """Serve in the foreground until Ctrl-C or SIGTERM (for ``clumptool fake-panoptes``; a background
         job of a non-interactive shell ignores SIGINT, so SIGTERM also stops it cleanly)."""
-        import signal
-
         def interrupt(signum, frame):
             raise KeyboardInterrupt
 

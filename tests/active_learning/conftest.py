@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clumptool.active_learning.zooniverse import import_panoptes_client
+from clumptool.active_learning.panoptes_session import import_panoptes_client
 from clumptool.testing.fake_panoptes import FakePanoptes
 
 PASSWORD = "s3cret-Pw-93kq"          # distinctive, so the tests can search for leaks

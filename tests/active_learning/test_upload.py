@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from clumptool.active_learning.ledger import Ledger
-from clumptool.active_learning.zooniverse import UploadConfig, credentials_from_env, upload_selection
+from clumptool.active_learning.panoptes_session import credentials_from_env
+from clumptool.active_learning.zooniverse import UploadConfig, upload_selection
 from clumptool.common.errors import ClumptoolError
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -352,7 +353,7 @@ def test_importing_the_client_leaves_root_logging_alone():
     import subprocess
     import sys
 
-    code = ("import logging; from clumptool.active_learning.zooniverse import import_panoptes_client; "
+    code = ("import logging; from clumptool.active_learning.panoptes_session import import_panoptes_client; "
             "import_panoptes_client(); root = logging.getLogger(); "
             "assert root.handlers == [] and root.level == logging.WARNING, (root.handlers, root.level)")
     subprocess.run([sys.executable, "-c", code], check=True)

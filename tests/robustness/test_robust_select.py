@@ -60,7 +60,7 @@ def _isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def fake(monkeypatch):
     """The fake Zooniverse (project 1234, workflow 5678), the real client with one attempt per request."""
-    from clumptool.active_learning.zooniverse import import_panoptes_client
+    from clumptool.active_learning.panoptes_session import import_panoptes_client
 
     pc = import_panoptes_client()
     monkeypatch.setattr(pc.panoptes, "HTTP_RETRY_LIMIT", 1)

@@ -38,7 +38,7 @@ def _env(monkeypatch, tmp_path):
 @pytest.fixture
 def fake(monkeypatch):
     """The fake Zooniverse (project 1234, workflow 5678) with credentials in the environment."""
-    from clumptool.active_learning.zooniverse import import_panoptes_client
+    from clumptool.active_learning.panoptes_session import import_panoptes_client
 
     pc = import_panoptes_client()
     monkeypatch.setattr(pc.panoptes, "HTTP_RETRY_LIMIT", 1)
