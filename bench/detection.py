@@ -15,7 +15,7 @@ purity >= 0.85 within ~30 min of 2-core CPU training.
 
 (b) Speed, on CPU at the working size: training images/s through ``train`` (Lightning, DataLoader,
 augmentation; images cached in memory as ``--cache`` does, decoding time reported separately) and inference
-images/s through ``iter_detections`` (PNG decoding included); the ratio of our training step to a bare
+images/s through ``bare_loop.iter_detections`` (PNG decoding included); the ratio of our training step to a bare
 PyTorch loop over the SAME torchvision FasterRCNN (goal <= 1.1: the wrapper costs nothing), and for reference a FasterRCNN with torchvision's COCO head settings (2000/2000 RPN proposals,
 512 RoIs per image, 3 anchor aspect ratios) on the same backbone and size; peak memory (ru_maxrss).
 
@@ -188,11 +188,11 @@ class _StepTimer:
 
 
 def speed(args, sim: Path, work: Path) -> dict:
+    from bare_loop import iter_detections
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
     from clumptool.detection.data import labelled_items, split_items
-    from clumptool.detection.inference import iter_detections
     from clumptool.detection.io import load_model
     from clumptool.detection.model import build_model
     from clumptool.detection.spec import make_spec

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from torch import nn
 
 from clumptool.detection.image_list import ImageList
 from clumptool.detection.images import load_image, prepare, working_geometry
-from clumptool.detection.inference import embed_tensors, iter_detections, to_detections
+from clumptool.detection.inference import embed_tensors, to_detections
 from clumptool.detection.model import build_model
 from clumptool.detection.predicting import PostProcessed, collecting_trainer, detect_images
 from clumptool.detection.spec import make_spec
@@ -108,8 +110,11 @@ def test_embeddings_need_eval_mode_and_leave_the_model_alone():
     assert not any(m.training for m in model.modules())
 
 
-def test_the_bench_loop_and_the_lightning_path_give_the_same_detections(tmp_path):
-    """iter_detections (the bench's bare loop) = detect_images with predict's head, NMS off."""
+def test_the_bench_loop_and_the_lightning_path_give_the_same_detections(tmp_path, monkeypatch):
+    """bench/bare_loop.iter_detections (the bench's baseline) = detect_images with predict's head, NMS off."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    from bare_loop import iter_detections  # bench/ is not a package: on the path for this test only
+
     spec = make_spec("resnet18", image_size=64, crop=None, fpn_channels=16, representation_size=32,
                      rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, detections_per_img=10)
     rng = np.random.default_rng(0)
