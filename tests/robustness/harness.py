@@ -31,6 +31,7 @@ class Outcome:
     code: int
     out: str
     err: str
+    hit: bool = True  # interrupt_when: the signal arrived while ``ready()`` still held
 
     @property
     def text(self) -> str:
@@ -67,11 +68,15 @@ def interrupt_when(args: list[object], ready, sig: int = signal.SIGINT, timeout:
     """Start ``clumptool ARGS``, send ``sig`` as soon as ``ready()`` is true, and return how it ended.
 
     ``ready`` is polled (e.g. a file that appears at the chosen point). If the command ends before
-    ``ready()`` the test fails: the interrupt was not delivered where intended.
+    ``ready()`` the test fails: the interrupt was not delivered where intended. The command is frozen
+    (SIGSTOP) while ``ready()`` is checked again, so a loaded machine cannot let it run past a short-lived
+    point (a staging folder that exists only while outputs are written) between the check and the signal;
+    if it did, no signal is sent and the outcome says ``hit=False`` (the caller may retry).
     """
     p = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, **(env or {})})
     start = time.monotonic()
+    hit = False
     try:
         while not ready():
             if p.poll() is not None:
@@ -81,13 +86,17 @@ def interrupt_when(args: list[object], ready, sig: int = signal.SIGINT, timeout:
                 p.kill()
                 pytest.fail("interrupt point never reached")
             time.sleep(poll)
-        p.send_signal(sig)
+        p.send_signal(signal.SIGSTOP)
+        hit = ready()
+        if hit:
+            p.send_signal(sig)  # delivered when the command runs again
+        p.send_signal(signal.SIGCONT)
         out, err = p.communicate(timeout=timeout)
     finally:
         if p.poll() is None:
             p.kill()
             p.communicate()
-    return Outcome(p.returncode, out, err)
+    return Outcome(p.returncode, out, err, hit)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
