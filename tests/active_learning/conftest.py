@@ -10,13 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clumptool.active_learning.panoptes_session import import_panoptes_client
 from clumptool.testing.fake_panoptes import FakePanoptes
+from clumptool.testing.panoptes_env import forget_sessions, isolate_environment, single_attempt_client
 
 PASSWORD = "s3cret-Pw-93kq"          # distinctive, so the tests can search for leaks
 CLIENT_SECRET = "app-s3cret-7Hx2"
-_ENV = ("PANOPTES_USERNAME", "PANOPTES_PASSWORD", "PANOPTES_CLIENT_ID", "PANOPTES_CLIENT_SECRET",
-        "PANOPTES_ENDPOINT", "PANOPTES_DEBUG", "PANOPTES_REDIRECT_URL")
 
 
 @pytest.fixture(autouse=True)
@@ -27,18 +25,12 @@ def _state_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def panoptes_client(monkeypatch):
+def panoptes_client(monkeypatch, tmp_path):
     """The real client with retries limited to one attempt; thread-locals cleared afterwards."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    for var in _ENV:
-        monkeypatch.delenv(var, raising=False)
-    pc = import_panoptes_client()
-    monkeypatch.setattr(pc.panoptes, "HTTP_RETRY_LIMIT", 1)
-    monkeypatch.setattr(pc.subject, "UPLOAD_RETRY_LIMIT", 1)
+    isolate_environment(monkeypatch, tmp_path / "clumptool-state")
+    pc = single_attempt_client(monkeypatch)
     yield pc
-    pc.Panoptes._local.__dict__.clear()
-    pc.Subject._local.__dict__.clear()
+    forget_sessions(pc)
 
 
 @pytest.fixture

@@ -16,8 +16,6 @@ N_POOL = 10
 PASSWORD = "Pw-r0bust-91xq"  # distinctive, so a leak anywhere can be searched for
 USER = "clumpbot"
 PROJECT, WORKFLOW = 1234, 5678
-PANOPTES_ENV = ("PANOPTES_USERNAME", "PANOPTES_PASSWORD", "PANOPTES_CLIENT_ID", "PANOPTES_CLIENT_SECRET",
-                "PANOPTES_ENDPOINT", "PANOPTES_DEBUG", "PANOPTES_REDIRECT_URL")
 
 
 def tiny_spec():

@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 from _select_helpers import (
     N_POOL,
-    PANOPTES_ENV,
     PASSWORD,
     USER,
     base_args,
@@ -31,6 +30,7 @@ from _select_helpers import (
 
 from clumptool.common.outputs import verify_output_set
 from clumptool.testing.fake_panoptes import FakePanoptes
+from clumptool.testing.panoptes_env import forget_sessions, isolate_environment, single_attempt_client
 
 interrupt_when, no_traceback, run_cli, snapshot = (harness.interrupt_when, harness.no_traceback, harness.run_cli,
                                                    harness.snapshot)
@@ -50,28 +50,19 @@ def world(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Ledgers in tmp (never ~/.local/state) and no Zooniverse credentials unless a test sets them."""
-    monkeypatch.setenv("CLUMPTOOL_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    for var in PANOPTES_ENV:
-        monkeypatch.delenv(var, raising=False)
+    isolate_environment(monkeypatch, tmp_path / "state")
 
 
 @pytest.fixture
 def fake(monkeypatch):
     """The fake Zooniverse (project 1234, workflow 5678), the real client with one attempt per request."""
-    from clumptool.active_learning.panoptes_session import import_panoptes_client
-
-    pc = import_panoptes_client()
-    monkeypatch.setattr(pc.panoptes, "HTTP_RETRY_LIMIT", 1)
-    monkeypatch.setattr(pc.subject, "UPLOAD_RETRY_LIMIT", 1)
+    pc = single_attempt_client(monkeypatch)
     server = FakePanoptes(users={USER: PASSWORD}).start()
     monkeypatch.setenv("PANOPTES_USERNAME", USER)
     monkeypatch.setenv("PANOPTES_PASSWORD", PASSWORD)
     yield server
     server.stop()
-    pc.Panoptes._local.__dict__.clear()
-    pc.Subject._local.__dict__.clear()
+    forget_sessions(pc)
 
 
 @pytest.fixture

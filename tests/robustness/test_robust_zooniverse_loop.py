@@ -16,32 +16,24 @@ import pandas as pd
 import pytest
 
 from clumptool.testing.fake_panoptes import FakePanoptes, classification_record, export_csv
+from clumptool.testing.panoptes_env import forget_sessions, isolate_environment, single_attempt_client
 
 interrupt_when, no_traceback, run_cli, snapshot = (harness.interrupt_when, harness.no_traceback, harness.run_cli,
                                                    harness.snapshot)
 USER, PASSWORD = "clumpbot", "loop-Pw-41zz"
-PANOPTES_ENV = ("PANOPTES_USERNAME", "PANOPTES_PASSWORD", "PANOPTES_CLIENT_ID", "PANOPTES_CLIENT_SECRET",
-                "PANOPTES_ENDPOINT", "PANOPTES_DEBUG", "PANOPTES_REDIRECT_URL")
 BLOB = r"^/blob/exports/"
 RETIRE = r"^/api/workflows/5678/retired_subjects$"
 
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch, tmp_path):
-    monkeypatch.setenv("CLUMPTOOL_STATE_DIR", str(tmp_path / "state-root"))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    for var in PANOPTES_ENV:
-        monkeypatch.delenv(var, raising=False)
+    isolate_environment(monkeypatch, tmp_path / "state-root")
 
 
 @pytest.fixture
 def fake(monkeypatch):
     """The fake Zooniverse (project 1234, workflow 5678) with credentials in the environment."""
-    from clumptool.active_learning.panoptes_session import import_panoptes_client
-
-    pc = import_panoptes_client()
-    monkeypatch.setattr(pc.panoptes, "HTTP_RETRY_LIMIT", 1)
+    pc = single_attempt_client(monkeypatch)
     # wait_export polls every 2 s: no sleeping in the client (only there: the fake's delays stay real)
     monkeypatch.setattr(pc.exportable, "time", types.SimpleNamespace(sleep=lambda s: None))
     server = FakePanoptes(users={USER: PASSWORD}).start()
@@ -49,7 +41,7 @@ def fake(monkeypatch):
     monkeypatch.setenv("PANOPTES_PASSWORD", PASSWORD)
     yield server
     server.stop()
-    pc.Panoptes._local.__dict__.clear()
+    forget_sessions(pc)
 
 
 def export(ids) -> bytes:
