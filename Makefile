@@ -17,5 +17,5 @@ test: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install -qq -e ".[dev]"  # -qq: errors only (setuptools' "Editable installation" note is noise)
 	@touch $(STAMP)
