@@ -159,7 +159,7 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
     for label, path in (
         ("simulated project, images, truth", res.paths["project"]),
         ("what the galaxies look like", res.paths["preview"]),
-        ("export fetched from the fake Zooniverse", res.paths["export"]),
+        ("export fetched (round 1, + round 2 merged)", res.paths["export"]),
         ("consensus clumps, boxes, skills", out / "aggregated"),
         ("marks and clumps drawn", res.paths.get("aggregate_overview")),
         ("finished galaxies (is_finished, why)", res.paths.get("aggregate_subjects")),
@@ -173,8 +173,7 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
         ("selected batch", files.get("selection")),
         ("Zooniverse manifest", files.get("manifest")),
         ("selection plot", files.get("figure")),
-        ("round 2: export after the upload's classifications", res.paths["export"]),
-        ("round 2: consensus of everything fetched", res.paths["aggregate_round_2"]),
+        ("round 2: consensus, finished galaxies", res.paths["aggregate_round_2"]),
         ("upload and retirement ledger", res.paths["ledger"]),
         ("the fake Zooniverse's state", out / "fake-zooniverse"),
         ("this summary", out / "demo-summary.json"),
@@ -186,6 +185,10 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
     return res
 
 
+def _so_far(per_galaxy: int | None) -> str:
+    return "every simulated classification of each" if per_galaxy is None else f"{per_galaxy} classifications each"
+
+
 def closing_lines(figures: dict) -> list[str]:
     """The closing summary: the second round's consensus against the truth, its retirements, and the replay's
     saving."""
@@ -193,7 +196,7 @@ def closing_lines(figures: dict) -> list[str]:
     new, done = r2["consensus_new"], r2["consensus_new_finished"]
     return [
         f"Round 2 (the loop closed): {r2['galaxies']} uploaded galaxies came back under their new subject ids with "
-        f"{r2['classifications']} classifications ({r2['per_galaxy']} each so far); their consensus against the "
+        f"{r2['classifications']} classifications ({_so_far(r2['per_galaxy'])}); their consensus against the "
         f"truth: completeness {_ratio(new['completeness'])}, purity {_ratio(new['purity'])}, labels right "
         f"{_ratio(new['label_accuracy'])}; {r2['finished_new']} finished, {r2['finished_new_right']} of them with "
         f"exactly the true clumps (completeness {_ratio(done['completeness'])}, purity {_ratio(done['purity'])}).",
@@ -396,15 +399,17 @@ def _select(out: Path, cfg: DemoConfig, project: Path, model_dir: Path, split: d
 
 def uploaded_subjects(fake: FakePanoptes, round_name: str) -> list[UploadedSubject]:
     """The subjects an upload created in the round's subject set on the fake Zooniverse: their ids, the
-    galaxy each shows (``#galaxy_id``), their metadata and the size of the image stored on the server."""
+    galaxy each shows (``#galaxy_id``), their metadata and the size of the image stored on the server.
+    Subjects whose image never arrived are left out (volunteers cannot see them)."""
     state = fake.state
     with state.lock:
-        (subject_set,) = state.sets_named(round_name)
-        ids = state.subject_ids_in_set(subject_set["id"])
+        ids = [sid for subject_set in state.sets_named(round_name) for sid in state.subject_ids_in_set(subject_set["id"])]
         found = []
         for sid in ids:
             meta = dict(state.subjects[sid]["metadata"])
-            (image,) = state.media(sid)
+            image = state.media(sid)[0]
+            if image is None:
+                continue
             with Image.open(io.BytesIO(image)) as im:
                 width, height = im.size
             found.append(UploadedSubject(subject_id=int(sid), galaxy_id=int(meta["#galaxy_id"]), width=width,
@@ -433,9 +438,8 @@ def _fetch_round_2(out: Path, cfg: DemoConfig, project: Path, split: dict, fake:
     """10. the volunteers classify the uploaded subjects; fetch-export --incremental; aggregate everything."""
     target = out / "zooniverse-export"
     uploaded = uploaded_subjects(fake, ROUND_1)
-    each = "all their" if cfg.round2_volunteers is None else f"{cfg.round2_volunteers}"
     t = _step(10, f"fetch-export --incremental: volunteers on the fake Zooniverse give the {len(uploaded)} uploaded "
-                  f"subjects {each} classifications each; the new ones join {target}; aggregate the merged export "
+                  f"subjects {_so_far(cfg.round2_volunteers)}; the new ones join {target}; aggregate the merged export "
                   f"-> {out / 'aggregated-round-2'}", log)
     new = classifications_of_uploaded(_simulated_export(project), uploaded, first=cfg.round2_volunteers)
     # the workflow's export now holds round 1 and the new classifications (under the new subject ids)
@@ -455,7 +459,7 @@ def _fetch_round_2(out: Path, cfg: DemoConfig, project: Path, split: dict, fake:
     res.paths["aggregate_round_2"] = str(out / "aggregated-round-2")
     res.figures["round_2"] = {
         "galaxies": len(uploaded), "subject_ids": sorted(galaxy_of), "galaxy_ids": sorted(galaxy_of.values()),
-        "classifications": len(new), "per_galaxy": each, "served_subjects_unknown_to_server": len(unknown),
+        "classifications": len(new), "per_galaxy": cfg.round2_volunteers, "served_subjects_unknown_to_server": len(unknown),
         "fetched_before": before, "previous_classifications": report.previous_classifications,
         "new_classifications": report.new_classifications, "merged_classifications": len(merged),
         "duplicate_classification_ids": duplicates, "finished_new": len(finished_new),

@@ -7,7 +7,11 @@ covered by the detection tests and ``make demo``; here the upload is the one sel
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,8 +26,25 @@ from clumptool.simulation.config import SimulationConfig
 from clumptool.testing.fake_panoptes import FakePanoptes
 
 
-def test_demo_fetches_retires_and_replays(panoptes_client, tmp_path):
-    cfg = demo.DemoConfig(galaxies=16, seed=3, sim_image_size=100)
+@dataclass
+class Round1:
+    """The demo's first steps done on a tiny project, with the fake Zooniverse still running."""
+
+    cfg: demo.DemoConfig
+    sim: SimulationConfig
+    res: demo.DemoResult
+    lines: list[str]
+    split: dict
+    project: Path
+    fake: FakePanoptes
+    export: Path
+    agg: object
+    retired: dict
+
+
+@contextlib.contextmanager
+def round_1(tmp_path: Path, cfg: demo.DemoConfig) -> Iterator[Round1]:
+    """Steps 1-4 (simulate, fetch-export, aggregate, retire) against a fake Zooniverse, as run_demo does."""
     sim = SimulationConfig(galaxies=cfg.galaxies, seed=cfg.seed, image_size=cfg.sim_image_size)
     res = demo.DemoResult(out_dir=tmp_path)
     lines: list[str] = []
@@ -34,10 +55,18 @@ def test_demo_fetches_retires_and_replays(panoptes_client, tmp_path):
                                                                                       demo.DEMO_PASSWORD):
         export = demo._fetch(tmp_path, project, split, fake, sim.workflow_id, res, lines.append)
         agg = demo._aggregate(tmp_path, project, split, export, res, lines.append)
-        subjects = tmp_path / "aggregated" / "subjects.parquet"
-        demo._retire(tmp_path, fake, sim.workflow_id, subjects, len(split["labelled"]), res, lines.append)
-        retired = fake.state.retired(sim.workflow_id)
-        demo._replay(tmp_path, export, res, lines.append)
+        demo._retire(tmp_path, fake, sim.workflow_id, tmp_path / "aggregated" / "subjects.parquet",
+                     len(split["labelled"]), res, lines.append)
+        yield Round1(cfg, sim, res, lines, split, project, fake, export, agg, fake.state.retired(sim.workflow_id))
+
+
+def test_demo_fetches_retires_and_replays(panoptes_client, tmp_path):
+    cfg = demo.DemoConfig(galaxies=16, seed=3, sim_image_size=100)
+    with round_1(tmp_path, cfg) as r1:
+        demo._replay(tmp_path, r1.export, r1.res, r1.lines.append)
+    res, lines, split, project, export, agg, retired = r1.res, r1.lines, r1.split, r1.project, r1.export, r1.agg, \
+        r1.retired
+    subjects = tmp_path / "aggregated" / "subjects.parquet"
 
     # the fetched export is the labelled galaxies' classifications, every one of them
     everything = pd.read_csv(project / "classifications.csv", dtype=str, keep_default_na=False)
@@ -81,19 +110,9 @@ def _upload_pool(tmp_path, project, split, fake, sim) -> pd.DataFrame:
 
 def test_demo_closes_the_loop_through_the_fake_zooniverse(panoptes_client, tmp_path):
     cfg = demo.DemoConfig(galaxies=30, seed=5, sim_image_size=100, pool_fraction=0.4, round2_volunteers=8)
-    sim = SimulationConfig(galaxies=cfg.galaxies, seed=cfg.seed, image_size=cfg.sim_image_size)
-    res = demo.DemoResult(out_dir=tmp_path)
-    lines: list[str] = []
-    split = demo._simulate(tmp_path, cfg, sim, res, lines.append)
-    project = tmp_path / "project"
-    with FakePanoptes(users={demo.DEMO_USER: demo.DEMO_PASSWORD}, projects={sim.project_id: (sim.workflow_id,)},
-                      state_dir=tmp_path / "fake") as fake, demo.panoptes_credentials(demo.DEMO_USER,
-                                                                                      demo.DEMO_PASSWORD):
-        export = demo._fetch(tmp_path, project, split, fake, sim.workflow_id, res, lines.append)
-        agg1 = demo._aggregate(tmp_path, project, split, export, res, lines.append)
-        demo._retire(tmp_path, fake, sim.workflow_id, tmp_path / "aggregated" / "subjects.parquet",
-                     len(split["labelled"]), res, lines.append)
-        round_1 = fake.state.retired(sim.workflow_id)
+    with round_1(tmp_path, cfg) as r1:
+        sim, res, lines, split, project, fake = r1.sim, r1.res, r1.lines, r1.split, r1.project, r1.fake
+        agg1, round_1_retired = r1.agg, r1.retired
         ledger_rows = _upload_pool(tmp_path, project, split, fake, sim)
         agg2, uploaded = demo._fetch_round_2(tmp_path, cfg, project, split, fake, sim.workflow_id, res, lines.append)
         retire_posts = len(fake.state.requests_to("POST", r"/retired_subjects$"))
@@ -139,11 +158,11 @@ def test_demo_closes_the_loop_through_the_fake_zooniverse(panoptes_client, tmp_p
     table = pd.read_parquet(agg2.files["subjects"])
     finished = {str(s) for s in table.loc[table["is_finished"].astype(bool), "subject_id"]}
     sent = {str(i) for r in round_2_posts for i in r["body"]["subject_ids"]}
-    assert sent and not sent & set(round_1) and sent <= finished
-    assert set(retired) == set(round_1) | sent and set(retired.values()) == {"consensus"}
-    assert set(retired) - set(round_1) == finished - set(round_1)
+    assert sent and not sent & set(round_1_retired) and sent <= finished
+    assert set(retired) == set(round_1_retired) | sent and set(retired.values()) == {"consensus"}
+    assert set(retired) - set(round_1_retired) == finished - set(round_1_retired)
     f = res.figures["retire_round_2"]
-    assert f["round_1_sent_again"] == 0 and f["already_retired"] == len(set(round_1) & finished)
+    assert f["round_1_sent_again"] == 0 and f["already_retired"] == len(set(round_1_retired) & finished)
     assert f["retired_now"] == len(sent) == f["retired_new"] + f["retired_labelled"]
     assert f["retired_new"] == len(finished & new_ids) == r2["finished_new"]
     assert f["new_left_open"] == len(new_ids - finished)
@@ -155,7 +174,7 @@ def test_demo_closes_the_loop_through_the_fake_zooniverse(panoptes_client, tmp_p
 @pytest.mark.parametrize("first", [None, 3])
 def test_closing_lines_name_the_round_2_figures(first):
     ratio = {"completeness": 0.98, "purity": 1.0, "label_accuracy": 0.9}
-    figures = {"round_2": {"galaxies": 16, "classifications": 128, "per_galaxy": first or "all their",
+    figures = {"round_2": {"galaxies": 16, "classifications": 128, "per_galaxy": first,
                            "consensus_new": ratio, "consensus_new_finished": {**ratio, "purity": float("nan")},
                            "finished_new": 9, "finished_new_right": 8},
                "retire_round_2": {"retired_now": 10, "retired_new": 9, "retired_labelled": 1, "already_retired": 40},
@@ -163,6 +182,7 @@ def test_closing_lines_name_the_round_2_figures(first):
                           "mean_classifications_available": 20, "classifications_saved": 80,
                           "classifications_available": 120, "factor": 3.0}}
     text = "\n".join(demo.closing_lines(figures))
+    assert ("(3 classifications each)" if first else "(every simulated classification of each)") in text
     assert "16 uploaded galaxies" in text and "completeness 0.980" in text and "purity undefined" in text
     assert "9 finished, 8 of them with exactly the true clumps" in text
     assert "Retired in round 2: 10 (9 new galaxies, 1 labelled" in text and "the 40 retired in round 1" in text
