@@ -6,7 +6,11 @@ volunteers' classifications of the labelled galaxies, as Zooniverse would serve 
 labels, checked against the truth) -> retire the galaxies whose consensus is finished -> replay the export one
 volunteer at a time to count the classifications the stopping rule would have saved -> train a small detector
 on CPU -> evaluate it against the truth on held-out galaxies -> predict a clump catalogue -> select-next-batch
-from an unlabelled pool and upload it.
+from an unlabelled pool and upload it -> the fake Zooniverse's volunteers classify the uploaded subjects (the
+simulator's classifications of those galaxies, under the new subject ids and in the uploaded images' pixels:
+:mod:`clumptool.simulation.uploaded`) -> fetch-export --incremental adds them to the local export, aggregate
+the merged export -> retire the newly finished galaxies (the ledger keeps round 1's from being sent again).
+The loop is closed: the second round's consensus is checked against the truth of the uploaded galaxies.
 
 The project's galaxies are split three ways by subject id: ``labelled`` (volunteers classified them; the
 detector trains on their consensus boxes), ``test`` (held out; scored against the truth) and ``pool``
@@ -16,6 +20,7 @@ detector trains on their consensus boxes), ``test`` (held out; scored against th
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -26,16 +31,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from clumptool.active_learning.exports import FetchOptions, fetch_exports
 from clumptool.active_learning.retire import RetireOptions, retire_finished
 from clumptool.aggregation.evaluation import match_to_truth
-from clumptool.aggregation.pipeline import aggregate
+from clumptool.aggregation.pipeline import AggregationResult, aggregate
 from clumptool.aggregation.replay import replay_export
 from clumptool.common.atomic import write_text_atomic
 from clumptool.common.tables import write_table
 from clumptool.simulation.config import SimulationConfig
+from clumptool.simulation.export_format import export_bytes
 from clumptool.simulation.project import simulate_project
+from clumptool.simulation.uploaded import UploadedSubject, classifications_of_uploaded
 from clumptool.testing.fake_panoptes import FakePanoptes
 
 
@@ -56,6 +64,7 @@ class DemoConfig:
     lr: float = 1e-3
     select_n: int = 12
     random_control: int = 4
+    round2_volunteers: int | None = 8  # classifications per uploaded galaxy when round 2 is fetched (None: all)
 
 
 @dataclass
@@ -139,6 +148,8 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
         _evaluate(out, project, model_dir, split, res, log)
         _predict(out, project, model_dir, res, log)
         sel = _select(out, cfg, project, model_dir, split, fake, project_id, workflow_id, res, log)
+        agg2, uploaded = _fetch_round_2(out, cfg, project, split, fake, workflow_id, res, log)
+        _retire_round_2(out, fake, workflow_id, agg2, uploaded, res, log)
 
     write_text_atomic(out / "demo-summary.json", json.dumps(
         {"figures": res.figures, "paths": res.paths, "seconds": res.seconds}, indent=2, default=str))
@@ -148,7 +159,7 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
     for label, path in (
         ("simulated project, images, truth", res.paths["project"]),
         ("what the galaxies look like", res.paths["preview"]),
-        ("export fetched from the fake Zooniverse", res.paths["export"]),
+        ("export fetched (round 1, + round 2 merged)", res.paths["export"]),
         ("consensus clumps, boxes, skills", out / "aggregated"),
         ("marks and clumps drawn", res.paths.get("aggregate_overview")),
         ("finished galaxies (is_finished, why)", res.paths.get("aggregate_subjects")),
@@ -162,17 +173,41 @@ def run_demo(out_dir: str | os.PathLike, galaxies: int = 300, seed: int = 7,
         ("selected batch", files.get("selection")),
         ("Zooniverse manifest", files.get("manifest")),
         ("selection plot", files.get("figure")),
+        ("round 2: consensus, finished galaxies", res.paths["aggregate_round_2"]),
         ("upload and retirement ledger", res.paths["ledger"]),
         ("the fake Zooniverse's state", out / "fake-zooniverse"),
         ("this summary", out / "demo-summary.json"),
     ):
         log(f"  {label:<40} {path}")
     log("")
-    log(f"Volunteer time: {replay_line(res.figures['replay'])}.")
+    for line in closing_lines(res.figures):
+        log(line)
     return res
 
 
-STEPS = 9
+def _so_far(per_galaxy: int | None) -> str:
+    return "every simulated classification of each" if per_galaxy is None else f"{per_galaxy} classifications each"
+
+
+def closing_lines(figures: dict) -> list[str]:
+    """The closing summary: the second round's consensus against the truth, its retirements, and the replay's
+    saving."""
+    r2, ret = figures["round_2"], figures["retire_round_2"]
+    new, done = r2["consensus_new"], r2["consensus_new_finished"]
+    return [
+        f"Round 2 (the loop closed): {r2['galaxies']} uploaded galaxies came back under their new subject ids with "
+        f"{r2['classifications']} classifications ({_so_far(r2['per_galaxy'])}); their consensus against the "
+        f"truth: completeness {_ratio(new['completeness'])}, purity {_ratio(new['purity'])}, labels right "
+        f"{_ratio(new['label_accuracy'])}; {r2['finished_new']} finished, {r2['finished_new_right']} of them with "
+        f"exactly the true clumps (completeness {_ratio(done['completeness'])}, purity {_ratio(done['purity'])}).",
+        f"Retired in round 2: {ret['retired_now']} ({ret['retired_new']} new galaxies, {ret['retired_labelled']} "
+        f"labelled ones finished by the refit); the {ret['already_retired']} retired in round 1 were not sent again.",
+        f"Volunteer time: {replay_line(figures['replay'])}.",
+    ]
+
+
+STEPS = 11
+ROUND_1 = "demo-round-1"
 _clock = time.perf_counter
 
 
@@ -207,10 +242,9 @@ def _fetch(out: Path, project: Path, split: dict, fake: FakePanoptes, workflow_i
     target = out / "zooniverse-export"
     t = _step(2, f"fetch-export: the volunteers' classifications of the {len(split['labelled'])} labelled galaxies "
                  f"from a local fake Zooniverse ({fake.url}, workflow {workflow_id}) -> {target}", log)
-    cls = pd.read_csv(project / "classifications.csv", dtype=str, keep_default_na=False)
-    labelled = cls[cls["subject_ids"].astype("int64").isin(split["labelled"])]
     # what Zooniverse holds after the volunteers worked: the galaxies in the workflow, and their export
-    fake.serve_classification_export(workflow_id, labelled.to_csv(index=False).encode(), name="demo galaxies")
+    fake.serve_classification_export(workflow_id, export_bytes(_labelled_export(project, split)),
+                                     name="demo galaxies")
     report = fetch_exports(target, FetchOptions(workflow_id=workflow_id, endpoint=fake.url), progress=False)
     res.seconds["fetch"] = _clock() - t
     info = report.files["classifications.csv"]
@@ -219,6 +253,16 @@ def _fetch(out: Path, project: Path, split: dict, fake: FakePanoptes, workflow_i
     log(f"      {info['rows']:,} classifications, {info['bytes'] / 1e6:.1f} MB, through panoptes-client's export "
         f"API ({res.seconds['fetch']:.0f} s)")
     return target / "classifications.csv"
+
+
+def _simulated_export(project: Path) -> pd.DataFrame:
+    return pd.read_csv(project / "classifications.csv", dtype=str, keep_default_na=False)
+
+
+def _labelled_export(project: Path, split: dict) -> pd.DataFrame:
+    """The simulated volunteers' classifications of the labelled galaxies (round 1 on the fake Zooniverse)."""
+    cls = _simulated_export(project)
+    return cls[cls["subject_ids"].astype("int64").isin(split["labelled"])]
 
 
 def _aggregate(out: Path, project: Path, split: dict, export: Path, res: DemoResult, log):
@@ -337,7 +381,7 @@ def _select(out: Path, cfg: DemoConfig, project: Path, model_dir: Path, split: d
                  f"-> {selection_dir}", log)
     before = len(fake.state.subjects)
     sel = select_next_batch(model_dir, out / "splits" / "pool.csv", selection_dir, images=project / "images",
-                            n=cfg.select_n, random_control=cfg.random_control, round_name="demo-round-1",
+                            n=cfg.select_n, random_control=cfg.random_control, round_name=ROUND_1,
                             state=out / "zooniverse-state",
                             upload=UploadRequest(project_id=project_id, workflow_id=workflow_id, endpoint=fake.url),
                             seed=cfg.seed, progress=False)
@@ -351,3 +395,111 @@ def _select(out: Path, cfg: DemoConfig, project: Path, model_dir: Path, split: d
         f"{'complete' if ok else 'INCOMPLETE'}: {n_new} new subjects on the fake server "
         f"({res.seconds['select']:.0f} s)")
     return sel
+
+
+def uploaded_subjects(fake: FakePanoptes, round_name: str) -> list[UploadedSubject]:
+    """The subjects an upload created in the round's subject set on the fake Zooniverse: their ids, the
+    galaxy each shows (``#galaxy_id``), their metadata and the size of the image stored on the server.
+    Subjects whose image never arrived are left out (volunteers cannot see them)."""
+    state = fake.state
+    with state.lock:
+        ids = [sid for subject_set in state.sets_named(round_name) for sid in state.subject_ids_in_set(subject_set["id"])]
+        found = []
+        for sid in ids:
+            meta = dict(state.subjects[sid]["metadata"])
+            image = state.media(sid)[0]
+            if image is None:
+                continue
+            with Image.open(io.BytesIO(image)) as im:
+                width, height = im.size
+            found.append(UploadedSubject(subject_id=int(sid), galaxy_id=int(meta["#galaxy_id"]), width=width,
+                                         height=height, metadata=meta))
+    return sorted(found, key=lambda u: u.subject_id)
+
+
+def _consensus_on(clumps: pd.DataFrame, truth: pd.DataFrame, galaxy_of: dict[int, int]) -> dict:
+    """Accepted consensus clumps of the subjects ``galaxy_of`` names against their galaxies' true clumps."""
+    found = clumps[clumps["accepted"] & clumps["subject_id"].isin(galaxy_of)]
+    subject_of = {g: s for s, g in galaxy_of.items()}
+    true = truth[truth["subject_id"].isin(subject_of)]
+    true = true.assign(subject_id=true["subject_id"].map(subject_of))
+    return match_to_truth(found, true, radius=5.0).as_dict()
+
+
+def _galaxies_right(clumps: pd.DataFrame, truth: pd.DataFrame, galaxy_of: dict[int, int]) -> int:
+    """How many of the subjects have a consensus with every true clump of their galaxy and no other (defined
+    for galaxies without clumps too, where completeness and purity are not)."""
+    scores = (_consensus_on(clumps, truth, {sid: gid}) for sid, gid in galaxy_of.items())
+    return sum(s["n_matched"] == s["n_truth"] == s["n_found"] for s in scores)
+
+
+def _fetch_round_2(out: Path, cfg: DemoConfig, project: Path, split: dict, fake: FakePanoptes, workflow_id: int,
+                   res: DemoResult, log) -> tuple[AggregationResult, list[UploadedSubject]]:
+    """10. the volunteers classify the uploaded subjects; fetch-export --incremental; aggregate everything."""
+    target = out / "zooniverse-export"
+    uploaded = uploaded_subjects(fake, ROUND_1)
+    t = _step(10, f"fetch-export --incremental: volunteers on the fake Zooniverse give the {len(uploaded)} uploaded "
+                  f"subjects {_so_far(cfg.round2_volunteers)}; the new ones join {target}; aggregate the merged export "
+                  f"-> {out / 'aggregated-round-2'}", log)
+    new = classifications_of_uploaded(_simulated_export(project), uploaded, first=cfg.round2_volunteers)
+    # the workflow's export now holds round 1 and the new classifications (under the new subject ids)
+    unknown = fake.serve_classification_export(
+        workflow_id, export_bytes(pd.concat([_labelled_export(project, split), new], ignore_index=True)))
+    before = res.figures["fetch"]["classifications"]
+    report = fetch_exports(target, FetchOptions(workflow_id=workflow_id, endpoint=fake.url, incremental=True),
+                           progress=False)
+    merged = pd.read_csv(target / "classifications.csv", dtype=str, keep_default_na=False)
+    duplicates = int(merged["classification_id"].duplicated().sum())
+    galaxy_of = {u.subject_id: u.galaxy_id for u in uploaded}
+    agg = aggregate(target / "classifications.csv", None, out / "aggregated-round-2")
+    truth = pd.read_csv(project / "truth.csv")
+    subjects = agg.subjects.set_index("subject_id")
+    finished_new = [s for s in galaxy_of if s in subjects.index and bool(subjects.at[s, "is_finished"])]
+    res.seconds["round_2"] = _clock() - t
+    res.paths["aggregate_round_2"] = str(out / "aggregated-round-2")
+    res.figures["round_2"] = {
+        "galaxies": len(uploaded), "subject_ids": sorted(galaxy_of), "galaxy_ids": sorted(galaxy_of.values()),
+        "classifications": len(new), "per_galaxy": cfg.round2_volunteers, "served_subjects_unknown_to_server": len(unknown),
+        "fetched_before": before, "previous_classifications": report.previous_classifications,
+        "new_classifications": report.new_classifications, "merged_classifications": len(merged),
+        "duplicate_classification_ids": duplicates, "finished_new": len(finished_new),
+        "consensus_new": _consensus_on(agg.clumps, truth, galaxy_of),
+        "consensus_new_finished": _consensus_on(agg.clumps, truth, {s: galaxy_of[s] for s in finished_new}),
+        "finished_new_right": _galaxies_right(agg.clumps, truth, {s: galaxy_of[s] for s in finished_new}),
+    }
+    f = res.figures["round_2"]
+    log(f"      {f['new_classifications']:,} new classifications added to the {f['previous_classifications']:,} "
+        f"already fetched -> {f['merged_classifications']:,} ({duplicates} duplicated ids); "
+        f"{len(agg.subjects)} galaxies aggregated ({res.seconds['round_2']:.0f} s)")
+    c = f["consensus_new"]
+    log(f"      the {len(uploaded)} new subjects vs their galaxies' truth: completeness {_ratio(c['completeness'])}, "
+        f"purity {_ratio(c['purity'])}, labels right {_ratio(c['label_accuracy'])}; {len(finished_new)} finished, "
+        f"{f['finished_new_right']} of them with exactly the true clumps")
+    return agg, uploaded
+
+
+def _retire_round_2(out: Path, fake: FakePanoptes, workflow_id: int, agg: AggregationResult,
+                    uploaded: list[UploadedSubject], res: DemoResult, log) -> None:
+    """11. retire what round 2 finished; the ledger keeps round 1's retirements from being sent again."""
+    state = out / "zooniverse-state"
+    t = _step(11, f"retire: the newly finished galaxies (ledger in {state} already holds round 1's)", log)
+    sent_before = len(fake.state.requests_to("POST", r"/retired_subjects$"))
+    round_1 = set(fake.state.retired(workflow_id))
+    report = retire_finished(Path(agg.files["subjects"]),
+                             RetireOptions(workflow_id=workflow_id, endpoint=fake.url, state=state), progress=False)
+    sent = [str(i) for r in fake.state.requests_to("POST", r"/retired_subjects$")[sent_before:]
+            for i in (r["body"] or {}).get("subject_ids") or []]
+    new_ids = {str(u.subject_id) for u in uploaded}
+    retired_now = set(fake.state.retired(workflow_id)) - round_1
+    res.seconds["retire_round_2"] = _clock() - t
+    res.figures["retire_round_2"] = {
+        "finished": report.finished, "unfinished": report.unfinished, "already_retired": report.already_retired,
+        "retired_now": report.retired_now, "retired_new": len(retired_now & new_ids),
+        "retired_labelled": len(retired_now - new_ids), "round_1_sent_again": len(set(sent) & round_1),
+        "no_longer_finished": report.no_longer_finished, "unknown_to_server": len(report.unknown),
+        "new_left_open": len(new_ids - retired_now)}
+    f = res.figures["retire_round_2"]
+    log(f"      {f['retired_now']} retired now ({f['retired_new']} of the {len(new_ids)} new subjects, "
+        f"{f['retired_labelled']} labelled galaxies); {f['already_retired']} retired in round 1 were not sent "
+        f"again ({f['round_1_sent_again']} re-sent); {f['new_left_open']} new subjects stay open for more "
+        f"volunteers ({res.seconds['retire_round_2']:.0f} s)")

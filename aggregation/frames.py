@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from clumptool.common.errors import ClumptoolError
@@ -43,6 +45,25 @@ def _number(value: object, subject_id: object, key: str, positive: bool) -> floa
     return number
 
 
+def cutout_frame(meta: Mapping[str, object], subject_id: object) -> tuple[float, float, float, float]:
+    """(scale_x, scale_y, x0, y0) of one subject's metadata; (1, 1, 0, 0) without cutout keys (identity).
+
+    A key that is not a usable number is an error naming the subject and the key."""
+    sx = _number(metadata_value(meta, CUTOUT_SCALE, 1.0), subject_id, CUTOUT_SCALE, True)
+    sy = _number(metadata_value(meta, CUTOUT_SCALE_Y, sx), subject_id, CUTOUT_SCALE_Y, True)
+    x0 = _number(metadata_value(meta, CUTOUT_X0, 0.0), subject_id, CUTOUT_X0, False)
+    y0 = _number(metadata_value(meta, CUTOUT_Y0, 0.0), subject_id, CUTOUT_Y0, False)
+    return sx, sy, x0, y0
+
+
+def to_cutout_pixels(x: np.ndarray, y: np.ndarray, frame: tuple[float, float, float, float]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Original-image pixels -> the uploaded cutout's pixels (the inverse of :func:`to_original_pixels`), e.g.
+    to show simulated volunteers' marks as they would have clicked them on the uploaded image."""
+    sx, sy, x0, y0 = frame
+    return (np.asarray(x, dtype="float64") - x0) * sx, (np.asarray(y, dtype="float64") - y0) * sy
+
+
 def cutout_frames(subject_data: pd.DataFrame) -> pd.DataFrame:
     """Per subject whose ``subject_data`` (the export's JSON column) carries cutout keys: its scales and offsets.
 
@@ -59,12 +80,9 @@ def cutout_frames(subject_data: pd.DataFrame) -> pd.DataFrame:
         meta = obj.get(str(sid)) if isinstance(obj, dict) else None
         if not isinstance(meta, dict) or all(metadata_value(meta, k) is None for k in CUTOUT_KEYS):
             continue
-        sx = _number(metadata_value(meta, CUTOUT_SCALE, 1.0), sid, CUTOUT_SCALE, True)
-        sy = _number(metadata_value(meta, CUTOUT_SCALE_Y, sx), sid, CUTOUT_SCALE_Y, True)
-        x0 = _number(metadata_value(meta, CUTOUT_X0, 0.0), sid, CUTOUT_X0, False)
-        y0 = _number(metadata_value(meta, CUTOUT_Y0, 0.0), sid, CUTOUT_Y0, False)
-        if (sx, sy, x0, y0) != (1.0, 1.0, 0.0, 0.0):
-            rows.append((int(sid), sx, sy, x0, y0))
+        frame = cutout_frame(meta, sid)
+        if frame != (1.0, 1.0, 0.0, 0.0):
+            rows.append((int(sid), *frame))
     return pd.DataFrame(rows, columns=list(FRAME_COLUMNS)).astype(
         {"subject_id": "int64", "scale_x": "float64", "scale_y": "float64", "x0": "float64", "y0": "float64"})
 

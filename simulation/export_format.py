@@ -13,6 +13,7 @@ import io
 import json
 import os
 from datetime import datetime, timedelta, timezone
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -132,16 +133,29 @@ def classification_rows(batch: ClickBatch, pop: Population, subject_data: dict[i
     return df.sort_values("_rank").drop(columns="_rank").reset_index(drop=True)
 
 
+def write_records(df: pd.DataFrame, fh: TextIO) -> None:
+    """The export's header and rows into a text stream (QUOTE_MINIMAL: JSON fields quoted, inner quotes
+    doubled; ``\\n`` line ends, as Zooniverse writes them), in chunks so big exports stay cheap."""
+    w = csv.writer(fh, lineterminator="\n")
+    w.writerow(EXPORT_COLUMNS)
+    buf = io.StringIO()
+    bw = csv.writer(buf, lineterminator="\n")
+    cols = [df[c].tolist() for c in EXPORT_COLUMNS]
+    for start in range(0, len(df), 20000):
+        buf.seek(0)
+        buf.truncate()
+        bw.writerows(zip(*(c[start:start + 20000] for c in cols), strict=True))
+        fh.write(buf.getvalue())
+
+
 def write_export(df: pd.DataFrame, target: str | os.PathLike) -> None:
-    """Write the export CSV atomically (QUOTE_MINIMAL: JSON fields quoted, inner quotes doubled)."""
+    """Write the export CSV atomically."""
     with atomic_path(target) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(EXPORT_COLUMNS)
-        buf = io.StringIO()
-        bw = csv.writer(buf, lineterminator="\n")
-        cols = [df[c].tolist() for c in EXPORT_COLUMNS]
-        for start in range(0, len(df), 20000):
-            buf.seek(0)
-            buf.truncate()
-            bw.writerows(zip(*(c[start:start + 20000] for c in cols), strict=True))
-            fh.write(buf.getvalue())
+        write_records(df, fh)
+
+
+def export_bytes(df: pd.DataFrame) -> bytes:
+    """The bytes :func:`write_export` would write (what a fake Zooniverse serves as its export)."""
+    buf = io.StringIO()
+    write_records(df, buf)
+    return buf.getvalue().encode("utf-8")
