@@ -20,15 +20,19 @@ processes (goals < 120 s, < 4 GB), and there completeness 0.974 of all injected 
 Speed and memory measured 2026-12-02 at 03:30-03:55 UTC (--speed-only --full-scale --baseline 2ab8aa3) on the 2-core
 machine shared with other heavy jobs (load average 4-8: absolute times are several times an idle run's; the ratios
 to the baseline, alternated in the same run, are what holds). 100k classifications: this tree 19.0 s (median of
-15.0 / 19.0 / 23.2 s, peak 947 MB) against 2ab8aa3's 16.4 s (12.8 / 16.4 / 16.8 s, 696 MB): 1.16x its time (the tree
-before that day's second round took 2.06x, 20.0 s against 9.7 s, peak 1,120 MB, in a run at 02:29). The ambiguous
+15.0 / 19.0 / 23.2 s, peak 947 MB) against 2ab8aa3's 16.4 s (12.8 / 16.4 / 16.8 s, 696 MB): 1.16x its time, and
+1.27x in a run at 04:02 under less load (12.1 s against 9.5 s, peak 944 MB); against that day's earlier tree 7d39060,
+0.87x (9.7 s against 11.1 s, peak 1,117 MB), which took 2.06x 2ab8aa3's time in a run at 02:29. The ambiguous
 groups are now split all at once in numpy arrays (aggregation/split.py) instead of one by one in forked workers; what
-is left above 2ab8aa3 is start-up: imports at module top load scikit-learn for the DBSCAN/HDBSCAN reducers (about
-1.1 s of CPU on the loaded machine, 50 MB in every process), where 2ab8aa3 imported lazily in a thread while reading.
+is left above 2ab8aa3 is start-up: the imports at module top run before the reading, where 2ab8aa3 imported in a
+thread while reading. scikit-learn, loaded for the DBSCAN/HDBSCAN reducers, is about 1.1 s of CPU of it on the loaded
+machine and 50 MB in every process, but not all: a trial copy that imported it only for those methods took 1.21x
+(04:04, 7.8 s against 6.5 s).
 panoptes_aggregation extract + reduce took 460 s in that run: 24.2x clumptool. Clump Scout size (1.71M
 classifications): 190.8 s, peak 1,906 MB summed over all processes, against 2ab8aa3's 191.7 s and 3,247 MB in the
 same run (the day's earlier tree: 72 s and 4.06 GB on a quieter machine; its consensus workers, forked from a process
-holding the whole export, counted that export again each).
+holding the whole export, counted that export again each; back to back at 04:00, 7d39060 took 138.3 s and 4,260 MB,
+this tree 115.8 s and 1,857 MB, with identical output tables).
 
 Per-crowd figures of the current consensus (issue 11: central source, skills re-estimated from the judged clumps,
 learned prior odds, at least 2 volunteers per clump, per-volunteer click offsets), measured 2026-12-01 on the shared
