@@ -26,8 +26,13 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from clumptool import __version__
-from clumptool.active_learning.diversity import METHODS as DIVERSITY_METHODS
-from clumptool.active_learning.options import AGGREGATES, STRATEGIES, SelectOptions, UploadRequest
+from clumptool.active_learning.options import (
+    AGGREGATES,
+    DIVERSITY_METHODS,
+    STRATEGIES,
+    SelectOptions,
+    UploadRequest,
+)
 from clumptool.active_learning.panoptes_session import DEFAULT_ENDPOINT, redact_url
 from clumptool.aggregation.consensus import ConsensusConfig
 from clumptool.aggregation.duplicates import ON_CONFLICT
@@ -40,7 +45,7 @@ from clumptool.common.matching import ASSIGNMENTS
 from clumptool.common.outputs import check_output_location, staging_path
 from clumptool.common.quiet import quiet_if
 from clumptool.common.tables import TABLE_FORMATS
-from clumptool.demo import DemoConfig
+from clumptool.demo_options import DemoConfig
 from clumptool.detection.options import (
     CATALOGUE_FORMATS,
     MATCH_METHODS,

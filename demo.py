@@ -40,31 +40,12 @@ from clumptool.aggregation.pipeline import AggregationResult, aggregate
 from clumptool.aggregation.replay import replay_export
 from clumptool.common.atomic import write_text_atomic
 from clumptool.common.tables import write_table
+from clumptool.demo_options import DemoConfig
 from clumptool.simulation.config import SimulationConfig
 from clumptool.simulation.export_format import export_bytes
 from clumptool.simulation.project import simulate_project
 from clumptool.simulation.uploaded import UploadedSubject, classifications_of_uploaded
 from clumptool.testing.fake_panoptes import FakePanoptes
-
-
-@dataclass
-class DemoConfig:
-    """Sizes of the demo: small enough for a few minutes on 2 CPU cores."""
-
-    galaxies: int = 300
-    seed: int = 7
-    sim_image_size: int = 200      # half the Clump Scout 400 px scale: everything 2x cheaper per clump
-    test_fraction: float = 0.2
-    pool_fraction: float = 0.2
-    backbone: str = "resnet18"
-    crop: int = 64                 # the central 64 px, where most clumps are ...
-    image_size: int = 64           # ... at native resolution (no resampling of ~3 px clumps)
-    epochs: int = 15               # fixed, not a wall-clock cap: the same seed gives the same detector anywhere
-    batch_size: int = 4
-    lr: float = 1e-3
-    select_n: int = 12
-    random_control: int = 4
-    round2_volunteers: int | None = 8  # classifications per uploaded galaxy when round 2 is fetched (None: all)
 
 
 @dataclass

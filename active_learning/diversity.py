@@ -17,9 +17,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
+from clumptool.active_learning.options import DIVERSITY_METHODS as METHODS
 from clumptool.common.errors import ClumptoolError
-
-METHODS = ("kcenter", "kmeans++", "none")
 
 
 def _standardise(x: np.ndarray, ref: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clumptool.active_learning.diversity import METHODS as DIVERSITY_METHODS
 from clumptool.active_learning.panoptes_session import DEFAULT_ENDPOINT
 from clumptool.active_learning.zooniverse import UploadConfig
 from clumptool.common.options import in_range, one_of, optional, raise_problems, whole_number
@@ -27,6 +26,8 @@ STRATEGIES: dict[str, tuple[str | None, str | None]] = {
     "random": (None, None),
 }
 DEFAULT_STRATEGY = "tta-bald"
+#: how the batch is spread out among the uncertain candidates (active_learning/diversity.py)
+DIVERSITY_METHODS = ("kcenter", "kmeans++", "none")
 #: how a galaxy's boxes' uncertainties become one value (active_learning/uncertainty.py)
 AGGREGATES = ("sum", "max", "topk")
 

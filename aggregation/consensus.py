@@ -8,16 +8,13 @@ tolerance, and the best iterate is kept (the reference stopped at the first *ris
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from clumptool.aggregation.assign import Assignment, ComponentInputs, candidate_components, solve_component
+from clumptool.aggregation.assign import Assignment, candidate_components
 from clumptool.aggregation.central import central_log_likelihoods, centre_rates, near_centre
 from clumptool.aggregation.export import ExportData
 from clumptool.aggregation.machine import (
@@ -36,13 +33,14 @@ from clumptool.aggregation.skill import (
     m_step,
     open_costs,
 )
+from clumptool.aggregation.split import SplitInputs, ranks, split_components
 from clumptool.aggregation.visibility import (
     DEFAULT_GRID,
     VisibilityFit,
     candidate_log_likelihoods,
     fit_visibility,
 )
-from clumptool.common.options import at_least, in_range, optional, positive, raise_problems, whole_number
+from clumptool.common.options import at_least, in_range, positive, raise_problems, whole_number
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,6 @@ class ConsensusConfig:
     false_neg_loss: float = 1.0
     finished: FinishedThresholds = field(default_factory=FinishedThresholds)
     default_image_size: float = 400.0
-    workers: int | None = None  # processes splitting ambiguous groups; None: up to 2 when there are many
     # a clump needs marks by this many distinct volunteers (fewer if the image had fewer viewers): one click
     # among 8 viewers is never a clump, whatever the learned visibility says
     min_volunteers: int = 2
@@ -96,7 +93,6 @@ class ConsensusConfig:
             whole_number("--min-volunteers", self.min_volunteers, 1, note=f"default {c.min_volunteers}"),
             in_range("--central-radius", self.central_radius, 0, 0.5, hi_open=True,
                      note=f"a share of the image side, 0 = off, default {c.central_radius:g}"),
-            optional(whole_number, "ConsensusConfig.workers", self.workers, 1),
             whole_number("ConsensusConfig.max_iterations", self.max_iterations, 1),
             None if self.visibility_grid and all(0 < v <= 1 for v in self.visibility_grid) else
             "ConsensusConfig.visibility_grid: must be a non-empty list of values in (0, 1]",
@@ -208,12 +204,12 @@ class _Model:
         if len(key):
             multi[self.component[cnt[inv] > 1]] = True
         self.multi_components = np.flatnonzero(multi)
-        self.members = None
-        if len(self.multi_components):
-            order = np.argsort(self.component, kind="stable")
-            starts = np.searchsorted(self.component[order], self.multi_components)
-            ends = np.searchsorted(self.component[order], self.multi_components, side="right")
-            self.members = [order[s:e] for s, e in zip(starts, ends, strict=True)]
+        # the marks of the ambiguous components, one component after another (each in mark order)
+        order = np.argsort(self.component, kind="stable")
+        starts = np.searchsorted(self.component[order], self.multi_components)
+        sizes = np.searchsorted(self.component[order], self.multi_components, side="right") - starts
+        self.member_idx = order[np.repeat(starts, sizes) + ranks(sizes)]
+        self.member_comp = np.repeat(np.arange(len(sizes)), sizes)
 
     # -- stage 1: candidate clumps -------------------------------------------------------------------
     def rough_clusters(self) -> np.ndarray:
@@ -221,12 +217,12 @@ class _Model:
         nearest the component's centre (the others wait, unlinked, for the split once skills are known)."""
         ms = self.ms
         cluster = self.component.copy()
-        if self.members is None:
+        if not len(self.multi_components):
             return cluster
         n = np.bincount(cluster)
         cx = np.bincount(cluster, weights=ms.x) / n
         cy = np.bincount(cluster, weights=ms.y) / n
-        idx = np.concatenate(self.members)
+        idx = self.member_idx
         d2 = (ms.x[idx] - cx[cluster[idx]]) ** 2 + (ms.y[idx] - cy[cluster[idx]]) ** 2
         key = cluster[idx] * (ms.n_volunteers + 1) + ms.vol[idx]
         order = np.lexsort((d2, key))
@@ -236,40 +232,30 @@ class _Model:
         return cluster
 
     def candidate_clusters(self, skills: Skills) -> np.ndarray:
+        """Candidate clumps: the components, with every ambiguous one split (aggregation/split.py)."""
         ms = self.ms
         cluster = self.component.copy()
-        if self.members is None:
+        if not len(self.multi_components):
             return cluster
         oc = open_costs(skills, ms.view_group, ms.view_vol, ms.n_groups) - self.cfg.clump_log_prior_odds
-        base = link_costs(skills, ms.vol, np.zeros(len(ms.vol)))
-        fp = false_pos_costs(skills, ms.vol, self.log_area[ms.group])
-        next_id = int(cluster.max()) + 1 if len(cluster) else 0
-        inputs = []
-        for idx in self.members:
-            s2 = skills.s2[ms.vol[idx]]
-            inputs.append(ComponentInputs(
-                xy=np.column_stack([ms.x[idx], ms.y[idx]]), vol=ms.vol[idx], base=base[idx],
-                inv2s2=1.0 / (2 * s2), weight=1.0 / s2, fp_cost=fp[idx], open_cost=float(oc[ms.group[idx[0]]]),
-            ))
-        for idx, lab in zip(self.members, self._solve_all(inputs), strict=True):
-            cluster[idx] = np.where(lab >= 0, next_id + lab, -1)
-            next_id += int(lab.max()) + 1 if (lab >= 0).any() else 0
+        idx, comp = self.member_idx, self.member_comp
+        vol = ms.vol[idx]
+        s2 = skills.s2[vol]
+        first = np.flatnonzero(np.r_[True, comp[1:] != comp[:-1]])
+        lab = split_components(SplitInputs(
+            comp=comp, x=ms.x[idx], y=ms.y[idx], vol=vol, base=link_costs(skills, vol, np.zeros(len(idx))),
+            inv2s2=1.0 / (2 * s2), weight=1.0 / s2, fp_cost=false_pos_costs(skills, vol, self.log_area[ms.group[idx]]),
+            open_cost=oc[ms.group[idx[first]]],
+        ))
+        # new ids after the components', each split component's clumps numbered in turn
+        n_new = np.zeros(len(first), dtype=np.int64)
+        np.maximum.at(n_new, comp, lab + 1)
+        offset = (int(cluster.max()) + 1) + np.cumsum(n_new) - n_new
+        cluster[idx] = np.where(lab >= 0, offset[comp] + lab, -1)
         # compact ids
         valid = cluster >= 0
         _, cluster[valid] = np.unique(cluster[valid], return_inverse=True)
         return cluster
-
-    def _solve_all(self, inputs: list[ComponentInputs]) -> list[np.ndarray]:
-        """Split every ambiguous group; independent problems, so big batches go to worker processes."""
-        workers = self.cfg.workers
-        if workers is None:
-            workers = min(2, os.cpu_count() or 1) if len(inputs) >= _parallel_min_components() else 1
-        if workers <= 1 or len(inputs) < 2 * workers:
-            return [solve_component(inp) for inp in inputs]
-        step = -(-len(inputs) // (4 * workers))  # a few batches per worker, in order
-        batches = [inputs[i:i + step] for i in range(0, len(inputs), step)]
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            return [lab for labs in pool.map(_solve_batch, batches) for lab in labs]
 
     # -- stage 2: links and openings (vectorised) -------------------------------------------------------
     def link_open(self, cluster: np.ndarray, skills: Skills, rounds: int = 3) -> Assignment:
@@ -343,21 +329,9 @@ class _Model:
         )
 
 
-PARALLEL_MIN_COMPONENTS = {"fork": 300, "other": 2_000}  # below these, worker processes cost more than they save
-
-
-def _parallel_min_components() -> int:
-    """Forked workers start in milliseconds; spawned or forkserver ones re-import numpy and scipy first."""
-    return PARALLEL_MIN_COMPONENTS["fork" if multiprocessing.get_start_method() == "fork" else "other"]
-
-
 # EM iterations at which ambiguous components are split with the current skills; before the first, each
 # volunteer keeps one mark per component (rough_clusters). Empty: split once, up front, with the priors.
 RESPLIT_AT = (2,)
-
-
-def _solve_batch(inputs: list[ComponentInputs]) -> list[np.ndarray]:
-    return [solve_component(inp) for inp in inputs]
 
 
 def run_consensus(

@@ -107,13 +107,10 @@ def link_costs(skills: Skills, vol: np.ndarray, d2: np.ndarray) -> np.ndarray:
     changes the negative log-likelihood by ``c_j - e_j`` with this ``c_j`` and ``e_j`` from
     :func:`false_pos_costs`: c_j = -log[(1 - p_fp)(1 - p_fn) N2(d; s2)] + log p_fn.
     """
-    p_fp = clip_prob(skills.p_fp[vol])
-    p_fn = clip_prob(skills.p_fn[vol])
-    s2 = skills.s2[vol]
-    return (
-        -np.log1p(-p_fp) - np.log1p(-p_fn) + np.log(p_fn)
-        + d2 / (2 * s2) + np.log(2 * np.pi * s2)
-    )
+    # the per-volunteer terms once per volunteer, then per mark (the same operations in the same order)
+    p_fp, p_fn, s2 = clip_prob(skills.p_fp), clip_prob(skills.p_fn), skills.s2
+    lead = -np.log1p(-p_fp) - np.log1p(-p_fn) + np.log(p_fn)
+    return lead[vol] + d2 / (2 * s2)[vol] + np.log(2 * np.pi * s2)[vol]
 
 
 def false_pos_costs(skills: Skills, vol: np.ndarray, log_area: np.ndarray) -> np.ndarray:

@@ -74,9 +74,28 @@ def candidate_log_likelihoods(
 
 def _log_real(real_ll: np.ndarray, log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     joint = real_ll + log_w[None, :]
-    top = joint.max(axis=1, keepdims=True)
-    log_real = top[:, 0] + np.log(np.exp(joint - top).sum(axis=1))
+    top = _row_max(joint)
+    log_real = top + np.log(_row_sum(np.exp(joint - top[:, None])))
     return log_real, joint - log_real[:, None]
+
+
+def _row_max(a: np.ndarray) -> np.ndarray:
+    """``a.max(axis=1)`` column by column: numpy reduces a few columns per row far slower."""
+    out = a[:, 0].copy()
+    for k in range(1, a.shape[1]):
+        np.maximum(out, a[:, k], out=out)
+    return out
+
+
+def _row_sum(a: np.ndarray) -> np.ndarray:
+    """``a.sum(axis=1)`` column by column, the same additions in the same order (numpy adds fewer than 8
+    numbers one by one; more columns take its own pairwise sum)."""
+    if a.shape[1] >= 8:
+        return a.sum(axis=1)
+    out = a[:, 0].copy()
+    for k in range(1, a.shape[1]):
+        np.add(out, a[:, k], out=out)
+    return out
 
 
 def fit_visibility(

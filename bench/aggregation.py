@@ -17,14 +17,22 @@ panoptes_aggregation 62.0 / 64.8 / 60.1 s = 24.8x / 22.4x / 22.7x in three runs 
 1.71M in 30 s, peak 2.9 GB over all
 processes (goals < 120 s, < 4 GB), and there completeness 0.974 of all injected clumps, purity 1.000.
 
-Speed measured 2026-12-02 (--speed-only --baseline 2ab8aa3) on the same machine shared with five other jobs (load
-average 10-14, so every absolute time is 6-12x an idle run's; the ratios are what holds): this tree 40.3 s (median
-of 33.2 / 44.3 / 40.3 s, peak 845 MB) against 2ab8aa3's 31.3 s (27.5 / 31.3 / 33.7 s, 658 MB) in the same runs,
-alternated: 1.29x its time (1.07x in a run an hour earlier; 1.88x before the work of that day: 6.2 s against
-3.3 s on an idle machine, peak 995 MB); panoptes_aggregation extract + reduce took 1193 s in that run, 29.6x
-clumptool (the load slowed it 18x, clumptool 6.5x: on an idle machine expect less, about 15-20x from 64.8 s against
-this tree's 1.07-1.29x of 2ab8aa3's 3.3 s). What is left above 2ab8aa3 is the consensus (about 1.5 s of CPU against
-0.8 s, aggregation/consensus.py).
+Speed and memory measured 2026-12-02 at 03:30-03:55 UTC (--speed-only --full-scale --baseline 2ab8aa3) on the 2-core
+machine shared with other heavy jobs (load average 4-8: absolute times are several times an idle run's; the ratios
+to the baseline, alternated in the same run, are what holds). 100k classifications: this tree 19.0 s (median of
+15.0 / 19.0 / 23.2 s, peak 947 MB) against 2ab8aa3's 16.4 s (12.8 / 16.4 / 16.8 s, 696 MB): 1.16x its time, and
+1.27x in a run at 04:02 under less load (12.1 s against 9.5 s, peak 944 MB); against that day's earlier tree 7d39060,
+0.87x (9.7 s against 11.1 s, peak 1,117 MB), which took 2.06x 2ab8aa3's time in a run at 02:29. The ambiguous
+groups are now split all at once in numpy arrays (aggregation/split.py) instead of one by one in forked workers; what
+is left above 2ab8aa3 is start-up: the imports at module top run before the reading, where 2ab8aa3 imported in a
+thread while reading. scikit-learn, loaded for the DBSCAN/HDBSCAN reducers, is about 1.1 s of CPU of it on the loaded
+machine and 50 MB in every process, but not all: a trial copy that imported it only for those methods took 1.21x
+(04:04, 7.8 s against 6.5 s).
+panoptes_aggregation extract + reduce took 460 s in that run: 24.2x clumptool. Clump Scout size (1.71M
+classifications): 190.8 s, peak 1,906 MB summed over all processes, against 2ab8aa3's 191.7 s and 3,247 MB in the
+same run (the day's earlier tree: 72 s and 4.06 GB on a quieter machine; its consensus workers, forked from a process
+holding the whole export, counted that export again each; back to back at 04:00, 7d39060 took 138.3 s and 4,260 MB,
+this tree 115.8 s and 1,857 MB, with identical output tables).
 
 Per-crowd figures of the current consensus (issue 11: central source, skills re-estimated from the judged clumps,
 learned prior odds, at least 2 volunteers per clump, per-volunteer click offsets), measured 2026-12-01 on the shared

@@ -27,6 +27,7 @@ from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.ids import normalise_subject_ids
 from clumptool.common.metadata import find_metadata_column
 from clumptool.common.wcs import pixel_to_sky
+from clumptool.detection.options import CATALOGUE_FORMATS as FORMATS
 
 CATALOGUE_SCHEMA = pa.schema([
     ("subject_id", pa.string()),
@@ -174,8 +175,6 @@ UNITS = {  # astropy unit strings of the catalogue columns (the rest are dimensi
     "galaxy_ra": "deg", "galaxy_dec": "deg", "FWHM_r_px": "pix", "image_width": "pix", "image_height": "pix",
     "pixel_scale_arcsec": "arcsec / pix",
 }
-FORMATS = {"parquet": (".parquet", ".pq"), "fits": (".fits", ".fit"), "ecsv": (".ecsv",),
-           "votable": (".vot", ".votable", ".xml")}
 ASTROPY_FORMAT = {"fits": "fits", "ecsv": "ascii.ecsv", "votable": "votable"}
 # FITS header keywords (8 characters) of the run settings kept in every format's table metadata
 META_KEYS = {"model_version": "MODELVER", "score_threshold": "SCORETHR", "score_threshold_source": "THRSRC",

@@ -26,9 +26,11 @@ from clumptool.common.options import (
     raise_problems,
     whole_number,
 )
-from clumptool.detection.catalogue import FORMATS as CATALOGUE_FORMATS
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+#: catalogue format -> the file suffixes that ask for it (detection/catalogue.py writes them)
+CATALOGUE_FORMATS = {"parquet": (".parquet", ".pq"), "fits": (".fits", ".fit"), "ecsv": (".ecsv",),
+                     "votable": (".vot", ".votable", ".xml")}
 MATCH_METHODS = ("centre", "iou")
 PAPER_NMS_IOU = 0.2  # Popp et al. (2024): class-agnostic NMS at IoU 0.2
 

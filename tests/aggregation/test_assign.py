@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from clumptool.aggregation.assign import _separate_pairs
+from clumptool.aggregation.split import separate_pairs
 
 
 def _hungarian_cost(cost: np.ndarray, fp: np.ndarray) -> float:
@@ -25,7 +25,7 @@ def test_two_marks_of_one_volunteer_get_the_cheapest_distinct_clumps():
         best = cost.argmin(axis=1)
         lab = np.where(cost[[0, 1], best] < fp, best, -1)
         clashes += int(lab[0] >= 0 and lab[0] == lab[1])
-        _separate_pairs(cost, fp, lab, np.array([[0, 1]]))
+        separate_pairs(cost, fp, lab, np.array([[0, 1]]))
         assert lab[0] < 0 or lab[0] != lab[1]
         got = sum(cost[i, lab[i]] if lab[i] >= 0 else fp[i] for i in range(2))
         assert np.isclose(got, _hungarian_cost(cost, fp))
