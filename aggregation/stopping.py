@@ -157,13 +157,15 @@ def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
 
 
 def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
-                    split: float = DEFAULT_VOTE_SPLIT) -> pd.DataFrame:
+                    split: float = DEFAULT_VOTE_SPLIT, single_clicks_by_vote_share: bool = True) -> pd.DataFrame:
     """Per subject: expected missed, false and wrongly labelled clumps, and their sum (``expected_errors``).
 
     Each candidate's error probability is the larger of the model's (``false_pos_prob``; for lone marks
     ``real_if_unlinked_prob`` is replaced) and the vote-share reversal probability
     (:func:`flip_probabilities`); the clumps that every viewer missed are the model's share of
-    ``expected_num_false_neg``."""
+    ``expected_num_false_neg``. With a detector (the clumps table's ``machine_evidence``), a candidate of one
+    human click that the detector did not mark is judged like a lone mark, by its vote share and the detector's
+    silence (``single_clicks_by_vote_share=False``: by the larger of that and the model's, as without one)."""
     sid = subjects["subject_id"]
     out = pd.DataFrame(index=subjects.index)
     needed = {"accepted", "false_pos_prob", "n_marks", "n_viewers", "odd_vote", "label"}
@@ -188,6 +190,14 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     false_c = np.where(acc_mask, np.maximum(fpp, flip), 0.0)
     model_miss_c = np.where(acc_mask, 0.0, 1.0 - fpp)
     miss_c = np.where(acc_mask, 0.0, np.maximum(1.0 - fpp, flip))
+    if single_clicks_by_vote_share and "machine_evidence" in clumps and "n_machine_marks" in clumps:
+        # with a detector, a candidate made of ONE human click that the detector did not mark is judged as a lone
+        # mark is (below): by its vote share, updated by the detector's silence. The model's own P(real) for it
+        # comes from the visibility mixture (a faint clump seen by one of n) and runs far above the truth
+        # (bench/lean.py: 0.81 for one click of 5 viewers, 8% real), so under max() the detector's silence,
+        # however reliable, could never close the galaxy
+        single = ~acc_mask & (clumps["n_marks"].to_numpy() <= 1) & (clumps["n_machine_marks"].to_numpy() == 0)
+        miss_c = np.where(single, flip, miss_c)
     by = clumps["subject_id"].to_numpy()
 
     def per_subject(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -217,17 +227,19 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
 
 def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
                         retire_below: float = DEFAULT_RETIRE_BELOW,
-                        min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS) -> pd.DataFrame:
+                        min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS,
+                        single_clicks_by_vote_share: bool = True) -> pd.DataFrame:
     """The subjects table with the stopping rule's columns (replacing any earlier ``is_finished``).
 
     ``subjects`` needs ``subject_id``, ``n_viewers`` (human classifications) and ``expected_num_false_neg``;
     ``clumps`` is the consensus clumps table (accepted and rejected), ``marks`` its marks table (lone marks). A subject with no expected-miss estimate
-    (no consensus model, e.g. a reducer, or no classifications) is never finished."""
+    (no consensus model, e.g. a reducer, or no classifications) is never finished.
+    ``single_clicks_by_vote_share``: see :func:`expected_errors` (False: the rule before it, for comparison)."""
     problems = check_stopping_options(retire_below, min_classifications)
     if problems:
         raise ClumptoolError("; ".join(problems))
     subj = subjects.drop(columns=[c for c in STOPPING_COLUMNS if c in subjects.columns])
-    err = expected_errors(subj, clumps, marks)
+    err = expected_errors(subj, clumps, marks, single_clicks_by_vote_share=single_clicks_by_vote_share)
     n = pd.to_numeric(subj["n_viewers"], errors="coerce").fillna(0).astype("int64").to_numpy()
     e = err["expected_errors"].to_numpy(float)
     known = np.isfinite(e)
