@@ -10,10 +10,14 @@ Volunteers arrive at each simulated galaxy one by one, in the export's order. St
   are equivalent to one decision per classification for a per-galaxy rule given the skills; the skills are
   learned on the whole export of the round.
 * ``adaptive (humans + detector)`` (``--detector``): the same rounds with ``aggregate --detections``: a
-  resnet18 Faster R-CNN (whole 400 px image at 200 px, a few epochs from scratch, CPU) trained with
-  ``clumptool train`` on the consensus boxes of a DISJOINT simulated project (same crowd, seed + 1000, other
-  subject ids), then ``clumptool predict`` (score >= 0.05) on the bench galaxies' images (the same seed rendered
-  with images: identical classifications). Model and catalogue are cached in --work.
+  resnet18 Faster R-CNN from scratch (the demo's recipe scaled to 400 px images: the central 192 px at 96 px,
+  so the ~6.8 px clumps are ~3.4 px as in the demo; 6 epochs, capped at 35 min of CPU; :data:`DETECTOR`)
+  trained with ``clumptool train`` on the consensus boxes of a DISJOINT simulated project (``--train-crowd``,
+  default the default crowd, seed + 1000, other subject ids), then ``clumptool predict`` (score >= 0.05) on the
+  bench galaxies' images (the same seed rendered with images: identical classifications; with --detector the
+  bench runs on that project). Model and catalogue are cached in --work. ``--rule-before`` adds the same line
+  with the stopping rule before single clicks the detector did not mark were judged by vote share and the
+  detector's silence (aggregation/stopping.py).
 
 Each line: volunteer classifications per galaxy (mean, median, 10th/90th percentile), consensus completeness
 (detectable clumps) / purity / F1 against truth on all galaxies and on the galaxies the rule calls finished
@@ -168,7 +172,11 @@ from crowds import simulate_crowd  # noqa: E402
 from clumptool.aggregation.evaluation import match_to_truth  # noqa: E402
 from clumptool.aggregation.pipeline import AggregateOptions  # noqa: E402
 from clumptool.aggregation.replay import CAP, adaptive_stops, aggregate_cut, queue_rank, rule_finished  # noqa: E402,F401
-from clumptool.aggregation.stopping import DEFAULT_MIN_CLASSIFICATIONS, DEFAULT_RETIRE_BELOW  # noqa: E402
+from clumptool.aggregation.stopping import (  # noqa: E402
+    DEFAULT_MIN_CLASSIFICATIONS,
+    DEFAULT_RETIRE_BELOW,
+    apply_stopping_rule,
+)
 from clumptool.simulation.config import CROWDS  # noqa: E402
 
 FIXED = (5, 6, 8)
@@ -199,8 +207,21 @@ def _line(crowd: str, strategy: str, n_per: pd.Series, res, truth: pd.DataFrame,
             "fin compl": fc, "fin purity": fp}
 
 
+def finished_without_single_click_rule(subjects: Path, cls: pd.DataFrame, options: AggregateOptions, tmp: Path,
+                                       detections: Path):
+    """The stopping rule as it was before single clicks the detector did not mark were judged by their vote
+    share and its silence (``apply_stopping_rule(single_clicks_by_vote_share=False)``), for comparison."""
+    def finished(keep: np.ndarray, k: int) -> list:
+        res = aggregate_cut(subjects, cls, keep, tmp, options, detections)
+        s = apply_stopping_rule(res.subjects, res.clumps, res.marks, options.retire_below,
+                                options.min_classifications, single_clicks_by_vote_share=False)
+        return s.loc[s["is_finished"] & (s["n_viewers"] <= k), "subject_id"].tolist()
+    return finished
+
+
 def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: float, tmp: Path,
-              detections: dict[str, Path] | None = None) -> list[dict]:
+              detections: dict[str, Path] | None = None, fixed_k: tuple[int, ...] = FIXED,
+              rule_before: bool = False) -> list[dict]:
     cls = pd.read_csv(project / "classifications.csv", dtype=str, keep_default_na=False)
     truth = pd.read_csv(project / "truth.csv")
     rank = queue_rank(cls)
@@ -215,18 +236,20 @@ def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: floa
         rows.append(_line(crowd, name, n_per, res, truth, radius, set(s.loc[s["is_finished"], "subject_id"])))
 
     fixed(CAP, f"fixed {CAP}")
-    for k in FIXED:
+    for k in fixed_k:
         fixed(k, f"fixed {k}")
 
-    def adaptive(name: str, det: Path | None) -> None:  # rounds k = min_classifications .. CAP
+    def adaptive(name: str, det: Path | None, before: bool = False) -> None:  # rounds k = min_classifications .. CAP
         subjects = project / "subjects.csv"
-        stop, retired = adaptive_stops(sid, rank, rule_finished(subjects, cls, options, tmp, det),
-                                       options.min_classifications)
+        rule = (finished_without_single_click_rule if before else rule_finished)(subjects, cls, options, tmp, det)
+        stop, retired = adaptive_stops(sid, rank, rule, options.min_classifications)
         res = aggregate_cut(subjects, cls, rank < stop.reindex(sid).to_numpy(), tmp, options, det)
         rows.append(_line(crowd, name, stop.astype(float), res, truth, radius, retired))
 
     adaptive(f"adaptive (humans, < {options.retire_below:g})", None)
     for name, catalogue in (detections or {}).items():
+        if rule_before:
+            adaptive(f"adaptive (humans + {name}, rule before, < {options.retire_below:g})", catalogue, True)
         adaptive(f"adaptive (humans + {name}, < {options.retire_below:g})", catalogue)
     return rows
 
@@ -251,9 +274,11 @@ def synthetic_catalogue(project: Path, out: Path, recall: float, false_per_galax
     return out
 
 
-# the central 256 px (where the clumps are) at 128 px, from scratch, 2 epochs: ~25 min on 2 busy shared cores
-DETECTOR = {"backbone": "resnet18", "image-size": "128", "crop": "256", "epochs": "2", "batch-size": "4",
-            "lr": "1e-3", "val-fraction": "0.1", "max-minutes": "40"}
+# the demo's recipe (demo.py: resnet18 from scratch, ~3 px clumps at the working size, 15 epochs) scaled to the
+# 400 px images: the central 192 px (96% of the detectable clumps; the detector says nothing outside it) at 96 px,
+# i.e. the clumps (FWHM ~6.8 px) at half size like the demo's 200 px images at native size
+DETECTOR = {"backbone": "resnet18", "image-size": "96", "crop": "192", "epochs": "6", "batch-size": "4",
+            "lr": "1e-3", "val-fraction": "0.15", "patience": "0", "seed": "1", "max-minutes": "35"}
 
 
 def _clumptool(*args: str) -> None:
@@ -309,7 +334,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--train-galaxies", type=int, default=300, help="galaxies the detector is trained on (disjoint)")
     ap.add_argument("--train-crowd", default="default", help="crowd whose consensus trains the detector (one model "
                     "serves every crowd: training on CPU is the bench's slowest step)")
+    ap.add_argument("--fixed", default=",".join(map(str, FIXED)), help="the fixed-k lines besides fixed 20 "
+                    "(comma-separated; '' for none)")
+    ap.add_argument("--rule-before", action="store_true", help="with a detector, add the line of the stopping rule "
+                    "before single clicks the detector did not mark were judged by vote share and its silence")
     a = ap.parse_args(argv)
+    fixed_k = tuple(int(k) for k in a.fixed.split(",") if k.strip())
     options = AggregateOptions(retire_below=a.retire_below, min_classifications=a.min_classifications)
     work = a.work or Path(tempfile.mkdtemp(prefix="lean-bench-"))
     print(f"== Lean crowdsourcing: {a.galaxies} galaxies per crowd, seed {a.seed}, --retire-below "
@@ -319,8 +349,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         for crowd in a.crowds.split(","):
             t = time.perf_counter()
             vps = None if crowd == "sparse" else CAP
-            project = simulate_crowd(work / f"{crowd}-{'6-10' if vps is None else vps}-{a.galaxies}", crowd, vps,
-                                     a.galaxies, a.seed)
+            if a.detector:  # the project rendered with images (identical classifications): one simulation
+                project = _simulate_images(work / f"images-{crowd}-{vps or '6-10'}-{a.galaxies}-{a.seed}", crowd,
+                                           vps, a.galaxies, a.seed)
+            else:
+                project = simulate_crowd(work / f"{crowd}-{'6-10' if vps is None else vps}-{a.galaxies}", crowd,
+                                         vps, a.galaxies, a.seed)
             det = {}
             if a.detector:
                 det["detector"] = detector_catalogue(work, crowd, vps, a.galaxies, a.seed, a.train_galaxies,
@@ -328,8 +362,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             if a.synthetic_detector is not None:
                 det[f"synthetic detector r={a.synthetic_detector:g}"] = synthetic_catalogue(
                     project, Path(tmp) / "synthetic.csv", a.synthetic_detector, 0.7, a.seed)
-            rows += run_crowd(project, crowd, options, a.radius, Path(tmp), det)
+            crowd_rows = run_crowd(project, crowd, options, a.radius, Path(tmp), det, fixed_k, a.rule_before)
+            rows += crowd_rows
             print(f"  {crowd}: {time.perf_counter() - t:.0f} s", flush=True)
+            print(pd.DataFrame(crowd_rows).to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),
+                  flush=True)
     table = pd.DataFrame(rows)
     base = table[table["strategy"] == f"fixed {CAP}"].set_index("crowd")
     table["saving"] = [
