@@ -383,7 +383,8 @@ def run_consensus(
     if detections is not None:
         ann = add_machine_annotator(data, detections)
         data, is_machine = ann.data, ann.is_machine
-        machine = {"detections_used": ann.n_detections_used, "detections_below_bands": ann.n_below_bands,
+        machine = {"detections_used": ann.n_detections_used, "detections_merged": ann.n_merged,
+                   "detections_below_bands": ann.n_below_bands,
                    "detections_outside_export": ann.n_outside_export,
                    "subjects_outside_export": len(ann.subjects_outside_export),
                    "subjects_outside_export_first": [int(v) for v in ann.subjects_outside_export[:10]]}
