@@ -608,6 +608,9 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
     })
     if has_machine:
         clumps["n_machine_marks"] = n_machine[ids]
+        machine_link = linked & ~human_link
+        n_machine_odd = np.bincount(cl[machine_link], weights=odd[machine_link].astype(float), minlength=n_c)
+        clumps["machine_odd_vote"] = n_machine_odd[ids] / np.maximum(n_machine[ids], 1)  # the detector's label
         clumps["human_evidence"] = judged.human_log_odds[ids]
         clumps["machine_evidence"] = judged.machine_log_odds[ids]
         clumps["evidence"] = _machine_evidence(clumps["evidence"].to_numpy(str), n_machine[ids],

@@ -207,14 +207,16 @@ def _line(crowd: str, strategy: str, n_per: pd.Series, res, truth: pd.DataFrame,
             "fin compl": fc, "fin purity": fp}
 
 
-def finished_without_single_click_rule(subjects: Path, cls: pd.DataFrame, options: AggregateOptions, tmp: Path,
+def finished_by_rule_before(subjects: Path, cls: pd.DataFrame, options: AggregateOptions, tmp: Path,
                                        detections: Path):
     """The stopping rule as it was before single clicks the detector did not mark were judged by their vote
-    share and its silence (``apply_stopping_rule(single_clicks_by_vote_share=False)``), for comparison."""
+    share and its silence and before its labels voted (``apply_stopping_rule(single_clicks_by_vote_share=False,
+    detector_labels=False)``), for comparison."""
     def finished(keep: np.ndarray, k: int) -> list:
         res = aggregate_cut(subjects, cls, keep, tmp, options, detections)
         s = apply_stopping_rule(res.subjects, res.clumps, res.marks, options.retire_below,
-                                options.min_classifications, single_clicks_by_vote_share=False)
+                                options.min_classifications, single_clicks_by_vote_share=False,
+                                detector_labels=False)
         return s.loc[s["is_finished"] & (s["n_viewers"] <= k), "subject_id"].tolist()
     return finished
 
@@ -241,7 +243,7 @@ def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: floa
 
     def adaptive(name: str, det: Path | None, before: bool = False) -> None:  # rounds k = min_classifications .. CAP
         subjects = project / "subjects.csv"
-        rule = (finished_without_single_click_rule if before else rule_finished)(subjects, cls, options, tmp, det)
+        rule = (finished_by_rule_before if before else rule_finished)(subjects, cls, options, tmp, det)
         stop, retired = adaptive_stops(sid, rank, rule, options.min_classifications)
         res = aggregate_cut(subjects, cls, rank < stop.reindex(sid).to_numpy(), tmp, options, det)
         rows.append(_line(crowd, name, stop.astype(float), res, truth, radius, retired))
@@ -337,7 +339,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--fixed", default=",".join(map(str, FIXED)), help="the fixed-k lines besides fixed 20 "
                     "(comma-separated; '' for none)")
     ap.add_argument("--rule-before", action="store_true", help="with a detector, add the line of the stopping rule "
-                    "before single clicks the detector did not mark were judged by vote share and its silence")
+                    "before single clicks the detector did not mark were judged by vote share and its silence and "
+                    "before its labels voted")
     a = ap.parse_args(argv)
     fixed_k = tuple(int(k) for k in a.fixed.split(",") if k.strip())
     options = AggregateOptions(retire_below=a.retire_below, min_classifications=a.min_classifications)

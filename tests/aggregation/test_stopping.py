@@ -224,3 +224,22 @@ def test_a_detector_silent_on_a_single_click_lets_its_galaxy_finish_and_a_confir
     # the detector marking the click too: the crowd model's own P(real) stands, the galaxy stays open
     confirmed = _stray_galaxies(n, [1] * n + [1] * n, [4.0] * n + [2.0] * n)
     assert (confirmed["expected_missed"] >= 0.8).all() and not confirmed["is_finished"].any()
+
+
+def test_the_detectors_labels_vote_with_the_agreement_rate_it_earned():
+    # 30 clumps the crowd and the detector agree on (normal), then a split clump: 2 of 3 marks say odd
+    n_marks = [5] * 30 + [3]
+    odd_vote = [0.0] * 30 + [2 / 3]
+    labels = [1] * 30 + [2]
+    humans = label_probabilities(_table(n_marks, odd_vote, labels))
+
+    def with_detector(says_odd, agrees=True):
+        t = _table(n_marks, odd_vote, labels).assign(n_machine_marks=1)
+        t["machine_odd_vote"] = [0.0 if agrees else 1.0] * 30 + [1.0 if says_odd else 0.0]
+        return t
+
+    backs, contradicts = (label_probabilities(with_detector(v)) for v in (True, False))
+    assert backs[-1] > humans[-1] + 0.2 and contradicts[-1] < humans[-1] - 0.2
+    assert label_probabilities(with_detector(True), detector_labels=False)[-1] == pytest.approx(humans[-1])
+    # a detector whose labels disagree with the crowd's everywhere earns no say (agreement clipped to 0.5)
+    assert label_probabilities(with_detector(True, agrees=False))[-1] == pytest.approx(humans[-1])
