@@ -18,6 +18,10 @@ false marks are independent, so two of four volunteers marking one star look lik
 vote share keeps such a galaxy open (issue 12 reports the model's own finished test calling galaxies finished,
 at 6 volunteers, whose consensus purity was 0.66).
 
+With a detector as an annotator (aggregation/machine.py) its evidence updates these probabilities, a single
+human click it did not mark is judged by its vote share and the detector's silence alone, and its labels vote
+in the label probability at the agreement rate it earned (:func:`expected_errors`, :func:`label_probabilities`).
+
 A galaxy is *finished* when the sum is below ``retire_below`` AND it had at least ``min_classifications``
 human classifications (a small crowd's skills and visibility say little about one galaxy: the minimum keeps a
 lucky pair of volunteers from retiring it). Pure computation: tables in, tables out.
