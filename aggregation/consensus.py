@@ -357,7 +357,8 @@ def run_consensus(
     if detections is not None:
         ann = add_machine_annotator(data, detections)
         data, is_machine = ann.data, ann.is_machine
-        machine = {"detections_used": ann.n_detections_used, "detections_below_bands": ann.n_below_bands,
+        machine = {"detections_used": ann.n_detections_used, "detections_merged": ann.n_merged,
+                   "detections_below_bands": ann.n_below_bands,
                    "detections_outside_export": ann.n_outside_export,
                    "subjects_outside_export": len(ann.subjects_outside_export),
                    "subjects_outside_export_first": [int(v) for v in ann.subjects_outside_export[:10]]}
@@ -581,6 +582,9 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
     })
     if has_machine:
         clumps["n_machine_marks"] = n_machine[ids]
+        machine_link = linked & ~human_link
+        n_machine_odd = np.bincount(cl[machine_link], weights=odd[machine_link].astype(float), minlength=n_c)
+        clumps["machine_odd_vote"] = n_machine_odd[ids] / np.maximum(n_machine[ids], 1)  # the detector's label
         clumps["human_evidence"] = judged.human_log_odds[ids]
         clumps["machine_evidence"] = judged.machine_log_odds[ids]
         clumps["evidence"] = _machine_evidence(clumps["evidence"].to_numpy(str), n_machine[ids],

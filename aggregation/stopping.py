@@ -18,6 +18,10 @@ false marks are independent, so two of four volunteers marking one star look lik
 vote share keeps such a galaxy open (issue 12 reports the model's own finished test calling galaxies finished,
 at 6 volunteers, whose consensus purity was 0.66).
 
+With a detector as an annotator (aggregation/machine.py) its evidence updates these probabilities, a single
+human click it did not mark is judged by its vote share and the detector's silence alone, and its labels vote
+in the label probability at the agreement rate it earned (:func:`expected_errors`, :func:`label_probabilities`).
+
 A galaxy is *finished* when the sum is below ``retire_below`` AND it had at least ``min_classifications``
 human classifications (a small crowd's skills and visibility say little about one galaxy: the minimum keeps a
 lucky pair of volunteers from retiring it). Pure computation: tables in, tables out.
@@ -54,12 +58,17 @@ def check_stopping_options(retire_below: float, min_classifications: int) -> lis
     return problems
 
 
-def label_probabilities(clumps: pd.DataFrame) -> np.ndarray:
+def label_probabilities(clumps: pd.DataFrame, detector_labels: bool = True) -> np.ndarray:
     """P(the clump's label is right), per row of the clumps table, from its marks' tool votes.
 
     Each mark names the true label with probability ``q`` (the share of marks on accepted clumps that agree
     with their clump's majority, clipped to [0.6, 0.99]); the prior share of odd clumps is that among the
     accepted clumps (clipped to [0.02, 0.98]). With k odd marks of n: P(odd) ∝ π q^k (1-q)^(n-k).
+
+    With a detector (``n_machine_marks``, ``machine_odd_vote``) and ``detector_labels``, its marks vote too,
+    with their own agreement rate ``q_m``: the share of its marks on accepted clumps that agree with the crowd's
+    label, clipped to [0.5, 0.99] (0.5: no say). The label itself stays the humans' majority; a detector that
+    disagrees can only keep the galaxy open for more eyes, one that agrees can settle a split crowd sooner.
     """
     if len(clumps) == 0:
         return np.zeros(0)
@@ -72,6 +81,14 @@ def label_probabilities(clumps: pd.DataFrame) -> np.ndarray:
     lq, lnq = math.log(q), math.log(1 - q)
     log_odd = math.log(pi) + k * lq + (n - k) * lnq
     log_normal = math.log(1 - pi) + (n - k) * lq + k * lnq
+    if detector_labels and "machine_odd_vote" in clumps and "n_machine_marks" in clumps:
+        nm = clumps["n_machine_marks"].to_numpy(float)
+        km = np.round(clumps["machine_odd_vote"].to_numpy(float) * nm)
+        agree_m = np.where(clumps["label"].to_numpy() == 2, km, nm - km)
+        judged = acc & (nm > 0)
+        qm = float(np.clip(agree_m[judged].sum() / nm[judged].sum(), 0.5, 0.99)) if judged.any() else 0.5
+        log_odd = log_odd + km * math.log(qm) + (nm - km) * math.log(1 - qm)
+        log_normal = log_normal + (nm - km) * math.log(qm) + km * math.log(1 - qm)
     p_odd = 1.0 / (1.0 + np.exp(np.clip(log_normal - log_odd, -700, 700)))
     return np.where(clumps["label"].to_numpy() == 2, p_odd, 1.0 - p_odd)
 
@@ -157,13 +174,17 @@ def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
 
 
 def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
-                    split: float = DEFAULT_VOTE_SPLIT) -> pd.DataFrame:
+                    split: float = DEFAULT_VOTE_SPLIT, single_clicks_by_vote_share: bool = True,
+                    detector_labels: bool = True) -> pd.DataFrame:
     """Per subject: expected missed, false and wrongly labelled clumps, and their sum (``expected_errors``).
 
     Each candidate's error probability is the larger of the model's (``false_pos_prob``; for lone marks
     ``real_if_unlinked_prob`` is replaced) and the vote-share reversal probability
     (:func:`flip_probabilities`); the clumps that every viewer missed are the model's share of
-    ``expected_num_false_neg``."""
+    ``expected_num_false_neg``. With a detector (the clumps table's ``machine_evidence``), a candidate of one
+    human click that the detector did not mark is judged like a lone mark, by its vote share and the detector's
+    silence (``single_clicks_by_vote_share=False``: by the larger of that and the model's, as without one), and
+    its labels vote in :func:`label_probabilities` (``detector_labels``)."""
     sid = subjects["subject_id"]
     out = pd.DataFrame(index=subjects.index)
     needed = {"accepted", "false_pos_prob", "n_marks", "n_viewers", "odd_vote", "label"}
@@ -184,10 +205,18 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     flip = flip_probabilities(clumps["n_marks"].to_numpy(), clumps["n_viewers"].to_numpy(), acc_mask, prior, split)
     if "machine_evidence" in clumps:  # a detector annotator (aggregation/machine.py): its evidence updates them
         flip = with_evidence(flip, np.where(acc_mask, -1.0, 1.0) * clumps["machine_evidence"].to_numpy(float))
-    wrong_label = np.where(acc_mask, 1.0 - label_probabilities(clumps), 0.0)
+    wrong_label = np.where(acc_mask, 1.0 - label_probabilities(clumps, detector_labels), 0.0)
     false_c = np.where(acc_mask, np.maximum(fpp, flip), 0.0)
     model_miss_c = np.where(acc_mask, 0.0, 1.0 - fpp)
     miss_c = np.where(acc_mask, 0.0, np.maximum(1.0 - fpp, flip))
+    if single_clicks_by_vote_share and "machine_evidence" in clumps and "n_machine_marks" in clumps:
+        # with a detector, a candidate made of ONE human click that the detector did not mark is judged as a lone
+        # mark is (below): by its vote share, updated by the detector's silence. The model's own P(real) for it
+        # comes from the visibility mixture (a faint clump seen by one of n) and runs far above the truth
+        # (bench/lean.py: 0.81 for one click of 5 viewers, 8% real), so under max() the detector's silence,
+        # however reliable, could never close the galaxy
+        single = ~acc_mask & (clumps["n_marks"].to_numpy() <= 1) & (clumps["n_machine_marks"].to_numpy() == 0)
+        miss_c = np.where(single, flip, miss_c)
     by = clumps["subject_id"].to_numpy()
 
     def per_subject(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -217,17 +246,21 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
 
 def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
                         retire_below: float = DEFAULT_RETIRE_BELOW,
-                        min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS) -> pd.DataFrame:
+                        min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS,
+                        single_clicks_by_vote_share: bool = True, detector_labels: bool = True) -> pd.DataFrame:
     """The subjects table with the stopping rule's columns (replacing any earlier ``is_finished``).
 
     ``subjects`` needs ``subject_id``, ``n_viewers`` (human classifications) and ``expected_num_false_neg``;
     ``clumps`` is the consensus clumps table (accepted and rejected), ``marks`` its marks table (lone marks). A subject with no expected-miss estimate
-    (no consensus model, e.g. a reducer, or no classifications) is never finished."""
+    (no consensus model, e.g. a reducer, or no classifications) is never finished.
+    ``single_clicks_by_vote_share``, ``detector_labels``: see :func:`expected_errors` (False: the rule before
+    them, for comparison)."""
     problems = check_stopping_options(retire_below, min_classifications)
     if problems:
         raise ClumptoolError("; ".join(problems))
     subj = subjects.drop(columns=[c for c in STOPPING_COLUMNS if c in subjects.columns])
-    err = expected_errors(subj, clumps, marks)
+    err = expected_errors(subj, clumps, marks, single_clicks_by_vote_share=single_clicks_by_vote_share,
+                          detector_labels=detector_labels)
     n = pd.to_numeric(subj["n_viewers"], errors="coerce").fillna(0).astype("int64").to_numpy()
     e = err["expected_errors"].to_numpy(float)
     known = np.isfinite(e)

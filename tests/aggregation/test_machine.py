@@ -12,6 +12,7 @@ from clumptool.aggregation.machine import (
     MAX_MACHINE_LOG_ODDS,
     add_machine_annotator,
     band_of,
+    merge_close_detections,
     read_detections,
 )
 from clumptool.aggregation.pipeline import AggregateOptions, aggregate
@@ -155,6 +156,22 @@ def test_bands_and_annotator_rows(tmp_path):
     assert ann.n_detections_used == 1 and ann.n_below_bands == 1 and ann.subjects_outside_export == [77]
     assert ann.is_machine.sum() == 5 and len(ann.data.classifications) == len(data.classifications) + 5
     assert (ann.data.classifications["classification_id"] < 0).sum() == 5  # never a real id
+
+
+def test_one_spot_one_detection_so_the_bands_stay_exclusive(tmp_path):
+    b = ExportBuilder()
+    _agreeing(b, 1, 3)
+    data = read_export(b.write(tmp_path / "e.csv"))
+    # a "clump" box and an "odd clump" box on one spot (per-class NMS keeps both), another spot 20 px away
+    det = pd.DataFrame({"subject_id": [1, 1, 1, 2], "x": [100.0, 101.5, 120.0, 100.0], "y": [100.0, 99.0, 100.0, 100.0],
+                        "score": [0.25, 0.6, 0.4, 0.9], "label": [2, 1, 1, 1]})
+    kept = merge_close_detections(det, 5.0)
+    assert kept.index.tolist() == [1, 2, 3]  # the 0.6 "clump" absorbed the 0.25 "odd clump"; other galaxy apart
+    assert merge_close_detections(det, 0.0).equals(det)
+    ann = add_machine_annotator(data, det)
+    machine = ann.data.marks[ann.data.marks["volunteer"] >= len(data.volunteers)]
+    assert ann.n_merged == 1 and ann.n_detections_used == 2 and len(machine) == 2
+    assert sorted(machine["tool"].tolist()) == [0, 0]  # the kept detection's label: a normal clump
 
 
 @pytest.mark.parametrize("content,needle", [

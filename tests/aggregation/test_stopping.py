@@ -198,3 +198,48 @@ def test_the_stopping_rule_does_not_import_scipy_stats():
             "'accepted': [True], 'false_pos_prob': [0.01]})); print('scipy.stats' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _stray_galaxies(n=40, machine_marks=None, machine_evidence=None):
+    """Galaxies 0..n-1, 5 viewers each: a 5-of-5 clump and a rejected one-click candidate that the crowd model
+    calls 80% real (its visibility mixture: a faint clump one of five saw); with a detector's columns if given."""
+    clumps = pd.DataFrame({"subject_id": np.r_[np.arange(n), np.arange(n)], "n_marks": [5] * n + [1] * n,
+                           "n_viewers": 5, "odd_vote": 0.0, "label": 1, "accepted": [True] * n + [False] * n,
+                           "false_pos_prob": [0.0] * n + [0.2] * n})
+    if machine_marks is not None:
+        clumps["n_machine_marks"] = machine_marks
+        clumps["machine_evidence"] = machine_evidence
+    subjects = pd.DataFrame({"subject_id": np.arange(n), "n_viewers": 5, "expected_num_false_neg": 0.8})
+    return apply_stopping_rule(subjects, clumps, None, retire_below=0.1)
+
+
+def test_a_detector_silent_on_a_single_click_lets_its_galaxy_finish_and_a_confirming_one_does_not():
+    n = 40
+    humans = _stray_galaxies(n)
+    assert (humans["expected_missed"] >= 0.8).all() and not humans["is_finished"].any()
+    # a detector that marked every 5-of-5 clump (+4) and is silent on the clicks (-4.6, its cap): the click is
+    # judged by its vote share (1 of 5, where the crowd's 1-of-5 spots are strays) and that silence
+    silent = _stray_galaxies(n, [1] * n + [0] * n, [4.0] * n + [-4.6] * n)
+    assert (silent["expected_missed"] < 0.05).all() and silent["is_finished"].all()
+    # the detector marking the click too: the crowd model's own P(real) stands, the galaxy stays open
+    confirmed = _stray_galaxies(n, [1] * n + [1] * n, [4.0] * n + [2.0] * n)
+    assert (confirmed["expected_missed"] >= 0.8).all() and not confirmed["is_finished"].any()
+
+
+def test_the_detectors_labels_vote_with_the_agreement_rate_it_earned():
+    # 30 clumps the crowd and the detector agree on (normal), then a split clump: 2 of 3 marks say odd
+    n_marks = [5] * 30 + [3]
+    odd_vote = [0.0] * 30 + [2 / 3]
+    labels = [1] * 30 + [2]
+    humans = label_probabilities(_table(n_marks, odd_vote, labels))
+
+    def with_detector(says_odd, agrees=True):
+        t = _table(n_marks, odd_vote, labels).assign(n_machine_marks=1)
+        t["machine_odd_vote"] = [0.0 if agrees else 1.0] * 30 + [1.0 if says_odd else 0.0]
+        return t
+
+    backs, contradicts = (label_probabilities(with_detector(v)) for v in (True, False))
+    assert backs[-1] > humans[-1] + 0.2 and contradicts[-1] < humans[-1] - 0.2
+    assert label_probabilities(with_detector(True), detector_labels=False)[-1] == pytest.approx(humans[-1])
+    # a detector whose labels disagree with the crowd's everywhere earns no say (agreement clipped to 0.5)
+    assert label_probabilities(with_detector(True, agrees=False))[-1] == pytest.approx(humans[-1])
