@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clumptool.active_learning.panoptes_session import DEFAULT_ENDPOINT
-from clumptool.active_learning.zooniverse import UploadConfig
+from clumptool.active_learning.manifest import MAX_BYTES
+from clumptool.active_learning.panoptes_session import DEFAULT_ENDPOINT, check_endpoint
+from clumptool.common.errors import ClumptoolError
 from clumptool.common.options import in_range, one_of, optional, raise_problems, whole_number
 from clumptool.detection.options import PRECISIONS
 
@@ -88,6 +89,34 @@ class SelectOptions:
     def n_candidates(self) -> int:
         """Most uncertain galaxies kept before the diversity step."""
         return 5 * self.n if self.candidates is None else self.candidates
+
+
+@dataclass
+class UploadConfig:
+    """Where and how to upload. ``workflow_id=None`` leaves the set unlinked (link it by hand later)."""
+
+    project_id: int
+    workflow_id: int | None
+    subject_set_name: str
+    endpoint: str = DEFAULT_ENDPOINT
+    dry_run: bool = False
+    max_bytes: int = MAX_BYTES
+    model_version: str | None = None
+    metadata_columns: tuple[str, ...] | None = None   # visible/extra metadata (default: ra, dec)
+    link_batch: int = 50                              # subjects per link POST (the API takes up to 100)
+    max_consecutive_failures: int = 3                 # stop early when the server keeps failing
+    check_quota: bool = True                          # compare the user's subject quota with the batch first
+    verify_media: bool = False                        # also GET every new image back and compare bytes
+    admin: bool = False
+    allow_reupload: bool = False                      # upload galaxies that earlier rounds already sent
+
+    def __post_init__(self) -> None:
+        if not self.subject_set_name or not self.subject_set_name.strip():
+            raise ClumptoolError("--subject-set-name must not be empty; give a name or leave it out (the round "
+                                 "name is used)")
+        if not 1 <= self.link_batch <= 100:
+            raise ClumptoolError(f"link_batch must be between 1 and 100, got {self.link_batch}")
+        self.endpoint = check_endpoint(self.endpoint)
 
 
 @dataclass

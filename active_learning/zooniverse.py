@@ -33,13 +33,9 @@ import requests
 from tqdm import tqdm
 
 from clumptool.active_learning.ledger import Ledger
-from clumptool.active_learning.manifest import MAX_BYTES, check_png, subject_metadata
-from clumptool.active_learning.panoptes_session import (
-    DEFAULT_ENDPOINT,
-    check_endpoint,
-    clean_message,
-    panoptes_session,
-)
+from clumptool.active_learning.manifest import check_png, subject_metadata
+from clumptool.active_learning.options import UploadConfig
+from clumptool.active_learning.panoptes_session import clean_message, panoptes_session
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids
 
@@ -47,34 +43,6 @@ log = logging.getLogger(__name__)
 
 _QUOTA = re.compile(r"uploaded \d+ subjects of \d+ maximum", re.I)
 _AUTH = re.compile(r"must be logged in|not authori[sz]ed|invalid_grant|invalid_client", re.I)
-
-
-@dataclass
-class UploadConfig:
-    """Where and how to upload. ``workflow_id=None`` leaves the set unlinked (link it by hand later)."""
-
-    project_id: int
-    workflow_id: int | None
-    subject_set_name: str
-    endpoint: str = DEFAULT_ENDPOINT
-    dry_run: bool = False
-    max_bytes: int = MAX_BYTES
-    model_version: str | None = None
-    metadata_columns: tuple[str, ...] | None = None   # visible/extra metadata (default: ra, dec)
-    link_batch: int = 50                              # subjects per link POST (the API takes up to 100)
-    max_consecutive_failures: int = 3                 # stop early when the server keeps failing
-    check_quota: bool = True                          # compare the user's subject quota with the batch first
-    verify_media: bool = False                        # also GET every new image back and compare bytes
-    admin: bool = False
-    allow_reupload: bool = False                      # upload galaxies that earlier rounds already sent
-
-    def __post_init__(self) -> None:
-        if not self.subject_set_name or not self.subject_set_name.strip():
-            raise ClumptoolError("--subject-set-name must not be empty; give a name or leave it out (the round "
-                                 "name is used)")
-        if not 1 <= self.link_batch <= 100:
-            raise ClumptoolError(f"link_batch must be between 1 and 100, got {self.link_batch}")
-        self.endpoint = check_endpoint(self.endpoint)
 
 
 @dataclass

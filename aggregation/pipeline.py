@@ -17,7 +17,7 @@ from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
 from clumptool.aggregation.machine import read_detections
-from clumptool.aggregation.reducers import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS, reduce_export
+from clumptool.aggregation.reducer_defaults import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS
 from clumptool.aggregation.report import overview_figure
 from clumptool.aggregation.selection import check_something_to_aggregate
 from clumptool.aggregation.stopping import (
@@ -178,6 +178,8 @@ def aggregate(
         if res.machine:
             fit["detector"] = res.machine
     else:
+        from clumptool.aggregation.reducers import reduce_export  # scikit-learn: only these methods need it
+
         clumps, subj, vols, marks = reduce_export(data, options.method, options.reducer_params,
                                                   odd_tools=options.consensus.odd_tools)
         fit = {}

@@ -15,11 +15,7 @@ import pandas as pd
 from sklearn.cluster import DBSCAN, HDBSCAN
 
 from clumptool.aggregation.export import ExportData
-
-DBSCAN_DEFAULTS = {"eps": 5.0, "min_samples": 3, "metric": "euclidean", "algorithm": "auto", "leaf_size": 30,
-                   "p": None}
-HDBSCAN_DEFAULTS = {"min_cluster_size": 5, "min_samples": 3, "metric": "euclidean", "algorithm": "auto",
-                    "leaf_size": 40, "cluster_selection_method": "eom", "allow_single_cluster": False}
+from clumptool.aggregation.reducer_defaults import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS
 
 
 def _dbscan_labels_all(keys: np.ndarray, x: np.ndarray, y: np.ndarray, params: dict) -> np.ndarray:
