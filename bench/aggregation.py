@@ -34,6 +34,13 @@ same run (the day's earlier tree: 72 s and 4.06 GB on a quieter machine; its con
 holding the whole export, counted that export again each; back to back at 04:00, 7d39060 took 138.3 s and 4,260 MB,
 this tree 115.8 s and 1,857 MB, with identical output tables).
 
+Idle machine, 2026-12-02 04:10-04:20 UTC, after aggregate stopped importing scikit-learn (only --method
+dbscan|hdbscan need it) and the uploader at start-up (`--speed-only --baseline 2ab8aa3`, nothing else running):
+100k classifications in 7.0 s (median of 7.21 / 7.00 / 6.27 s, peak 831 MB) against 2ab8aa3's 5.5 s (5.78 / 5.14 /
+5.54 s, 694 MB): 1.26x its time; panoptes_aggregation extract + reduce 151.9 s (51.2 + 100.7 s): **21.7x** clumptool
+(goal >= 20x). The same command just before that change: 9.1 s against 6.2 s (1.46x) and 17.0x. (This machine is
+about twice as slow as the one of 2026-11-24: panoptes_aggregation took 152-154 s here against 60-65 s there.)
+
 Per-crowd figures of the current consensus (issue 11: central source, skills re-estimated from the judged clumps,
 learned prior odds, at least 2 volunteers per clump, per-volunteer click offsets), measured 2026-12-01 on the shared
 2-core machine, 1,000 galaxies per crowd, seed 1, match radius 5 px (columns as in the baseline below). Goal met:
