@@ -9,10 +9,13 @@ retries and sleeps. ``patch`` is anything with pytest's ``monkeypatch`` methods 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from clumptool.active_learning.panoptes_session import import_panoptes_client
+from clumptool.testing.fake_panoptes import FakePanoptes
 
 #: Environment variables panoptes-client or clumptool read; cleared so the user's shell cannot leak in.
 PANOPTES_ENV = ("PANOPTES_USERNAME", "PANOPTES_PASSWORD", "PANOPTES_CLIENT_ID", "PANOPTES_CLIENT_SECRET",
@@ -40,3 +43,13 @@ def forget_sessions(pc) -> None:
     """Drop the client's thread-local login and pending saves, so the next test logs in afresh."""
     pc.Panoptes._local.__dict__.clear()
     pc.Subject._local.__dict__.clear()
+
+
+@contextlib.contextmanager
+def logged_in_fake(patch: Any, user: str, password: str, **server_options: Any) -> Iterator[FakePanoptes]:
+    """A running fake Zooniverse that knows ``user``, whose credentials are the environment's (as a user's
+    shell would set them); stopped afterwards."""
+    with FakePanoptes(users={user: password}, **server_options) as server:
+        patch.setenv("PANOPTES_USERNAME", user)
+        patch.setenv("PANOPTES_PASSWORD", password)
+        yield server

@@ -10,8 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from clumptool.testing.fake_panoptes import FakePanoptes
-from clumptool.testing.panoptes_env import forget_sessions, isolate_environment, single_attempt_client
+from clumptool.testing.panoptes_env import (
+    forget_sessions,
+    isolate_environment,
+    logged_in_fake,
+    single_attempt_client,
+)
 
 PASSWORD = "s3cret-Pw-93kq"          # distinctive, so the tests can search for leaks
 CLIENT_SECRET = "app-s3cret-7Hx2"
@@ -37,12 +41,8 @@ def panoptes_client(monkeypatch, tmp_path):
 def fake(panoptes_client, monkeypatch):
     """A running fake server (user clumpbot / PASSWORD, app clumptool-app / CLIENT_SECRET, project 1234
     with workflow 5678) and the password credentials in the environment."""
-    server = FakePanoptes(users={"clumpbot": PASSWORD}, apps={"clumptool-app": CLIENT_SECRET})
-    server.start()
-    monkeypatch.setenv("PANOPTES_USERNAME", "clumpbot")
-    monkeypatch.setenv("PANOPTES_PASSWORD", PASSWORD)
-    yield server
-    server.stop()
+    with logged_in_fake(monkeypatch, "clumpbot", PASSWORD, apps={"clumptool-app": CLIENT_SECRET}) as server:
+        yield server
 
 
 def make_selection(folder, n: int = 5, size: int = 24, seed: int = 0) -> pd.DataFrame:

@@ -29,8 +29,12 @@ from _select_helpers import (
 )
 
 from clumptool.common.outputs import verify_output_set
-from clumptool.testing.fake_panoptes import FakePanoptes
-from clumptool.testing.panoptes_env import forget_sessions, isolate_environment, single_attempt_client
+from clumptool.testing.panoptes_env import (
+    forget_sessions,
+    isolate_environment,
+    logged_in_fake,
+    single_attempt_client,
+)
 
 interrupt_when, no_traceback, run_cli, snapshot = (harness.interrupt_when, harness.no_traceback, harness.run_cli,
                                                    harness.snapshot)
@@ -57,11 +61,8 @@ def _isolated(tmp_path, monkeypatch):
 def fake(monkeypatch):
     """The fake Zooniverse (project 1234, workflow 5678), the real client with one attempt per request."""
     pc = single_attempt_client(monkeypatch)
-    server = FakePanoptes(users={USER: PASSWORD}).start()
-    monkeypatch.setenv("PANOPTES_USERNAME", USER)
-    monkeypatch.setenv("PANOPTES_PASSWORD", PASSWORD)
-    yield server
-    server.stop()
+    with logged_in_fake(monkeypatch, USER, PASSWORD) as server:
+        yield server
     forget_sessions(pc)
 
 

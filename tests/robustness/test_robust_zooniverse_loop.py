@@ -15,8 +15,13 @@ import harness
 import pandas as pd
 import pytest
 
-from clumptool.testing.fake_panoptes import FakePanoptes, classification_record, export_csv
-from clumptool.testing.panoptes_env import forget_sessions, isolate_environment, single_attempt_client
+from clumptool.testing.fake_panoptes import classification_record, export_csv
+from clumptool.testing.panoptes_env import (
+    forget_sessions,
+    isolate_environment,
+    logged_in_fake,
+    single_attempt_client,
+)
 
 interrupt_when, no_traceback, run_cli, snapshot = (harness.interrupt_when, harness.no_traceback, harness.run_cli,
                                                    harness.snapshot)
@@ -36,11 +41,8 @@ def fake(monkeypatch):
     pc = single_attempt_client(monkeypatch)
     # wait_export polls every 2 s: no sleeping in the client (only there: the fake's delays stay real)
     monkeypatch.setattr(pc.exportable, "time", types.SimpleNamespace(sleep=lambda s: None))
-    server = FakePanoptes(users={USER: PASSWORD}).start()
-    monkeypatch.setenv("PANOPTES_USERNAME", USER)
-    monkeypatch.setenv("PANOPTES_PASSWORD", PASSWORD)
-    yield server
-    server.stop()
+    with logged_in_fake(monkeypatch, USER, PASSWORD) as server:
+        yield server
     forget_sessions(pc)
 
 
