@@ -14,8 +14,9 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # Reinstall only when the dependency list changes; the package itself is installed editable.
+# pip -qq prints errors only (setuptools' informational "Editable installation" note would greet every newcomer).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install -qq -e ".[dev]"  # -qq: errors only (setuptools' "Editable installation" note is noise)
+	$(PY) -m pip install -qq -e ".[dev]"
 	@touch $(STAMP)
