@@ -12,8 +12,9 @@ A galaxy is shown to volunteers until its consensus is probably right. "Probably
   rate ``q``, learned from the accepted clumps; prior: the share of odd clumps among them).
 
 Each candidate's P(false) (or P(real), for rejected ones) is the larger of the consensus model's and the
-probability that a larger crowd would reverse it from its vote share (m of n viewers marked it; the prior over
-vote shares is learned from every candidate of the export, see :func:`flip_probabilities`). The model assumes
+probability that a larger crowd would reverse it from its vote share (m of n viewers marked it, a zero-truncated
+binomial since only marked spots are candidates; the prior over vote shares is learned from every candidate of
+the export, see :func:`flip_probabilities`). The model assumes
 false marks are independent, so two of four volunteers marking one star look like a clump with certainty; the
 vote share keeps such a galaxy open (issue 12 reports the model's own finished test calling galaxies finished,
 at 6 volunteers, whose consensus purity was 0.66).
@@ -24,7 +25,12 @@ in the label probability at the agreement rate it earned (:func:`expected_errors
 
 A galaxy is *finished* when the sum is below ``retire_below`` AND it had at least ``min_classifications``
 human classifications (a small crowd's skills and visibility say little about one galaxy: the minimum keeps a
-lucky pair of volunteers from retiring it). Pure computation: tables in, tables out.
+lucky pair of volunteers from retiring it). A galaxy that is not finished is *stalled* when the classifications
+left before the workflow's retirement limit are expected neither to finish it nor to remove ``retire_below`` of
+its errors (a preposterior over the next viewers' marks, :func:`settled_error_after`, :func:`label_error_after`):
+a spot a third of the crowd marks stays a coin toss however many more look, and Clump Scout spent the tail of its
+20 classifications on such galaxies. Stalled galaxies are not finished: ``retire`` leaves them, and
+``select-next-batch`` does not send them back for more. Pure computation: tables in, tables out.
 """
 
 from __future__ import annotations

@@ -284,9 +284,10 @@ def _line(crowd: str, strategy: str, n_per: pd.Series, res, truth: pd.DataFrame,
     c, p, f1 = _score(res, truth, radius)
     fc, fp, _ = _score(res, truth, radius, finished) if finished else (np.nan, np.nan, np.nan)
     q = n_per.quantile([0.1, 0.5, 0.9]).to_numpy()
+    fin_truth = truth[truth["subject_id"].isin(finished) & truth["detectable"].astype(bool)]
     return {"crowd": crowd, "strategy": strategy, "cls/galaxy": n_per.mean(), "p10": q[0], "median": q[1],
             "p90": q[2], "compl": c, "purity": p, "F1": f1, "finished": len(finished) / max(len(n_per), 1),
-            "fin compl": fc, "fin purity": fp}
+            "fin compl": fc, "fin purity": fp, "fin clumps": len(fin_truth)}
 
 
 def finished_by_rule_before(subjects: Path, cls: pd.DataFrame, options: AggregateOptions, tmp: Path,
@@ -465,7 +466,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     fin = table.dropna(subset=["fin compl"])
     if len(fin):
         worst = fin[["fin compl", "fin purity"]].min()
-        print(f"  honesty: worst finished-galaxy completeness {worst['fin compl']:.3f}, purity "
+        at = fin.loc[fin["fin compl"].idxmin()]
+        print(f"  honesty: worst finished-galaxy completeness {worst['fin compl']:.3f} ({at['crowd']}, "
+              f"{at['strategy']}: {at['fin clumps']:.0f} true clumps in its finished galaxies), purity "
               f"{worst['fin purity']:.3f} over every crowd and strategy (goal >= 0.97)")
     return table
 
