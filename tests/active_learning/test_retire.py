@@ -13,7 +13,7 @@ import pytest
 from clumptool.active_learning.retire import (
     RetirementLedger,
     RetireOptions,
-    finished_subjects,
+    read_subjects_table,
     retire_finished,
 )
 from clumptool.common.errors import ClumptoolError
@@ -110,13 +110,14 @@ def test_unknown_subjects_are_reported_not_retired(fake, subjects, tmp_path):
 
 def test_unfinished_never_retired_and_bad_tables(tmp_path):
     path = table(tmp_path, [11, 12, 13], [True, False, None], name="t.csv")
-    finished, unfinished = finished_subjects(path)
-    assert list(finished) == ["11"] and unfinished == 2
+    read = read_subjects_table(path)
+    assert list(read.finished) == ["11"] and read.unfinished == 2 and read.stalled is None
     pd.DataFrame({"subject_id": [11, 11], "is_finished": [True, False]}).to_csv(tmp_path / "dup.csv", index=False)
-    assert finished_subjects(tmp_path / "dup.csv") == ({}, 1), "finished only if every row says so"
+    read = read_subjects_table(tmp_path / "dup.csv")
+    assert (read.finished, read.unfinished) == ({}, 1), "finished only if every row says so"
     pd.DataFrame({"subject_id": [11], "is_finished": ["maybe"]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ClumptoolError, match=r"bad\.csv.*subject_id 11.*is_finished.*not true or false"):
-        finished_subjects(tmp_path / "bad.csv")
+        read_subjects_table(tmp_path / "bad.csv")
     pd.DataFrame({"subject_id": [11], "n_clumps": [1]}).to_csv(tmp_path / "old.csv", index=False)
     with pytest.raises(ClumptoolError, match=r"old\.csv: no is_finished column"):
-        finished_subjects(tmp_path / "old.csv")
+        read_subjects_table(tmp_path / "old.csv")
