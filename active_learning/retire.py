@@ -225,7 +225,7 @@ class RetireReport:
         if self.dry_run:
             counts = _by_reason(self.retire_reasons, self.to_retire)
             stalled = (f" and {counts[STALLED_REASON]:,} stalled with reason '{STALLED_REASON}'"
-                       if self.with_stalled else "")
+                       if self.with_stalled or counts[STALLED_REASON] else "")
             lines.append(f"dry run: {len(self.to_retire):,} subjects would be retired, {counts[REASON]:,} with reason "
                          f"'{REASON}'{stalled} (nothing was sent):")
             lines += [f"  {sid}  {self.retire_reasons[sid]:<9}  {self.reasons.get(sid) or ''}".rstrip()
@@ -233,8 +233,8 @@ class RetireReport:
             if len(self.to_retire) > show:
                 lines.append(f"  ... and {len(self.to_retire) - show:,} more")
         else:
-            stalled = (f" and {self.retired_by_reason[STALLED_REASON]:,} stalled (reason '{STALLED_REASON}')"
-                       if self.with_stalled else "")
+            others = self.retired_by_reason.get(STALLED_REASON, 0)
+            stalled = f" and {others:,} stalled (reason '{STALLED_REASON}')" if self.with_stalled or others else ""
             lines.append(f"retired {self.retired_by_reason[REASON]:,} subjects now (reason '{REASON}'){stalled}")
         lines += self._stalled_note()
         if self.left_for_later:
@@ -366,6 +366,22 @@ def _check(options: RetireOptions) -> None:
         raise ClumptoolError("; ".join(problems))
 
 
+def _plan(subjects: SubjectsTable, stalled: bool, states: dict[str, str], recorded: dict[str, str],
+          report: RetireReport) -> dict[str, str]:
+    """subject id -> Zooniverse reason for the subjects still to retire, given the ledger's ``states`` and
+    ``recorded`` reasons; counts what earlier runs retired into ``report``."""
+    retired = {sid for sid, st in states.items() if st == "retired"}
+    current = subjects.retirable(True)  # the reason the table gives each subject it would retire
+    earlier = [sid for sid in current if sid in retired]
+    report.already_retired = len(earlier)
+    report.already_by_reason = _by_reason(recorded, earlier)
+    report.reason_changed = sum(recorded[sid] != current[sid] for sid in earlier)
+    report.no_longer_finished = len(retired - current.keys())
+    # a request that may have reached the server is sent again with its reason (Zooniverse keeps the first)
+    return {sid: recorded[sid] if states.get(sid) == "sending" else reason
+            for sid, reason in subjects.retirable(stalled).items() if sid not in retired}
+
+
 def retire_finished(table: str | os.PathLike, options: RetireOptions, progress: bool = True,
                     log: Callable[[str], None] | None = None) -> RetireReport:
     """Retire the finished subjects of ``table`` in ``options.workflow_id``, and with ``options.stalled`` the
@@ -373,8 +389,6 @@ def retire_finished(table: str | os.PathLike, options: RetireOptions, progress: 
     _check(options)
     endpoint = check_endpoint(options.endpoint)
     subjects = read_subjects_table(table)
-    wanted = subjects.retirable(options.stalled)
-    current = subjects.retirable(True)  # the reason the table gives each subject it would retire
     state_dir = Path(options.state) if options.state is not None else default_retire_state_dir(
         endpoint, options.workflow_id)
     ledger_path = state_dir / DEFAULT_LEDGER_NAME
@@ -394,15 +408,7 @@ def retire_finished(table: str | os.PathLike, options: RetireOptions, progress: 
                                  "writable --state folder") from exc
         states = ledger.retirement_states(options.workflow_id)
         recorded = ledger.retirement_reasons(options.workflow_id)
-    retired = {sid for sid, st in states.items() if st == "retired"}
-    earlier = [sid for sid in current if sid in retired]
-    report.already_retired = len(earlier)
-    report.already_by_reason = _by_reason(recorded, earlier)
-    report.reason_changed = sum(recorded[sid] != current[sid] for sid in earlier)
-    report.no_longer_finished = len(retired - current.keys())
-    # a request that may have reached the server is sent again with its reason (Zooniverse keeps the first)
-    todo = {sid: recorded[sid] if states.get(sid) == "sending" else reason
-            for sid, reason in wanted.items() if sid not in retired}
+    todo = _plan(subjects, options.stalled, states, recorded, report)
     if len(todo) > options.max_subjects:
         if not options.partial:
             if ledger is not None:
@@ -415,7 +421,8 @@ def retire_finished(table: str | os.PathLike, options: RetireOptions, progress: 
                 f"first {options.max_subjects:,} now and the rest on later runs")
         report.left_for_later = len(todo) - options.max_subjects
         todo = dict(list(todo.items())[:options.max_subjects])
-    assert todo.keys() <= wanted.keys(), "only finished (with --stalled, also stalled) subjects are ever retired"
+    assert todo.keys() <= subjects.retirable(options.stalled).keys(), \
+        "only finished (with --stalled, also stalled) subjects are ever retired"
     report.to_retire = list(todo)
     report.retire_reasons = todo
     if options.dry_run or not todo:
