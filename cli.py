@@ -925,24 +925,29 @@ def fetch_export_command(workflow_id: int, project_id: int | None, generate: boo
               help="Refuse (exit 2) when more subjects than this are to be retired in one run.")
 @click.option("--partial", is_flag=True, help="With more than --max to retire: retire the first --max now.")
 @click.option("--batch-size", type=int, default=50, show_default=True, help="Subjects per retirement request.")
+@click.option("--stalled", is_flag=True,
+              help="Also retire the stalled galaxies (is_stalled: more volunteers are not expected to settle them) "
+                   "with reason 'other'; look at them yourself (their finished_reason says what is contested).")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary (errors and warnings are always printed).")
 def retire_command(subjects_table: Path, workflow_id: int, endpoint: str, state: Path | None, dry_run: bool,
-                   max_subjects: int, partial: bool, batch_size: int, quiet: bool) -> None:
+                   max_subjects: int, partial: bool, batch_size: int, stalled: bool, quiet: bool) -> None:
     """Retire (reason 'consensus') the subjects of aggregate's SUBJECTS_TABLE whose is_finished is true.
 
-    Only finished subjects are ever sent. A ledger makes reruns retire nothing twice and lets a run stopped
-    half way resume; --max caps how many one run may retire. Subjects the server does not have in the
-    workflow are reported and not retired.
+    Only finished subjects are ever sent, and with --stalled the stalled ones (reason 'other'). A ledger
+    makes reruns retire nothing twice and lets a run stopped half way resume; --max caps how many one run
+    may retire (both kinds together). Subjects the server does not have in the workflow are reported and
+    not retired.
 
-    Example: clumptool retire aggregated/subjects.parquet --workflow-id 5678 --dry-run
+    Example: clumptool retire aggregated/subjects.parquet --workflow-id 5678 --stalled --dry-run
 
-    Exit 0: every finished subject is retired (or, with --dry-run, listed). Exit 2: an error (a table
-    without is_finished, more than --max to retire, a failed request: run again to resume).
+    Exit 0: every finished (with --stalled, also stalled) subject is retired (or, with --dry-run, listed).
+    Exit 2: an error (a table without is_finished, more than --max to retire, a failed request: run again
+    to resume).
     """
     from clumptool.active_learning.retire import RetireOptions, retire_finished
 
     options = RetireOptions(workflow_id=workflow_id, endpoint=endpoint, state=state, dry_run=dry_run,
-                            max_subjects=max_subjects, partial=partial, batch_size=batch_size)
+                            max_subjects=max_subjects, partial=partial, batch_size=batch_size, stalled=stalled)
     try:
         report = retire_finished(subjects_table, options, progress=not quiet)
     except KeyboardInterrupt:

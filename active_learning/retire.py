@@ -5,6 +5,12 @@ The subjects table of ``clumptool aggregate`` says per galaxy whether its consen
 subjects (``Workflow.retire_subjects(ids, reason='consensus')``) stops Zooniverse from showing them to more
 volunteers. Only rows whose ``is_finished`` is true are ever sent; a blank or false value never is.
 
+With ``stalled`` (``--stalled``) the *stalled* galaxies (``is_stalled``: not finished, and the classifications
+left before the retirement limit are not expected to settle them) are retired too, with reason ``'other'``, so
+Zooniverse (and its subjects export) tells them apart from the finished ones; without it they are never sent.
+Each request carries one reason; the ledger records the reason each subject was sent with, and a subject
+retired once is never sent again, whatever the table says later (Zooniverse keeps its first reason).
+
 The same ledger discipline as uploads (:mod:`clumptool.active_learning.ledger`): one SQLite row per
 (workflow, subject), written before each request and after its answer, so
 
@@ -44,6 +50,9 @@ from clumptool.common.ids import subject_ids_int64
 from clumptool.common.tables import read_table
 
 REASON = "consensus"
+STALLED_REASON = "other"
+#: Zooniverse retirement reasons in the order their requests are sent.
+REASONS = (REASON, STALLED_REASON)
 DEFAULT_MAX = 1000
 DEFAULT_BATCH = 50
 RETIRE_STATES = ("pending", "sending", "retired", "unknown")
@@ -56,6 +65,7 @@ CREATE TABLE IF NOT EXISTS retirements (
     subject_id       TEXT NOT NULL,
     state            TEXT NOT NULL,
     finished_reason  TEXT,
+    retirement_reason TEXT,
     error            TEXT,
     attempts         INTEGER NOT NULL DEFAULT 0,
     updated_at       TEXT NOT NULL,
@@ -71,12 +81,32 @@ class RetirementLedger(Ledger):
         super().__init__(path)
         try:
             self._db.executescript(_SCHEMA)
+            self._add_reason_column()
         except sqlite3.DatabaseError as exc:
             raise ClumptoolError(f"{self.path}: not a clumptool ledger ({exc})") from exc
+
+    def _add_reason_column(self) -> None:
+        """Ledgers written before ``--stalled`` lack ``retirement_reason``: add it (their rows read as 'consensus')."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(retirements)")}
+        if "retirement_reason" in columns:
+            return
+        try:
+            self._db.execute("ALTER TABLE retirements ADD COLUMN retirement_reason TEXT")
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
 
     def retirement_states(self, workflow_id: int) -> dict[str, str]:
         """subject id -> state, for every subject recorded for ``workflow_id``."""
         cur = self._exec("SELECT subject_id, state FROM retirements WHERE workflow_id=?", (str(workflow_id),))
+        return dict(cur.fetchall())
+
+    def retirement_reasons(self, workflow_id: int) -> dict[str, str]:
+        """subject id -> the Zooniverse reason it was (or is to be) retired with, for ``workflow_id``.
+
+        Rows from before the column existed were all sent with 'consensus'."""
+        cur = self._exec("SELECT subject_id, COALESCE(retirement_reason, ?) FROM retirements WHERE workflow_id=?",
+                         (REASON, str(workflow_id)))
         return dict(cur.fetchall())
 
     def _write_many(self, sql: str, rows: list[tuple]) -> None:
@@ -90,12 +120,18 @@ class RetirementLedger(Ledger):
                 self._db.execute("ROLLBACK")
                 raise
 
-    def record_finished(self, workflow_id: int, reasons: dict[str, str]) -> None:
-        """Note subjects about to be retired (a subject already recorded keeps its state)."""
+    def record_pending(self, workflow_id: int, reasons: dict[str, tuple[str, str]]) -> None:
+        """Note subjects about to be retired: subject id -> (finished_reason, Zooniverse reason).
+
+        A subject already recorded keeps its state; its reasons are updated unless a request with them may
+        already have reached the server ('sending' or 'retired')."""
         now = _now()
-        self._write_many("INSERT OR IGNORE INTO retirements (workflow_id, subject_id, state, finished_reason, "
-                         "updated_at) VALUES (?,?,?,?,?)",
-                         [(str(workflow_id), sid, "pending", r, now) for sid, r in reasons.items()])
+        self._write_many("INSERT INTO retirements (workflow_id, subject_id, state, finished_reason, retirement_reason, "
+                         "updated_at) VALUES (?,?,?,?,?,?) ON CONFLICT (workflow_id, subject_id) DO UPDATE SET "
+                         "finished_reason=excluded.finished_reason, retirement_reason=excluded.retirement_reason "
+                         "WHERE state NOT IN ('sending', 'retired')",
+                         [(str(workflow_id), sid, "pending", text, reason, now)
+                          for sid, (text, reason) in reasons.items()])
 
     def mark_retirement(self, workflow_id: int, subject_ids: list[str], state: str, error: str | None = None) -> None:
         """Move subjects to ``state`` ('sending' also counts an attempt) in one transaction."""
@@ -125,6 +161,15 @@ class RetireOptions:
     max_subjects: int = DEFAULT_MAX
     partial: bool = False
     batch_size: int = DEFAULT_BATCH
+    stalled: bool = False  # also retire the stalled subjects, with reason STALLED_REASON
+
+
+def _by_reason(reasons: dict[str, str], subject_ids) -> dict[str, int]:
+    """How many of ``subject_ids`` have each reason of ``reasons`` (subject id -> reason), in REASONS order."""
+    counts = dict.fromkeys(REASONS, 0)
+    for sid in subject_ids:
+        counts[reasons[sid]] = counts.get(reasons[sid], 0) + 1
+    return counts
 
 
 @dataclass
@@ -136,41 +181,72 @@ class RetireReport:
     dry_run: bool
     finished: int = 0
     unfinished: int = 0
+    stalled: int | None = None          # stalled subjects in the table (None: it has no is_stalled column)
+    with_stalled: bool = False          # --stalled was given
     already_retired: int = 0
+    already_by_reason: dict[str, int] = field(default_factory=dict)
+    reason_changed: int = 0             # retired earlier with another reason than the table gives now
     to_retire: list[str] = field(default_factory=list)
-    reasons: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)          # subject id -> finished_reason
+    retire_reasons: dict[str, str] = field(default_factory=dict)   # subject id -> Zooniverse reason, to_retire's
     retired_now: int = 0
+    retired_by_reason: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     unknown: list[str] = field(default_factory=list)
     left_for_later: int = 0
     no_longer_finished: int = 0
 
     def warnings(self) -> list[str]:
-        """Lines to print even with --quiet: finished subjects that could not be retired."""
+        """Lines to print even with --quiet: subjects to retire that could not be retired."""
         if not self.unknown:
             return []
         shown = ", ".join(self.unknown[:10]) + (", ..." if len(self.unknown) > 10 else "")
-        return [f"warning: {len(self.unknown):,} finished subjects are not subjects of this workflow on the server "
+        return [f"warning: {len(self.unknown):,} subjects to retire are not subjects of this workflow on the server "
                 f"and were not retired: {shown} (check --workflow-id and --endpoint; they are checked again on "
                 "the next run)"]
 
+    def _head(self) -> str:
+        stalled = f" ({self.stalled:,} of them stalled)" if self.stalled else ""
+        already = ", ".join(f"{n:,} '{r}'" for r, n in self.already_by_reason.items() if n)
+        return (f"{self.finished:,} finished and {self.unfinished:,} unfinished subjects{stalled} in {self.table}; "
+                f"{self.already_retired:,} already retired by earlier runs{f' ({already})' if already else ''} "
+                f"(ledger {self.ledger})")
+
+    def _stalled_note(self) -> list[str]:
+        if self.with_stalled and self.stalled is None:
+            return [f"--stalled: {self.table} has no is_stalled column (aggregated by an older clumptool), so no "
+                    "stalled subjects were retired; aggregate again with this version to find them"]
+        if not self.with_stalled and self.stalled:
+            return [f"{self.stalled:,} stalled subjects are not retired (add --stalled to retire them with reason "
+                    f"'{STALLED_REASON}'; look at them yourself)"]
+        return []
+
     def format(self, show: int = 20) -> str:
-        head = (f"{self.finished:,} finished and {self.unfinished:,} unfinished subjects in {self.table}; "
-                f"{self.already_retired:,} already retired by earlier runs (ledger {self.ledger})")
-        lines = [head]
+        lines = [self._head()]
         if self.dry_run:
-            lines.append(f"dry run: {len(self.to_retire):,} subjects would be retired with reason '{REASON}' "
-                         "(nothing was sent):")
-            lines += [f"  {sid}  {self.reasons.get(sid) or ''}".rstrip() for sid in self.to_retire[:show]]
+            counts = _by_reason(self.retire_reasons, self.to_retire)
+            stalled = (f" and {counts[STALLED_REASON]:,} stalled with reason '{STALLED_REASON}'"
+                       if self.with_stalled or counts[STALLED_REASON] else "")
+            lines.append(f"dry run: {len(self.to_retire):,} subjects would be retired, {counts[REASON]:,} with reason "
+                         f"'{REASON}'{stalled} (nothing was sent):")
+            lines += [f"  {sid}  {self.retire_reasons[sid]:<9}  {self.reasons.get(sid) or ''}".rstrip()
+                      for sid in self.to_retire[:show]]
             if len(self.to_retire) > show:
                 lines.append(f"  ... and {len(self.to_retire) - show:,} more")
         else:
-            lines.append(f"retired {self.retired_now:,} subjects now (reason '{REASON}')")
+            others = self.retired_by_reason.get(STALLED_REASON, 0)
+            stalled = f" and {others:,} stalled (reason '{STALLED_REASON}')" if self.with_stalled or others else ""
+            lines.append(f"retired {self.retired_by_reason[REASON]:,} subjects now (reason '{REASON}'){stalled}")
+        lines += self._stalled_note()
         if self.left_for_later:
-            lines.append(f"--partial: {self.left_for_later:,} finished subjects are left for the next runs")
+            lines.append(f"--partial: {self.left_for_later:,} subjects to retire are left for the next runs")
         lines += self.warnings()
+        if self.reason_changed:
+            lines.append(f"note: {self.reason_changed:,} subjects retired by earlier runs with another reason (stalled "
+                         "then, finished now, or the reverse) are not sent again (Zooniverse keeps their first reason)")
         if self.no_longer_finished:
             lines.append(f"note: {self.no_longer_finished:,} subjects retired by earlier runs are no longer finished "
-                         "in this table (Zooniverse keeps them retired; unretire them in the Lab if needed)")
+                         "(or stalled) in this table (Zooniverse keeps them retired; unretire them in the Lab if "
+                         "needed)")
         return "\n".join(lines)
 
 
@@ -179,23 +255,47 @@ class RetireReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def _flags(values: pd.Series, ids: pd.Series, path: Path) -> np.ndarray:
-    """``is_finished`` as booleans; blank means not finished; anything unreadable is an error."""
+def _flags(values: pd.Series, ids: pd.Series, path: Path, column: str) -> np.ndarray:
+    """A true/false column (``is_finished``, ``is_stalled``) as booleans; blank means false; anything unreadable
+    is an error."""
     if pd.api.types.is_bool_dtype(values.dtype):
         return values.to_numpy(dtype=bool)
     text = values.map(lambda v: str(v).strip().lower() if v is not None else "")
     good = text.isin(_TRUE | _FALSE).to_numpy()
     if not good.all():
         pos = int(np.flatnonzero(~good)[0])
-        raise ClumptoolError(f"{where(path, f'subject_id {ids.iloc[pos]}', 'is_finished')}: {values.iloc[pos]!r} is "
+        raise ClumptoolError(f"{where(path, f'subject_id {ids.iloc[pos]}', column)}: {values.iloc[pos]!r} is "
                              "not true or false; give the subjects table written by clumptool aggregate")
     return text.isin(_TRUE).to_numpy()
 
 
-def finished_subjects(path: str | os.PathLike) -> tuple[dict[str, str], int]:
-    """(subject id -> finished_reason for the finished subjects, number of unfinished subjects).
+@dataclass(frozen=True)
+class SubjectsTable:
+    """What a subjects table says about retiring its galaxies."""
 
-    A subject listed on several rows is finished only if every row says so.
+    finished: dict[str, str]         # subject id -> finished_reason, in id order
+    stalled: dict[str, str] | None   # the same for the stalled subjects; None: the table has no is_stalled column
+    unfinished: int                  # subjects not finished (the stalled ones included)
+
+    def retirable(self, stalled: bool) -> dict[str, str]:
+        """subject id -> Zooniverse reason for the subjects to retire: the finished ones, and with ``stalled``
+        the stalled ones (finished first, each in id order)."""
+        out = dict.fromkeys(self.finished, REASON)
+        if stalled:
+            out.update(dict.fromkeys(self.stalled or {}, STALLED_REASON))
+        return out
+
+
+def _every_row(flags: np.ndarray, ids: pd.Series) -> pd.Series:
+    """subject id -> whether every one of its rows has the flag."""
+    return pd.Series(flags, index=ids.index).groupby(ids.to_numpy()).all()
+
+
+def read_subjects_table(path: str | os.PathLike) -> SubjectsTable:
+    """The finished and stalled subjects of aggregate's subjects table (with their ``finished_reason``).
+
+    A subject listed on several rows is finished (stalled) only if every row says so; a row both finished and
+    stalled is an error (aggregate never writes one).
     """
     path = Path(path)
     table = read_table(path)
@@ -205,15 +305,28 @@ def finished_subjects(path: str | os.PathLike) -> tuple[dict[str, str], int]:
                              "aggregate; give its subjects.parquet (or .csv), aggregated with this version (it "
                              "writes is_finished and finished_reason)")
     ids = subject_ids_int64(table["subject_id"], where=path, field="subject_id").astype(str)
-    flags = pd.Series(_flags(table["is_finished"], ids, path), index=table.index)
-    reasons = table["finished_reason"].astype(object) if "finished_reason" in table.columns else pd.Series(
+    finished_rows = _flags(table["is_finished"], ids, path, "is_finished")
+    has_stalled = "is_stalled" in table.columns
+    stalled_rows = _flags(table["is_stalled"], ids, path, "is_stalled") if has_stalled else np.zeros(len(ids), bool)
+    both = finished_rows & stalled_rows
+    if both.any():
+        pos = int(np.flatnonzero(both)[0])
+        raise ClumptoolError(f"{where(path, f'subject_id {ids.iloc[pos]}', 'is_stalled')}: true while is_finished is "
+                             "true too, but a galaxy is never both; give the subjects table written by clumptool "
+                             "aggregate")
+    is_finished, is_stalled = _every_row(finished_rows, ids), _every_row(stalled_rows, ids)
+    texts = table["finished_reason"].astype(object) if "finished_reason" in table.columns else pd.Series(
         "", index=table.index, dtype=object)
-    per_subject = flags.groupby(ids.to_numpy()).all()
-    finished = {sid: "" for sid in sorted(per_subject.index[per_subject.to_numpy()], key=int)}
-    for sid, reason in zip(ids, reasons, strict=True):
-        if sid in finished and not finished[sid] and isinstance(reason, str):
-            finished[sid] = reason
-    return finished, int((~per_subject).sum())
+    first_text: dict[str, str] = {}
+    for sid, text in zip(ids, texts, strict=True):
+        if isinstance(text, str) and text and sid not in first_text:
+            first_text[sid] = text
+
+    def with_text(flag: pd.Series) -> dict[str, str]:
+        return {sid: first_text.get(sid, "") for sid in sorted(flag.index[flag.to_numpy()], key=int)}
+
+    return SubjectsTable(finished=with_text(is_finished), stalled=with_text(is_stalled) if has_stalled else None,
+                         unfinished=int((~is_finished).sum()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,19 +366,39 @@ def _check(options: RetireOptions) -> None:
         raise ClumptoolError("; ".join(problems))
 
 
+def _plan(subjects: SubjectsTable, stalled: bool, states: dict[str, str], recorded: dict[str, str],
+          report: RetireReport) -> dict[str, str]:
+    """subject id -> Zooniverse reason for the subjects still to retire, given the ledger's ``states`` and
+    ``recorded`` reasons; counts what earlier runs retired into ``report``."""
+    retired = {sid for sid, st in states.items() if st == "retired"}
+    current = subjects.retirable(True)  # the reason the table gives each subject it would retire
+    earlier = [sid for sid in current if sid in retired]
+    report.already_retired = len(earlier)
+    report.already_by_reason = _by_reason(recorded, earlier)
+    report.reason_changed = sum(recorded[sid] != current[sid] for sid in earlier)
+    report.no_longer_finished = len(retired - current.keys())
+    # a request that may have reached the server is sent again with its reason (Zooniverse keeps the first)
+    return {sid: recorded[sid] if states.get(sid) == "sending" else reason
+            for sid, reason in subjects.retirable(stalled).items() if sid not in retired}
+
+
 def retire_finished(table: str | os.PathLike, options: RetireOptions, progress: bool = True,
                     log: Callable[[str], None] | None = None) -> RetireReport:
-    """Retire the finished subjects of ``table`` in ``options.workflow_id`` (see the module docstring)."""
+    """Retire the finished subjects of ``table`` in ``options.workflow_id``, and with ``options.stalled`` the
+    stalled ones (see the module docstring)."""
     _check(options)
     endpoint = check_endpoint(options.endpoint)
-    finished, unfinished = finished_subjects(table)
+    subjects = read_subjects_table(table)
     state_dir = Path(options.state) if options.state is not None else default_retire_state_dir(
         endpoint, options.workflow_id)
     ledger_path = state_dir / DEFAULT_LEDGER_NAME
     report = RetireReport(table=str(table), ledger=str(ledger_path), dry_run=options.dry_run,
-                          finished=len(finished), unfinished=unfinished, reasons=finished)
+                          finished=len(subjects.finished), unfinished=subjects.unfinished,
+                          stalled=None if subjects.stalled is None else len(subjects.stalled),
+                          with_stalled=options.stalled, reasons={**subjects.finished, **(subjects.stalled or {})})
     if options.dry_run and not ledger_path.exists():
         states: dict[str, str] = {}
+        recorded: dict[str, str] = {}
         ledger = None
     else:
         try:
@@ -274,45 +407,56 @@ def retire_finished(table: str | os.PathLike, options: RetireOptions, progress: 
             raise ClumptoolError(f"--state {state_dir}: cannot open the ledger ({exc.strerror or exc}); choose a "
                                  "writable --state folder") from exc
         states = ledger.retirement_states(options.workflow_id)
-    retired = {sid for sid, st in states.items() if st == "retired"}
-    report.already_retired = len(retired & finished.keys())
-    report.no_longer_finished = len(retired - finished.keys())
-    todo = [sid for sid in finished if sid not in retired]
+        recorded = ledger.retirement_reasons(options.workflow_id)
+    todo = _plan(subjects, options.stalled, states, recorded, report)
     if len(todo) > options.max_subjects:
         if not options.partial:
             if ledger is not None:
                 ledger.close()
+            kinds = "finished or stalled" if options.stalled else "finished"
             raise ClumptoolError(
-                f"{len(todo):,} finished subjects of {table} are still to be retired, more than --max "
+                f"{len(todo):,} {kinds} subjects of {table} are still to be retired, more than --max "
                 f"{options.max_subjects:,}; check the subjects table (a loose --retire-below in aggregate finishes "
                 f"too many), then raise --max to {len(todo)} to retire them all, or add --partial to retire the "
                 f"first {options.max_subjects:,} now and the rest on later runs")
         report.left_for_later = len(todo) - options.max_subjects
-        todo = todo[:options.max_subjects]
-    report.to_retire = todo
+        todo = dict(list(todo.items())[:options.max_subjects])
+    assert todo.keys() <= subjects.retirable(options.stalled).keys(), \
+        "only finished (with --stalled, also stalled) subjects are ever retired"
+    report.to_retire = list(todo)
+    report.retire_reasons = todo
     if options.dry_run or not todo:
         if ledger is not None:
             ledger.close()
         return report
     try:
-        _send(ledger, todo, finished, options, endpoint, report, progress, log)
+        _send(ledger, todo, options, endpoint, report, progress, log)
     finally:
         ledger.close()
     return report
 
 
-def _send(ledger: RetirementLedger, todo: list[str], finished: dict[str, str], options: RetireOptions,
-          endpoint: str, report: RetireReport, progress: bool, log: Callable[[str], None] | None) -> None:
+def _batches(todo: dict[str, str], size: int) -> list[tuple[str, list[str]]]:
+    """(Zooniverse reason, subject ids) per request: one reason per request, each reason's subjects in batches
+    of ``size``, the reasons in REASONS order."""
+    out: list[tuple[str, list[str]]] = []
+    for reason in dict.fromkeys([*REASONS, *todo.values()]):
+        ids = [sid for sid, r in todo.items() if r == reason]
+        out += [(reason, ids[start:start + size]) for start in range(0, len(ids), size)]
+    return out
+
+
+def _send(ledger: RetirementLedger, todo: dict[str, str], options: RetireOptions, endpoint: str,
+          report: RetireReport, progress: bool, log: Callable[[str], None] | None) -> None:
+    """Retire ``todo`` (subject id -> Zooniverse reason), recording each batch before and after its request."""
     wid = options.workflow_id
-    ledger.record_finished(wid, {sid: finished[sid] for sid in todo})
+    ledger.record_pending(wid, {sid: (report.reasons.get(sid, ""), reason) for sid, reason in todo.items()})
     with panoptes_session(endpoint) as session:
         pc = session.pc
         workflow = _workflow(session, options)
         with tqdm(total=len(todo), desc="retiring subjects", unit="subject", disable=not progress,
                   leave=False) as bar:
-            for start in range(0, len(todo), options.batch_size):
-                batch = todo[start:start + options.batch_size]
-                assert all(sid in finished for sid in batch), "only finished subjects are ever retired"
+            for reason, batch in _batches(todo, options.batch_size):
                 try:
                     known = _known(session, workflow, batch)
                     unknown = [sid for sid in batch if sid not in known]
@@ -323,9 +467,10 @@ def _send(ledger: RetirementLedger, todo: list[str], finished: dict[str, str], o
                     send = [sid for sid in batch if sid in known]
                     if send:
                         ledger.mark_retirement(wid, send, "sending")
-                        workflow.retire_subjects(send, reason=REASON, batch_size=len(send))
+                        workflow.retire_subjects(send, reason=reason, batch_size=len(send))
                         ledger.mark_retirement(wid, send, "retired")
                         report.retired_now += len(send)
+                        report.retired_by_reason[reason] = report.retired_by_reason.get(reason, 0) + len(send)
                 except (pc.panoptes.PanoptesAPIException, OSError, ValueError, KeyError) as exc:
                     message = session.clean(exc)
                     raise ClumptoolError(
