@@ -47,7 +47,7 @@ from clumptool.active_learning.panoptes_session import (
 from clumptool.active_learning.state import project_key, state_root
 from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.ids import subject_ids_int64
-from clumptool.common.tables import read_table
+from clumptool.common.tables import read_table, true_false_column
 
 REASON = "consensus"
 STALLED_REASON = "other"
@@ -56,8 +56,6 @@ REASONS = (REASON, STALLED_REASON)
 DEFAULT_MAX = 1000
 DEFAULT_BATCH = 50
 RETIRE_STATES = ("pending", "sending", "retired", "unknown")
-_TRUE = {"true", "1", "yes", "t", "y", "1.0"}
-_FALSE = {"false", "0", "no", "f", "n", "0.0", "", "nan", "none"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS retirements (
@@ -255,20 +253,6 @@ class RetireReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def _flags(values: pd.Series, ids: pd.Series, path: Path, column: str) -> np.ndarray:
-    """A true/false column (``is_finished``, ``is_stalled``) as booleans; blank means false; anything unreadable
-    is an error."""
-    if pd.api.types.is_bool_dtype(values.dtype):
-        return values.to_numpy(dtype=bool)
-    text = values.map(lambda v: str(v).strip().lower() if v is not None else "")
-    good = text.isin(_TRUE | _FALSE).to_numpy()
-    if not good.all():
-        pos = int(np.flatnonzero(~good)[0])
-        raise ClumptoolError(f"{where(path, f'subject_id {ids.iloc[pos]}', column)}: {values.iloc[pos]!r} is "
-                             "not true or false; give the subjects table written by clumptool aggregate")
-    return text.isin(_TRUE).to_numpy()
-
-
 @dataclass(frozen=True)
 class SubjectsTable:
     """What a subjects table says about retiring its galaxies."""
@@ -305,9 +289,9 @@ def read_subjects_table(path: str | os.PathLike) -> SubjectsTable:
                              "aggregate; give its subjects.parquet (or .csv), aggregated with this version (it "
                              "writes is_finished and finished_reason)")
     ids = subject_ids_int64(table["subject_id"], where=path, field="subject_id").astype(str)
-    finished_rows = _flags(table["is_finished"], ids, path, "is_finished")
+    finished_rows = true_false_column(table["is_finished"], ids, path, "is_finished")
     has_stalled = "is_stalled" in table.columns
-    stalled_rows = _flags(table["is_stalled"], ids, path, "is_stalled") if has_stalled else np.zeros(len(ids), bool)
+    stalled_rows = true_false_column(table["is_stalled"], ids, path, "is_stalled") if has_stalled else np.zeros(len(ids), bool)
     both = finished_rows & stalled_rows
     if both.any():
         pos = int(np.flatnonzero(both)[0])

@@ -74,7 +74,7 @@ from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids
 from clumptool.common.options import options_from
 from clumptool.common.outputs import check_output_location, output_set, read_manifest
-from clumptool.common.tables import read_table, write_table
+from clumptool.common.tables import read_table, true_false_column, write_table
 from clumptool.detection.io import load_model
 from clumptool.detection.predicting import collecting_trainer
 
@@ -147,16 +147,6 @@ def choose(scored: pd.DataFrame, n: int, candidates: int, diversity: str, embed:
                          "strategy": [strategy] * len(picked) + ["random"] * len(ctrl)})
 
 
-def _flag(df: pd.DataFrame, column: str) -> np.ndarray:
-    """A true/false column as booleans (absent: all false)."""
-    if column not in df.columns:
-        return np.zeros(len(df), bool)
-    flag = df[column]
-    if flag.dtype == object:
-        flag = flag.astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
-    return flag.fillna(False).astype(bool).to_numpy()
-
-
 def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> pd.DataFrame:
     """Labelled galaxies whose consensus is not finished, riskiest first: galaxy_id, risk.
 
@@ -164,9 +154,11 @@ def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> 
     df = read_table(subjects_path, ("subject_id", "is_finished"))
     risk = pd.to_numeric(df["risk"], errors="coerce") if "risk" in df.columns else pd.Series(0.0, index=df.index)
     ids = normalise_subject_ids(df["subject_id"], where=subjects_path, field="subject_id")
+    finished = true_false_column(df["is_finished"], ids, subjects_path, "is_finished")
+    stalled = (true_false_column(df["is_stalled"], ids, subjects_path, "is_stalled") if "is_stalled" in df.columns
+               else np.zeros(len(df), bool))
     out = pd.DataFrame({"galaxy_id": ids.to_numpy(), "risk": risk.fillna(0.0).to_numpy()})
-    out = out[~_flag(df, "is_finished") & ~_flag(df, "is_stalled")].sort_values(["risk", "galaxy_id"],
-                                                                                 ascending=[False, True])
+    out = out[~finished & ~stalled].sort_values(["risk", "galaxy_id"], ascending=[False, True])
     out = out.drop_duplicates("galaxy_id")
     return out.head(limit) if limit is not None else out
 

@@ -29,8 +29,8 @@ lucky pair of volunteers from retiring it). A galaxy that is not finished is *st
 left before the workflow's retirement limit are expected neither to finish it nor to remove ``retire_below`` of
 its errors (a preposterior over the next viewers' marks, :func:`settled_error_after`, :func:`label_error_after`):
 a spot a third of the crowd marks stays a coin toss however many more look, and Clump Scout spent the tail of its
-20 classifications on such galaxies. Stalled galaxies are not finished: ``retire`` leaves them, and
-``select-next-batch`` does not send them back for more. Pure computation: tables in, tables out.
+20 classifications on such galaxies. Stalled galaxies are not finished: ``retire`` sends them only with
+``--stalled`` (reason ``other``), and ``select-next-batch`` does not send them back for more. Pure computation: tables in, tables out.
 """
 
 from __future__ import annotations

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from clumptool.common.atomic import atomic_path
-from clumptool.common.errors import ClumptoolError
+from clumptool.common.errors import ClumptoolError, where
 
 TABLE_FORMATS = ("parquet", "csv")
+_TRUE = {"true", "1", "yes", "t", "y", "1.0"}
+_FALSE = {"false", "0", "no", "f", "n", "0.0", "", "nan", "none"}
 
 
 def write_table(df: pd.DataFrame, target: str | os.PathLike, fmt: str | None = None) -> Path:
@@ -45,3 +48,17 @@ def read_table(path: str | os.PathLike, required: tuple[str, ...] = ()) -> pd.Da
             f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns))}"
         )
     return df
+
+
+def true_false_column(values: pd.Series, ids: pd.Series, path: str | os.PathLike, column: str) -> np.ndarray:
+    """A true/false column (``is_finished``, ``is_stalled``) as booleans, as Parquet or CSV stores it; blank means
+    false; anything unreadable is an error naming the file, the row's ``ids`` value and the column."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.to_numpy(dtype=bool)
+    text = values.map(lambda v: str(v).strip().lower() if v is not None else "")
+    good = text.isin(_TRUE | _FALSE).to_numpy()
+    if not good.all():
+        pos = int(np.flatnonzero(~good)[0])
+        raise ClumptoolError(f"{where(path, f'subject_id {ids.iloc[pos]}', column)}: {values.iloc[pos]!r} is "
+                             "not true or false; give the subjects table written by clumptool aggregate")
+    return text.isin(_TRUE).to_numpy()
