@@ -96,9 +96,10 @@ def panoptes_credentials(user: str, password: str) -> Iterator[None]:
 def replay_line(figures: dict) -> str:
     """The replay's saving as one sentence."""
     f = figures
+    stalled = f" and stopped {f['stalled']} stalled ones" if f.get("stalled") else ""
     return (f"the stopping rule would have finished {f['finished']} of {f['galaxies']} galaxies after a mean of "
             f"{f['mean_classifications_when_finished']:.1f} classifications instead of "
-            f"{f['mean_classifications_available']:.0f}: {f['classifications_saved']:,} of "
+            f"{f['mean_classifications_available']:.0f}{stalled}: {f['classifications_saved']:,} of "
             f"{f['classifications_available']:,} volunteer classifications saved ({f['factor']:.1f} x fewer)")
 
 

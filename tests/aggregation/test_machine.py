@@ -12,6 +12,7 @@ from clumptool.aggregation.machine import (
     MAX_MACHINE_LOG_ODDS,
     add_machine_annotator,
     band_of,
+    measured_silence,
     merge_close_detections,
     read_detections,
 )
@@ -223,3 +224,34 @@ def test_aggregate_detections_end_to_end_via_the_cli(tmp_path):
     bad.write_text("subject_id,x\n1,2\n")
     r = CliRunner().invoke(main, ["aggregate", str(export), "--detections", str(bad), "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2 and "missing column(s)" in r.output and "Traceback" not in r.output
+
+
+def test_the_miss_rate_is_counted_on_clumps_several_volunteers_are_sure_of():
+    p_false = np.r_[np.full(20, 0.01), np.full(30, 0.02), np.full(10, 0.5)]
+    n_human = np.r_[np.full(20, 3), np.full(30, 1), np.full(10, 3)]  # single clicks the model calls real: not counted
+    silent = np.r_[np.arange(20) < 2, np.ones(30, bool), np.ones(10, bool)]
+    assert measured_silence(p_false, n_human, silent) == pytest.approx((2 + 1) / (20 + 2))
+    assert measured_silence(np.zeros(0), np.zeros(0), np.zeros(0, bool)) == pytest.approx(0.5)  # nothing sure: no say
+    assert measured_silence(np.full(500, 0.01), np.full(500, 3), np.zeros(500, bool)) == pytest.approx(
+        np.exp(-MAX_MACHINE_LOG_ODDS))  # never surer than the cap
+
+
+@pytest.mark.parametrize("found", [1.0, 0.5])
+def test_the_detectors_silence_weighs_what_its_measured_miss_rate_says(tmp_path, found):
+    """A detector that finds every clump the crowd agrees on: its silence is strong evidence; one that finds half
+    of them: about log(0.5), whatever its bands' separately learned rates add up to."""
+    b = ExportBuilder()
+    _background(b, n_galaxies=40, n=4)
+    b.add(1, "v0", [(200.0, 60.0, 0)])  # galaxy 1: a click the detector did not mark
+    for v in range(1, 4):
+        b.add(1, f"v{v}", [])
+    sids = list(range(100, 100 + int(40 * found)))
+    res = _run(b, tmp_path, _good_detector(sids))
+    lone = res.marks[(res.marks["subject_id"] == 1) & ~res.marks["machine"]]
+    silence = float(res.clumps.loc[res.clumps["n_machine_marks"] == 0, "machine_evidence"].iloc[0]
+                    if (res.clumps["n_machine_marks"] == 0).any() else lone["machine_evidence"].iloc[0])
+    miss = res.subjects["machine_miss_prob"].iloc[0]
+    if found == 1.0:
+        assert miss < 0.05 and silence < -3
+    else:
+        assert miss == pytest.approx(0.5, abs=0.05) and -1.0 < silence < -0.4
