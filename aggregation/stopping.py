@@ -206,13 +206,18 @@ def flip_probabilities(n_markers: np.ndarray, n_viewers: np.ndarray, accepted: n
 
 def unseen_by_everyone(prior: np.ndarray, n_viewers: np.ndarray, rate: float,
                        split: float = DEFAULT_VOTE_SPLIT) -> np.ndarray:
-    """Expected real clumps that none of n viewers marked: rate x E[(1 - θ)^n | θ >= split] under the prior.
+    """Expected real clumps that none of n viewers marked, per galaxy with ``rate`` clumps found on average.
 
+    The prior is over the spots someone marked; a clump of vote share θ is marked by at least one of n viewers
+    with s = 1 - (1 - θ)^n, so for every clump found at θ, (1 - θ)^n / s more went unseen: rate x
+    Σ prior(θ) (1 - θ)^n / s over the real θ >= split (the unseen-species correction of the truncated counts).
     The model's own estimate multiplies the viewers' miss rates as if misses were independent; faint clumps are
     missed by everyone together, which the spread of real clumps' vote shares (the learned prior) captures."""
     real = THETA_GRID >= split
     w = prior[real] / max(prior[real].sum(), 1e-300)
-    return rate * ((1.0 - THETA_GRID[real][None, :]) ** np.asarray(n_viewers, float)[:, None] @ w)
+    n = np.maximum(np.asarray(n_viewers, float), 1.0)[:, None]
+    missed_by_all = (1.0 - THETA_GRID[real][None, :]) ** n
+    return rate * ((missed_by_all / (1.0 - missed_by_all)) @ w)
 
 
 def _binomial(j: np.ndarray, n: np.ndarray, theta: np.ndarray) -> np.ndarray:
