@@ -13,8 +13,7 @@ Volunteers arrive at each simulated galaxy one by one, in the export's order. St
   learned on the whole export of the round.
 * ``adaptive (humans + detector)`` (``--detector``): the same rounds with ``aggregate --detections``: a
   resnet18 Faster R-CNN from scratch (the demo's recipe scaled to 400 px images: the central 192 px at 96 px,
-  so the ~6.8 px clumps are ~3.4 px as in the demo; 15 epochs as the demo's, capped at 60 min of CPU;
-  :data:`DETECTOR`)
+  so the ~6.8 px clumps are ~3.4 px as in the demo; 6 epochs, capped at 35 min of CPU; :data:`DETECTOR`)
   trained with ``clumptool train`` on the consensus boxes of a DISJOINT simulated project (``--train-crowd``,
   default the default crowd, seed + 1000, other subject ids), then ``clumptool predict`` (score >= 0.05) on the
   bench galaxies' images (the same seed rendered with images: identical classifications; with --detector the
@@ -366,8 +365,8 @@ def synthetic_catalogue(project: Path, out: Path, recall: float, false_per_galax
 # the demo's recipe (demo.py: resnet18 from scratch, ~3 px clumps at the working size, 15 epochs) scaled to the
 # 400 px images: the central 192 px (96% of the detectable clumps; the detector says nothing outside it) at 96 px,
 # i.e. the clumps (FWHM ~6.8 px) at half size like the demo's 200 px images at native size
-DETECTOR = {"backbone": "resnet18", "image-size": "96", "crop": "192", "epochs": "15", "batch-size": "4",
-            "lr": "1e-3", "val-fraction": "0.15", "patience": "0", "seed": "1", "max-minutes": "60"}
+DETECTOR = {"backbone": "resnet18", "image-size": "96", "crop": "192", "epochs": "6", "batch-size": "4",
+            "lr": "1e-3", "val-fraction": "0.15", "patience": "0", "seed": "1", "max-minutes": "35"}
 
 
 def _clumptool(*args: str) -> None:
