@@ -608,6 +608,7 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
         "y": ms.y_raw,
         "tool": ms.tool,
         "clump_id": np.where(linked, clump_of_candidate[cl], -1),
+        "centre_rate": judged.centre_rate[ms.vol],  # its volunteer's rate of marking image centres
     })
     # probability that a lone false-positive mark was on a real clump after all (feeds the expected misses)
     real_if_unlinked = np.zeros(len(ms.vol))

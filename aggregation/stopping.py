@@ -279,6 +279,23 @@ def label_error_after(lm: LabelModel, label: np.ndarray, share: np.ndarray, more
     return (p_k * np.where(majority_odd, 1.0 - p_odd, p_odd)).sum(axis=1)
 
 
+def clump_vote_counts(clumps: pd.DataFrame, marks: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's markers and viewers as votes on "is there a clump here": for a candidate at the image
+    centre (``central``), the marks its volunteers would have made on any centre (their ``centre_rate``) are no
+    such votes and leave both counts. Four of six volunteers marking a bulge looked like a sure clump when all
+    four were volunteers who mark every centre (bulge crowd, bench/lean.py; the next fourteen marked nothing)."""
+    m = clumps["n_marks"].to_numpy(float)
+    n = clumps["n_viewers"].to_numpy(float)
+    if marks is None or "centre_rate" not in marks or "central" not in clumps or not clumps["central"].any():
+        return m, n
+    human = marks[(marks["clump_id"].to_numpy() >= 0) & ~(marks["machine"].to_numpy(bool) if "machine" in marks
+                                                            else np.zeros(len(marks), bool))]
+    by_clump = human.groupby(["subject_id", "clump_id"])["centre_rate"].sum()
+    keys = pd.MultiIndex.from_arrays([clumps["subject_id"].to_numpy(), clumps["clump_id"].to_numpy()])
+    centre_votes = np.where(clumps["central"].to_numpy(bool), by_clump.reindex(keys).fillna(0.0).to_numpy(), 0.0)
+    return np.maximum(m - centre_votes, 0.0), np.maximum(n - centre_votes, 1.0)
+
+
 def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
     """Probabilities ``p`` with their odds multiplied by ``exp(log_odds)`` (independent evidence, e.g. a detector's)."""
     lo = np.log(np.clip(p, 1e-12, 1.0)) - np.log(np.clip(1.0 - p, 1e-12, 1.0)) + log_odds
@@ -316,9 +333,9 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
         lone = marks[marks["clump_id"].to_numpy() < 0]
     n_lone_view = (lone["subject_id"].map(subjects.set_index("subject_id")["n_viewers"]).fillna(1).to_numpy(float)
                    if lone is not None else np.zeros(0))
-    prior = vote_share_prior(np.concatenate([clumps["n_marks"].to_numpy(float), np.ones(len(n_lone_view))]),
-                             np.concatenate([clumps["n_viewers"].to_numpy(float), n_lone_view]))
-    flip = flip_probabilities(clumps["n_marks"].to_numpy(), clumps["n_viewers"].to_numpy(), acc_mask, prior, split)
+    m_c, n_c = clump_vote_counts(clumps, marks)
+    prior = vote_share_prior(np.concatenate([m_c, np.ones(len(n_lone_view))]), np.concatenate([n_c, n_lone_view]))
+    flip = flip_probabilities(m_c, n_c, acc_mask, prior, split)
     machine_c = clumps["machine_evidence"].to_numpy(float) if "machine_evidence" in clumps else np.zeros(len(clumps))
     single = np.zeros(len(clumps), bool)
     if "n_machine_marks" in clumps:  # one human click, no detection: the detector's silence says little (below)
@@ -346,15 +363,14 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     miss = per_subject(miss_c, by)
     gain = np.zeros(len(subjects))
     if retirement_limit is not None:
-        n_c = clumps["n_viewers"].to_numpy(float)
-        after = settled_error_after(clumps["n_marks"].to_numpy(float), n_c, retirement_limit - n_c, prior,
+        after = settled_error_after(m_c, n_c, retirement_limit - clumps["n_viewers"].to_numpy(float), prior,
                                     machine_c, split)
         gain += per_subject(np.maximum(np.where(acc_mask, false_c, miss_c) - after, 0.0), by)
         if acc_mask.any():
             lm = label_model(clumps[acc_mask], detector_labels)
             label_after = label_error_after(lm, clumps["label"].to_numpy()[acc_mask],
                                             (clumps["n_marks"] / clumps["n_viewers"].clip(lower=1)).to_numpy()[acc_mask],
-                                            retirement_limit - n_c[acc_mask])
+                                            retirement_limit - clumps["n_viewers"].to_numpy(float)[acc_mask])
             gain += per_subject(np.maximum(wrong_label[acc_mask] - label_after, 0.0), by[acc_mask])
     if lone is not None:
         unseen -= per_subject(lone["real_if_unlinked_prob"].to_numpy(float), lone["subject_id"].to_numpy())

@@ -12,6 +12,7 @@ from clumptool.aggregation.stopping import (
     _binomial_table,
     _counts,
     apply_stopping_rule,
+    clump_vote_counts,
     flip_probabilities,
     label_error_after,
     label_model,
@@ -328,3 +329,16 @@ def test_a_contested_galaxy_early_on_is_not_stalled(export_builder, tmp_path):
 def test_retirement_limit_is_checked():
     with pytest.raises(ClumptoolError, match="--retirement-limit 0: must be a whole number >= 1"):
         AggregateOptions(retirement_limit=0)
+
+
+def test_marks_by_volunteers_who_mark_every_centre_are_no_votes_for_a_central_clump():
+    clumps = pd.DataFrame({"subject_id": [1, 1], "clump_id": [0, 1], "n_marks": [4, 4], "n_viewers": [6, 6],
+                           "central": [True, False]})
+    marks = pd.DataFrame({"subject_id": [1] * 8, "clump_id": [0] * 4 + [1] * 4,
+                          "centre_rate": [0.9, 0.9, 0.9, 0.0] + [0.9] * 4})
+    m, n = clump_vote_counts(clumps, marks)
+    assert m.tolist() == pytest.approx([4 - 2.7, 4]) and n.tolist() == pytest.approx([6 - 2.7, 6])
+    uniform = np.full(len(THETA_GRID), 1.0 / len(THETA_GRID))
+    doubt = flip_probabilities(m, n, np.array([True, True]), uniform)
+    assert doubt[0] > 2 * doubt[1]  # 1.3 of 3.3 is a split crowd; 4 of 6 off-centre is not
+    assert clump_vote_counts(clumps, marks.drop(columns="centre_rate"))[0].tolist() == [4, 4]
