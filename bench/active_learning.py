@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma list; 'random' is the baseline and must be included (tta-bald: 8x the scoring)")
     ap.add_argument("--policies", default="fixed20,lean",
                     help="labelling policies, comma list: fixed20 (every classification of a labelled galaxy), "
-                         "lean (only those before the stopping rule finished it)")
+                         "lean (only those before the stopping rule finished it), lean-detector (lean with the "
+                         "model that selected the galaxy as one more annotator of the rule)")
     ap.add_argument("--retire-below", type=float, default=DEFAULT_RETIRE_BELOW, help="the lean policy's rule")
     ap.add_argument("--min-classifications", type=int, default=DEFAULT_MIN_CLASSIFICATIONS,
                     help="the lean policy's minimum classifications per galaxy")
@@ -252,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         curves["run"] = curves["strategy"] + ", " + curves["policy"]
         curves.to_csv(work / "curves.csv", index=False)
         runs = list(dict.fromkeys(curves["run"]))
+        for run, g in curves.groupby("run", sort=False):
+            first, last = g.sort_values("round").iloc[[0, -1]].itertuples(index=False)
+            if last.n_labelled > first.n_labelled:
+                print(f"{run}: {(last.classifications - first.classifications) / (last.n_labelled - first.n_labelled):.2f}"
+                      f" classifications per galaxy selected in rounds 1-{last.round} "
+                      f"(round 0: {first.classifications / first.n_labelled:.2f})")
 
         print("\nlearning curves (test set; F1/completeness/purity at score >= 0.5, best_f1 over thresholds):")
         print(curves[["run", "round", "n_labelled", "classifications", "completeness", "purity", "f1", "best_f1"]]
@@ -282,10 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         for col, g in table.groupby("metric", sort=False):
             print(f"  {col} (target {g['target'].iloc[0]:.3f}):")
             for _, r in g.iterrows():
-                print(f"    {r['run']:>18}: final {r['final_value']:.3f} with {r['final_classifications']:5d}; "
+                print(f"    {r['run']:>22}: final {r['final_value']:.3f} with {r['final_classifications']:5d}; "
                       f"target with {_fmt(r['classifications_to_target'], '5.0f')} -> "
                       f"{_fmt(r['factor'], '.2f', 'n/a')}x fewer ({_fmt(r['factor_conservative'], '.2f', 'n/a')}x)")
-        lean_al = [r for r in runs if r.endswith(", lean") and not r.startswith("random")]
+        lean_al = [r for r in runs if r.endswith((", lean", ", lean-detector")) and not r.startswith("random")]
         for run in lean_al:
             f = _number(table[(table["metric"] == "f1") & (table["run"] == run)]["factor"].iloc[0])
             verdict = "not reached" if f is None or f < 5 else "reached"
