@@ -11,7 +11,10 @@ per galaxy) -> aggregate (``clumptool.aggregation``) -> continue training (``clu
 same seeds, oracle and training schedule everywhere. Labelling policies: ``fixed20`` spends every
 classification of a labelled galaxy (Clump Scout's practice); ``lean`` only those before the stopping rule
 (``--retire-below``, ``--min-classifications``) called the galaxy finished, volunteers arriving one by one in
-the export's order (``bench/lean.py``'s ``adaptive_stops``, decided once for the whole pool).
+the export's order (``bench/lean.py``'s ``adaptive_stops``, decided once for the whole pool); ``lean-detector``
+as lean, but the galaxies selected in each round are cut by the stopping rule with the model that selected
+them (never trained on them) as one more annotator (``aggregate --detections``: its ``predict`` catalogue of
+the pool at score >= 0.05); the initial random galaxies, labelled before any model, are cut as lean.
 
 Prints the learning curves (completeness, purity, F1 at score >= 0.5 and the best F1 on a fixed held-out test
 set, vs labelled galaxies and vs volunteer classifications spent), the label saving at equal F1 (fixed20:
@@ -291,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             for _, r in g.iterrows():
                 print(f"    {r['run']:>22}: final {r['final_value']:.3f} with {r['final_classifications']:5d}; "
                       f"target with {_fmt(r['classifications_to_target'], '5.0f')} -> "
-                      f"{_fmt(r['factor'], '.2f', 'n/a')}x fewer ({_fmt(r['factor_conservative'], '.2f', 'n/a')}x)")
+                      f"{_fmt(r['factor'], '.2f', 'n/a')}{'x' * bool(_number(r['factor']))} fewer "
+                      f"({_fmt(r['factor_conservative'], '.2f', 'n/a')}{'x' * bool(_number(r['factor_conservative']))})")
         lean_al = [r for r in runs if r.endswith((", lean", ", lean-detector")) and not r.startswith("random")]
         for run in lean_al:
             f = _number(table[(table["metric"] == "f1") & (table["run"] == run)]["factor"].iloc[0])
