@@ -147,16 +147,26 @@ def choose(scored: pd.DataFrame, n: int, candidates: int, diversity: str, embed:
                          "strategy": [strategy] * len(picked) + ["random"] * len(ctrl)})
 
 
+def _flag(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A true/false column as booleans (absent: all false)."""
+    if column not in df.columns:
+        return np.zeros(len(df), bool)
+    flag = df[column]
+    if flag.dtype == object:
+        flag = flag.astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+    return flag.fillna(False).astype(bool).to_numpy()
+
+
 def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> pd.DataFrame:
-    """Labelled galaxies whose consensus is not finished, riskiest first: galaxy_id, risk."""
+    """Labelled galaxies whose consensus is not finished, riskiest first: galaxy_id, risk.
+
+    Stalled galaxies (``is_stalled``: more volunteers are not expected to settle them) are left out."""
     df = read_table(subjects_path, ("subject_id", "is_finished"))
     risk = pd.to_numeric(df["risk"], errors="coerce") if "risk" in df.columns else pd.Series(0.0, index=df.index)
-    fin = df["is_finished"]
-    if fin.dtype == object:
-        fin = fin.astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
     ids = normalise_subject_ids(df["subject_id"], where=subjects_path, field="subject_id")
     out = pd.DataFrame({"galaxy_id": ids.to_numpy(), "risk": risk.fillna(0.0).to_numpy()})
-    out = out[~fin.astype(bool).to_numpy()].sort_values(["risk", "galaxy_id"], ascending=[False, True])
+    out = out[~_flag(df, "is_finished") & ~_flag(df, "is_stalled")].sort_values(["risk", "galaxy_id"],
+                                                                                 ascending=[False, True])
     out = out.drop_duplicates("galaxy_id")
     return out.head(limit) if limit is not None else out
 

@@ -21,7 +21,7 @@ from clumptool.aggregation.machine import (
     MAX_MACHINE_LOG_ODDS,
     add_machine_annotator,
     machine_log_odds_real,
-    machine_miss_probability,
+    measured_silence,
 )
 from clumptool.aggregation.skill import (
     SkillCounts,
@@ -392,7 +392,7 @@ def run_consensus(
             break
         skills = new
     judged = judge_candidates(ms, st, skills, config, judged, iterations=50)
-    miss = machine_miss_probability(skills.p_fn[ms.is_machine]) if ms.is_machine.any() else 1.0
+    miss = judged.machine_silent_real
     clumps, mark_table = _clump_table(ms, st, skills, config, judged)
     subjects = _subject_table(ms, skills, clumps, mark_table, config, data, miss)
     volunteers = _volunteer_table(model.counts(st, judged.p_false_counted, judged.p_false_machine_counted), skills,
@@ -436,6 +436,7 @@ class Judgement:
     machine_log_odds: np.ndarray  # what the detector's bands added to them (clipped to +-MAX_MACHINE_LOG_ODDS)
     machine_log_odds_lone: np.ndarray  # the same on every lone mark's spot
     p_false_machine_counted: np.ndarray  # p_false_counted as the humans alone judge it (the bands' skills)
+    machine_silent_real: float = 1.0  # P(the detector marks nothing | a real clump) (machine.measured_silence)
 
 
 def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConfig, prev: Judgement | None,
@@ -487,11 +488,14 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
                          init=None if prev is None else prev.fit, learn_prior_real=cfg.learn_prior_odds,
                          anchor=cfg.visibility_anchor)
     lo = lo_human = fit.log_odds_false_pos
+    silent_real = 1.0
     if ms.is_machine.any():
         machine_vol = np.flatnonzero(ms.is_machine)
         band = np.searchsorted(machine_vol, marker_vol[~human_marker])
+        silent = np.bincount(marker_cand[~human_marker], minlength=len(cand_group)) == 0
+        silent_real = measured_silence(1.0 / (1.0 + np.exp(-np.clip(lo_human, -700, 700))), n_human, silent)
         evidence = machine_log_odds_real(skills.p_fp[machine_vol], skills.p_fn[machine_vol], len(cand_group),
-                                         marker_cand[~human_marker], band)
+                                         marker_cand[~human_marker], band, silent_real)
         lo = lo_human - np.clip(evidence, -MAX_MACHINE_LOG_ODDS, MAX_MACHINE_LOG_ODDS)
         # a spot only the detector marked (never a clump; it can keep its galaxy open): its prior is the band's
         # learned share of false marks, updated by the humans' silence, instead of the share of real candidates
@@ -530,7 +534,8 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
     return Judgement(fit=fit, p_false=p_false, p_false_lone=p_lone, central_source=central_source,
                      central=central_c, n_needed=n_needed, p_false_counted=counted, centre_rate=centre_rate,
                      p_false_mark=p_mark, human_log_odds=human_lo_c, machine_log_odds=machine_lo_c,
-                     p_false_machine_counted=counted_machine, machine_log_odds_lone=(lo_human - lo)[n_open:])
+                     p_false_machine_counted=counted_machine, machine_log_odds_lone=(lo_human - lo)[n_open:],
+                     machine_silent_real=silent_real)
 
 
 def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConfig, judged: Judgement,

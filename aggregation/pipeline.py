@@ -23,6 +23,7 @@ from clumptool.aggregation.selection import check_something_to_aggregate
 from clumptool.aggregation.stopping import (
     DEFAULT_MIN_CLASSIFICATIONS,
     DEFAULT_RETIRE_BELOW,
+    DEFAULT_RETIREMENT_LIMIT,
     apply_stopping_rule,
     check_stopping_options,
 )
@@ -59,6 +60,7 @@ class AggregateOptions:
     table_format: str = "parquet"
     retire_below: float = DEFAULT_RETIRE_BELOW  # the stopping rule (aggregation/stopping.py)
     min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS
+    retirement_limit: int = DEFAULT_RETIREMENT_LIMIT  # a galaxy is stalled when the rest cannot settle it
 
     check_odd_tools: bool = False  # --odd-tools was given: each must occur in the task
 
@@ -100,7 +102,7 @@ def validate_options(o: AggregateOptions) -> None:
         None if r.workflow_version is None or all(p.isdigit() for p in r.workflow_version.split(".")) else
         f"--workflow-version {r.workflow_version!r}: give a version like 12.34, or 12 for all 12.x",
         one_of("--on-conflicting-duplicates", r.on_conflicting_duplicates, ON_CONFLICT),
-        *check_stopping_options(o.retire_below, o.min_classifications),
+        *check_stopping_options(o.retire_below, o.min_classifications, o.retirement_limit),
     ])
 
 
@@ -189,7 +191,8 @@ def aggregate(
     n_unclassified = 0
     if subjects is not None:
         subj, n_unclassified = add_unclassified_subjects(subj, meta)
-    subj = apply_stopping_rule(subj, clumps, marks, options.retire_below, options.min_classifications)
+    subj = apply_stopping_rule(subj, clumps, marks, options.retire_below, options.min_classifications,
+                               retirement_limit=options.retirement_limit)
     fwhm = None
     fwhm_col = metadata_key(options.fwhm_column)
     if fwhm_col in subj.columns:
@@ -238,14 +241,14 @@ def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame) -> tuple[p
             continue
         if c in ("n_viewers", "n_clumps", "n_odd_clumps"):
             extra[c] = 0
-        elif c == "is_finished":
+        elif c in ("is_finished", "is_stalled"):
             extra[c] = False
         elif c in missing.columns:
             extra[c] = missing[c].to_numpy()
         else:
             extra[c] = np.nan
     out = pd.concat([subj, extra.astype({c: subj[c].dtype for c in ("n_viewers", "n_clumps", "n_odd_clumps",
-                                                                     "is_finished") if c in subj})],
+                                                                     "is_finished", "is_stalled") if c in subj})],
                     ignore_index=True)
     return out.sort_values("subject_id", kind="stable").reset_index(drop=True), len(extra)
 
@@ -275,6 +278,7 @@ def _summary(data: ExportData, clumps: pd.DataFrame, subj: pd.DataFrame, options
         "subjects": int(len(subj)),
         "subjects_with_clumps": int((subj["n_clumps"] > 0).sum()),
         "subjects_finished": int(subj["is_finished"].sum()) if "is_finished" in subj else None,
+        "subjects_stalled": int(subj["is_stalled"].sum()) if "is_stalled" in subj else None,
         "volunteers": int(len(data.volunteers)),
         "classifications_used": int(len(data.classifications)),
         "marks_used": int(len(data.marks)),

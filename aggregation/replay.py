@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ from clumptool.aggregation.pipeline import AggregateOptions, AggregationResult, 
 #: classifications per galaxy on Clump Scout (every galaxy was shown to about 20 volunteers)
 CAP = 20
 
-#: ``finished(keep, k)``: the galaxies the rule calls finished on the cut of the export's rows ``keep``
+#: ``finished(keep, k)``: the galaxies the rule stops on the cut of the export's rows ``keep``: an iterable of ids
+#: (all finished), or a mapping id -> finished (False: stalled, it stops unfinished)
 FinishedRule = Callable[[np.ndarray, int], Iterable]
 
 
@@ -54,15 +55,20 @@ def adaptive_stops(sid: np.ndarray, rank: np.ndarray, finished: FinishedRule, fi
     Volunteers arrive one by one in the export's order (``rank``: place in the galaxy's queue, ``sid``: its
     galaxy, per row); at k = ``first``, ..., ``cap`` the export is cut (retired galaxies frozen at their count,
     the others to their first k) and ``finished(keep, k)`` names the galaxies the rule calls finished on that
-    cut. The counts never exceed what the export holds for the galaxy."""
+    cut. A rule that returns a mapping id -> finished also stops the galaxies it maps to False (stalled: more
+    volunteers would not settle them); only the finished ones are in the returned set. The counts never exceed
+    what the export holds for the galaxy."""
     available = pd.Series(sid).value_counts()
     stop = pd.Series(cap, index=available.index, dtype="int64")
+    stopped: set = set()
     retired: set = set()
     for k in range(first, cap + 1):
-        limit = np.where(np.isin(sid, list(retired)), stop.reindex(sid).to_numpy(), k)
-        now = [g for g in finished(rank < limit, k) if g not in retired]
+        limit = np.where(np.isin(sid, list(stopped)), stop.reindex(sid).to_numpy(), k)
+        decided = finished(rank < limit, k)
+        now = [g for g in decided if g not in stopped]
         stop[now] = np.minimum(k, available.reindex(now).to_numpy())
-        retired |= set(now)
+        stopped |= set(now)
+        retired |= {g for g in now if not isinstance(decided, dict) or decided[g]}
         if (available <= k).all():
             break
     return np.minimum(stop, available), retired
@@ -72,10 +78,13 @@ def rule_finished(subjects: str | os.PathLike | None, cls: pd.DataFrame, options
                   tmp: str | os.PathLike, detections: str | os.PathLike | None = None) -> FinishedRule:
     """``finished(keep, k)`` for :func:`adaptive_stops`: aggregate the cut, the stopping rule decides.
 
-    Only galaxies with at most k viewers on the cut count (a galaxy frozen earlier is already retired)."""
-    def finished(keep: np.ndarray, k: int) -> list:
+    Returns finished (True) and stalled (False) galaxies. Only galaxies with at most k viewers on the cut count
+    (a galaxy frozen earlier has already stopped)."""
+    def finished(keep: np.ndarray, k: int) -> dict:
         s = aggregate_cut(subjects, cls, keep, tmp, options, detections).subjects
-        return s.loc[s["is_finished"] & (s["n_viewers"] <= k), "subject_id"].tolist()
+        stalled = s["is_stalled"] if "is_stalled" in s else False
+        s = s[(s["is_finished"] | stalled) & (s["n_viewers"] <= k)]
+        return dict(zip(s["subject_id"].tolist(), s["is_finished"].astype(bool).tolist(), strict=True))
     return finished
 
 
@@ -107,6 +116,12 @@ class Replay:
         return self.n_available / self.n_used if self.n_used else float("nan")
 
     @property
+    def stalled(self) -> set:
+        """Galaxies the rule stopped unfinished, before their classifications ran out (more would not settle them)."""
+        early = self.used.reindex(self.available.index) < self.available
+        return set(self.available.index[early.to_numpy()]) - self.finished
+
+    @property
     def mean_used_finished(self) -> float:
         """Mean classifications of the galaxies the rule finished, when they finished."""
         ids = list(self.finished)
@@ -122,7 +137,7 @@ class Replay:
         """The figures for a summary JSON."""
         return {"galaxies": int(len(self.available)), "finished": len(self.finished), "cap": self.cap,
                 "classifications_available": self.n_available, "classifications_used": self.n_used,
-                "classifications_saved": self.saved, "factor": self.factor,
+                "stalled": len(self.stalled), "classifications_saved": self.saved, "factor": self.factor,
                 "mean_classifications_when_finished": self.mean_used_finished,
                 "mean_classifications_available": float(self.available.mean()) if len(self.available) else 0.0}
 
@@ -132,13 +147,15 @@ def replay_export(cls: pd.DataFrame, subjects: str | os.PathLike | None = None,
                   tmp: str | os.PathLike | None = None, detections: str | os.PathLike | None = None) -> Replay:
     """Replay the export ``cls`` (read with ``dtype=str``) one volunteer at a time with the stopping rule.
 
-    ``cap``: the most classifications a galaxy gets (default: the most any galaxy has in the export), so a
-    galaxy the rule never finishes uses all it had. ``tmp``: scratch folder for the cuts (default: a fresh
+    ``cap``: the most classifications a galaxy gets (default: the most any galaxy has in the export; it is the
+    retirement limit of the stalled test), so a galaxy the rule never finishes or calls stalled uses all it had. ``tmp``: scratch folder for the cuts (default: a fresh
     temporary folder). ``detections``: a ``predict`` catalogue, the detector as one more annotator."""
     options = options or AggregateOptions()
     sid = cls["subject_ids"].astype("int64").to_numpy()
     available = pd.Series(sid).value_counts().sort_index()
     cap = int(available.max()) if cap is None and len(available) else int(cap or 0)
+    if cap >= 1:  # the replay's cap is the retirement limit the stalled test counts down to
+        options = replace(options, retirement_limit=cap)
     rank = queue_rank(cls)
     with tempfile.TemporaryDirectory(dir=tmp) as scratch:
         stops, retired = adaptive_stops(sid, rank, rule_finished(subjects, cls, options, scratch, detections),

@@ -30,6 +30,7 @@ lucky pair of volunteers from retiring it). Pure computation: tables in, tables 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -42,12 +43,15 @@ DEFAULT_RETIRE_BELOW = 0.1
 DEFAULT_MIN_CLASSIFICATIONS = 3
 # the share of volunteers marking a spot below which the crowd calls it false (see flip_probabilities)
 DEFAULT_VOTE_SPLIT = 0.3
+# classifications a galaxy gets at most (the workflow's retirement limit; Clump Scout showed each to ~20)
+DEFAULT_RETIREMENT_LIMIT = 20
 STOPPING_COLUMNS = ("expected_missed", "expected_false", "expected_wrong_labels", "expected_errors",
-                    "is_finished", "finished_reason")
+                    "expected_gain", "is_finished", "is_stalled", "finished_reason")
 
 
-def check_stopping_options(retire_below: float, min_classifications: int) -> list[str]:
-    """Problems with the two options, each naming the option and what it takes (empty when fine)."""
+def check_stopping_options(retire_below: float, min_classifications: int,
+                           retirement_limit: int = DEFAULT_RETIREMENT_LIMIT) -> list[str]:
+    """Problems with the options, each naming the option and what it takes (empty when fine)."""
     problems = []
     if not (isinstance(retire_below, (int, float)) and math.isfinite(retire_below) and retire_below > 0):
         problems.append(f"--retire-below {retire_below}: must be a positive number of expected errors per galaxy "
@@ -55,59 +59,97 @@ def check_stopping_options(retire_below: float, min_classifications: int) -> lis
     if not (isinstance(min_classifications, (int, np.integer)) and min_classifications >= 1):
         problems.append(f"--min-classifications {min_classifications}: must be a whole number >= 1 "
                         f"(default {DEFAULT_MIN_CLASSIFICATIONS})")
+    if not (isinstance(retirement_limit, (int, np.integer)) and retirement_limit >= 1):
+        problems.append(f"--retirement-limit {retirement_limit}: must be a whole number >= 1, the most "
+                        f"classifications a galaxy gets (default {DEFAULT_RETIREMENT_LIMIT})")
     return problems
 
 
-def label_probabilities(clumps: pd.DataFrame, detector_labels: bool = True) -> np.ndarray:
-    """P(the clump's label is right), per row of the clumps table, from its marks' tool votes.
+@dataclass(frozen=True)
+class LabelModel:
+    """The label vote of :func:`label_probabilities`: per clump k odd marks of n, the crowd's agreement rate q, the
+    prior log odds of "odd" and the detector's vote as a log-odds offset per clump."""
 
-    Each mark names the true label with probability ``q`` (the share of marks on accepted clumps that agree
+    k: np.ndarray
+    n: np.ndarray
+    q: float
+    prior_log_odds: float
+    machine_log_odds: np.ndarray
+
+    def p_odd(self, k: np.ndarray, n: np.ndarray, offset: np.ndarray | float = 0.0) -> np.ndarray:
+        lo = self.prior_log_odds + offset + (2 * k - n) * (math.log(self.q) - math.log(1 - self.q))
+        return 1.0 / (1.0 + np.exp(-np.clip(lo, -700, 700)))
+
+
+def label_model(clumps: pd.DataFrame, detector_labels: bool = True) -> LabelModel:
+    """Each mark names the true label with probability ``q`` (the share of marks on accepted clumps that agree
     with their clump's majority, clipped to [0.6, 0.99]); the prior share of odd clumps is that among the
     accepted clumps (clipped to [0.02, 0.98]). With k odd marks of n: P(odd) ∝ π q^k (1-q)^(n-k).
 
     With a detector (``n_machine_marks``, ``machine_odd_vote``) and ``detector_labels``, its marks vote too,
     with their own agreement rate ``q_m``: the share of its marks on accepted clumps that agree with the crowd's
-    label, clipped to [0.5, 0.99] (0.5: no say). The label itself stays the humans' majority; a detector that
-    disagrees can only keep the galaxy open for more eyes, one that agrees can settle a split crowd sooner.
-    """
-    if len(clumps) == 0:
-        return np.zeros(0)
+    label, clipped to [0.5, 0.99] (0.5: no say)."""
     n = clumps["n_marks"].to_numpy(float)
     k = np.round(clumps["odd_vote"].to_numpy(float) * n)
     acc = clumps["accepted"].to_numpy(bool)
     agree = np.where(k > n / 2, k, n - k)
     q = float(np.clip(agree[acc].sum() / max(n[acc].sum(), 1.0), 0.6, 0.99)) if acc.any() else 0.8
     pi = float(np.clip((clumps["label"].to_numpy()[acc] == 2).mean(), 0.02, 0.98)) if acc.any() else 0.1
-    lq, lnq = math.log(q), math.log(1 - q)
-    log_odd = math.log(pi) + k * lq + (n - k) * lnq
-    log_normal = math.log(1 - pi) + (n - k) * lq + k * lnq
+    machine = np.zeros(len(clumps))
     if detector_labels and "machine_odd_vote" in clumps and "n_machine_marks" in clumps:
         nm = clumps["n_machine_marks"].to_numpy(float)
         km = np.round(clumps["machine_odd_vote"].to_numpy(float) * nm)
         agree_m = np.where(clumps["label"].to_numpy() == 2, km, nm - km)
         judged = acc & (nm > 0)
         qm = float(np.clip(agree_m[judged].sum() / nm[judged].sum(), 0.5, 0.99)) if judged.any() else 0.5
-        log_odd = log_odd + km * math.log(qm) + (nm - km) * math.log(1 - qm)
-        log_normal = log_normal + (nm - km) * math.log(qm) + km * math.log(1 - qm)
-    p_odd = 1.0 / (1.0 + np.exp(np.clip(log_normal - log_odd, -700, 700)))
+        machine = (2 * km - nm) * (math.log(qm) - math.log(1 - qm))
+    return LabelModel(k=k, n=n, q=q, prior_log_odds=math.log(pi) - math.log(1 - pi), machine_log_odds=machine)
+
+
+def label_probabilities(clumps: pd.DataFrame, detector_labels: bool = True) -> np.ndarray:
+    """P(the clump's label is right), per row of the clumps table, from its marks' tool votes (:func:`label_model`).
+
+    The label itself stays the humans' majority; a detector that disagrees can only keep the galaxy open for
+    more eyes, one that agrees can settle a split crowd sooner.
+    """
+    if len(clumps) == 0:
+        return np.zeros(0)
+    lm = label_model(clumps, detector_labels)
+    p_odd = lm.p_odd(lm.k, lm.n, lm.machine_log_odds)
     return np.where(clumps["label"].to_numpy() == 2, p_odd, 1.0 - p_odd)
 
 
+# the most the detector's silence may lower the odds that a single human click is a real clump: the faint clumps
+# one volunteer of a few marks are the ones the detector misses too. bench/lean.py (trained detector, seed 1, four
+# crowds): of the single clicks it did not mark at 3-5 viewers, 1.4-6.5% were real where the vote share alone said
+# 1.6-12%, i.e. its silence was worth x0.2-0.9 on their odds, not the x0.12 it is worth on clumps the crowd agrees on
+SILENCE_ON_A_SINGLE_CLICK = math.log(0.5)
 THETA_GRID = np.linspace(0.0125, 0.9875, 40)  # vote shares the prior puts weight on
 PRIOR_PSEUDO_CANDIDATES = 20.0  # the learned prior is shrunk towards uniform by this many pseudo-candidates
 
 
-def _binomial_table(m: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The binomial likelihoods of each distinct (m, n) count pair, the pairs' multiplicities, and each row's pair.
+def _seen_at_all(m: np.ndarray, n: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """P(at least one of n viewers marks a spot | θ) where the spot was marked (m >= 1), else 1.
 
-    ``table[u, j] = P(m of n viewers mark a spot | each marks it with probability THETA_GRID[j])`` in closed
-    form through log-gamma (a few hundred distinct pairs, however many candidates: counts repeat)."""
+    A candidate exists only because someone marked it, so its count m is a zero-truncated binomial: dividing by
+    this keeps a stray click (θ ~ 0.05, one mark of three) from looking like a spot a third of the crowd would
+    mark. Untruncated, the learned prior put its mass at θ ~ 0.4 when every galaxy had 3 viewers (bench/lean.py),
+    and a lone click looked real with P ~ 0.98 where 5-30% were."""
+    return np.where(m >= 1, -np.expm1(n * np.log1p(-theta)), 1.0)
+
+
+def _binomial_table(m: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The likelihoods of each distinct (m, n) count pair, the pairs' multiplicities, and each row's pair.
+
+    ``table[u, j] = P(m of n viewers mark a spot | each marks it with probability THETA_GRID[j], someone did)``
+    (the zero-truncated binomial, :func:`_seen_at_all`) in closed form through log-gamma (a few hundred distinct
+    pairs, however many candidates: counts repeat)."""
     pairs, inverse, counts = np.unique(m + 1j * n, return_inverse=True, return_counts=True)  # sorts by (m, n)
     k, total = pairs.real[:, None], pairs.imag[:, None]
     lgamma = np.vectorize(math.lgamma, otypes=[float])
     log_choose = lgamma(total + 1) - lgamma(k + 1) - lgamma(total - k + 1)
     table = np.exp(log_choose + k * np.log(THETA_GRID) + (total - k) * np.log1p(-THETA_GRID))
-    return table, counts.astype(float), inverse.reshape(-1)
+    return table / _seen_at_all(k, total, THETA_GRID), counts.astype(float), inverse.reshape(-1)
 
 
 def vote_share_prior(n_markers: np.ndarray, n_viewers: np.ndarray, iterations: int = 100) -> np.ndarray:
@@ -167,6 +209,65 @@ def unseen_by_everyone(prior: np.ndarray, n_viewers: np.ndarray, rate: float,
     return rate * ((1.0 - THETA_GRID[real][None, :]) ** np.asarray(n_viewers, float)[:, None] @ w)
 
 
+def _binomial(j: np.ndarray, n: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """P(j of n | theta), broadcasting; 0 where j > n."""
+    lgamma = np.vectorize(math.lgamma, otypes=[float])
+    ok = j <= n
+    jj, nn = np.where(ok, j, 0), np.where(ok, n, 0)
+    log_choose = lgamma(nn + 1) - lgamma(jj + 1) - lgamma(nn - jj + 1)
+    with np.errstate(divide="ignore"):
+        p = np.exp(log_choose + jj * np.log(theta) + (nn - jj) * np.log1p(-theta))
+    return np.where(ok, p, 0.0)
+
+
+def settled_error_after(n_markers: np.ndarray, n_viewers: np.ndarray, more: np.ndarray, prior: np.ndarray,
+                        log_odds_real: np.ndarray | float = 0.0, split: float = DEFAULT_VOTE_SPLIT) -> np.ndarray:
+    """P(the crowd's verdict on a spot is wrong) expected after ``more`` further viewers, per row.
+
+    A preposterior: the next viewers mark the spot j times, j drawn from the posterior predictive of its vote
+    share θ (prior x Binomial(m | n, θ), :func:`vote_share_prior`); the verdict then goes to the likelier side of
+    ``split`` and is wrong with min(P(θ < split), P(θ >= split)), both updated by the detector's evidence
+    ``log_odds_real`` (its say does not change with more viewers). A spot at θ ~ ``split`` (a faint clump one
+    volunteer in three marks) stays near 0.5 however many more look: more classifications cannot settle it."""
+    m, n = _counts(n_markers, n_viewers)
+    more = np.maximum(np.asarray(more, float), 0.0)
+    if len(m) == 0:
+        return np.zeros(0)
+    evidence = np.broadcast_to(np.asarray(log_odds_real, float), m.shape)
+    triples, row = np.unique(np.stack([m, n, more], axis=1), axis=0, return_inverse=True)
+    row = row.reshape(-1)
+    j = np.arange(int(more.max()) + 1, dtype=float)
+    low = THETA_GRID < split
+    post = (_binomial(triples[:, :1], triples[:, 1:2], THETA_GRID[None, :]) * prior[None, :]
+            / _seen_at_all(triples[:, :1], triples[:, 1:2], THETA_GRID[None, :]))  # (u, theta)
+    post /= np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
+    lik = _binomial(j[None, :, None], triples[:, 2, None, None], THETA_GRID[None, None, :])  # (u, j, theta)
+    joint = lik * post[:, None, :]
+    pred = joint.sum(axis=2)  # (u, j): P(j of the next `more` mark it)
+    below = joint[:, :, low].sum(axis=2) / np.maximum(pred, 1e-300)
+    below = with_evidence(below[row], -evidence[:, None])  # P(not real) per row and j, with the detector's say
+    return (pred[row] * np.minimum(below, 1.0 - below)).sum(axis=1)
+
+
+def label_error_after(lm: LabelModel, label: np.ndarray, share: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """P(the clump's label is wrong) expected after ``more`` further viewers, of whom about ``share`` mark it.
+
+    Each new mark says "odd" with q when the clump is odd, 1 - q when it is not (:func:`label_model`), the odd
+    marks k' are drawn from that mixture at the clump's current P(odd), and the label is again the humans'
+    majority. Contested labels whose next marks keep splitting stay uncertain."""
+    r = np.round(np.clip(share, 0.0, 1.0) * np.maximum(np.asarray(more, float), 0.0))
+    if len(r) == 0:
+        return np.zeros(0)
+    kk = np.arange(int(r.max()) + 1, dtype=float)[None, :]
+    p_now = lm.p_odd(lm.k, lm.n, lm.machine_log_odds)[:, None]
+    p_k = p_now * _binomial(kk, r[:, None], lm.q) + (1 - p_now) * _binomial(kk, r[:, None], 1 - lm.q)
+    k_after, n_after = lm.k[:, None] + kk, lm.n[:, None] + r[:, None]
+    p_odd = lm.p_odd(k_after, n_after, lm.machine_log_odds[:, None])
+    majority_odd = 2 * k_after > n_after
+    majority_odd = np.where(2 * k_after == n_after, (np.asarray(label) == 2)[:, None], majority_odd)
+    return (p_k * np.where(majority_odd, 1.0 - p_odd, p_odd)).sum(axis=1)
+
+
 def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
     """Probabilities ``p`` with their odds multiplied by ``exp(log_odds)`` (independent evidence, e.g. a detector's)."""
     lo = np.log(np.clip(p, 1e-12, 1.0)) - np.log(np.clip(1.0 - p, 1e-12, 1.0)) + log_odds
@@ -175,7 +276,7 @@ def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
 
 def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
                     split: float = DEFAULT_VOTE_SPLIT, single_clicks_by_vote_share: bool = True,
-                    detector_labels: bool = True) -> pd.DataFrame:
+                    detector_labels: bool = True, retirement_limit: int | None = None) -> pd.DataFrame:
     """Per subject: expected missed, false and wrongly labelled clumps, and their sum (``expected_errors``).
 
     Each candidate's error probability is the larger of the model's (``false_pos_prob``; for lone marks
@@ -184,12 +285,16 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     ``expected_num_false_neg``. With a detector (the clumps table's ``machine_evidence``), a candidate of one
     human click that the detector did not mark is judged like a lone mark, by its vote share and the detector's
     silence (``single_clicks_by_vote_share=False``: by the larger of that and the model's, as without one), and
-    its labels vote in :func:`label_probabilities` (``detector_labels``)."""
+    its labels vote in :func:`label_probabilities` (``detector_labels``).
+
+    With ``retirement_limit``, also ``expected_gain``: the errors the classifications left before that limit are
+    expected to remove (:func:`settled_error_after`, :func:`label_error_after` and the clumps every viewer
+    missed so far, which more viewers would find)."""
     sid = subjects["subject_id"]
     out = pd.DataFrame(index=subjects.index)
     needed = {"accepted", "false_pos_prob", "n_marks", "n_viewers", "odd_vote", "label"}
     if "expected_num_false_neg" not in subjects or not needed <= set(clumps.columns):
-        for c in ("expected_missed", "expected_false", "expected_wrong_labels", "expected_errors"):
+        for c in ("expected_missed", "expected_false", "expected_wrong_labels", "expected_errors", "expected_gain"):
             out[c] = np.nan  # a reducer: no posterior to read
         return out
     fnr = pd.to_numeric(subjects["expected_num_false_neg"], errors="coerce").to_numpy(float)
@@ -203,8 +308,13 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     prior = vote_share_prior(np.concatenate([clumps["n_marks"].to_numpy(float), np.ones(len(n_lone_view))]),
                              np.concatenate([clumps["n_viewers"].to_numpy(float), n_lone_view]))
     flip = flip_probabilities(clumps["n_marks"].to_numpy(), clumps["n_viewers"].to_numpy(), acc_mask, prior, split)
+    machine_c = clumps["machine_evidence"].to_numpy(float) if "machine_evidence" in clumps else np.zeros(len(clumps))
+    single = np.zeros(len(clumps), bool)
+    if "n_machine_marks" in clumps:  # one human click, no detection: the detector's silence says little (below)
+        single = ~acc_mask & (clumps["n_marks"].to_numpy() <= 1) & (clumps["n_machine_marks"].to_numpy() == 0)
+        machine_c = np.where(single, np.maximum(machine_c, SILENCE_ON_A_SINGLE_CLICK), machine_c)
     if "machine_evidence" in clumps:  # a detector annotator (aggregation/machine.py): its evidence updates them
-        flip = with_evidence(flip, np.where(acc_mask, -1.0, 1.0) * clumps["machine_evidence"].to_numpy(float))
+        flip = with_evidence(flip, np.where(acc_mask, -1.0, 1.0) * machine_c)
     wrong_label = np.where(acc_mask, 1.0 - label_probabilities(clumps, detector_labels), 0.0)
     false_c = np.where(acc_mask, np.maximum(fpp, flip), 0.0)
     model_miss_c = np.where(acc_mask, 0.0, 1.0 - fpp)
@@ -215,7 +325,6 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
         # comes from the visibility mixture (a faint clump seen by one of n) and runs far above the truth
         # (bench/lean.py: 0.81 for one click of 5 viewers, 8% real), so under max() the detector's silence,
         # however reliable, could never close the galaxy
-        single = ~acc_mask & (clumps["n_marks"].to_numpy() <= 1) & (clumps["n_machine_marks"].to_numpy() == 0)
         miss_c = np.where(single, flip, miss_c)
     by = clumps["subject_id"].to_numpy()
 
@@ -224,48 +333,78 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
 
     unseen = fnr - per_subject(model_miss_c, by)
     miss = per_subject(miss_c, by)
+    gain = np.zeros(len(subjects))
+    if retirement_limit is not None:
+        n_c = clumps["n_viewers"].to_numpy(float)
+        after = settled_error_after(clumps["n_marks"].to_numpy(float), n_c, retirement_limit - n_c, prior,
+                                    machine_c, split)
+        gain += per_subject(np.maximum(np.where(acc_mask, false_c, miss_c) - after, 0.0), by)
+        if acc_mask.any():
+            lm = label_model(clumps[acc_mask], detector_labels)
+            label_after = label_error_after(lm, clumps["label"].to_numpy()[acc_mask],
+                                            (clumps["n_marks"] / clumps["n_viewers"].clip(lower=1)).to_numpy()[acc_mask],
+                                            retirement_limit - n_c[acc_mask])
+            gain += per_subject(np.maximum(wrong_label[acc_mask] - label_after, 0.0), by[acc_mask])
     if lone is not None:
         unseen -= per_subject(lone["real_if_unlinked_prob"].to_numpy(float), lone["subject_id"].to_numpy())
         lone_flip = flip_probabilities(np.ones(len(lone)), n_lone_view, np.zeros(len(lone), bool), prior, split)
+        is_machine = lone["machine"].to_numpy(bool) if "machine" in lone else np.zeros(len(lone), bool)
+        lone_ev = (np.maximum(lone["machine_evidence"].to_numpy(float), SILENCE_ON_A_SINGLE_CLICK) if "machine" in lone
+                   else np.zeros(len(lone)))
         if "machine" in lone:  # a detector's own lone mark is no crowd vote; the detector's evidence updates the rest
-            lone_flip = np.where(lone["machine"].to_numpy(bool), 0.0,
-                                 with_evidence(lone_flip, lone["machine_evidence"].to_numpy(float)))
+            lone_flip = np.where(is_machine, 0.0, with_evidence(lone_flip, lone_ev))
         miss += per_subject(lone_flip, lone["subject_id"].to_numpy())
+        if retirement_limit is not None:
+            after = settled_error_after(np.ones(len(lone)), n_lone_view, retirement_limit - n_lone_view, prior,
+                                        lone_ev, split)
+            gain += per_subject(np.where(is_machine, 0.0, np.maximum(lone_flip - after, 0.0)),
+                                lone["subject_id"].to_numpy())
     n_view = pd.to_numeric(subjects["n_viewers"], errors="coerce").fillna(0).to_numpy(float)
     rate = acc_mask.sum() / max(int((n_view > 0).sum()), 1)
     unseen_crowd = unseen_by_everyone(prior, n_view, rate, split)
     if "machine_miss_prob" in subjects:  # ... and the detector missed it too
         unseen_crowd = unseen_crowd * pd.to_numeric(subjects["machine_miss_prob"], errors="coerce").fillna(1.0).to_numpy()
+    if retirement_limit is not None:  # those every viewer missed so far, a full crowd would find
+        gain += np.maximum(unseen, unseen_crowd) * (1.0 - unseen_by_everyone(prior, np.full(len(n_view), float(
+            retirement_limit)), 1.0, split) / np.maximum(unseen_by_everyone(prior, n_view, 1.0, split), 1e-12))
     unseen = np.maximum(unseen, unseen_crowd)
     out["expected_missed"] = miss + np.maximum(unseen, 0.0)
     out["expected_false"] = per_subject(false_c, by)
     out["expected_wrong_labels"] = per_subject(wrong_label, by)
     out["expected_errors"] = out["expected_missed"] + out["expected_false"] + out["expected_wrong_labels"]
+    out["expected_gain"] = gain if retirement_limit is not None else np.nan
     return out
 
 
 def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
                         retire_below: float = DEFAULT_RETIRE_BELOW,
                         min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS,
-                        single_clicks_by_vote_share: bool = True, detector_labels: bool = True) -> pd.DataFrame:
+                        single_clicks_by_vote_share: bool = True, detector_labels: bool = True,
+                        retirement_limit: int = DEFAULT_RETIREMENT_LIMIT) -> pd.DataFrame:
     """The subjects table with the stopping rule's columns (replacing any earlier ``is_finished``).
 
     ``subjects`` needs ``subject_id``, ``n_viewers`` (human classifications) and ``expected_num_false_neg``;
-    ``clumps`` is the consensus clumps table (accepted and rejected), ``marks`` its marks table (lone marks). A subject with no expected-miss estimate
-    (no consensus model, e.g. a reducer, or no classifications) is never finished.
-    ``single_clicks_by_vote_share``, ``detector_labels``: see :func:`expected_errors` (False: the rule before
-    them, for comparison)."""
-    problems = check_stopping_options(retire_below, min_classifications)
+    ``clumps`` is the consensus clumps table (accepted and rejected), ``marks`` its marks table (lone marks). A
+    subject with no expected-miss estimate (no consensus model, e.g. a reducer, or no classifications) is never
+    finished. A galaxy that is not finished is *stalled* (``is_stalled``) when the classifications left before
+    ``retirement_limit`` are expected neither to finish it (its expected errors minus ``expected_gain`` stay at
+    or above ``retire_below``) nor to remove as many as ``retire_below`` of its errors: its clumps or labels sit
+    where the crowd splits, and more volunteers would not settle them (an expert should look;
+    it is not finished and never retired as such). ``single_clicks_by_vote_share``, ``detector_labels``: see
+    :func:`expected_errors` (False: the rule before them, for comparison)."""
+    problems = check_stopping_options(retire_below, min_classifications, retirement_limit)
     if problems:
         raise ClumptoolError("; ".join(problems))
     subj = subjects.drop(columns=[c for c in STOPPING_COLUMNS if c in subjects.columns])
     err = expected_errors(subj, clumps, marks, single_clicks_by_vote_share=single_clicks_by_vote_share,
-                          detector_labels=detector_labels)
+                          detector_labels=detector_labels, retirement_limit=retirement_limit)
     n = pd.to_numeric(subj["n_viewers"], errors="coerce").fillna(0).astype("int64").to_numpy()
     e = err["expected_errors"].to_numpy(float)
+    gain = err["expected_gain"].to_numpy(float)
     known = np.isfinite(e)
     enough = n >= min_classifications
     finished = known & enough & (e < retire_below)
+    stalled = known & enough & ~finished & (n < retirement_limit) & (gain < retire_below) & (e - gain >= retire_below)
     missed, false, labels = (err[c].to_numpy(float) for c in ("expected_missed", "expected_false",
                                                               "expected_wrong_labels"))
     reasons = []
@@ -277,10 +416,17 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
         elif finished[i]:
             reasons.append(f"finished: expected errors {e[i]:.2f} < {retire_below:g} with {n[i]} classifications")
         else:
-            reasons.append(f"not finished: expected errors {e[i]:.2f} >= {retire_below:g} (missed "
-                           f"{missed[i]:.2f}, false {false[i]:.2f}, labels {labels[i]:.2f})")
+            why = (f"expected errors {e[i]:.2f} >= {retire_below:g} (missed {missed[i]:.2f}, false {false[i]:.2f}, "
+                   f"labels {labels[i]:.2f})")
+            if stalled[i]:
+                reasons.append(f"stalled: {why}, and the {retirement_limit - n[i]} classifications left before "
+                               f"{retirement_limit} are expected to remove only {gain[i]:.2f} of them (not "
+                               "finished; more volunteers would not settle it)")
+            else:
+                reasons.append(f"not finished: {why}")
     for c in err.columns:
         subj[c] = err[c].to_numpy(float)
     subj["is_finished"] = finished
+    subj["is_stalled"] = stalled
     subj["finished_reason"] = pd.Series(reasons, index=subj.index, dtype=object)
     return subj

@@ -132,13 +132,14 @@ def test_mc_dropout_needs_dropout(tiny, tmp_path):
 
 def test_unfinished_consensus_is_sent_back(tiny, tmp_path):
     subjects = tmp_path / "subjects.csv"
-    pd.DataFrame({"subject_id": [5000, 5001, 5002], "is_finished": [False, True, False],
-                  "risk": [0.5, 0.1, 2.0]}).to_csv(subjects, index=False)
+    pd.DataFrame({"subject_id": [5000, 5001, 5002, 5003], "is_finished": [False, True, False, False],
+                  "is_stalled": [False, False, False, True],
+                  "risk": [0.5, 0.1, 2.0, 3.0]}).to_csv(subjects, index=False)
     res = select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=1, random_control=0,
                             labelled=[subjects], include_unfinished=subjects, max_unfinished=5, strategy="entropy",
                             progress=False, plot=False, round_name="u")
     unf = res.selection[res.selection["strategy"] == "unfinished"]
-    assert unf["galaxy_id"].tolist() == ["5002", "5000"]      # riskiest first, finished one left out
+    assert unf["galaxy_id"].tolist() == ["5002", "5000"]      # riskiest first, finished and stalled left out
     assert unf["score"].tolist() == [2.0, 0.5]
     assert len(res.selection) == 3
 

@@ -13,7 +13,10 @@ from clumptool.aggregation.stopping import (
     _counts,
     apply_stopping_rule,
     flip_probabilities,
+    label_error_after,
+    label_model,
     label_probabilities,
+    settled_error_after,
     vote_share_prior,
 )
 from clumptool.cli import main
@@ -144,10 +147,14 @@ def test_aggregate_cli_writes_the_rule_and_refuses_bad_options(export_builder, t
 
 
 def _old_likelihoods(m, n):
-    """The binomial likelihoods as the rule first computed them (scipy.stats, one row per candidate)."""
+    """The zero-truncated binomial likelihoods with scipy.stats, one row per candidate (a spot marked by m >= 1
+    exists only because someone marked it)."""
     from scipy.stats import binom
 
-    return binom.pmf(m[:, None], n[:, None], THETA_GRID[None, :])
+    pmf = binom.pmf(m[:, None], n[:, None], THETA_GRID[None, :])
+    seen = 1.0 - binom.pmf(0, n[:, None], THETA_GRID[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):  # n = 0: no viewer, the untruncated row is used
+        return np.where(m[:, None] >= 1, pmf / seen, pmf)
 
 
 def _old_prior(m, n, iterations=100):
@@ -171,7 +178,7 @@ def _old_flip(m, n, accepted, prior, split=0.3):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_vote_share_arithmetic_equals_the_scipy_stats_version(seed):
-    """Closed-form likelihoods over distinct (m, n) pairs = scipy.stats.binom per candidate (to rounding)."""
+    """Closed-form (truncated) likelihoods over distinct (m, n) pairs = scipy.stats.binom per candidate."""
     rng = np.random.default_rng(seed)
     size = int(rng.integers(1, 3000))
     n = rng.integers(0, [6, 25, 60, 400][seed], size).astype(float)
@@ -243,3 +250,81 @@ def test_the_detectors_labels_vote_with_the_agreement_rate_it_earned():
     assert label_probabilities(with_detector(True), detector_labels=False)[-1] == pytest.approx(humans[-1])
     # a detector whose labels disagree with the crowd's everywhere earns no say (agreement clipped to 0.5)
     assert label_probabilities(with_detector(True, agrees=False))[-1] == pytest.approx(humans[-1])
+
+
+def test_stray_clicks_learned_as_strays_when_every_galaxy_has_three_viewers():
+    """Candidates exist only because someone marked them: with the zero-truncated binomial, 300 one-of-three
+    strays (θ = 0.05) and 100 three-of-three clumps teach a prior under which a lone click is probably a stray.
+    Untruncated, the prior put its mass at θ ~ 0.4 and called that click real with P ~ 0.98."""
+    rng = np.random.default_rng(0)
+    theta = np.r_[np.full(3000, 0.05), np.full(100, 0.9)]
+    m = rng.binomial(3, theta)
+    m, n = m[m >= 1].astype(float), np.full(int((m >= 1).sum()), 3.0)  # only marked spots are candidates
+    prior = vote_share_prior(m, n)
+    assert prior[THETA_GRID < 0.15].sum() > 0.5
+    real_if_one = flip_probabilities(np.array([1.0]), np.array([3.0]), np.array([False]), prior)[0]
+    assert real_if_one < 0.2
+    assert flip_probabilities(np.array([3.0]), np.array([3.0]), np.array([True]), prior)[0] < 0.05
+
+
+def test_more_viewers_settle_a_clear_spot_but_not_one_on_the_split():
+    uniform = np.full(len(THETA_GRID), 1.0 / len(THETA_GRID))
+    m, n = np.array([2.0, 3.0, 10.0]), np.array([4.0, 10.0, 10.0])
+    now = flip_probabilities(m, n, np.array([True, True, True]), uniform)
+    after = settled_error_after(m, n, np.array([16.0, 10.0, 10.0]), uniform)
+    nothing_more = settled_error_after(m, n, np.zeros(3), uniform)
+    np.testing.assert_allclose(nothing_more, np.minimum(now, 1 - now), rtol=1e-9)
+    assert after[0] < 0.7 * now[0]            # 2 of 4: sixteen more settle most of it
+    assert after[1] > 0.25                    # 3 of 10, on the 0.3 split: ten more leave it near a coin toss
+    assert after[2] < 1e-4 and now[2] < 1e-4
+    # the detector's say stays: its silence keeps a spot's verdict uncertain only as much as it disagrees
+    assert settled_error_after(m[:1], n[:1], np.array([16.0]), uniform, np.array([4.6]))[0] < after[0]
+
+
+def test_more_marks_settle_a_split_label_unless_nobody_marks_it():
+    clumps = _table([4] * 30 + [4], [0.0] * 30 + [0.5], [1] * 30 + [2])
+    lm = label_model(clumps)
+    now = 1 - label_probabilities(clumps)[-1]
+
+    def one(share):
+        return label_error_after(lm, clumps["label"].to_numpy(), np.full(31, share), np.full(31, 16.0))[-1]
+
+    assert one(0.0) == pytest.approx(now)
+    assert one(1.0) < 0.5 * now
+
+
+def _split_spot_galaxy(b, n, m, sid=3):
+    """Galaxy ``sid``: n viewers all mark the two clumps, the first m also a third spot."""
+    rng = np.random.default_rng(5)
+    for v in range(n):
+        marks = [(float(x + rng.normal(0, 1.0)), float(y + rng.normal(0, 1.0)), 0) for x, y in CLUMPS]
+        if v < m:
+            marks.append((float(200 + rng.normal(0, 1.0)), float(60 + rng.normal(0, 1.0)), 0))
+        b.add(sid, f"v{v}", marks)
+
+
+def test_a_galaxy_more_volunteers_would_not_settle_is_stalled_not_finished(export_builder, tmp_path):
+    _obvious_crowd(export_builder, n=12)
+    _split_spot_galaxy(export_builder, 12, 4)  # a third of the crowd marks a spot: it sits on the split
+    s = _subjects(export_builder, tmp_path)
+    assert not s.loc[3, "is_finished"] and s.loc[3, "is_stalled"]
+    assert s.loc[3, "expected_errors"] >= 0.1 and s.loc[3, "expected_gain"] < 0.1
+    assert s.loc[3, "finished_reason"].startswith("stalled: expected errors")
+    assert "8 classifications left before 20" in s.loc[3, "finished_reason"]
+    assert not s.drop(index=3)["is_stalled"].any()  # the unanimous galaxies finish
+    at_limit = _subjects(export_builder, tmp_path, retirement_limit=12)  # nothing left to spend: just unfinished
+    assert not at_limit.loc[3, "is_stalled"] and not at_limit.loc[3, "is_finished"]
+    assert at_limit.loc[3, "expected_gain"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_contested_galaxy_early_on_is_not_stalled(export_builder, tmp_path):
+    _obvious_crowd(export_builder, n=4)
+    _split_spot_galaxy(export_builder, 4, 2)  # 2 of 4: sixteen more volunteers would settle it
+    s = _subjects(export_builder, tmp_path)
+    assert not s.loc[3, "is_finished"] and not s.loc[3, "is_stalled"]
+    assert s.loc[3, "finished_reason"].startswith("not finished: expected errors")
+
+
+def test_retirement_limit_is_checked():
+    with pytest.raises(ClumptoolError, match="--retirement-limit 0: must be a whole number >= 1"):
+        AggregateOptions(retirement_limit=0)
