@@ -118,7 +118,8 @@ def classifications_spent(export: pd.DataFrame, ids: list[str]) -> int:
 def pool_stops(project: Project, cfg: LoopConfig, tmp: Path, detections: Path | None = None) -> pd.Series:
     """Classifications each pool galaxy keeps when the stopping rule (with ``detections`` as one more annotator,
     when given) replays the pool's export one volunteer at a time (index: str subject ids)."""
-    options = AggregateOptions(retire_below=cfg.retire_below, min_classifications=cfg.min_classifications)
+    options = AggregateOptions(retire_below=cfg.retire_below, min_classifications=cfg.min_classifications,
+                               retirement_limit=CAP)  # the stalled test counts down to the replay's cap
     cls = project.oracle
     tmp.mkdir(parents=True, exist_ok=True)
     stops, _ = adaptive_stops(cls["subject_ids"].astype("int64").to_numpy(), queue_rank(cls),
