@@ -83,6 +83,16 @@ the whole image, so the clumps outside the crop count as its misses and lower th
 previous run (the stopping rule before ad88d05: 8.26 classifications per pool galaxy under lean, 7.07 now; no
 detector) measured (entropy, lean) at 2.70x.
 
+The same command with ``--seed 1 --workdir /tmp/alloop/work-s1`` (34 min, same load): (random, fixed20) ends
+at F1 0.656 (best 0.670) with 1808 classifications. No lean run reaches 0.656 at score >= 0.5 (entropy, lean
+0.649 with 753; entropy, lean-detector 0.642 with 674; random, lean 0.634 with 659; random, lean-detector
+0.371 with 566), so the F1 factor is "never" for all four; on the best-F1 threshold (target 0.670): entropy,
+fixed20 1.24x, entropy, lean 2.87x, random, lean 2.79x, entropy, lean-detector 3.07x, random, lean-detector
+never (0.589). Per galaxy selected in rounds 1-3: lean 8.27 / 6.70, lean-detector 6.95 / 5.15 (entropy /
+random; the humans-only rule on the same galaxies 8.33 / 6.70): the detector's saving repeats (1.2-1.3x),
+the F1 of the lean-labelled runs at 90 galaxies does not. Over both seeds: (entropy, lean-detector) ~3.1x on
+the best-F1 threshold, 3.1x or never at score >= 0.5; 5x is not reached on either seed.
+
 Earlier measurement in labelled galaxies only (2026-11-24, 2 shared CPU cores, ``--galaxies 300 --strategies
 tta-bald,entropy,random --policies fixed20 --threads 1`` with ``--seed 0/1/2``: 200 pool / 100 test galaxies,
 30 random + 3 x 20 selected labels, resnet18 from random init, 64 px native crops; ~23 min each on
