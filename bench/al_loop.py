@@ -15,7 +15,12 @@ labelled galaxy every classification the oracle made of it (Clump Scout's 20), `
 stopping rule (``clumptool.aggregation.stopping``, ``--retire-below``, ``--min-classifications``) called it
 finished, volunteers arriving one by one in the export's order (``bench/lean.py``'s ``adaptive_stops``). The
 lean cut is decided once for the whole pool (skills learned on the pool's export), so a galaxy costs the same
-whichever strategy picks it and when; it keeps the classification that finished the galaxy.
+whichever strategy picks it and when; it keeps the classification that finished the galaxy. ``lean-detector``
+adds the detector as one more annotator of the stopping rule (``aggregate --detections``): the initial
+galaxies (no model yet) are cut as ``lean``; the galaxies selected in a later round are cut by the rule run
+over the pool's export with the catalogue of the model that selected them (trained only on earlier rounds'
+galaxies, never on these) as the detector, so a galaxy's cost depends on the run and the round that labelled
+it, and is fixed from then on.
 ``bench/active_learning.py`` runs it. An experiment, not part of the product: it lives in ``bench/`` so
 ``clumptool.active_learning`` never imports ``clumptool.simulation``.
 """
@@ -39,7 +44,9 @@ from clumptool.common.atomic import atomic_path, write_text_atomic
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids
 
-POLICIES = ("fixed20", "lean")
+POLICIES = ("fixed20", "lean", "lean-detector")
+#: the lowest detection score in the catalogue the detector annotates with (as ``bench/lean.py``'s predict)
+DETECTOR_MIN_SCORE = 0.05
 
 
 @dataclass
@@ -85,11 +92,12 @@ class Project:
     images: Path
     truth: Path
     subjects: Path
+    pool_subjects: Path
     pool_ids: list[str]
     test_ids: list[str]
     test_list: Path
     oracle: pd.DataFrame = field(repr=False)
-    exports: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # per labelling policy
+    exports: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # per labelling policy, at start
     lean_stops: pd.Series | None = field(default=None, repr=False)  # lean: classifications kept per galaxy
 
 
@@ -107,26 +115,71 @@ def classifications_spent(export: pd.DataFrame, ids: list[str]) -> int:
     return int(sid.isin(set(ids)).sum())
 
 
-def lean_stop_counts(project: Project, cfg: LoopConfig, work: Path) -> pd.Series:
-    """Classifications each pool galaxy keeps under the lean policy (cached in ``work/lean_stops.csv``)."""
-    path = work / "lean_stops.csv"
-    stamp = json.dumps({"retire_below": cfg.retire_below, "min_classifications": cfg.min_classifications,
-                        "oracle_rows": len(project.oracle)})
-    if path.exists() and (work / "lean_stops.json").exists() and (work / "lean_stops.json").read_text() == stamp:
-        table = pd.read_csv(path, dtype={"subject_id": str})
-        return table.set_index("subject_id")["classifications"]
-    options = AggregateOptions(retire_below=cfg.retire_below, min_classifications=cfg.min_classifications)
+def pool_stops(project: Project, cfg: LoopConfig, tmp: Path, detections: Path | None = None) -> pd.Series:
+    """Classifications each pool galaxy keeps when the stopping rule (with ``detections`` as one more annotator,
+    when given) replays the pool's export one volunteer at a time (index: str subject ids)."""
+    options = AggregateOptions(retire_below=cfg.retire_below, min_classifications=cfg.min_classifications,
+                               retirement_limit=CAP)  # the stalled test counts down to the replay's cap
     cls = project.oracle
-    tmp = work / "lean-tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     stops, _ = adaptive_stops(cls["subject_ids"].astype("int64").to_numpy(), queue_rank(cls),
-                              rule_finished(project.subjects, cls, options, tmp), cfg.min_classifications, cap=CAP)
+                              rule_finished(project.subjects, cls, options, tmp, detections),
+                              cfg.min_classifications, cap=CAP)
     stops.index = normalise_subject_ids(pd.Series(stops.index), where="lean stops").to_numpy()
-    stops = stops.rename("classifications").rename_axis("subject_id").sort_index()
+    return stops.rename("classifications").rename_axis("subject_id").sort_index()
+
+
+def cached_stops(path: Path, stamp: dict, compute: Callable[[], pd.Series]) -> pd.Series:
+    """``compute()``'s stops, kept in ``path`` (csv) beside ``stamp`` (json): reused while the stamp is the same."""
+    text, stamp_path = json.dumps(stamp, sort_keys=True), path.with_suffix(".json")
+    if path.exists() and stamp_path.exists() and stamp_path.read_text() == text:
+        return pd.read_csv(path, dtype={"subject_id": str}).set_index("subject_id")["classifications"]
+    stops = compute()
     with atomic_path(path) as t:
         stops.reset_index().to_csv(t, index=False)
-    write_text_atomic(work / "lean_stops.json", stamp)
+    write_text_atomic(stamp_path, text)
     return stops
+
+
+def _rule_stamp(project: Project, cfg: LoopConfig) -> dict:
+    return {"retire_below": cfg.retire_below, "min_classifications": cfg.min_classifications,
+            "oracle_rows": len(project.oracle)}
+
+
+def lean_stop_counts(project: Project, cfg: LoopConfig, work: Path) -> pd.Series:
+    """Classifications each pool galaxy keeps under the lean policy (cached in ``work/lean_stops.csv``)."""
+    return cached_stops(work / "lean_stops.csv", _rule_stamp(project, cfg),
+                        lambda: pool_stops(project, cfg, work / "lean-tmp"))
+
+
+def pool_catalogue(project: Project, model_dir: Path, out: Path) -> Path:
+    """The model's detections (score >= :data:`DETECTOR_MIN_SCORE`, original image pixels) on every pool galaxy:
+    ``clumptool predict``'s catalogue, the detector's marks for ``aggregate --detections``."""
+    from clumptool.detection.predict import predict_catalogue
+
+    res = predict_catalogue(model_dir, project.images, out / "catalogue.parquet", subjects=project.pool_subjects,
+                            score_threshold=DETECTOR_MIN_SCORE, n_overlay=0, devices=1, progress=False)
+    return res.catalogue_path
+
+
+def detector_stops(project: Project, cfg: LoopConfig, model_dir: Path, new: list[str], out: Path) -> pd.Series:
+    """lean-detector: classifications each galaxy of ``new`` keeps when the stopping rule replays the pool's export
+    with ``model_dir`` (the model that selected them) as one more annotator (cached in ``out/stops.csv``)."""
+    version = json.loads((model_dir / "model.json").read_text())["version"]
+    stamp = {**_rule_stamp(project, cfg), "model": version, "galaxies": sorted(new)}
+
+    def compute() -> pd.Series:
+        catalogue = pool_catalogue(project, model_dir, out)
+        return pool_stops(project, cfg, out / "tmp", catalogue).reindex(sorted(new))
+
+    return cached_stops(out / "stops.csv", stamp, compute)
+
+
+def recut(oracle: pd.DataFrame, export: pd.DataFrame, stops: pd.Series) -> pd.DataFrame:
+    """``export`` (rows of ``oracle``) with the galaxies of ``stops`` cut afresh to their first ``stops[galaxy]``
+    classifications of ``oracle``; the other galaxies' rows unchanged, in the oracle's order."""
+    sid = normalise_subject_ids(export["subject_ids"], where="oracle classifications")
+    return pd.concat([export[~sid.isin(set(stops.index)).to_numpy()], lean_cut(oracle, stops)]).sort_index()
 
 
 def add_policies(project: Project, cfg: LoopConfig, work: Path, policies: tuple[str, ...]) -> Project:
@@ -134,7 +187,7 @@ def add_policies(project: Project, cfg: LoopConfig, work: Path, policies: tuple[
     for policy in policies:
         if policy == "fixed20":
             project.exports[policy] = project.oracle
-        elif policy == "lean":
+        elif policy in ("lean", "lean-detector"):  # lean-detector starts as lean: no model for round 0
             project.lean_stops = lean_stop_counts(project, cfg, work)
             project.exports[policy] = lean_cut(project.oracle, project.lean_stops)
         else:
@@ -179,18 +232,15 @@ def make_project(work: str | os.PathLike, cfg: LoopConfig, progress: bool = Fals
         simulate_volunteer_export(root / "truth.csv", work / "pool_subjects.csv", oracle_path, oracle_cfg)
     oracle = pd.read_csv(oracle_path, dtype=str, keep_default_na=False)
     return Project(root=root, images=root / "images", truth=root / "truth.csv", subjects=root / "subjects.csv",
-                   pool_ids=pool_ids, test_ids=test_ids, test_list=_ids_csv(test_ids, work / "test_ids.csv"),
-                   oracle=oracle)
+                   pool_subjects=work / "pool_subjects.csv", pool_ids=pool_ids, test_ids=test_ids,
+                   test_list=_ids_csv(test_ids, work / "test_ids.csv"), oracle=oracle)
 
 
-def label(project: Project, ids: list[str], out: Path, policy: str = "fixed20") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Aggregate the oracle's classifications of ``ids`` as ``policy`` spends them: (boxes with str subject ids,
-    subjects table)."""
+def label(project: Project, ids: list[str], out: Path, export: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Aggregate the classifications of ``ids`` in ``export`` (the oracle's, as the run's labelling policy spends
+    it): (boxes with str subject ids, subjects table)."""
     from clumptool.aggregation.pipeline import aggregate
 
-    export = project.exports.get(policy, project.oracle if policy == "fixed20" else None)
-    if export is None:
-        raise ClumptoolError(f"no oracle export for the labelling policy {policy!r} (add_policies first)")
     rows = export[export["subject_ids"].isin(set(ids))]
     if rows.empty:
         raise ClumptoolError("the oracle has no classifications for the requested galaxies")
@@ -269,20 +319,24 @@ def run_name(strategy: str, policy: str) -> str:
     return strategy if policy == "fixed20" else f"{strategy}-{policy}"
 
 
-def spent(project: Project, ids: list[str], policy: str) -> int:
-    return classifications_spent(project.exports.get(policy, project.oracle), ids)
+def policy_export(project: Project, policy: str) -> pd.DataFrame:
+    """The oracle's export as ``policy`` spends it at the start of a run (add_policies first)."""
+    if policy not in project.exports:
+        raise ClumptoolError(f"no oracle export for the labelling policy {policy!r} (add_policies first)")
+    return project.exports[policy]
 
 
 def initial_round(project: Project, cfg: LoopConfig, work: Path, log: Callable[[str], None] = print,
                   policy: str = "fixed20") -> tuple[list[str], Path, dict]:
     """The shared starting point of a policy: ``initial`` random pool galaxies (the same for every policy)
-    labelled as ``policy`` spends them, a first model, its metrics."""
+    labelled as ``policy`` spends them, a first model, its metrics. lean-detector shares lean's (the same cut:
+    there is no model to annotate with yet)."""
     rng = np.random.default_rng(cfg.seed + 7)
     ids = sorted(rng.choice(project.pool_ids, size=cfg.initial, replace=False).tolist())
-    out = work / run_name("round0", policy)
+    out = work / run_name("round0", "lean" if policy == "lean-detector" else policy)
     model = out / "model"
     if not (model / "model.safetensors").exists():
-        boxes, _ = label(project, ids, out / "labels", policy)
+        boxes, _ = label(project, ids, out / "labels", policy_export(project, policy))
         t0 = time.perf_counter()
         train_round(project, ids, boxes, model, cfg, cfg.epochs_initial)
         log(f"  round 0 ({policy}): trained on {len(ids)} galaxies in {time.perf_counter() - t0:.0f} s")
@@ -291,20 +345,25 @@ def initial_round(project: Project, cfg: LoopConfig, work: Path, log: Callable[[
 
 
 def run_one_round(project: Project, labelled: list[str], model: Path, strategy: str, cfg: LoopConfig, out: Path,
-                  epochs: int, seed: int = 0, plot: bool = False, policy: str = "fixed20"
-                  ) -> tuple[list[str], Path, dict, float]:
+                  epochs: int, export: pd.DataFrame, seed: int = 0, plot: bool = False, policy: str = "fixed20"
+                  ) -> tuple[list[str], Path, dict, float, pd.DataFrame]:
     """One cycle: select ``cfg.per_round`` galaxies with ``model`` -> the oracle's volunteers label them ->
     aggregate every label so far -> continue training to ``epochs`` in total -> evaluate on the test set.
 
-    Returns the labelled ids, the new model folder, its test metrics and the galaxies scored per second.
+    ``export``: the oracle's classifications as the run has spent them so far; lean-detector re-cuts the newly
+    selected galaxies with ``model`` (which selected them) as one more annotator of the stopping rule.
+    Returns the labelled ids, the new model folder, its test metrics, the galaxies scored per second and the
+    run's export after this round.
     """
     new, rate = select_round(project, model, labelled, cfg.per_round, strategy, cfg, out / "select", seed=seed,
                              plot=plot)
+    if policy == "lean-detector":
+        export = recut(project.oracle, export, detector_stops(project, cfg, model, new, out / "detector"))
     ids = sorted(set(labelled) | set(new))
-    boxes, _ = label(project, ids, out / "labels", policy)
+    boxes, _ = label(project, ids, out / "labels", export)
     ckpt = model / "checkpoints" / "last.ckpt"
     new_model = train_round(project, ids, boxes, out / "model", cfg, epochs, resume=ckpt if ckpt.exists() else None)
-    return ids, new_model, evaluate_round(project, new_model, out / "eval"), rate
+    return ids, new_model, evaluate_round(project, new_model, out / "eval"), rate, export
 
 
 def run_strategy(project: Project, strategy: str, cfg: LoopConfig, work: Path, start: tuple[list[str], Path, dict],
@@ -313,18 +372,19 @@ def run_strategy(project: Project, strategy: str, cfg: LoopConfig, work: Path, s
     model (round 0 included)."""
     ids, model, metrics = list(start[0]), start[1], start[2]
     name = run_name(strategy, policy)
+    export = policy_export(project, policy)
     records = [RoundRecord(strategy, 0, len(ids), **metrics, scored_per_s=float("nan"), seconds=0.0, policy=policy,
-                           classifications=spent(project, ids, policy))]
+                           classifications=classifications_spent(export, ids))]
     epochs = cfg.epochs_initial
     for r in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
         epochs += cfg.epochs_per_round
-        ids, model, m, rate = run_one_round(project, ids, model, strategy, cfg, work / name / f"round{r}",
-                                            epochs, seed=cfg.seed * 1000 + r, policy=policy)
+        ids, model, m, rate, export = run_one_round(project, ids, model, strategy, cfg, work / name / f"round{r}",
+                                                    epochs, export, seed=cfg.seed * 1000 + r, policy=policy)
         rec = RoundRecord(strategy, r, len(ids), **m, scored_per_s=rate, seconds=time.perf_counter() - t0,
-                          policy=policy, classifications=spent(project, ids, policy))
+                          policy=policy, classifications=classifications_spent(export, ids))
         records.append(rec)
-        log(f"  {name:>13} round {r}: {len(ids)} labelled, {rec.classifications} classifications, "
+        log(f"  {name:>22} round {r}: {len(ids)} labelled, {rec.classifications} classifications, "
             f"F1 {m['f1']:.3f} (best {m['best_f1']:.3f}), "
             f"completeness {m['completeness']:.3f}, purity {m['purity']:.3f}, {rec.seconds:.0f} s")
     return records

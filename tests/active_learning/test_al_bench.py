@@ -87,3 +87,32 @@ def test_factor_and_budget_matched_f1_in_classifications(bench):
     assert bm.loc[800, "random, fixed20"] == pytest.approx(0.3)
     assert np.isnan(bm.loc[800, "entropy, lean"])  # beyond what lean spent: not extrapolated
     assert np.isnan(bm.loc[300, "random, fixed20"]) and np.isnan(bm.loc[1500, "random, fixed20"])
+
+
+def test_lean_detector_recut_keeps_the_new_galaxies_stops_and_leaves_the_others(bench):
+    al_loop, _ = bench
+    oracle = _export("abacbabcbab")  # a: 4, b: 5, c: 2 classifications
+    export = al_loop.lean_cut(oracle, pd.Series({"101": 2, "102": 3, "103": 2}))  # the run so far (lean)
+    cut = al_loop.recut(oracle, export, pd.Series({"102": 1, "103": 5}))  # b and c newly selected
+    # a untouched (rows 0, 2); b cut to its first classification (row 1); c keeps all it has (rows 3, 7), never 5
+    assert cut["classification_id"].tolist() == ["0", "1", "2", "3", "7"]
+    assert al_loop.classifications_spent(cut, ["101", "102", "103"]) == 2 + 1 + 2
+
+
+def test_cached_stops_are_reused_only_while_the_stamp_is_the_same(bench, tmp_path):
+    al_loop, _ = bench
+    calls = []
+
+    def compute(n: int):
+        def run() -> pd.Series:
+            calls.append(n)
+            return pd.Series({"0101": n}, name="classifications").rename_axis("subject_id")
+        return run
+
+    path = tmp_path / "stops.csv"
+    first = al_loop.cached_stops(path, {"model": "v1"}, compute(4))
+    again = al_loop.cached_stops(path, {"model": "v1"}, compute(9))
+    other = al_loop.cached_stops(path, {"model": "v2"}, compute(7))
+    assert calls == [4, 7]
+    assert first.to_dict() == again.to_dict() == {"0101": 4}  # ids stay strings (leading zero kept)
+    assert other.to_dict() == {"0101": 7}
