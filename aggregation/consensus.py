@@ -487,13 +487,16 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
     fit = fit_visibility(false_ll, real_ll, cfg.visibility_grid, fit_mask=eligible, iterations=iterations,
                          init=None if prev is None else prev.fit, learn_prior_real=cfg.learn_prior_odds,
                          anchor=cfg.visibility_anchor)
+    def prob(log_odds: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
+
     lo = lo_human = fit.log_odds_false_pos
     silent_real = 1.0
     if ms.is_machine.any():
         machine_vol = np.flatnonzero(ms.is_machine)
         band = np.searchsorted(machine_vol, marker_vol[~human_marker])
         silent = np.bincount(marker_cand[~human_marker], minlength=len(cand_group)) == 0
-        silent_real = measured_silence(1.0 / (1.0 + np.exp(-np.clip(lo_human, -700, 700))), n_human, silent)
+        silent_real = measured_silence(prob(lo_human), n_human, silent)
         evidence = machine_log_odds_real(skills.p_fp[machine_vol], skills.p_fn[machine_vol], len(cand_group),
                                          marker_cand[~human_marker], band, silent_real)
         lo = lo_human - np.clip(evidence, -MAX_MACHINE_LOG_ODDS, MAX_MACHINE_LOG_ODDS)
@@ -504,9 +507,6 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
         if alone.any():
             prior_lo = np.log1p(-fit.prior_real) - np.log(fit.prior_real) if cfg.learn_prior_odds else 0.0
             lo = np.where(alone, lo_human - prior_lo - evidence, lo)
-
-    def prob(log_odds: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-np.clip(log_odds, -700, 700)))
 
     p_all, p_human = prob(lo), prob(lo_human)
     p_false = np.ones(n_c)

@@ -151,11 +151,8 @@ def _binomial_table(m: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarra
     (the zero-truncated binomial, :func:`_seen_at_all`) in closed form through log-gamma (a few hundred distinct
     pairs, however many candidates: counts repeat)."""
     pairs, inverse, counts = np.unique(m + 1j * n, return_inverse=True, return_counts=True)  # sorts by (m, n)
-    k, total = pairs.real[:, None], pairs.imag[:, None]
-    lgamma = np.vectorize(math.lgamma, otypes=[float])
-    log_choose = lgamma(total + 1) - lgamma(k + 1) - lgamma(total - k + 1)
-    table = np.exp(log_choose + k * np.log(THETA_GRID) + (total - k) * np.log1p(-THETA_GRID))
-    return table / _seen_at_all(k, total, THETA_GRID), counts.astype(float), inverse.reshape(-1)
+    table = _marked_likelihood(pairs.real[:, None], pairs.imag[:, None], THETA_GRID[None, :])
+    return table, counts.astype(float), inverse.reshape(-1)
 
 
 def vote_share_prior(n_markers: np.ndarray, n_viewers: np.ndarray, iterations: int = 100) -> np.ndarray:
@@ -231,6 +228,11 @@ def _binomial(j: np.ndarray, n: np.ndarray, theta: np.ndarray) -> np.ndarray:
     return np.where(ok, p, 0.0)
 
 
+def _marked_likelihood(m: np.ndarray, n: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """P(m of n viewers mark a spot | θ, someone marked it): the zero-truncated binomial (:func:`_seen_at_all`)."""
+    return _binomial(m, n, theta) / _seen_at_all(m, n, theta)
+
+
 def settled_error_after(n_markers: np.ndarray, n_viewers: np.ndarray, more: np.ndarray, prior: np.ndarray,
                         log_odds_real: np.ndarray | float = 0.0, split: float = DEFAULT_VOTE_SPLIT) -> np.ndarray:
     """P(the crowd's verdict on a spot is wrong) expected after ``more`` further viewers, per row.
@@ -249,8 +251,7 @@ def settled_error_after(n_markers: np.ndarray, n_viewers: np.ndarray, more: np.n
     row = row.reshape(-1)
     j = np.arange(int(more.max()) + 1, dtype=float)
     low = THETA_GRID < split
-    post = (_binomial(triples[:, :1], triples[:, 1:2], THETA_GRID[None, :]) * prior[None, :]
-            / _seen_at_all(triples[:, :1], triples[:, 1:2], THETA_GRID[None, :]))  # (u, theta)
+    post = _marked_likelihood(triples[:, :1], triples[:, 1:2], THETA_GRID[None, :]) * prior[None, :]  # (u, theta)
     post /= np.maximum(post.sum(axis=1, keepdims=True), 1e-300)
     lik = _binomial(j[None, :, None], triples[:, 2, None, None], THETA_GRID[None, None, :])  # (u, j, theta)
     joint = lik * post[:, None, :]
@@ -391,10 +392,11 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     unseen_crowd = unseen_by_everyone(prior, n_view, rate, split)
     if "machine_miss_prob" in subjects:  # ... and the detector missed it too
         unseen_crowd = unseen_crowd * pd.to_numeric(subjects["machine_miss_prob"], errors="coerce").fillna(1.0).to_numpy()
-    if retirement_limit is not None:  # those every viewer missed so far, a full crowd would find
-        gain += np.maximum(unseen, unseen_crowd) * (1.0 - unseen_by_everyone(prior, np.full(len(n_view), float(
-            retirement_limit)), 1.0, split) / np.maximum(unseen_by_everyone(prior, n_view, 1.0, split), 1e-12))
     unseen = np.maximum(unseen, unseen_crowd)
+    if retirement_limit is not None:  # of those every viewer missed so far, the share a full crowd would find
+        still_unseen = (unseen_by_everyone(prior, np.full(len(n_view), float(retirement_limit)), 1.0, split)
+                        / np.maximum(unseen_by_everyone(prior, n_view, 1.0, split), 1e-12))
+        gain += unseen * (1.0 - still_unseen)
     out["expected_missed"] = miss + np.maximum(unseen, 0.0)
     out["expected_false"] = per_subject(false_c, by)
     out["expected_wrong_labels"] = per_subject(wrong_label, by)
