@@ -17,6 +17,7 @@ import pandas as pd
 from clumptool.aggregation.assign import Assignment, candidate_components
 from clumptool.aggregation.central import central_log_likelihoods, centre_rates, near_centre
 from clumptool.aggregation.export import ExportData
+from clumptool.aggregation.labels import label_votes
 from clumptool.aggregation.machine import (
     MAX_MACHINE_LOG_ODDS,
     add_machine_annotator,
@@ -393,10 +394,10 @@ def run_consensus(
         skills = new
     judged = judge_candidates(ms, st, skills, config, judged, iterations=50)
     miss = judged.machine_silent_real
-    clumps, mark_table = _clump_table(ms, st, skills, config, judged)
+    clumps, mark_table, label_agreement = _clump_table(ms, st, skills, config, judged)
     subjects = _subject_table(ms, skills, clumps, mark_table, config, data, miss)
     volunteers = _volunteer_table(model.counts(st, judged.p_false_counted, judged.p_false_machine_counted), skills,
-                                  data, judged.centre_rate, offsets, ms.is_machine)
+                                  data, judged.centre_rate, offsets, ms.is_machine, label_agreement)
     vis = judged.fit
     return ConsensusResult(clumps=clumps, subjects=subjects, volunteers=volunteers, marks=mark_table,
                            history=history, best_iteration=len(history) - 1,
@@ -539,8 +540,9 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
 
 
 def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConfig, judged: Judgement,
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clumps and marks tables. ``n_marks`` / ``n_viewers`` / ``odd_vote`` are the humans'; with a detector,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Clumps and marks tables, and each volunteer's label agreement rate. ``n_marks`` / ``n_viewers`` / ``odd_vote`` are the humans'; ``label`` and
+    ``odd_log_odds`` their tool votes weighted by each volunteer's label skill (aggregation/labels.py); with a detector,
     ``human_evidence`` / ``machine_evidence`` split
     the log odds of being real."""
     linked, cl, n_c = st.linked, st.cl, st.n_c
@@ -562,14 +564,18 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
     mean_tool = n_odd[ids] / np.maximum(n_marks[ids], 1)
     enough = ((n_marks[ids] + (n_machine[ids] > 0)) >= judged.n_needed[ids]) & (n_marks[ids] >= 1)
     accepted = (fpp[ids] < cfg.max_false_pos_prob) & enough
+    accepted_candidate = np.zeros(n_c, bool)
+    accepted_candidate[ids] = accepted
+    votes = label_votes(ms.vol[human_link], cl[human_link], odd[human_link], accepted_candidate, len(skills.p_fp))
     has_machine = bool(ms.is_machine.any())
     clumps = pd.DataFrame({
         "subject_id": groups["subject_id"].to_numpy()[g],
         "frame": groups["frame"].to_numpy()[g],
         "x": st.cx[ids],
         "y": st.cy[ids],
-        "label": np.where(mean_tool > 0.5, 2, 1),
+        "label": votes.label[ids],
         "odd_vote": mean_tool,
+        "odd_log_odds": votes.odd_log_odds[ids],
         "n_marks": n_marks[ids],
         "n_viewers": n_viewers[g],
         "false_pos_prob": fpp[ids],
@@ -619,7 +625,7 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
         lone_evidence = np.zeros(len(ms.vol))
         lone_evidence[~linked] = judged.machine_log_odds_lone
         marks["machine_evidence"] = lone_evidence  # the detector's on a lone mark's spot (0 for linked marks)
-    return clumps, marks
+    return clumps, marks, votes.volunteer_agreement
 
 
 def _evidence(n_marks: np.ndarray, n_viewers: np.ndarray, fpp: np.ndarray, accepted: np.ndarray,
@@ -695,7 +701,8 @@ def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.
 
 
 def _volunteer_table(counts: SkillCounts, skills: Skills, data: ExportData, centre_rate: np.ndarray,
-                     offsets: tuple[np.ndarray, np.ndarray], is_machine: np.ndarray) -> pd.DataFrame:
+                     offsets: tuple[np.ndarray, np.ndarray], is_machine: np.ndarray,
+                     label_agreement: np.ndarray) -> pd.DataFrame:
     vols = data.volunteers.copy()
     if is_machine.any():
         vols["machine"] = is_machine  # the detector's score bands: their learned rates are its reliability
@@ -706,6 +713,7 @@ def _volunteer_table(counts: SkillCounts, skills: Skills, data: ExportData, cent
     vols["scatter_px"] = np.sqrt(skills.s2)
     vols["n_marks"] = counts.n_marks.astype("int64")
     vols["centre_mark_rate"] = centre_rate
+    vols["label_agreement"] = np.where(is_machine, np.nan, label_agreement)  # P(right tool), aggregation/labels.py
     vols["offset_x_px"], vols["offset_y_px"] = offsets
     vols["n_false_pos"] = np.round(counts.n_false_pos).astype("int64")
     vols["n_clumps_seen"] = np.round(counts.n_clumps_seen).astype("int64")

@@ -73,24 +73,34 @@ def check_stopping_options(retire_below: float, min_classifications: int,
 
 @dataclass(frozen=True)
 class LabelModel:
-    """The label vote of :func:`label_probabilities`: per clump k odd marks of n, the crowd's agreement rate q, the
-    prior log odds of "odd" and the detector's vote as a log-odds offset per clump."""
+    """The label vote of :func:`label_probabilities`: per clump the humans' log odds of "odd" (prior included;
+    each mark weighted by its volunteer's label skill, aggregation/labels.py) and their k odd marks of n, the
+    crowd's agreement rate q (for marks still to come) and the detector's vote as a log-odds offset per clump."""
 
     k: np.ndarray
     n: np.ndarray
     q: float
-    prior_log_odds: float
+    human_log_odds: np.ndarray
     machine_log_odds: np.ndarray
 
-    def p_odd(self, k: np.ndarray, n: np.ndarray, offset: np.ndarray | float = 0.0) -> np.ndarray:
-        lo = self.prior_log_odds + offset + (2 * k - n) * (math.log(self.q) - math.log(1 - self.q))
+    def p_odd(self, more_odd: np.ndarray | float = 0.0, more: np.ndarray | float = 0.0,
+              offset: np.ndarray | float = 0.0) -> np.ndarray:
+        """P(odd) after ``more`` further marks of which ``more_odd`` are odd, each at the crowd's agreement."""
+        lo = self.human_odds_after(more_odd, more) + offset
         return 1.0 / (1.0 + np.exp(-np.clip(lo, -700, 700)))
+
+    def human_odds_after(self, more_odd: np.ndarray | float = 0.0, more: np.ndarray | float = 0.0) -> np.ndarray:
+        """The humans' log odds of "odd" after ``more`` further marks, ``more_odd`` of them odd."""
+        h = self.human_log_odds if np.ndim(more_odd) == 0 and np.ndim(more) == 0 else self.human_log_odds[:, None]
+        return h + (2 * np.asarray(more_odd) - np.asarray(more)) * (math.log(self.q) - math.log(1 - self.q))
 
 
 def label_model(clumps: pd.DataFrame, detector_labels: bool = True) -> LabelModel:
-    """Each mark names the true label with probability ``q`` (the share of marks on accepted clumps that agree
-    with their clump's majority, clipped to [0.6, 0.99]); the prior share of odd clumps is that among the
-    accepted clumps (clipped to [0.02, 0.98]). With k odd marks of n: P(odd) ∝ π q^k (1-q)^(n-k).
+    """The humans' evidence is the clumps table's ``odd_log_odds`` (aggregation/labels.py). A table without it
+    (a reducer's, a hand-made one) gets the one-coin vote of its ``odd_vote``: each mark names the true label with
+    probability ``q`` (the share of marks on accepted clumps that agree with their clump's majority, clipped to
+    [0.6, 0.99]); the prior share of odd clumps is that among the accepted clumps (clipped to [0.02, 0.98]).
+    With k odd marks of n: P(odd) ∝ π q^k (1-q)^(n-k).
 
     With a detector (``n_machine_marks``, ``machine_odd_vote``) and ``detector_labels``, its marks vote too,
     with their own agreement rate ``q_m``: the share of its marks on accepted clumps that agree with the crowd's
@@ -100,7 +110,11 @@ def label_model(clumps: pd.DataFrame, detector_labels: bool = True) -> LabelMode
     acc = clumps["accepted"].to_numpy(bool)
     agree = np.where(k > n / 2, k, n - k)
     q = float(np.clip(agree[acc].sum() / max(n[acc].sum(), 1.0), 0.6, 0.99)) if acc.any() else 0.8
-    pi = float(np.clip((clumps["label"].to_numpy()[acc] == 2).mean(), 0.02, 0.98)) if acc.any() else 0.1
+    if "odd_log_odds" in clumps:
+        human = clumps["odd_log_odds"].to_numpy(float)
+    else:
+        pi = float(np.clip((clumps["label"].to_numpy()[acc] == 2).mean(), 0.02, 0.98)) if acc.any() else 0.1
+        human = math.log(pi) - math.log(1 - pi) + (2 * k - n) * (math.log(q) - math.log(1 - q))
     machine = np.zeros(len(clumps))
     if detector_labels and "machine_odd_vote" in clumps and "n_machine_marks" in clumps:
         nm = clumps["n_machine_marks"].to_numpy(float)
@@ -109,7 +123,7 @@ def label_model(clumps: pd.DataFrame, detector_labels: bool = True) -> LabelMode
         judged = acc & (nm > 0)
         qm = float(np.clip(agree_m[judged].sum() / nm[judged].sum(), 0.5, 0.99)) if judged.any() else 0.5
         machine = (2 * km - nm) * (math.log(qm) - math.log(1 - qm))
-    return LabelModel(k=k, n=n, q=q, prior_log_odds=math.log(pi) - math.log(1 - pi), machine_log_odds=machine)
+    return LabelModel(k=k, n=n, q=q, human_log_odds=np.asarray(human, float), machine_log_odds=machine)
 
 
 def label_probabilities(clumps: pd.DataFrame, detector_labels: bool = True) -> np.ndarray:
@@ -121,7 +135,7 @@ def label_probabilities(clumps: pd.DataFrame, detector_labels: bool = True) -> n
     if len(clumps) == 0:
         return np.zeros(0)
     lm = label_model(clumps, detector_labels)
-    p_odd = lm.p_odd(lm.k, lm.n, lm.machine_log_odds)
+    p_odd = lm.p_odd(offset=lm.machine_log_odds)
     return np.where(clumps["label"].to_numpy() == 2, p_odd, 1.0 - p_odd)
 
 
@@ -266,18 +280,18 @@ def label_error_after(lm: LabelModel, label: np.ndarray, share: np.ndarray, more
 
     Each new mark says "odd" with q when the clump is odd, 1 - q when it is not (:func:`label_model`), the odd
     marks k' are drawn from that mixture at the clump's current P(odd), and the label is again the humans'
-    majority. Contested labels whose next marks keep splitting stay uncertain."""
+    vote. Contested labels whose next marks keep splitting stay uncertain."""
     r = np.round(np.clip(share, 0.0, 1.0) * np.maximum(np.asarray(more, float), 0.0))
     if len(r) == 0:
         return np.zeros(0)
     kk = np.arange(int(r.max()) + 1, dtype=float)[None, :]
-    p_now = lm.p_odd(lm.k, lm.n, lm.machine_log_odds)[:, None]
+    p_now = lm.p_odd(offset=lm.machine_log_odds)[:, None]
     p_k = p_now * _binomial(kk, r[:, None], lm.q) + (1 - p_now) * _binomial(kk, r[:, None], 1 - lm.q)
-    k_after, n_after = lm.k[:, None] + kk, lm.n[:, None] + r[:, None]
-    p_odd = lm.p_odd(k_after, n_after, lm.machine_log_odds[:, None])
-    majority_odd = 2 * k_after > n_after
-    majority_odd = np.where(2 * k_after == n_after, (np.asarray(label) == 2)[:, None], majority_odd)
-    return (p_k * np.where(majority_odd, 1.0 - p_odd, p_odd)).sum(axis=1)
+    p_odd = lm.p_odd(kk, r[:, None], lm.machine_log_odds[:, None])
+    human = lm.human_odds_after(kk, r[:, None])
+    unchanged = (human == 0) | (r[:, None] == 0)  # no new marks (or a dead heat): the label stays
+    odd_after = np.where(unchanged, (np.asarray(label) == 2)[:, None], human > 0)
+    return (p_k * np.where(odd_after, 1.0 - p_odd, p_odd)).sum(axis=1)
 
 
 def clump_vote_counts(clumps: pd.DataFrame, marks: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:

@@ -205,24 +205,27 @@ FIXED = (5, 6, 8)
 
 
 
-def _score(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple[float, float, float]:
+def _score(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple[float, float, float, float]:
+    """Completeness (of the detectable clumps), purity, F1 and label accuracy (of the found clumps that match)."""
     found = res.clumps[res.clumps["accepted"]]
     if ids is not None:
         found, truth = found[found["subject_id"].isin(ids)], truth[truth["subject_id"].isin(ids)]
     det = truth[truth["detectable"].astype(bool)]
-    p, c = match_to_truth(found, truth, radius).purity, match_to_truth(found, det, radius).completeness
-    return c, p, (2 * p * c / (p + c) if p + c else 0.0)
+    on_all = match_to_truth(found, truth, radius)
+    p, c = on_all.purity, match_to_truth(found, det, radius).completeness
+    return c, p, (2 * p * c / (p + c) if p + c else 0.0), on_all.label_accuracy
 
 
 def _line(crowd: str, strategy: str, n_per: pd.Series, res, truth: pd.DataFrame, radius: float,
           finished: set) -> dict:
-    c, p, f1 = _score(res, truth, radius)
-    fc, fp, _ = _score(res, truth, radius, finished) if finished else (np.nan, np.nan, np.nan)
+    c, p, f1, labels = _score(res, truth, radius)
+    fc, fp, _, fin_labels = _score(res, truth, radius, finished) if finished else (np.nan,) * 4
     q = n_per.quantile([0.1, 0.5, 0.9]).to_numpy()
     fin_truth = truth[truth["subject_id"].isin(finished) & truth["detectable"].astype(bool)]
     return {"crowd": crowd, "strategy": strategy, "cls/galaxy": n_per.mean(), "p10": q[0], "median": q[1],
-            "p90": q[2], "compl": c, "purity": p, "F1": f1, "finished": len(finished) / max(len(n_per), 1),
-            "fin compl": fc, "fin purity": fp, "fin clumps": len(fin_truth)}
+            "p90": q[2], "compl": c, "purity": p, "F1": f1, "labels": labels,
+            "finished": len(finished) / max(len(n_per), 1), "fin compl": fc, "fin purity": fp,
+            "fin labels": fin_labels, "fin clumps": len(fin_truth)}
 
 
 def finished_by_rule_before(subjects: Path, cls: pd.DataFrame, options: AggregateOptions, tmp: Path,
@@ -400,11 +403,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
     fin = table.dropna(subset=["fin compl"])
     if len(fin):
-        worst = fin[["fin compl", "fin purity"]].min()
+        worst = fin[["fin compl", "fin purity", "fin labels"]].min()
         at = fin.loc[fin["fin compl"].idxmin()]
         print(f"  honesty: worst finished-galaxy completeness {worst['fin compl']:.3f} ({at['crowd']}, "
               f"{at['strategy']}: {at['fin clumps']:.0f} true clumps in its finished galaxies), purity "
-              f"{worst['fin purity']:.3f} over every crowd and strategy (goal >= 0.97)")
+              f"{worst['fin purity']:.3f} over every crowd and strategy (goal >= 0.97); their labels "
+              f"{worst['fin labels']:.3f} right at worst")
     return table
 
 
