@@ -30,15 +30,16 @@ def test_an_obvious_galaxy_finishes_early_a_contested_one_does_not(export_builde
     assert r.cap == N and r.n_available == 32 * N
     assert (r.available == N).all()
     assert 1 in r.finished and r.used[1] == 3, r.used[1]   # the minimum: three agreeing volunteers suffice
-    # a spot a third of the crowd marks: never finished; with 2 of 4 marking it, the 6 classifications left
-    # before the cap of 10 are not expected to settle it (stalled), with 36 left they would be: open to the end
-    assert 2 not in r.finished and r.used[2] == 4 and r.stalled == {2}
+    # a spot a third of the crowd marks: never finished; with 2 of 5 marking it (a galaxy stalls only after half
+    # the cap), the 5 classifications left before the cap of 10 are not expected to settle it (stalled), with 35
+    # left they would be: open to the end
+    assert 2 not in r.finished and r.used[2] == 5 and r.stalled == {2}
     wide = replay_export(cls, options=AggregateOptions(), tmp=tmp_path, cap=40)
     assert 2 not in wide.finished and wide.used[2] == N and wide.stalled == set()
     assert r.saved == r.n_available - r.n_used > 0
     assert r.n_used == int(r.used.sum()) and r.factor == r.n_available / r.n_used
     t = r.table().set_index("subject_id")
-    assert t.loc[1].tolist() == [N, 3, True] and t.loc[2].tolist() == [N, 4, False]
+    assert t.loc[1].tolist() == [N, 3, True] and t.loc[2].tolist() == [N, 5, False]
     d = r.as_dict()
     assert d["classifications_saved"] == r.saved and d["finished"] == len(r.finished)
 

@@ -342,3 +342,14 @@ def test_marks_by_volunteers_who_mark_every_centre_are_no_votes_for_a_central_cl
     doubt = flip_probabilities(m, n, np.array([True, True]), uniform)
     assert doubt[0] > 2 * doubt[1]  # 1.3 of 3.3 is a split crowd; 4 of 6 off-centre is not
     assert clump_vote_counts(clumps, marks.drop(columns="centre_rate"))[0].tolist() == [4, 4]
+
+
+def test_a_galaxy_stalls_only_after_half_its_retirement_limit(export_builder, tmp_path):
+    """With fewer viewers the preposterior would extrapolate vote shares learned from a few viewers each."""
+    _obvious_crowd(export_builder, n=10)
+    _split_spot_galaxy(export_builder, 10, 4)  # 4 of 10 mark a spot
+    at_half = _subjects(export_builder, tmp_path, retirement_limit=20)
+    before_half = _subjects(export_builder, tmp_path, retirement_limit=21)
+    assert at_half.loc[3, "is_stalled"] and at_half.loc[3, "expected_gain"] < 0.1
+    assert before_half.loc[3, "expected_gain"] < 0.1  # as little to gain, but seen by fewer than half: open
+    assert not before_half.loc[3, "is_stalled"] and not before_half.loc[3, "is_finished"]
