@@ -19,7 +19,9 @@ from clumptool.aggregation.central import central_log_likelihoods, centre_rates,
 from clumptool.aggregation.export import ExportData
 from clumptool.aggregation.labels import label_votes
 from clumptool.aggregation.machine import (
+    HUMAN_CONFIDENT,
     MAX_MACHINE_LOG_ODDS,
+    FieldOfView,
     add_machine_annotator,
     machine_log_odds_real,
     measured_silence,
@@ -122,6 +124,7 @@ class MarkSet:
     x_raw: np.ndarray | None = None  # the marks as clicked (x, y above: corrected for volunteer offsets)
     y_raw: np.ndarray | None = None
     is_machine: np.ndarray | None = None  # per volunteer: a score band of the detector (aggregation/machine.py)
+    machine_field: FieldOfView = field(default_factory=FieldOfView)  # where the detector looked
 
     def __post_init__(self) -> None:
         if self.x_raw is None:
@@ -340,6 +343,7 @@ def run_consensus(
     config: ConsensusConfig = ConsensusConfig(),
     progress: Callable[[str], None] | None = None,
     detections: pd.DataFrame | None = None,
+    detector_field: FieldOfView | None = None,
 ) -> ConsensusResult:
     """Fit the volunteer-skill model to an export and return clumps, subject and volunteer tables.
 
@@ -353,6 +357,8 @@ def run_consensus(
     ``detections`` (subject_id, x, y, score[, label]; :func:`clumptool.aggregation.machine.read_detections`):
     the detector joins as one pseudo-volunteer per score band (aggregation/machine.py); its pull on each
     candidate is capped, a clump needs a human mark, and the tables say how much evidence was the machine's.
+    ``detector_field``: the part of each image the detector looked at (default the whole image); outside it, its silence
+    is no evidence.
     """
     is_machine, machine = None, {}
     if detections is not None:
@@ -362,10 +368,13 @@ def run_consensus(
                    "detections_below_bands": ann.n_below_bands,
                    "detections_outside_export": ann.n_outside_export,
                    "subjects_outside_export": len(ann.subjects_outside_export),
-                   "subjects_outside_export_first": [int(v) for v in ann.subjects_outside_export[:10]]}
+                   "subjects_outside_export_first": [int(v) for v in ann.subjects_outside_export[:10]],
+                   "field_crop_px": detector_field.crop if detector_field else None,
+                   "field_drop_central_px": detector_field.drop_central if detector_field else 0.0}
     ms = build_markset(data, config.default_image_size)
     if is_machine is not None:
         ms.is_machine = is_machine
+        ms.machine_field = detector_field or FieldOfView()
     model = _Model(ms, config)
     skills = Skills.from_priors(ms.n_volunteers, config.priors)
     cluster = model.rough_clusters() if RESPLIT_AT else model.candidate_clusters(skills)
@@ -497,9 +506,15 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
         machine_vol = np.flatnonzero(ms.is_machine)
         band = np.searchsorted(machine_vol, marker_vol[~human_marker])
         silent = np.bincount(marker_cand[~human_marker], minlength=len(cand_group)) == 0
-        silent_real = measured_silence(prob(lo_human), n_human, silent)
+        seen = ms.machine_field.sees(cand_x, cand_y, width[cand_group], height[cand_group])
+        silent_real = measured_silence(prob(lo_human)[seen], n_human[seen], silent[seen])
         evidence = machine_log_odds_real(skills.p_fp[machine_vol], skills.p_fn[machine_vol], len(cand_group),
                                          marker_cand[~human_marker], band, silent_real)
+        evidence = np.where(silent & ~seen, 0.0, evidence)  # it never looked there
+        # a clump every viewer missed may lie outside the field too: there the detector's silence is certain
+        sure = (n_human >= 2) & (prob(lo_human) < HUMAN_CONFIDENT)
+        share_seen = (np.count_nonzero(seen & sure) + 1.0) / (np.count_nonzero(sure) + 2.0)
+        silent_real = share_seen * silent_real + (1.0 - share_seen)
         lo = lo_human - np.clip(evidence, -MAX_MACHINE_LOG_ODDS, MAX_MACHINE_LOG_ODDS)
         # a spot only the detector marked (never a clump; it can keep its galaxy open): its prior is the band's
         # learned share of false marks, updated by the humans' silence, instead of the share of real candidates

@@ -8,12 +8,15 @@ may move a clump's verdict is capped (:data:`MAX_MACHINE_LOG_ODDS`) and a clump 
 (consensus.py), so it can neither outvote a clear human consensus nor make a clump alone.
 
 The detector is taken to have looked at every galaxy of the export: a galaxy with no row in the catalogue is
-one where it found nothing (``predict`` writes one row per detection). Catalogue galaxies absent from the export
+one where it found nothing (``predict`` writes one row per detection), within the field it looked at
+(:class:`FieldOfView`, from the catalogue's metadata: the model's central crop, less predict's
+``--drop-central`` disc): outside it, its silence is no evidence. Catalogue galaxies absent from the export
 are counted, never invented. Pure functions over tables plus one reader; no import of the detection layer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,15 +46,48 @@ DEFAULT_MERGE_PX = 5.0
 CATALOGUE_ALIASES = {"clump_centre_px_x": "x", "clump_centre_px_y": "y", "clump_score": "score",
                      "clump_label_id": "label"}
 REQUIRED = ("subject_id", "x", "y", "score")
+# where predict keeps its run settings: the Parquet key, and the FITS/ECSV/VOTable cards of the field of view
+# (detection/catalogue.py META_KEYS; aggregation never imports detection)
+CATALOGUE_META_KEY = "clumptool"
+FIELD_CARDS = {"crop": "CROP", "drop_central": "DROPCEN"}
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    """The part of each image the detector looked at: the central ``crop`` x ``crop`` px square (None: the whole
+    image), less the disc of radius ``drop_central`` px about the centre whose detections predict dropped.
+
+    Its silence says something only there: the bench's detector saw the central 192 px of 400, and counted as a
+    miss outside it, its silence pushed a clump that two of six volunteers marked at 120 px out (S/N 25) below
+    acceptance (bulge crowd, bench/lean.py)."""
+
+    crop: float | None = None
+    drop_central: float = 0.0
+
+    def sees(self, x: np.ndarray, y: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+        """Per point (original pixels, image ``width`` x ``height``): inside the field."""
+        dx, dy = np.asarray(x, float) - np.asarray(width, float) / 2, np.asarray(y, float) - np.asarray(height, float) / 2
+        inside = np.ones(np.broadcast(dx, dy).shape, bool)
+        if self.crop:
+            inside &= (np.abs(dx) <= self.crop / 2) & (np.abs(dy) <= self.crop / 2)
+        if self.drop_central > 0:
+            inside &= np.hypot(dx, dy) > self.drop_central
+        return inside
+
+    @property
+    def whole_image(self) -> bool:
+        return not self.crop and self.drop_central <= 0
 
 
 @dataclass(frozen=True)
 class Detections:
-    """The detector's marks, checked: subject_id (int64), x, y (original pixels), score in [0, 1], label."""
+    """The detector's marks, checked: subject_id (int64), x, y (original pixels), score in [0, 1], label; and
+    the field it looked at (a ``predict`` catalogue's metadata; a plain table: the whole image)."""
 
     table: pd.DataFrame
     source: str
     n_rows: int
+    field: FieldOfView = FieldOfView()
 
 
 def read_detections(path: str | os.PathLike) -> Detections:
@@ -62,22 +98,48 @@ def read_detections(path: str | os.PathLike) -> Detections:
         raise ClumptoolError(f"--detections {path}: file not found (give the catalogue written by "
                              "`clumptool predict`, e.g. catalogue/catalogue.parquet)")
     suffix = path.suffix.lower()
+    meta: dict = {}
     try:
         if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq  # pandas' Parquet engine
+
             df = pd.read_parquet(path)
+            raw = (pq.read_schema(path).metadata or {}).get(CATALOGUE_META_KEY.encode())
+            meta = json.loads(raw) if raw else {}
         elif suffix in (".csv", ".txt"):
             df = pd.read_csv(path, dtype={"subject_id": str})
         elif suffix in (".fits", ".fit", ".ecsv", ".vot", ".xml"):
             from astropy.table import Table  # only FITS/VOTable catalogues need it (slow to import, and
             # aggregate forks consensus workers: every module imported early is in each of them)
 
-            df = Table.read(path).to_pandas()
+            table = Table.read(path)
+            meta = {key: table.meta.get(card) for key, card in FIELD_CARDS.items()}
+            df = table.to_pandas()
         else:
             raise ClumptoolError(f"--detections {path}: unknown table format '{suffix}' (use .parquet, .csv, .fits, "
                                  ".ecsv or .vot)")
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ClumptoolError(f"--detections {path}: cannot read the table ({exc}); give a predict catalogue") from exc
-    return Detections(check_detections(df, str(path)), str(path), len(df))
+    return Detections(check_detections(df, str(path)), str(path), len(df), field_of_view(meta, str(path)))
+
+
+def field_of_view(meta: dict, source: str) -> FieldOfView:
+    """The detector's field from a catalogue's run settings (``crop``, ``drop_central``; missing or empty: the
+    whole image, as in catalogues written before predict recorded its crop)."""
+    def number(key: str) -> float:
+        value = meta.get(key)
+        if value is None or value == "":
+            return 0.0
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not np.isfinite(v) or v < 0:
+            raise ClumptoolError(f"--detections {source}: its metadata {key}={value!r} is not a size in px >= 0; "
+                                 "give the catalogue as predict wrote it")
+        return v
+
+    return FieldOfView(crop=number("crop") or None, drop_central=number("drop_central"))
 
 
 def check_detections(df: pd.DataFrame, source: str) -> pd.DataFrame:

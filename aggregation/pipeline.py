@@ -151,12 +151,13 @@ def aggregate(
     if out_dir is not None:
         check_output_location(out_dir)
     meta = read_subjects(subjects) if subjects is not None else None  # a bad --subjects fails before the export is read
-    machine = None
+    machine = field = None
     if detections is not None:  # the detector as one more annotator (aggregation/machine.py)
         if options.method != "clumpscout":
             raise ClumptoolError(f"--detections needs --method clumpscout (the {options.method} reducer has no "
                                  "annotator model); drop --detections or use the default method")
-        machine = read_detections(detections).table
+        read = read_detections(detections)
+        machine, field = read.table, read.field
     t0 = time.perf_counter()
     data = read_export(classifications, options.read, progress=progress)
     t_read = time.perf_counter() - t0
@@ -171,7 +172,8 @@ def aggregate(
 
     t1 = time.perf_counter()
     if options.method == "clumpscout":
-        res = run_consensus(data, options.consensus, progress=log, detections=machine)
+        res = run_consensus(data, options.consensus, progress=log, detections=machine,
+                            detector_field=field)
         clumps, subj, vols, marks = res.clumps, res.subjects, res.volunteers, res.marks
         fit = {"iterations": len(res.history), "best_iteration": res.best_iteration + 1,
                "objective": res.history[res.best_iteration],

@@ -179,7 +179,8 @@ ASTROPY_FORMAT = {"fits": "fits", "ecsv": "ascii.ecsv", "votable": "votable"}
 # FITS header keywords (8 characters) of the run settings kept in every format's table metadata
 META_KEYS = {"model_version": "MODELVER", "score_threshold": "SCORETHR", "score_threshold_source": "THRSRC",
              "nms_iou": "NMSIOU", "drop_central": "DROPCEN", "n_images": "NIMAGES", "n_missing_images": "NMISSING",
-             "images": "IMAGES", "subjects": "SUBJECTS", "model": "MODEL", "pixels": "PIXELS"}
+             "images": "IMAGES", "subjects": "SUBJECTS", "model": "MODEL", "pixels": "PIXELS",
+             "crop": "CROP"}
 
 
 def format_of(name: str) -> str | None:

@@ -276,7 +276,8 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
                 "score_threshold_source": threshold_source, "nms_iou": nms_iou, "drop_central": drop_central,
                 "subjects": None if subjects is None else str(subjects), "images": str(images_dir),
                 "n_images": len(images), "n_missing_images": len(missing), "missing_images": missing,
-                "pixels": "original image, x right, y down, origin top-left corner"}
+                "pixels": "original image, x right, y down, origin top-left corner",
+                "crop": spec.crop}  # the detector's field: its central crop (aggregate --detections reads it)
 
     model, ran = load_model(model_path, device="cpu")
     if ran.version != spec.version:  # the weights changed under us between the check and the load

@@ -255,3 +255,50 @@ def test_the_detectors_silence_weighs_what_its_measured_miss_rate_says(tmp_path,
         assert miss < 0.05 and silence < -3
     else:
         assert miss == pytest.approx(0.5, abs=0.05) and -1.0 < silence < -0.4
+
+
+def _catalogue_with_field(path, detections, **settings):
+    """``detections`` as a predict catalogue (Parquet) whose run settings name the detector's field."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(detections, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({b"clumptool": json.dumps(settings).encode()}), path)
+    return path
+
+
+def test_the_field_of_view_is_read_from_the_catalogue(tmp_path):
+    det = _detections([(1, 10.0, 5.0, 0.9)])
+    field = read_detections(_catalogue_with_field(tmp_path / "c.parquet", det, crop=192, drop_central=8.0)).field
+    assert (field.crop, field.drop_central) == (192.0, 8.0)
+    inside = field.sees(np.array([200.0, 200.0, 290.0, 310.0, 200.0]), np.array([200.0, 210.0, 200.0, 200.0, 80.0]),
+                        400.0, 400.0)
+    assert inside.tolist() == [False, True, True, False, False]  # the dropped disc, in, in, out, out
+    assert read_detections(_catalogue_with_field(tmp_path / "old.parquet", det)).field.whole_image
+    det.to_csv(tmp_path / "plain.csv", index=False)
+    assert read_detections(tmp_path / "plain.csv").field.whole_image
+    with pytest.raises(ClumptoolError, match="crop='big' is not a size in px"):
+        read_detections(_catalogue_with_field(tmp_path / "bad.parquet", det, crop="big"))
+
+
+def test_the_detectors_silence_outside_its_field_is_no_evidence(tmp_path):
+    """A click 140 px above the centre of a 400 px image: a detector that saw the whole image and found every
+    clump the crowd agrees on says it is not there; one that saw the central 192 px says nothing about it."""
+    b = ExportBuilder()
+    _background(b, n_galaxies=40, n=4)
+    b.add(1, "v0", [(200.0, 60.0, 0)])
+    for v in range(1, 4):
+        b.add(1, f"v{v}", [])
+    path = b.write(tmp_path / "e.csv")
+    det = _good_detector(list(range(100, 140)))
+
+    def silence(**settings):
+        cat = _catalogue_with_field(tmp_path / f"c{len(settings)}.parquet", det, **settings)
+        res = aggregate(path, options=AggregateOptions(), detections=cat)
+        on_click = res.marks[(res.marks["subject_id"] == 1) & ~res.marks["machine"]]["machine_evidence"]
+        singles = res.clumps[(res.clumps["subject_id"] == 1) & (res.clumps["n_machine_marks"] == 0)]
+        return float(singles["machine_evidence"].iloc[0] if len(singles) else on_click.iloc[0])
+
+    assert silence() < -3 and silence(crop=192) == pytest.approx(0.0)

@@ -211,6 +211,7 @@ def test_map_is_one_with_a_perfect_oracle(project, tiny_model, tmp_path, monkeyp
 def test_evaluate_and_predict_cli_on_a_tiny_model(project, tiny_model, tmp_path):
     from click.testing import CliRunner
 
+    from clumptool.aggregation.machine import read_detections
     from clumptool.cli import main
     from clumptool.common.wcs import sky_to_pixel
     from clumptool.detection.catalogue import CATALOGUE_COLUMNS
@@ -246,6 +247,8 @@ def test_evaluate_and_predict_cli_on_a_tiny_model(project, tiny_model, tmp_path)
     assert sorted(p.name for p in out.parent.iterdir()) == ["catalogue.parquet", "manifest.json", "predictions.png"]
     meta = json.loads(pq.read_schema(out).metadata[b"clumptool"])
     assert meta["score_threshold"] == 0.5 and meta["score_threshold_source"] == "--score-threshold"
+    # the field the model saw goes with the catalogue, for aggregate --detections (aggregation/machine.py)
+    assert meta["crop"] == CROP and read_detections(out).field.crop == CROP
     assert set(cat["model_version"]) == {meta["model_version"]}
 
     # without subjects: the same detections, sky columns NaN, and a note says so
