@@ -50,3 +50,26 @@ def test_unaccepted_clumps_do_not_teach_skills_and_unmarked_clumps_take_the_prio
     np.testing.assert_allclose(none_accepted.volunteer_agreement, none_accepted.volunteer_agreement[0])
     with_empty = label_votes(vol, clump, odd, np.ones(len(truth_odd) + 1, bool), n_vol)
     assert with_empty.label[-1] == 1 and with_empty.odd_log_odds[-1] == with_empty.prior_log_odds < 0
+
+
+def test_aggregate_labels_follow_the_volunteers_who_earned_it(export_builder, tmp_path):
+    """Through the whole consensus: on 40 galaxies two careful volunteers always pick the right tool and three
+    careless ones the wrong one 45% of the time; where the careful two say odd and the careless three say
+    normal, the clump is odd, and the volunteers table says who is careful."""
+    from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+
+    rng = np.random.default_rng(3)
+    careful, careless = ["c0", "c1"], ["n0", "n1", "n2"]
+    for sid in range(100, 140):
+        odd = sid % 4 == 0
+        for v in careful + careless:
+            tool = int(odd) if v in careful or rng.random() > 0.45 else int(not odd)
+            export_builder.add(sid, v, [(150.0 + rng.normal(0, 1), 220.0 + rng.normal(0, 1), tool)])
+    for v in careful + careless:
+        export_builder.add(1, v, [(200.0 + rng.normal(0, 1), 180.0 + rng.normal(0, 1), int(v in careful))])
+    res = aggregate(export_builder.write(tmp_path / "e.csv"), options=AggregateOptions())
+    clump = res.clumps[(res.clumps["subject_id"] == 1) & res.clumps["accepted"]]
+    assert len(clump) == 1 and clump["odd_vote"].iloc[0] == 0.4  # the plain majority says normal
+    assert clump["label"].iloc[0] == 2 and clump["odd_log_odds"].iloc[0] > 0
+    q = res.volunteers.set_index("user_name")["label_agreement"]
+    assert q[careful].min() > 0.85 > 0.75 > q[careless].max()
