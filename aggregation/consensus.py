@@ -556,10 +556,10 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
 
 def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConfig, judged: Judgement,
                  ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """Clumps and marks tables, and each volunteer's label agreement rate. ``n_marks`` / ``n_viewers`` / ``odd_vote`` are the humans'; ``label`` and
-    ``odd_log_odds`` their tool votes weighted by each volunteer's label skill (aggregation/labels.py); with a detector,
-    ``human_evidence`` / ``machine_evidence`` split
-    the log odds of being real."""
+    """Clumps and marks tables, and each volunteer's label agreement rate. ``n_marks`` / ``n_viewers`` /
+    ``odd_vote`` are the humans'; ``label`` and ``odd_log_odds`` their tool votes weighted by each volunteer's
+    label skill (aggregation/labels.py); with a detector, ``human_evidence`` / ``machine_evidence`` split the log
+    odds of being real."""
     linked, cl, n_c = st.linked, st.cl, st.n_c
     is_open = st.is_open
     human_view = ~ms.is_machine[ms.view_vol]
