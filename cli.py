@@ -18,7 +18,9 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path  # noqa: F401  (used by command sections)
 
 import click
@@ -60,14 +62,44 @@ from clumptool.simulation.config import VOLUNTEER_MODELS, CrowdConfig, Simulatio
 
 
 class _Group(click.Group):
-    """A click group that turns :class:`ClumptoolError` into a clean message and exit code 2."""
+    """A click group that turns :class:`ClumptoolError` into a clean message and exit code 2, and a Ctrl-C into
+    exit 130 whatever exception it surfaced as."""
 
     def invoke(self, ctx: click.Context):  # noqa: D401 - click API
-        try:
-            return super().invoke(ctx)
-        except ClumptoolError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(2)
+        with _interrupts_noted() as interrupted:
+            try:
+                return super().invoke(ctx)
+            except ClumptoolError as exc:
+                click.echo(f"Error: {exc}", err=True)
+                ctx.exit(2)
+            except Exception:
+                if not interrupted:
+                    raise
+                # a Ctrl-C that landed inside a C extension (e.g. while pyarrow imports ssl) can surface as another
+                # exception (a TypeError, robustness tests): it is still the user's interrupt, not a crash
+                click.echo("\nAborted: interrupted; run the command again", err=True)
+                ctx.exit(130)
+
+
+@contextlib.contextmanager
+def _interrupts_noted():
+    """Within: SIGINT raises KeyboardInterrupt as usual and is also noted in the yielded list (main thread and
+    Python's default handler only; any other handler is left alone)."""
+    noted: list[int] = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield noted
+        return
+
+    def on_sigint(signum, frame):
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)  # keep the pipeline order, not alphabetical

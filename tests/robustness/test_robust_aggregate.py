@@ -413,3 +413,36 @@ def test_marks_but_no_clump_is_said_with_the_option_to_change(tmp_path):
     assert r.code == 0, r.text  # possible in principle (every mark a false positive), so a result, said plainly
     assert "24 usable marks gave no accepted clump" in r.out and "--min-cluster-size 5" in r.out
     assert any("no accepted clump" in n for n in summary(out)["notes"])
+
+
+def _sigint_inside_an_extension(*args, **kwargs):
+    """What pyarrow's import did when SIGINT landed in it: the KeyboardInterrupt surfaced as a TypeError."""
+    import os
+
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # Python raises KeyboardInterrupt at the next bytecode
+        sum(range(1000))
+    except KeyboardInterrupt:
+        raise TypeError("expected a message argument") from None
+    raise AssertionError("SIGINT was not delivered")
+
+
+def test_a_ctrl_c_that_surfaces_as_another_exception_is_still_an_interrupt(monkeypatch, tmp_path):
+    """Never a traceback for the user's Ctrl-C (exit 130); the same exception without one is a real bug and is
+    not hidden."""
+    from click.testing import CliRunner
+
+    import clumptool.cli as cli
+
+    export = small_export(tmp_path / "e.csv")
+    monkeypatch.setattr(cli, "aggregate", _sigint_inside_an_extension)
+    r = CliRunner().invoke(cli.main, ["aggregate", str(export), "--out", str(tmp_path / "out"), "--quiet"])
+    assert r.exit_code == 130 and "Aborted: interrupted" in r.output and r.exception is not None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+    def plain_bug(*args, **kwargs):
+        raise TypeError("a real bug")
+
+    monkeypatch.setattr(cli, "aggregate", plain_bug)
+    r = CliRunner().invoke(cli.main, ["aggregate", str(export), "--out", str(tmp_path / "out"), "--quiet"])
+    assert isinstance(r.exception, TypeError) and "Aborted" not in r.output
