@@ -27,6 +27,7 @@ ODD_SHARE_RANGE = (0.02, 0.98)
 
 
 def logit(p: np.ndarray | float) -> np.ndarray | float:
+    """log(p / (1 - p)): the log odds every label vote is counted in."""
     return np.log(p) - np.log1p(-np.asarray(p)) if isinstance(p, np.ndarray) else math.log(p) - math.log1p(-p)
 
 

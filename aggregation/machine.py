@@ -66,7 +66,8 @@ class FieldOfView:
 
     def sees(self, x: np.ndarray, y: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
         """Per point (original pixels, image ``width`` x ``height``): inside the field."""
-        dx, dy = np.asarray(x, float) - np.asarray(width, float) / 2, np.asarray(y, float) - np.asarray(height, float) / 2
+        dx = np.asarray(x, float) - np.asarray(width, float) / 2
+        dy = np.asarray(y, float) - np.asarray(height, float) / 2
         inside = np.ones(np.broadcast(dx, dy).shape, bool)
         if self.crop:
             inside &= (np.abs(dx) <= self.crop / 2) & (np.abs(dy) <= self.crop / 2)

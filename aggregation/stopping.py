@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from clumptool.aggregation.labels import logit
 from clumptool.common.errors import ClumptoolError
 
 # chosen with bench/lean.py (its docstring has the tables): of 0.05, 0.1 and 0.2, the largest whose finished
@@ -92,7 +93,7 @@ class LabelModel:
     def human_odds_after(self, more_odd: np.ndarray | float = 0.0, more: np.ndarray | float = 0.0) -> np.ndarray:
         """The humans' log odds of "odd" after ``more`` further marks, ``more_odd`` of them odd."""
         h = self.human_log_odds if np.ndim(more_odd) == 0 and np.ndim(more) == 0 else self.human_log_odds[:, None]
-        return h + (2 * np.asarray(more_odd) - np.asarray(more)) * (math.log(self.q) - math.log(1 - self.q))
+        return h + (2 * np.asarray(more_odd) - np.asarray(more)) * logit(self.q)
 
 
 def label_model(clumps: pd.DataFrame, detector_labels: bool = True) -> LabelModel:
@@ -114,7 +115,7 @@ def label_model(clumps: pd.DataFrame, detector_labels: bool = True) -> LabelMode
         human = clumps["odd_log_odds"].to_numpy(float)
     else:
         pi = float(np.clip((clumps["label"].to_numpy()[acc] == 2).mean(), 0.02, 0.98)) if acc.any() else 0.1
-        human = math.log(pi) - math.log(1 - pi) + (2 * k - n) * (math.log(q) - math.log(1 - q))
+        human = logit(pi) + (2 * k - n) * logit(q)
     machine = np.zeros(len(clumps))
     if detector_labels and "machine_odd_vote" in clumps and "n_machine_marks" in clumps:
         nm = clumps["n_machine_marks"].to_numpy(float)
@@ -122,7 +123,7 @@ def label_model(clumps: pd.DataFrame, detector_labels: bool = True) -> LabelMode
         agree_m = np.where(clumps["label"].to_numpy() == 2, km, nm - km)
         judged = acc & (nm > 0)
         qm = float(np.clip(agree_m[judged].sum() / nm[judged].sum(), 0.5, 0.99)) if judged.any() else 0.5
-        machine = (2 * km - nm) * (math.log(qm) - math.log(1 - qm))
+        machine = (2 * km - nm) * logit(qm)
     return LabelModel(k=k, n=n, q=q, human_log_odds=np.asarray(human, float), machine_log_odds=machine)
 
 
