@@ -8,8 +8,8 @@ A galaxy is shown to volunteers until its consensus is probably right. "Probably
   the clump rate x E[(1 - share)^n] over the real clumps' vote shares: faint clumps are missed together);
 * expected false clumps: the sum over the accepted clumps of P(false);
 * expected wrong labels: the sum over accepted clumps of 1 - P(its label), where P(label) is the posterior of
-  the majority label given its marks' tools (each mark names the true label with the crowd's tool agreement
-  rate ``q``, learned from the accepted clumps; prior: the share of odd clumps among them).
+  the humans' label given its marks' tools, each weighted by its volunteer's label skill (aggregation/labels.py:
+  the clumps table's ``odd_log_odds``), and the detector's label vote.
 
 Each candidate's P(false) (or P(real), for rejected ones) is the larger of the consensus model's and the
 probability that a larger crowd would reverse it from its vote share (m of n viewers marked it, a zero-truncated
@@ -130,7 +130,7 @@ def label_model(clumps: pd.DataFrame, detector_labels: bool = True) -> LabelMode
 def label_probabilities(clumps: pd.DataFrame, detector_labels: bool = True) -> np.ndarray:
     """P(the clump's label is right), per row of the clumps table, from its marks' tool votes (:func:`label_model`).
 
-    The label itself stays the humans' majority; a detector that disagrees can only keep the galaxy open for
+    The label itself stays the humans' (their skill-weighted vote); a detector that disagrees can only keep the galaxy open for
     more eyes, one that agrees can settle a split crowd sooner.
     """
     if len(clumps) == 0:
