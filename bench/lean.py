@@ -366,7 +366,7 @@ def detector_catalogue(work: Path, crowd: str, vps: int | None, galaxies: int, s
                    "--subjects", str(agg / "subjects.parquet"), "--out", str(model),
                    *[a for k, v in DETECTOR.items() for a in (f"--{k}", v)])
     bench = _simulate_images(work / f"images-{crowd}-{vps or '6-10'}-{galaxies}-{seed}", crowd, vps, galaxies, seed)
-    cat = work / f"catalogue-{crowd}-{vps or '6-10'}-{galaxies}-{seed}"
+    cat = work / f"catalogue-{crowd}-{vps or '6-10'}-{galaxies}-{seed}-by-{model.name}"
     if not (cat / "manifest.json").exists():
         _clumptool("predict", "--model", str(model), "--images", str(bench / "images"), "--subjects",
                    str(bench / "subjects.csv"), "--score-threshold", "0.05", "--overlay", "0", "--out", str(cat))

@@ -12,6 +12,10 @@ restored before anything else happens).
 
 An existing output folder is replaced only if it holds a clumptool manifest (a set written by this module) or
 is empty: a folder of the user's own files is never deleted.
+
+Two runs writing the same output folder at once would share one staging folder and publish a mix of both, so
+a run holds an exclusive lock (``.NAME.lock`` beside the folder, released by the operating system if the run
+dies) from staging to publishing, and a second run is refused with a message instead of waiting.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import filelock
+
 from clumptool import __version__
 from clumptool.common.errors import ClumptoolError
 
@@ -39,6 +45,31 @@ def staging_path(out_dir: str | os.PathLike) -> Path:
     """The deterministic staging folder of ``out_dir`` (a hidden sibling), e.g. for resumable runs."""
     out = Path(out_dir)
     return out.parent / f".{out.name}.partial"
+
+
+def _lock_path(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.lock"
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold the output folder's lock for the block; refuse at once when another run holds it."""
+    path = _lock_path(out_dir)
+    lock = filelock.FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise ClumptoolError(
+            f"--out {out_dir}: another clumptool run is writing this folder now; wait for it to finish "
+            "or choose another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        # Removed while still held: a run that opened the old file sees it unlinked and takes a fresh one.
+        with contextlib.suppress(OSError):
+            path.unlink()
+        lock.release()
 
 
 def _aside_path(out_dir: Path) -> Path:
@@ -164,18 +195,19 @@ def output_set(out_dir: str | os.PathLike, command: str, *, keep_staging_on_erro
     removed, and the previous output set is untouched either way.
     """
     out = check_output_location(out_dir)
-    stage = staging_path(out)
-    if stage.exists() and not reuse_staging:
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True, exist_ok=True)
-    staged = OutputSet(out_dir=out, path=stage, command=command)
-    try:
-        yield staged
-    except BaseException:
-        if not keep_staging_on_error:
-            shutil.rmtree(stage, ignore_errors=True)
-        raise
-    publish(staged)
+    with _exclusive(out):
+        stage = staging_path(out)
+        if stage.exists() and not reuse_staging:
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True, exist_ok=True)
+        staged = OutputSet(out_dir=out, path=stage, command=command)
+        try:
+            yield staged
+        except BaseException:
+            if not keep_staging_on_error:
+                shutil.rmtree(stage, ignore_errors=True)
+            raise
+        publish(staged)
 
 
 def verify_output_set(out_dir: str | os.PathLike) -> list[str]:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
+import time
 
 import pytest
-from harness import interrupt_when, no_traceback, run_cli, snapshot
+from harness import cli_command, interrupt_when, no_traceback, run_cli, snapshot
 
 from clumptool.common.outputs import read_manifest, staging_path, verify_output_set
 
@@ -123,6 +125,27 @@ def test_interrupt_while_rendering_keeps_the_previous_project(tmp_path, sig):
     assert r.code == 0, r.text
     assert verify_output_set(out) == [] and not staging_path(out).exists()
     assert read_manifest(out)["info"]["crowd"] == "confusion"
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_writes(tmp_path):
+    """Two runs share one staging folder: the second must not clear it under the first (seen when a killed bench
+    left its simulate child running and the rerun started the same project)."""
+    out = tmp_path / "sim"
+    first = subprocess.Popen(cli_command("simulate", "--out", out, "--galaxies", "40", "--image-size", "400",
+                                         "--seed", "2", "--crowd", "bulge", "--quiet"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started, deadline = _render_started(out), time.monotonic() + 240
+    while not started() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert started() and first.poll() is None, "the first run ended before it began rendering"
+    second = run_cli("simulate", "--out", out, *TINY, "--crowd", "confusion")
+    no_traceback(second)
+    assert second.code != 0 and "another clumptool run is writing this folder now" in second.err, second.text
+    assert first.wait(timeout=300) == 0, first.communicate()
+    manifest = read_manifest(out)
+    assert manifest["info"]["crowd"] == "bulge" and len(list((out / "images").glob("*.png"))) == 40
+    assert verify_output_set(out) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["sim"]
+    assert run_cli("simulate", "--out", out, *TINY, "--crowd", "confusion").code == 0  # free again
 
 
 # simulate-volunteers --------------------------------------------------------------------------------
