@@ -230,12 +230,6 @@ from clumptool.simulation.config import CROWDS  # noqa: E402
 FIXED = (5, 6, 8)
 
 
-
-
-
-
-
-
 def _score(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple[float, float, float, float]:
     """Completeness (of the detectable clumps), purity, F1 and label accuracy (of the found clumps that match)."""
     found = res.clumps[res.clumps["accepted"]]
