@@ -204,6 +204,7 @@ vetoing only the spots with a single human mark lost the same clumps (bulge F1 0
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -367,6 +368,15 @@ def detector_catalogue(work: Path, crowd: str, vps: int | None, galaxies: int, s
     return cat / "catalogue.parquet"
 
 
+def describe_detector(catalogue: Path) -> str:
+    """Which model annotates (the catalogue's folder names it): its training galaxies, validation F1, CPU time."""
+    model = Path(str(catalogue.parent).split("-by-")[-1])
+    info = json.loads((catalogue.parent.parent / model / "training.json").read_text())
+    return (f"detector {model}: trained on {info['n_train']} galaxies ({info['n_val']} validation), "
+            f"{info['epochs']} epochs in {info['seconds'] / 60:.1f} min, validation F1 {info['best_val_f1']:.2f} "
+            f"(at its operating threshold {info['val_f1_at_threshold']:.2f})")
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--galaxies", type=int, default=500)
@@ -411,6 +421,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             if a.detector:
                 det["detector"] = detector_catalogue(work, crowd, vps, a.galaxies, a.seed, a.train_galaxies,
                                                      a.train_crowd, a.train_seed)
+                if crowd == a.crowds.split(",")[0]:
+                    print(f"  {describe_detector(det['detector'])}", flush=True)
             if a.synthetic_detector is not None:
                 det[f"synthetic detector r={a.synthetic_detector:g}"] = synthetic_catalogue(
                     project, Path(tmp) / "synthetic.csv", a.synthetic_detector, 0.7, a.seed)
