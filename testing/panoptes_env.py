@@ -48,8 +48,11 @@ def forget_sessions(pc) -> None:
 @contextlib.contextmanager
 def logged_in_fake(patch: Any, user: str, password: str, **server_options: Any) -> Iterator[FakePanoptes]:
     """A running fake Zooniverse that knows ``user``, whose credentials are the environment's (as a user's
-    shell would set them); stopped afterwards."""
+    shell would set them); stopped afterwards. A request the fake itself failed to handle (other than a client
+    hanging up) fails the test that made it: the fake must not be the thing that broke."""
     with FakePanoptes(users={user: password}, **server_options) as server:
         patch.setenv("PANOPTES_USERNAME", user)
         patch.setenv("PANOPTES_PASSWORD", password)
         yield server
+    if server.server_errors:
+        raise AssertionError("the fake Panoptes server failed requests: " + "; ".join(server.server_errors))
