@@ -285,6 +285,10 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 @click.option("--retirement-limit", type=int, default=AggregateOptions.retirement_limit, show_default=True,
               help="The most classifications a galaxy gets (the workflow's retirement limit). An unfinished galaxy "
               "whose remaining classifications are not expected to settle it is marked is_stalled.")
+@click.option("--reference", type=click.Path(path_type=Path),
+              help="The --out folder of an earlier aggregate of galaxies that had their full crowd (e.g. the "
+              "project that trained the detector): the stopping rule learns from it how spots' vote shares fall, "
+              "instead of from galaxies only a few volunteers have seen yet.")
 @click.option("--detections", type=click.Path(path_type=Path),
               help="A `predict` catalogue (parquet/csv/fits): the detector joins the crowd as one modelled annotator "
               "(reliability per score band learned from the volunteers; it can neither make a clump alone nor "
@@ -309,7 +313,7 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
                       box_size: float, fwhm_column: str, drop_central: float, fold_improbable: bool,
                       max_false_pos_prob: float, link_radius: float, min_volunteers: int,
                       central_radius: float, retire_below: float, min_classifications: int,
-                      retirement_limit: int, detections: Path | None, eps: float,
+                      retirement_limit: int, reference: Path | None, detections: Path | None, eps: float,
                       min_samples: int, min_cluster_size: int, strict: bool, on_conflicting_duplicates: str, quiet: bool) -> None:
     """Aggregate a Zooniverse classification export into consensus clumps.
 
@@ -329,6 +333,7 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
         box_scale=box_scale, box_size=box_size, fwhm_column=fwhm_column, drop_central=drop_central,
         fold_improbable=fold_improbable, table_format=table_format,
         retire_below=retire_below, min_classifications=min_classifications, retirement_limit=retirement_limit,
+        reference=None if reference is None else str(reference),
     )
     with _byte_progress(classifications, "reading export", disable=quiet) as progress:
         result = aggregate(classifications, subjects, out, options, images=images, progress=progress,

@@ -18,6 +18,7 @@ from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
 from clumptool.aggregation.machine import read_detections
 from clumptool.aggregation.reducer_defaults import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS
+from clumptool.aggregation.reference import learn_vote_shares, read_reference
 from clumptool.aggregation.report import overview_figure
 from clumptool.aggregation.selection import check_something_to_aggregate
 from clumptool.aggregation.stopping import (
@@ -61,6 +62,7 @@ class AggregateOptions:
     retire_below: float = DEFAULT_RETIRE_BELOW  # the stopping rule (aggregation/stopping.py)
     min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS
     retirement_limit: int = DEFAULT_RETIREMENT_LIMIT  # a galaxy is stalled when the rest cannot settle it
+    reference: str | None = None  # an earlier aggregate of galaxies that had their full crowd (reference.py)
 
     check_odd_tools: bool = False  # --odd-tools was given: each must occur in the task
 
@@ -151,6 +153,12 @@ def aggregate(
     if out_dir is not None:
         check_output_location(out_dir)
     meta = read_subjects(subjects) if subjects is not None else None  # a bad --subjects fails before the export is read
+    reference = None
+    if options.reference is not None:
+        if options.method != "clumpscout":
+            raise ClumptoolError(f"--reference needs --method clumpscout (the {options.method} reducer has no "
+                                 "stopping rule to inform); drop --reference or use the default method")
+        reference = read_reference(options.reference)
     machine = field = None
     if detections is not None:  # the detector as one more annotator (aggregation/machine.py)
         if options.method != "clumpscout":
@@ -193,8 +201,11 @@ def aggregate(
     n_unclassified = 0
     if subjects is not None:
         subj, n_unclassified = add_unclassified_subjects(subj, meta)
+    own = learn_vote_shares(subj, clumps, marks) if options.method == "clumpscout" else None
+    used = reference or own
     subj = apply_stopping_rule(subj, clumps, marks, options.retire_below, options.min_classifications,
-                               retirement_limit=options.retirement_limit)
+                               retirement_limit=options.retirement_limit,
+                               vote_shares=None if used is None else used.prior)
     fwhm = None
     fwhm_col = metadata_key(options.fwhm_column)
     if fwhm_col in subj.columns:
@@ -205,6 +216,9 @@ def aggregate(
 
     summary = _summary(data, clumps, subj, options, n_central, fwhm, t_read, t_model, fit)
     summary["subjects_without_classifications"] = n_unclassified
+    if own is not None:  # what this export says (a later --reference reads it) and what the rule used
+        summary["stopping"] = {**own.as_dict(), "rule_vote_shares_from": used.source,
+                               "rule_vote_share_median_viewers": used.median_viewers}
     summary["notes"] = [note] if note else []
     if len(data.marks) and not summary["clumps_accepted"]:
         summary["notes"].append(no_clump_note(data, options))

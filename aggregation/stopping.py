@@ -145,7 +145,12 @@ def label_probabilities(clumps: pd.DataFrame, detector_labels: bool = True) -> n
 # crowds): of the single clicks it did not mark at 3-5 viewers, 1.4-6.5% were real where the vote share alone said
 # 1.6-12%, i.e. its silence was worth x0.2-0.9 on their odds, not the x0.12 it is worth on clumps the crowd agrees on
 SILENCE_ON_A_SINGLE_CLICK = math.log(0.5)
-THETA_GRID = np.linspace(0.0125, 0.9875, 40)  # vote shares the prior puts weight on
+# a stray click: one volunteer's, which nobody else would mark. Without this point the lowest share was 0.0125,
+# where a stray takes a second mark in 2% of spots at 4 viewers, and a prior learned from galaxies that had
+# their full crowd still called an accepted clump that 2 of 4 volunteers marked 24% likely to be reversed,
+# where the full crowd reversed none of 92 (bench/vote_shares.py, default crowd; 5% with it)
+STRAY_SHARE = 1e-4
+THETA_GRID = np.r_[STRAY_SHARE, np.linspace(0.0125, 0.9875, 40)]  # vote shares the prior puts weight on
 PRIOR_PSEUDO_CANDIDATES = 20.0  # the learned prior is shrunk towards uniform by this many pseudo-candidates
 
 
@@ -168,6 +173,28 @@ def _binomial_table(m: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarra
     pairs, inverse, counts = np.unique(m + 1j * n, return_inverse=True, return_counts=True)  # sorts by (m, n)
     table = _marked_likelihood(pairs.real[:, None], pairs.imag[:, None], THETA_GRID[None, :])
     return table, counts.astype(float), inverse.reshape(-1)
+
+
+def candidate_vote_counts(subjects: pd.DataFrame, clumps: pd.DataFrame,
+                          marks: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate's markers and viewers, as the vote-share prior learns from them: the clumps table's
+    (:func:`clump_vote_counts`), then one mark of its galaxy's viewers for each lone mark."""
+    m_c, n_c = clump_vote_counts(clumps, marks)
+    lone = _lone_marks(marks)
+    n_lone = _lone_viewers(lone, subjects)
+    return np.concatenate([m_c, np.ones(len(n_lone))]), np.concatenate([n_c, n_lone])
+
+
+def _lone_marks(marks: pd.DataFrame | None) -> pd.DataFrame | None:
+    if marks is not None and len(marks) and "real_if_unlinked_prob" in marks and "clump_id" in marks:
+        return marks[marks["clump_id"].to_numpy() < 0]
+    return None
+
+
+def _lone_viewers(lone: pd.DataFrame | None, subjects: pd.DataFrame) -> np.ndarray:
+    if lone is None:
+        return np.zeros(0)
+    return lone["subject_id"].map(subjects.set_index("subject_id")["n_viewers"]).fillna(1).to_numpy(float)
 
 
 def vote_share_prior(n_markers: np.ndarray, n_viewers: np.ndarray, iterations: int = 100) -> np.ndarray:
@@ -320,7 +347,8 @@ def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
 
 def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
                     split: float = DEFAULT_VOTE_SPLIT, single_clicks_by_vote_share: bool = True,
-                    detector_labels: bool = True, retirement_limit: int | None = None) -> pd.DataFrame:
+                    detector_labels: bool = True, retirement_limit: int | None = None,
+                    vote_shares: np.ndarray | None = None) -> pd.DataFrame:
     """Per subject: expected missed, false and wrongly labelled clumps, and their sum (``expected_errors``).
 
     Each candidate's error probability is the larger of the model's (``false_pos_prob``; for lone marks
@@ -333,7 +361,13 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
 
     With ``retirement_limit``, also ``expected_gain``: the errors the classifications left before that limit are
     expected to remove (:func:`settled_error_after`, :func:`label_error_after` and the clumps every viewer
-    missed so far, which more viewers would find)."""
+    missed so far, which more viewers would find).
+
+    ``vote_shares``: the prior of spots' vote shares over THETA_GRID (default: learned from these tables by
+    :func:`vote_share_prior`). With a few viewers per galaxy the counts cannot tell a stray click from a faint
+    spot, and the prior they give made accepted clumps of 2 of 4 marks look 31-80% likely to be reversed, where
+    the full crowd reversed 0-13% (bench/vote_shares.py); one learned from galaxies that had their full crowd
+    (``aggregate --reference``) does not have that blind spot."""
     sid = subjects["subject_id"]
     out = pd.DataFrame(index=subjects.index)
     needed = {"accepted", "false_pos_prob", "n_marks", "n_viewers", "odd_vote", "label"}
@@ -344,13 +378,11 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     fnr = pd.to_numeric(subjects["expected_num_false_neg"], errors="coerce").to_numpy(float)
     acc_mask = clumps["accepted"].to_numpy(bool)
     fpp = clumps["false_pos_prob"].to_numpy(float)
-    lone = None
-    if marks is not None and len(marks) and "real_if_unlinked_prob" in marks and "clump_id" in marks:
-        lone = marks[marks["clump_id"].to_numpy() < 0]
-    n_lone_view = (lone["subject_id"].map(subjects.set_index("subject_id")["n_viewers"]).fillna(1).to_numpy(float)
-                   if lone is not None else np.zeros(0))
+    lone = _lone_marks(marks)
+    n_lone_view = _lone_viewers(lone, subjects)
     m_c, n_c = clump_vote_counts(clumps, marks)
-    prior = vote_share_prior(np.concatenate([m_c, np.ones(len(n_lone_view))]), np.concatenate([n_c, n_lone_view]))
+    prior = (vote_share_prior(*candidate_vote_counts(subjects, clumps, marks)) if vote_shares is None
+             else np.asarray(vote_shares, float))
     flip = flip_probabilities(m_c, n_c, acc_mask, prior, split)
     machine_c = clumps["machine_evidence"].to_numpy(float) if "machine_evidence" in clumps else np.zeros(len(clumps))
     single = np.zeros(len(clumps), bool)
@@ -424,7 +456,8 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
                         retire_below: float = DEFAULT_RETIRE_BELOW,
                         min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS,
                         single_clicks_by_vote_share: bool = True, detector_labels: bool = True,
-                        retirement_limit: int = DEFAULT_RETIREMENT_LIMIT) -> pd.DataFrame:
+                        retirement_limit: int = DEFAULT_RETIREMENT_LIMIT,
+                        vote_shares: np.ndarray | None = None) -> pd.DataFrame:
     """The subjects table with the stopping rule's columns (replacing any earlier ``is_finished``).
 
     ``subjects`` needs ``subject_id``, ``n_viewers`` (human classifications) and ``expected_num_false_neg``;
@@ -439,13 +472,14 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     viewers each to several times as many (bulge crowd with the detector, bench/lean.py: at 3 viewers the learned
     prior sits on the split between strays and faint clumps, and 71 of 300 galaxies stalled after 3
     classifications, losing their faint clumps). ``single_clicks_by_vote_share``, ``detector_labels``: see
-    :func:`expected_errors` (False: the rule before them, for comparison)."""
+    :func:`expected_errors` (False: the rule before them, for comparison), as is ``vote_shares``."""
     problems = check_stopping_options(retire_below, min_classifications, retirement_limit)
     if problems:
         raise ClumptoolError("; ".join(problems))
     subj = subjects.drop(columns=[c for c in STOPPING_COLUMNS if c in subjects.columns])
     err = expected_errors(subj, clumps, marks, single_clicks_by_vote_share=single_clicks_by_vote_share,
-                          detector_labels=detector_labels, retirement_limit=retirement_limit)
+                          detector_labels=detector_labels, retirement_limit=retirement_limit,
+                          vote_shares=vote_shares)
     n = pd.to_numeric(subj["n_viewers"], errors="coerce").fillna(0).astype("int64").to_numpy()
     e = err["expected_errors"].to_numpy(float)
     gain = err["expected_gain"].to_numpy(float)

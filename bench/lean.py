@@ -305,6 +305,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -315,7 +316,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crowds import simulate_crowd  # noqa: E402
 
 from clumptool.aggregation.evaluation import match_to_truth  # noqa: E402
-from clumptool.aggregation.pipeline import AggregateOptions  # noqa: E402
+from clumptool.aggregation.pipeline import AggregateOptions, aggregate  # noqa: E402
 from clumptool.aggregation.replay import CAP, adaptive_stops, aggregate_cut, queue_rank, rule_finished  # noqa: E402,F401
 from clumptool.aggregation.stopping import (  # noqa: E402
     DEFAULT_MIN_CLASSIFICATIONS,
@@ -366,7 +367,7 @@ def finished_by_rule_before(subjects: Path, cls: pd.DataFrame, options: Aggregat
 
 def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: float, tmp: Path,
               detections: dict[str, Path] | None = None, fixed_k: tuple[int, ...] = FIXED,
-              rule_before: bool = False) -> list[dict]:
+              rule_before: bool = False, reference: Path | None = None) -> list[dict]:
     cls = pd.read_csv(project / "classifications.csv", dtype=str, keep_default_na=False)
     truth = pd.read_csv(project / "truth.csv")
     rank = queue_rank(cls)
@@ -384,19 +385,37 @@ def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: floa
     for k in fixed_k:
         fixed(k, f"fixed {k}")
 
-    def adaptive(name: str, det: Path | None, before: bool = False) -> None:  # rounds k = min_classifications .. CAP
-        subjects = project / "subjects.csv"
-        rule = (finished_by_rule_before if before else rule_finished)(subjects, cls, options, tmp, det)
-        stop, retired = adaptive_stops(sid, rank, rule, options.min_classifications)
-        res = aggregate_cut(subjects, cls, rank < stop.reindex(sid).to_numpy(), tmp, options, det)
+    def adaptive(name: str, det: Path | None, before: bool = False, opts: AggregateOptions = options) -> None:
+        subjects = project / "subjects.csv"  # rounds k = min_classifications .. CAP
+        rule = (finished_by_rule_before if before else rule_finished)(subjects, cls, opts, tmp, det)
+        stop, retired = adaptive_stops(sid, rank, rule, opts.min_classifications)
+        res = aggregate_cut(subjects, cls, rank < stop.reindex(sid).to_numpy(), tmp, opts, det)
         rows.append(_line(crowd, name, stop.astype(float), res, truth, radius, retired))
 
-    adaptive(f"adaptive (humans, < {options.retire_below:g})", None)
+    below = f"< {options.retire_below:g}"
+    adaptive(f"adaptive (humans, {below})", None)
     for name, catalogue in (detections or {}).items():
         if rule_before:
-            adaptive(f"adaptive (humans + {name}, rule before, < {options.retire_below:g})", catalogue, True)
-        adaptive(f"adaptive (humans + {name}, < {options.retire_below:g})", catalogue)
+            adaptive(f"adaptive (humans + {name}, rule before, {below})", catalogue, True)
+        adaptive(f"adaptive (humans + {name}, {below})", catalogue)
+    if reference is not None:  # the vote shares learned where galaxies had their full crowd
+        with_ref = replace(options, reference=str(reference))
+        adaptive(f"adaptive (humans, reference, {below})", None, opts=with_ref)
+        for name, catalogue in (detections or {}).items():
+            adaptive(f"adaptive (humans + {name}, reference, {below})", catalogue, opts=with_ref)
     return rows
+
+
+def reference_consensus(work: Path, crowd: str, vps: int | None, galaxies: int, seed: int,
+                        options: AggregateOptions) -> Path:
+    """``aggregate`` of a disjoint project of the same crowd whose galaxies all had their full crowd (seed
+    ``seed``, as a real project's earlier export or the detector's training project): the stopping rule's
+    ``--reference``. Cached in ``work``."""
+    project = simulate_crowd(work / f"ref-{crowd}-{vps or '6-10'}-{galaxies}-{seed}", crowd, vps, galaxies, seed)
+    out = work / f"refagg-{crowd}-{vps or '6-10'}-{galaxies}-{seed}"
+    if not (out / "summary.json").exists():
+        aggregate(project / "classifications.csv", project / "subjects.csv", out, options)
+    return out
 
 
 def synthetic_catalogue(project: Path, out: Path, recall: float, false_per_galaxy: float, seed: int) -> Path:
@@ -493,6 +512,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     "seed + 1000; the bench galaxies' ids never overlap it): --seed 2 --train-seed 1001 reuses seed 1's model")
     ap.add_argument("--fixed", default=",".join(map(str, FIXED)), help="the fixed-k lines besides fixed 20 "
                     "(comma-separated; '' for none)")
+    ap.add_argument("--reference", action="store_true", help="add the adaptive lines with the stopping rule's "
+                    "vote shares learned from a disjoint project of the same crowd whose galaxies all had their full "
+                    "crowd (aggregate --reference; seed --train-seed, default seed + 1000)")
     ap.add_argument("--rule-before", action="store_true", help="with a detector, add the line of the stopping rule "
                     "before single clicks the detector did not mark were judged by vote share and its silence and "
                     "before its labels voted")
@@ -522,7 +544,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             if a.synthetic_detector is not None:
                 det[f"synthetic detector r={a.synthetic_detector:g}"] = synthetic_catalogue(
                     project, Path(tmp) / "synthetic.csv", a.synthetic_detector, 0.7, a.seed)
-            crowd_rows = run_crowd(project, crowd, options, a.radius, Path(tmp), det, fixed_k, a.rule_before)
+            ref = (reference_consensus(work, crowd, vps, a.galaxies, a.train_seed or a.seed + 1000, options)
+                   if a.reference else None)
+            crowd_rows = run_crowd(project, crowd, options, a.radius, Path(tmp), det, fixed_k, a.rule_before, ref)
             rows += crowd_rows
             print(f"  {crowd}: {time.perf_counter() - t:.0f} s", flush=True)
             print(pd.DataFrame(crowd_rows).to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),

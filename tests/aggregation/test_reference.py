@@ -1,0 +1,113 @@
+"""The stopping rule's vote shares learned where galaxies had their full crowd (``aggregate --reference``)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from clumptool.aggregation.pipeline import AggregateOptions, aggregate
+from clumptool.aggregation.reference import read_reference
+from clumptool.aggregation.stopping import THETA_GRID, flip_probabilities, vote_share_prior
+from clumptool.cli import main
+from clumptool.common.errors import ClumptoolError
+
+CLUMPS = [(120.0, 140.0), (260.0, 230.0)]
+
+
+def _counts(rng, n, strays, real):
+    """Candidates' (markers, viewers): ``strays`` one-off clicks and ``real`` spots with shares in [0.5, 0.9]."""
+    m = rng.binomial(n, rng.uniform(0.5, 0.9, real))
+    m = m[m >= 1]
+    return np.r_[np.ones(strays), m].astype(float), np.full(strays + len(m), float(n))
+
+
+def test_a_prior_learned_at_the_full_crowd_knows_strays_do_not_repeat():
+    """At 4 viewers a stray click and a spot a tenth of the crowd marks look alike, and 2 of 4 marks look
+    contested; at 20 the strays stay single, so 2 of 4 is a real spot's count."""
+    rng = np.random.default_rng(0)
+    own = vote_share_prior(*_counts(rng, 4, 300, 100))
+    full = vote_share_prior(*_counts(rng, 20, 600, 200))
+    two_of_four = (np.array([2.0]), np.array([4.0]), np.array([True]))
+    assert flip_probabilities(*two_of_four, own)[0] > 0.2
+    assert flip_probabilities(*two_of_four, full)[0] < 0.05
+    assert full[0] > 0.5  # the strays' mass sits on the stray share, not on 0.0125-0.1
+
+
+def _marked(b, sid, volunteers, spots, strays=0, seed=0, p=1.0):
+    """Each volunteer marks each spot with probability ``p``; the first ``strays`` add a one-off click."""
+    rng = np.random.default_rng(seed + sid)
+    for i, v in enumerate(volunteers):
+        marks = [(float(x + rng.normal(0, 1.0)), float(y + rng.normal(0, 1.0)), 0) for x, y in spots
+                 if rng.random() < p]
+        if i < strays:  # a one-off click far from everything
+            marks.append((float(rng.uniform(20, 380)), float(rng.uniform(300, 380)), 0))
+        b.add(sid, v, marks)
+
+
+@pytest.fixture
+def reference(export_builder, tmp_path):
+    """An aggregate of 40 galaxies that had their full crowd: 20 volunteers, two clumps each that 70% of them
+    mark, and a few strays."""
+    for sid in range(500, 540):
+        _marked(export_builder, sid, [f"r{v}" for v in range(20)], CLUMPS, strays=3, p=0.7)
+    out = tmp_path / "reference"
+    aggregate(export_builder.write(tmp_path / "reference.csv"), out_dir=out)
+    export_builder.rows.clear()
+    return out
+
+
+def _lean_export(b, path):
+    """Galaxies seen by 4 volunteers each; galaxy 1 has a third spot that 2 of its 4 marked."""
+    for sid in range(100, 130):
+        _marked(b, sid, [f"v{v}" for v in range(4)], CLUMPS, strays=1)
+    _marked(b, 1, ["v0", "v1"], CLUMPS + [(200.0, 100.0)])
+    _marked(b, 1, ["v2", "v3"], CLUMPS)
+    return b.write(path)
+
+
+def test_aggregate_reference_settles_a_spot_two_of_four_marked(export_builder, reference, tmp_path):
+    export = _lean_export(export_builder, tmp_path / "lean.csv")
+    alone = aggregate(export, out_dir=tmp_path / "alone")
+    informed = aggregate(export, out_dir=tmp_path / "informed", options=AggregateOptions(reference=str(reference)))
+    s0, s1 = (r.subjects.set_index("subject_id") for r in (alone, informed))
+    assert s0.loc[1, "n_clumps"] == 3 and s1.loc[1, "n_clumps"] == 3  # the consensus itself is unchanged
+    assert s0.loc[1, "expected_false"] > 0.1 and not s0.loc[1, "is_finished"]
+    assert s1.loc[1, "expected_false"] < 0.5 * s0.loc[1, "expected_false"], (s0.loc[1, "expected_false"], s1.loc[1, "expected_false"])
+    stop = json.loads((tmp_path / "informed" / "summary.json").read_text())["stopping"]
+    assert stop["rule_vote_shares_from"] == str(reference) and stop["rule_vote_share_median_viewers"] == 20
+    assert stop["vote_shares_from"] == "this export" and stop["vote_share_median_viewers"] == 4
+    # what the reference stored is what the rule read back
+    ref = read_reference(reference)
+    assert ref.median_viewers == 20 and ref.candidates > 80 and np.isclose(ref.prior.sum(), 1.0)
+    assert len(ref.prior) == len(THETA_GRID)
+
+
+def test_a_bad_reference_is_refused_before_any_work(export_builder, reference, tmp_path):
+    export = _lean_export(export_builder, tmp_path / "lean.csv")
+    out = tmp_path / "out"
+    no_summary = tmp_path / "empty"
+    no_summary.mkdir()
+    older = tmp_path / "older"
+    older.mkdir()
+    summary = json.loads((reference / "summary.json").read_text())
+    del summary["stopping"]
+    (older / "summary.json").write_text(json.dumps(summary))
+    other_grid = tmp_path / "grid"
+    other_grid.mkdir()
+    summary = json.loads((reference / "summary.json").read_text())
+    summary["stopping"]["vote_share_grid"] = summary["stopping"]["vote_share_grid"][1:]
+    (other_grid / "summary.json").write_text(json.dumps(summary))
+    for folder, needle in ((tmp_path / "nowhere", "no such folder"), (no_summary, "no summary.json"),
+                           (older, "holds no learned vote shares"), (other_grid, "on another grid")):
+        r = CliRunner().invoke(main, ["aggregate", str(export), "--out", str(out), "--reference", str(folder),
+                                      "--quiet"])
+        assert r.exit_code != 0 and needle in r.output and "Traceback" not in r.output, r.output
+        assert not out.exists()
+    with pytest.raises(ClumptoolError, match="--reference needs --method clumpscout"):
+        aggregate(export, options=AggregateOptions(method="dbscan", reference=str(reference)))
+    r = CliRunner().invoke(main, ["aggregate", str(export), "--out", str(out), "--reference", str(reference),
+                                  "--quiet", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert pd.read_csv(out / "subjects.csv").set_index("subject_id").loc[1, "n_clumps"] == 3
