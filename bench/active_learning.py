@@ -162,6 +162,7 @@ from al_loop import (  # noqa: E402
     initial_round,
     label_saving,
     make_project,
+    make_reference,
     plot_learning_curves,
     run_name,
     run_strategy,
@@ -250,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retire-below", type=float, default=DEFAULT_RETIRE_BELOW, help="the lean policy's rule")
     ap.add_argument("--min-classifications", type=int, default=DEFAULT_MIN_CLASSIFICATIONS,
                     help="the lean policy's minimum classifications per galaxy")
+    ap.add_argument("--reference", type=int, default=0, metavar="N",
+                    help="the lean policies' stopping rule with vote shares from a disjoint simulated project of N "
+                    "galaxies that all had 20 volunteers (aggregate --reference), as a project that ran fixed 20 "
+                    "before would have them; 0: learned from the loop's own export")
     ap.add_argument("--diversity", default="kcenter", choices=("kcenter", "kmeans++", "none"))
     ap.add_argument("--no-speed", action="store_true", help="skip the scoring-speed measurement")
     ap.add_argument("--seed", type=int, default=0)
@@ -270,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                      per_round=pick(args.per_round, 20, 40), epochs_initial=pick(args.epochs, 15, 15),
                      epochs_per_round=pick(args.epochs_per_round, 3, 4), image_size=args.image_size,
                      crop=args.crop, backbone=args.backbone, diversity=args.diversity, seed=args.seed,
-                     retire_below=args.retire_below, min_classifications=args.min_classifications)
+                     retire_below=args.retire_below, min_classifications=args.min_classifications,
+                     reference_galaxies=args.reference)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if "random" not in strategies:
         ap.error("--strategies must include 'random' (the baseline)")
@@ -287,7 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"strategies: {', '.join(strategies)}; labelling policies: {', '.join(policies)}; work folder: {work}")
     try:
         t0 = time.perf_counter()
-        project = add_policies(make_project(work, cfg), cfg, work, tuple(policies))
+        project = make_project(work, cfg)
+        if cfg.reference_galaxies > 0 and any(p.startswith("lean") for p in policies):
+            project.reference = make_reference(work, cfg)
+            print(f"lean rule's vote shares from {project.reference} ({cfg.reference_galaxies} galaxies, "
+                  f"{cfg.volunteers_per_subject} volunteers each, seed {cfg.seed + 1000})")
+        project = add_policies(project, cfg, work, tuple(policies))
         print(f"project: {len(project.pool_ids)} pool + {len(project.test_ids)} test galaxies, oracle "
               f"{len(project.oracle)} classifications ({time.perf_counter() - t0:.0f} s)")
         if project.lean_stops is not None:

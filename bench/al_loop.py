@@ -74,6 +74,7 @@ class LoopConfig:
     score_batch: int = 8
     retire_below: float = DEFAULT_RETIRE_BELOW              # the lean policy's stopping rule
     min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS
+    reference_galaxies: int = 0  # > 0: the lean rule's vote shares from a disjoint fully classified project
 
     def __post_init__(self) -> None:
         if self.test < 1 or self.initial < 2 or self.per_round < 1 or self.rounds < 1:
@@ -98,6 +99,7 @@ class Project:
     test_list: Path
     oracle: pd.DataFrame = field(repr=False)
     exports: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # per labelling policy, at start
+    reference: Path | None = None  # aggregate --reference for the lean rule (make_reference)
     lean_stops: pd.Series | None = field(default=None, repr=False)  # lean: classifications kept per galaxy
 
 
@@ -119,7 +121,8 @@ def pool_stops(project: Project, cfg: LoopConfig, tmp: Path, detections: Path | 
     """Classifications each pool galaxy keeps when the stopping rule (with ``detections`` as one more annotator,
     when given) replays the pool's export one volunteer at a time (index: str subject ids)."""
     options = AggregateOptions(retire_below=cfg.retire_below, min_classifications=cfg.min_classifications,
-                               retirement_limit=CAP)  # the stalled test counts down to the replay's cap
+                               retirement_limit=CAP,  # the stalled test counts down to the replay's cap
+                               reference=None if project.reference is None else str(project.reference))
     cls = project.oracle
     tmp.mkdir(parents=True, exist_ok=True)
     stops, _ = adaptive_stops(cls["subject_ids"].astype("int64").to_numpy(), queue_rank(cls),
@@ -143,7 +146,8 @@ def cached_stops(path: Path, stamp: dict, compute: Callable[[], pd.Series]) -> p
 
 def _rule_stamp(project: Project, cfg: LoopConfig) -> dict:
     return {"retire_below": cfg.retire_below, "min_classifications": cfg.min_classifications,
-            "oracle_rows": len(project.oracle)}
+            "oracle_rows": len(project.oracle), "reference": None if project.reference is None else
+            str(project.reference)}
 
 
 def lean_stop_counts(project: Project, cfg: LoopConfig, work: Path) -> pd.Series:
@@ -234,6 +238,24 @@ def make_project(work: str | os.PathLike, cfg: LoopConfig, progress: bool = Fals
     return Project(root=root, images=root / "images", truth=root / "truth.csv", subjects=root / "subjects.csv",
                    pool_subjects=work / "pool_subjects.csv", pool_ids=pool_ids, test_ids=test_ids,
                    test_list=_ids_csv(test_ids, work / "test_ids.csv"), oracle=oracle)
+
+
+def make_reference(work: Path, cfg: LoopConfig) -> Path:
+    """``aggregate`` of a disjoint simulated project (seed + 1000, no images) whose ``cfg.reference_galaxies``
+    galaxies all had their 20 volunteers: the vote shares the lean rule learns from (``aggregate --reference``),
+    as a project that ran Clump Scout's fixed 20 before would have them. Cached in ``work``."""
+    from clumptool.aggregation.pipeline import aggregate
+    from clumptool.simulation.config import SimulationConfig
+    from clumptool.simulation.project import simulate_project
+
+    root, out = work / "reference-project", work / "reference"
+    if not (out / "summary.json").exists():
+        sim = SimulationConfig(galaxies=cfg.reference_galaxies, image_size=cfg.sim_image_size, seed=cfg.seed + 1000,
+                               volunteers_per_subject=cfg.volunteers_per_subject, images=False)
+        if not (root / "classifications.csv").exists():
+            simulate_project(root, sim)
+        aggregate(root / "classifications.csv", root / "subjects.csv", out)
+    return out
 
 
 def label(project: Project, ids: list[str], out: Path, export: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
