@@ -222,6 +222,11 @@ def aggregate(
     summary["notes"] = [note] if note else []
     if len(data.marks) and not summary["clumps_accepted"]:
         summary["notes"].append(no_clump_note(data, options))
+    if reference is not None and 2 * reference.median_viewers < options.retirement_limit:
+        summary["notes"].append(
+            f"--reference {options.reference}: its galaxies had a median of {reference.median_viewers:g} "
+            f"classifications, fewer than half the retirement limit {options.retirement_limit}; a reference is "
+            "meant to hold galaxies that had their full crowd, whose vote shares say what few volunteers cannot")
     result = AggregationResult(clumps=clumps, subjects=subj, volunteers=vols, boxes=boxes, marks=marks,
                                summary=summary)
     if out_dir is not None:

@@ -82,6 +82,10 @@ def test_aggregate_reference_settles_a_spot_two_of_four_marked(export_builder, r
     ref = read_reference(reference)
     assert ref.median_viewers == 20 and ref.candidates > 80 and np.isclose(ref.prior.sum(), 1.0)
     assert len(ref.prior) == len(THETA_GRID)
+    assert not informed.summary["notes"]
+    # a "reference" of galaxies few volunteers saw is used, and the summary says what it is
+    lean_as_reference = aggregate(export, options=AggregateOptions(reference=str(tmp_path / "alone")))
+    assert any("median of 4 classifications" in n for n in lean_as_reference.summary["notes"])
 
 
 def test_a_bad_reference_is_refused_before_any_work(export_builder, reference, tmp_path):
