@@ -92,3 +92,21 @@ def test_fake_panoptes_command_refuses_a_bad_export(tmp_path, spec, expected):
     assert result.exit_code == 2, result.output
     assert re.search(expected, result.output.replace("\n", " ")), result.output
     assert "Traceback" not in result.output
+
+
+def test_a_request_the_fake_fails_is_kept_and_fails_the_test_that_made_it(monkeypatch):
+    """The fake's own bugs must not pass as the client's: its request exceptions are kept (not printed into a
+    test's captured stderr) and ``logged_in_fake`` fails the test at teardown."""
+    import urllib.error
+    import urllib.request
+
+    from clumptool.testing.panoptes_env import logged_in_fake
+
+    with pytest.raises(AssertionError, match="the fake Panoptes server failed requests: .*broken route"):
+        with logged_in_fake(monkeypatch, "clumpbot", "pw") as server:
+            def broken(*args, **kwargs):
+                raise RuntimeError("broken route")
+            monkeypatch.setattr(server, "route", broken)
+            with pytest.raises((urllib.error.URLError, ConnectionError)):
+                urllib.request.urlopen(f"{server.url}/api/projects", timeout=10)
+            assert len(server.server_errors) == 1 and "broken route" in server.server_errors[0]
