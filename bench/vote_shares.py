@@ -47,7 +47,8 @@ for strays and ten times the EM iterations leave 2 of 4 at 0.30, and a split of 
 fixes the accepted spots (2 of 4: 3-12% predicted, 0-13% reversed; bulge 32% against 6%, its central spots) and
 leaves single clicks optimistic (1-2% against 8-14%; the stopping rule counts the consensus model's higher
 P(real) for those, and a single click the detector did not mark at the vote share with its silence worth at most
-x0.5). bench/lean.py --reference measures what it does to the saving.
+x0.5); so with a reference a rejected single click keeps the larger of the two priors' P(real) (the saving it
+buys: bench/lean.py --reference).
 """
 
 from __future__ import annotations
