@@ -25,29 +25,31 @@ scoring speed. Writes ``learning_curves.png`` (vs galaxies), ``classification_cu
 classifications), ``curves.csv``, ``savings.csv``, ``whole_loop.csv`` and ``budget_matched.csv`` into the work
 folder. Every figure is measured here.
 
-Stop 19 (2026-12-02, a fresh machine, 2 cores, ~16 min per command): ``--threads 1 --strategies entropy,random
---policies fixed20,lean,lean-detector``, once as it is and once with ``--reference 300`` (the lean policies'
-stopping rule with vote shares from a disjoint simulated project of 300 galaxies that all had 20 volunteers,
-``aggregate --reference``). (random, fixed20) ends at F1 0.698 (best 0.772) with 1814 classifications in both.
-Lean spends 7.00 / 6.72 classifications per pool galaxy (without / with the reference); per galaxy selected in
-rounds 1-3: lean 7.68 / 7.65 (entropy) and 6.88 / 6.60 (random), lean-detector 6.42 / 5.97 and 5.07 / 5.10. To
-reach 0.698 (best-F1 target 0.772):
+Stop 19 (2026-12-02, a fresh machine, 2 cores, ~13-16 min per command): ``--threads 1 --strategies
+entropy,random --policies fixed20,lean,lean-detector``, once as it is and once with ``--reference 300`` (the lean
+policies' stopping rule with vote shares from a disjoint simulated project of 300 galaxies that all had 20
+volunteers, ``aggregate --reference``; single clicks keeping the larger of the two priors' P(real)). (random,
+fixed20) ends at F1 0.698 (best 0.772) with 1814 classifications in both. Lean spends 7.00 / 6.73
+classifications per pool galaxy (without / with the reference); per galaxy selected in rounds 1-3: lean 7.68 /
+7.67 (entropy) and 6.88 / 6.63 (random), lean-detector 6.42 / 5.88 and 5.07 / 5.32. To reach 0.698 (best-F1
+target 0.772):
 
     run                      without the reference           with --reference 300
     entropy, fixed20         1.22x (1.08x)                   1.22x (1.08x)
-    entropy, lean            2.86x (2.93x)                   3.11x (2.93x)
-    random, lean             never (0.453; never)            3.22x (3.41x)
-    entropy, lean-detector   never (0.654; 4.03x)            3.51x (3.86x)
-    random, lean-detector    never (0.534; never)            never (0.606; never)
+    entropy, lean            2.86x (2.93x)                   3.00x (never: 0.768)
+    random, lean             never (0.453; never)            never (0.281; never)
+    entropy, lean-detector   never (0.654; 4.03x)            3.42x (3.52x)
+    random, lean-detector    never (0.534; never)            never (0.650; never)
 
-Reading: **5x is not reached**: the best is 3.51x (entropy, lean-detector, with the reference; 3.86x on the best
-threshold). The reference saves a little per galaxy here (0.0-0.45 classifications: on these 200 px images with
-the 64 px crop the slow tail is smaller than on bench/lean.py's 400 px ones), and the runs' detectors still move
-by ~0.1 F1 between policies that label nearly the same galaxies (random, lean ends at 0.453 without the
-reference and 0.743 with it, on galaxies cut within 0.3 classifications of each other), which decides whether a
-run reaches the target at all. The 30 random galaxies labelled before any model (6.5-6.7 classifications each,
-~200 of the 500-650 a lean run spends) and entropy's preference for contested galaxies (7.65 per galaxy against
-random's 6.60) are what keep the factor near 3.5x: 20 / 6 per selected galaxy x 1.2 from active learning.
+Reading: **5x is not reached**: the best is 3.42x (entropy, lean-detector, with the reference; 3.52x on the best
+threshold; 3.51x / 3.86x with the reference as first built, whose single clicks were optimistic). The
+reference saves 0-0.5 classifications per selected galaxy here (on these 200 px images with the 64 px crop the
+slow tail is smaller than on bench/lean.py's 400 px ones), and the runs' detectors move by ~0.1-0.4 F1 between
+policies that label nearly the same galaxies (random, lean ends at 0.453, 0.743 and 0.281 in three runs whose
+galaxies were cut within 0.3 classifications of each other), which decides whether a run reaches the target at
+all. The 30 random galaxies labelled before any model (6.5-6.7 classifications each, ~200 of the 500-650 a lean
+run spends) and entropy's preference for contested galaxies (7.7 per galaxy against random's 6.6) keep the
+factor near 3.5x: 20 / 6 per selected galaxy x 1.2 from active learning.
 
 Stop 18 (2026-12-02, the same command with ``--workdir /tmp/alloop18/work``: labels weighted by each volunteer's
 label skill, stalls only after half the limit, and the annotating model's silence counted only inside the
