@@ -205,7 +205,8 @@ def aggregate(
     used = reference or own
     subj = apply_stopping_rule(subj, clumps, marks, options.retire_below, options.min_classifications,
                                retirement_limit=options.retirement_limit,
-                               vote_shares=None if used is None else used.prior)
+                               vote_shares=None if own is None else own.prior,
+                               reference_vote_shares=None if reference is None else reference.prior)
     fwhm = None
     fwhm_col = metadata_key(options.fwhm_column)
     if fwhm_col in subj.columns:

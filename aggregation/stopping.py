@@ -348,7 +348,8 @@ def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
 def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
                     split: float = DEFAULT_VOTE_SPLIT, single_clicks_by_vote_share: bool = True,
                     detector_labels: bool = True, retirement_limit: int | None = None,
-                    vote_shares: np.ndarray | None = None) -> pd.DataFrame:
+                    vote_shares: np.ndarray | None = None,
+                    reference_vote_shares: np.ndarray | None = None) -> pd.DataFrame:
     """Per subject: expected missed, false and wrongly labelled clumps, and their sum (``expected_errors``).
 
     Each candidate's error probability is the larger of the model's (``false_pos_prob``; for lone marks
@@ -363,14 +364,15 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     expected to remove (:func:`settled_error_after`, :func:`label_error_after` and the clumps every viewer
     missed so far, which more viewers would find).
 
-    ``vote_shares``: the prior of spots' vote shares over THETA_GRID (default: learned from these tables by
-    :func:`vote_share_prior`). With a few viewers per galaxy the counts cannot tell a stray click from a faint
-    spot, and the prior they give made accepted clumps of 2 of 4 marks look 31-80% likely to be reversed, where
-    the full crowd reversed 0-13% (bench/vote_shares.py); one learned from galaxies that had their full crowd
-    (``aggregate --reference``) does not have that blind spot. It reads a single click as a stray more surely
-    than the full crowd bears out (1-2% against 8-14% reversed), so a rejected single click keeps the larger of
-    the two priors' P(real): with the reference alone the detector-assisted saving on one seed rose from 3.5x to
-    3.9x on that optimism only (bench/lean.py, stop 19)."""
+    ``vote_shares``: these tables' own prior of spots' vote shares over THETA_GRID (default: learned here by
+    :func:`vote_share_prior`; pass it when it is already known). With a few viewers per galaxy the counts cannot
+    tell a stray click from a faint spot, and that prior made accepted clumps of 2 of 4 marks look 31-80% likely
+    to be reversed, where the full crowd reversed 0-13% (bench/vote_shares.py); ``reference_vote_shares``, one
+    learned from galaxies that had their full crowd (``aggregate --reference``), does not have that blind spot
+    and is used instead. It reads a single click as a stray more surely than the full crowd bears out (1-2%
+    against 8-14% reversed), so a rejected single click keeps the larger of the two priors' P(real): with the
+    reference alone the detector-assisted saving on one seed rose from 3.5x to 3.9x on that optimism only
+    (bench/lean.py, stop 19)."""
     sid = subjects["subject_id"]
     out = pd.DataFrame(index=subjects.index)
     needed = {"accepted", "false_pos_prob", "n_marks", "n_viewers", "odd_vote", "label"}
@@ -384,12 +386,11 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     lone = _lone_marks(marks)
     n_lone_view = _lone_viewers(lone, subjects)
     m_c, n_c = clump_vote_counts(clumps, marks)
-    prior = (vote_share_prior(*candidate_vote_counts(subjects, clumps, marks)) if vote_shares is None
-             else np.asarray(vote_shares, float))
+    own = (vote_share_prior(*candidate_vote_counts(subjects, clumps, marks)) if vote_shares is None
+           else np.asarray(vote_shares, float))
+    prior = own if reference_vote_shares is None else np.asarray(reference_vote_shares, float)
     flip = flip_probabilities(m_c, n_c, acc_mask, prior, split)
-    own = None
-    if vote_shares is not None:  # a reference: single clicks keep the export's own, larger, P(real) (below)
-        own = vote_share_prior(*candidate_vote_counts(subjects, clumps, marks))
+    if reference_vote_shares is not None:  # single clicks keep the export's own, larger, P(real) (above)
         once = ~acc_mask & (m_c <= 1)
         flip = np.where(once, np.maximum(flip, flip_probabilities(m_c, n_c, acc_mask, own, split)), flip)
     machine_c = clumps["machine_evidence"].to_numpy(float) if "machine_evidence" in clumps else np.zeros(len(clumps))
@@ -431,7 +432,7 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     if lone is not None:
         unseen -= per_subject(lone["real_if_unlinked_prob"].to_numpy(float), lone["subject_id"].to_numpy())
         lone_flip = flip_probabilities(np.ones(len(lone)), n_lone_view, np.zeros(len(lone), bool), prior, split)
-        if own is not None:
+        if reference_vote_shares is not None:
             lone_flip = np.maximum(lone_flip, flip_probabilities(np.ones(len(lone)), n_lone_view,
                                                                  np.zeros(len(lone), bool), own, split))
         is_machine = lone["machine"].to_numpy(bool) if "machine" in lone else np.zeros(len(lone), bool)
@@ -468,7 +469,8 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
                         min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS,
                         single_clicks_by_vote_share: bool = True, detector_labels: bool = True,
                         retirement_limit: int = DEFAULT_RETIREMENT_LIMIT,
-                        vote_shares: np.ndarray | None = None) -> pd.DataFrame:
+                        vote_shares: np.ndarray | None = None,
+                        reference_vote_shares: np.ndarray | None = None) -> pd.DataFrame:
     """The subjects table with the stopping rule's columns (replacing any earlier ``is_finished``).
 
     ``subjects`` needs ``subject_id``, ``n_viewers`` (human classifications) and ``expected_num_false_neg``;
@@ -483,14 +485,15 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     viewers each to several times as many (bulge crowd with the detector, bench/lean.py: at 3 viewers the learned
     prior sits on the split between strays and faint clumps, and 71 of 300 galaxies stalled after 3
     classifications, losing their faint clumps). ``single_clicks_by_vote_share``, ``detector_labels``: see
-    :func:`expected_errors` (False: the rule before them, for comparison), as is ``vote_shares``."""
+    :func:`expected_errors` (False: the rule before them, for comparison), as are ``vote_shares`` and
+    ``reference_vote_shares``."""
     problems = check_stopping_options(retire_below, min_classifications, retirement_limit)
     if problems:
         raise ClumptoolError("; ".join(problems))
     subj = subjects.drop(columns=[c for c in STOPPING_COLUMNS if c in subjects.columns])
     err = expected_errors(subj, clumps, marks, single_clicks_by_vote_share=single_clicks_by_vote_share,
                           detector_labels=detector_labels, retirement_limit=retirement_limit,
-                          vote_shares=vote_shares)
+                          vote_shares=vote_shares, reference_vote_shares=reference_vote_shares)
     n = pd.to_numeric(subj["n_viewers"], errors="coerce").fillna(0).astype("int64").to_numpy()
     e = err["expected_errors"].to_numpy(float)
     gain = err["expected_gain"].to_numpy(float)

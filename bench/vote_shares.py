@@ -65,11 +65,12 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from crowds import simulate_crowd  # noqa: E402
+from lean import reference_consensus  # noqa: E402
 
-from clumptool.aggregation.pipeline import AggregateOptions, aggregate  # noqa: E402
-from clumptool.aggregation.reference import read_reference  # noqa: E402
+from clumptool.aggregation.pipeline import AggregateOptions  # noqa: E402
+from clumptool.aggregation.reference import learn_vote_shares, read_reference  # noqa: E402
 from clumptool.aggregation.replay import CAP, aggregate_cut, queue_rank  # noqa: E402
-from clumptool.aggregation.stopping import clump_vote_counts, flip_probabilities, vote_share_prior  # noqa: E402
+from clumptool.aggregation.stopping import clump_vote_counts, flip_probabilities  # noqa: E402
 
 CROWDS = ("default", "bulge", "distractor", "confusion")  # the sparse crowd has no 20 to compare with
 
@@ -96,9 +97,7 @@ def reversal_table(project: Path, k: int, tmp: Path, reference: np.ndarray | Non
     cut = aggregate_cut(project / "subjects.csv", cls, rank < k, tmp, options)
     c = cut.clumps.reset_index(drop=True)
     m, n = clump_vote_counts(c, cut.marks)
-    lone = cut.marks[cut.marks["clump_id"] < 0]
-    n_lone = lone["subject_id"].map(cut.subjects.set_index("subject_id")["n_viewers"]).fillna(1).to_numpy(float)
-    prior = vote_share_prior(np.r_[m, np.ones(len(n_lone))], np.r_[n, n_lone])  # as the rule learns it
+    prior = learn_vote_shares(cut.subjects, c, cut.marks).prior  # as the rule learns it
     accepted = c["accepted"].to_numpy(bool)
     table = pd.DataFrame({"m": m, "n": n, "accepted": accepted,
                           "predicted": flip_probabilities(m, n, accepted, prior),
@@ -136,12 +135,8 @@ def main(argv: list[str] | None = None) -> None:
             project = simulate_crowd(work / f"{crowd}-{CAP}-{a.galaxies}-{a.seed}", crowd, CAP, a.galaxies, a.seed)
             reference = None
             if a.reference:
-                ref = simulate_crowd(work / f"{crowd}-{CAP}-{a.galaxies}-{a.seed + 1000}", crowd, CAP, a.galaxies,
-                                     a.seed + 1000)
-                out = work / f"refagg-{crowd}-{a.galaxies}-{a.seed + 1000}"
-                if not (out / "summary.json").exists():
-                    aggregate(ref / "classifications.csv", ref / "subjects.csv", out)
-                reference = read_reference(out).prior
+                reference = read_reference(reference_consensus(work, crowd, CAP, a.galaxies, a.seed + 1000,
+                                                               AggregateOptions())).prior
             print(f"{crowd:<11} {summary(reversal_table(project, a.k, Path(tmp), reference), a.k)}", flush=True)
 
 

@@ -129,7 +129,7 @@ def test_single_clicks_keep_the_exports_own_estimate_with_a_reference():
                            "false_pos_prob": [0.0, 0.99] * k})
     subj = pd.DataFrame({"subject_id": np.arange(k), "n_viewers": 4, "expected_num_false_neg": 0.0})
     own = expected_errors(subj, clumps)["expected_missed"].to_numpy()
-    informed = expected_errors(subj, clumps, vote_shares=full)["expected_missed"].to_numpy()
+    informed = expected_errors(subj, clumps, reference_vote_shares=full)["expected_missed"].to_numpy()
     reference_alone = flip_probabilities(np.array([1.0]), np.array([4.0]), np.array([False]), full)[0]
     assert reference_alone < 0.5 * own[0]
     np.testing.assert_allclose(informed, own, atol=0.01)  # the single click counts as much as without it
