@@ -27,8 +27,10 @@ it, and is fixed from then on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -357,13 +359,25 @@ def initial_round(project: Project, cfg: LoopConfig, work: Path, log: Callable[[
     ids = sorted(rng.choice(project.pool_ids, size=cfg.initial, replace=False).tolist())
     out = work / run_name("round0", "lean" if policy == "lean-detector" else policy)
     model = out / "model"
-    if not (model / "model.safetensors").exists():
-        boxes, _ = label(project, ids, out / "labels", policy_export(project, policy))
+    boxes, _ = label(project, ids, out / "labels", policy_export(project, policy))
+    stamp, stamp_path = training_stamp(ids, boxes, cfg), out / "model-trained-from.txt"
+    if not (model / "model.safetensors").exists() or not stamp_path.exists() or stamp_path.read_text() != stamp:
+        shutil.rmtree(model, ignore_errors=True)  # another rule or config labelled these galaxies: retrain
         t0 = time.perf_counter()
         train_round(project, ids, boxes, model, cfg, cfg.epochs_initial)
+        write_text_atomic(stamp_path, stamp)
         log(f"  round 0 ({policy}): trained on {len(ids)} galaxies in {time.perf_counter() - t0:.0f} s")
     metrics = evaluate_round(project, model, out / "eval")
     return ids, model, metrics
+
+
+def training_stamp(ids: list[str], boxes: pd.DataFrame, cfg: LoopConfig) -> str:
+    """What a model was trained from (galaxies, their boxes, the loop's settings): a cached model is reused only
+    while this is unchanged, so a rerun with another stopping threshold never evaluates labels it did not train on."""
+    digest = hashlib.sha256(json.dumps([sorted(ids), asdict(cfg)], sort_keys=True, default=str).encode())
+    kept = boxes[boxes["subject_id"].isin(set(ids))].sort_values(list(boxes.columns)).reset_index(drop=True)
+    digest.update(pd.util.hash_pandas_object(kept, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def run_one_round(project: Project, labelled: list[str], model: Path, strategy: str, cfg: LoopConfig, out: Path,

@@ -116,3 +116,29 @@ def test_cached_stops_are_reused_only_while_the_stamp_is_the_same(bench, tmp_pat
     assert calls == [4, 7]
     assert first.to_dict() == again.to_dict() == {"0101": 4}  # ids stay strings (leading zero kept)
     assert other.to_dict() == {"0101": 7}
+
+
+def test_a_cached_model_is_reused_only_for_the_labels_it_was_trained_on(bench):
+    al_loop, _ = bench
+    cfg = al_loop.LoopConfig()
+    boxes = pd.DataFrame({"subject_id": ["101", "102"], "x_min": [1.0, 5.0], "y_min": [2.0, 6.0],
+                          "x_max": [3.0, 7.0], "y_max": [4.0, 8.0], "label": [1, 2]})
+    stamp = al_loop.training_stamp(["101", "102"], boxes, cfg)
+    assert al_loop.training_stamp(["102", "101"], boxes.iloc[::-1], cfg) == stamp  # order does not matter
+    moved = boxes.assign(x_max=[3.0, 7.5])  # another rule's consensus: one box differs
+    assert al_loop.training_stamp(["101", "102"], moved, cfg) != stamp
+    assert al_loop.training_stamp(["101"], boxes, cfg) != stamp
+    looser = al_loop.LoopConfig(retire_below=0.2)
+    assert al_loop.training_stamp(["101", "102"], boxes, looser) != stamp
+
+
+def test_the_best_saving_is_taken_only_where_the_finished_galaxies_are_right(bench):
+    _, lean = bench
+    table = pd.DataFrame({
+        "crowd": ["default"] * 4,
+        "strategy": ["fixed 20", "adaptive (humans + detector, < 0.1)", "adaptive (humans + detector, < 0.2)",
+                     "adaptive (humans + detector, < 0.3)"],
+        "saving": [1.0, 3.5, 4.1, 4.9], "cls/galaxy": [20.0, 5.7, 4.9, 4.1], "F1": [0.995, 0.994, 0.993, 0.990],
+        "fin compl": [1.0, 0.99, 0.98, 0.96], "fin purity": [1.0, 1.0, 0.99, 0.99]})
+    best = lean.best_matched_savings(table)
+    assert best[["line", "saving", "threshold"]].values.tolist() == [["adaptive (humans + detector)", 4.1, 0.2]]
