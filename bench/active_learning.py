@@ -207,6 +207,7 @@ from al_loop import (  # noqa: E402
     budget_matched,
     initial_round,
     label_saving,
+    make_prior,
     make_project,
     make_reference,
     plot_learning_curves,
@@ -301,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the lean policies' stopping rule with vote shares from a disjoint simulated project of N "
                     "galaxies that all had 20 volunteers (aggregate --reference), as a project that ran fixed 20 "
                     "before would have them; 0: learned from the loop's own export")
+    ap.add_argument("--warm-start", type=int, default=0, metavar="N",
+                    help="every policy's first model starts from the encoder of a detector trained on a disjoint "
+                    "fully classified project of N galaxies (the project's earlier galaxies), and lean-detector "
+                    "lets that detector annotate the initial galaxies; 0: every first model from random init")
     ap.add_argument("--diversity", default="kcenter", choices=("kcenter", "kmeans++", "none"))
     ap.add_argument("--no-speed", action="store_true", help="skip the scoring-speed measurement")
     ap.add_argument("--seed", type=int, default=0)
@@ -322,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                      epochs_per_round=pick(args.epochs_per_round, 3, 4), image_size=args.image_size,
                      crop=args.crop, backbone=args.backbone, diversity=args.diversity, seed=args.seed,
                      retire_below=args.retire_below, min_classifications=args.min_classifications,
-                     reference_galaxies=args.reference)
+                     reference_galaxies=args.reference, warm_start_galaxies=args.warm_start)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if "random" not in strategies:
         ap.error("--strategies must include 'random' (the baseline)")
@@ -344,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
             project.reference = make_reference(work, cfg)
             print(f"lean rule's vote shares from {project.reference} ({cfg.reference_galaxies} galaxies, "
                   f"{cfg.volunteers_per_subject} volunteers each, seed {cfg.seed + 1000})")
+        if cfg.warm_start_galaxies > 0:
+            t1 = time.perf_counter()
+            project.prior_model, project.prior_encoder = make_prior(work, cfg)
+            print(f"warm start: a detector trained on {cfg.warm_start_galaxies} fully classified galaxies (seed "
+                  f"{cfg.seed + 1000}; {time.perf_counter() - t1:.0f} s); every first model starts from its encoder")
         project = add_policies(project, cfg, work, tuple(policies))
         print(f"project: {len(project.pool_ids)} pool + {len(project.test_ids)} test galaxies, oracle "
               f"{len(project.oracle)} classifications ({time.perf_counter() - t0:.0f} s)")

@@ -77,6 +77,10 @@ class LoopConfig:
     retire_below: float = DEFAULT_RETIRE_BELOW              # the lean policy's stopping rule
     min_classifications: int = DEFAULT_MIN_CLASSIFICATIONS
     reference_galaxies: int = 0  # > 0: the lean rule's vote shares from a disjoint fully classified project
+    # > 0: a detector trained on a disjoint fully classified project of this many galaxies (the project's earlier
+    # galaxies, as Clump Scout's loop would start from the paper's model): every policy's first model starts from
+    # its encoder, and lean-detector also lets it annotate the initial galaxies (make_prior)
+    warm_start_galaxies: int = 0
 
     def __post_init__(self) -> None:
         if self.test < 1 or self.initial < 2 or self.per_round < 1 or self.rounds < 1:
@@ -102,6 +106,8 @@ class Project:
     oracle: pd.DataFrame = field(repr=False)
     exports: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)  # per labelling policy, at start
     reference: Path | None = None  # aggregate --reference for the lean rule (make_reference)
+    prior_model: Path | None = None  # the warm start's detector (make_prior)
+    prior_encoder: Path | None = None  # its encoder's weights, every policy's first model starts from them
     lean_stops: pd.Series | None = field(default=None, repr=False)  # lean: classifications kept per galaxy
 
 
@@ -260,6 +266,48 @@ def make_reference(work: Path, cfg: LoopConfig) -> Path:
     return out
 
 
+def make_prior(work: Path, cfg: LoopConfig) -> tuple[Path, Path]:
+    """The warm start: a detector trained (as every loop model, from random init, ``cfg.epochs_initial`` epochs) on
+    the fixed-20 consensus of a disjoint simulated project of ``cfg.warm_start_galaxies`` galaxies with images
+    (seed + 1000: the reference project's galaxies when ``--reference`` is given too), and its encoder's weights
+    as a ``--weights`` file. Returns (model folder, encoder file); cached in ``work``."""
+    from safetensors.torch import load_file, save_file
+
+    from clumptool.aggregation.pipeline import aggregate
+    from clumptool.detection.data import labelled_items
+    from clumptool.detection.train import quiet_lightning, train
+    from clumptool.simulation.config import SimulationConfig
+    from clumptool.simulation.project import simulate_project
+
+    root, model, encoder = work / "prior-project", work / "prior-model", work / "prior-encoder.safetensors"
+    sim = SimulationConfig(galaxies=cfg.warm_start_galaxies, image_size=cfg.sim_image_size, seed=cfg.seed + 1000,
+                           volunteers_per_subject=cfg.volunteers_per_subject)
+    stamp = json.dumps([asdict(sim), cfg.backbone, cfg.image_size, cfg.crop, cfg.epochs_initial, cfg.lr],
+                       default=str, sort_keys=True)
+    stamp_path = work / "prior-trained-from.json"
+    if encoder.exists() and stamp_path.exists() and stamp_path.read_text() == stamp:
+        return model, encoder
+    for old in (root, model):
+        shutil.rmtree(old, ignore_errors=True)
+    encoder.unlink(missing_ok=True)
+    simulate_project(root, sim)
+    res = aggregate(root / "classifications.csv", root / "subjects.csv")
+    boxes = res.boxes.copy()
+    boxes["subject_id"] = normalise_subject_ids(boxes["subject_id"], where="prior boxes")
+    ids = normalise_subject_ids(res.subjects["subject_id"], where="prior subjects").tolist()
+    items = labelled_items(boxes, root / "images", _ids_csv(ids, work / "prior-labelled.csv"))
+    with quiet_lightning():
+        train(None, root / "images", model, items=(items, []), backbone=cfg.backbone, weights=None,
+              image_size=cfg.image_size, crop=cfg.crop, epochs=cfg.epochs_initial, batch_size=cfg.batch_size,
+              lr=cfg.lr, seed=cfg.seed + 1000, progress=False, patience=None, devices=1)
+    prefix = "backbone.body."
+    state = load_file(str(model / "model.safetensors"))
+    with atomic_path(encoder) as tmp:
+        save_file({k[len(prefix):]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}, str(tmp))
+    write_text_atomic(stamp_path, stamp)
+    return model, encoder
+
+
 def label(project: Project, ids: list[str], out: Path, export: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Aggregate the classifications of ``ids`` in ``export`` (the oracle's, as the run's labelling policy spends
     it): (boxes with str subject ids, subjects table)."""
@@ -279,15 +327,16 @@ def label(project: Project, ids: list[str], out: Path, export: pd.DataFrame) -> 
 
 
 def train_round(project: Project, ids: list[str], boxes: pd.DataFrame, out: Path, cfg: LoopConfig, epochs: int,
-                resume: Path | None = None) -> Path:
-    """Train (or continue training) the detector on the labelled galaxies ``ids``; returns the model folder."""
+                resume: Path | None = None, weights: Path | None = None) -> Path:
+    """Train (or continue training) the detector on the labelled galaxies ``ids`` (a new one from the encoder
+    ``weights``, or random init); returns the model folder."""
     from clumptool.detection.data import labelled_items
     from clumptool.detection.train import quiet_lightning, train
 
     subj = _ids_csv(ids, out.parent / f"{out.name}-labelled.csv")
     items = labelled_items(boxes[boxes["subject_id"].isin(set(ids))], project.images, subj)
     with quiet_lightning():
-        train(None, project.images, out, items=(items, []), backbone=cfg.backbone, weights=None,
+        train(None, project.images, out, items=(items, []), backbone=cfg.backbone, weights=weights,
               image_size=cfg.image_size, crop=cfg.crop, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
               seed=cfg.seed, progress=False, patience=None, resume=resume, devices=1)
     return out
@@ -357,14 +406,18 @@ def initial_round(project: Project, cfg: LoopConfig, work: Path, log: Callable[[
     there is no model to annotate with yet)."""
     rng = np.random.default_rng(cfg.seed + 7)
     ids = sorted(rng.choice(project.pool_ids, size=cfg.initial, replace=False).tolist())
-    out = work / run_name("round0", "lean" if policy == "lean-detector" else policy)
+    annotated = policy == "lean-detector" and project.prior_model is not None
+    out = work / run_name("round0", "lean" if policy == "lean-detector" and not annotated else policy)
     model = out / "model"
+    if annotated:  # the warm start's detector annotates the initial galaxies; the run goes on from this export
+        project.exports[policy] = recut(project.oracle, policy_export(project, policy),
+                                        detector_stops(project, cfg, project.prior_model, ids, out / "detector"))
     boxes, _ = label(project, ids, out / "labels", policy_export(project, policy))
     stamp, stamp_path = training_stamp(ids, boxes, cfg), out / "model-trained-from.txt"
     if not (model / "model.safetensors").exists() or not stamp_path.exists() or stamp_path.read_text() != stamp:
         shutil.rmtree(model, ignore_errors=True)  # another rule or config labelled these galaxies: retrain
         t0 = time.perf_counter()
-        train_round(project, ids, boxes, model, cfg, cfg.epochs_initial)
+        train_round(project, ids, boxes, model, cfg, cfg.epochs_initial, weights=project.prior_encoder)
         write_text_atomic(stamp_path, stamp)
         log(f"  round 0 ({policy}): trained on {len(ids)} galaxies in {time.perf_counter() - t0:.0f} s")
     metrics = evaluate_round(project, model, out / "eval")
