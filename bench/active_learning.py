@@ -14,7 +14,9 @@ classification of a labelled galaxy (Clump Scout's practice); ``lean`` only thos
 the export's order (``bench/lean.py``'s ``adaptive_stops``, decided once for the whole pool); ``lean-detector``
 as lean, but the galaxies selected in each round are cut by the stopping rule with the model that selected
 them (never trained on them) as one more annotator (``aggregate --detections``: its ``predict`` catalogue of
-the pool at score >= 0.05); the initial random galaxies, labelled before any model, are cut as lean.
+the pool at score >= 0.05); the initial random galaxies, labelled before any model, are cut as lean (with
+``--warm-start N``, by the rule with the warm start's detector, trained on N disjoint fully classified galaxies, as
+one more annotator; every policy's first model then starts from that detector's encoder).
 
 Prints the learning curves (completeness, purity, F1 at score >= 0.5 and the best F1 on a fixed held-out test
 set, vs labelled galaxies and vs volunteer classifications spent), the label saving at equal F1 (fixed20:

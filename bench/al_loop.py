@@ -402,8 +402,9 @@ def policy_export(project: Project, policy: str) -> pd.DataFrame:
 def initial_round(project: Project, cfg: LoopConfig, work: Path, log: Callable[[str], None] = print,
                   policy: str = "fixed20") -> tuple[list[str], Path, dict]:
     """The shared starting point of a policy: ``initial`` random pool galaxies (the same for every policy)
-    labelled as ``policy`` spends them, a first model, its metrics. lean-detector shares lean's (the same cut:
-    there is no model to annotate with yet)."""
+    labelled as ``policy`` spends them, a first model (from the warm start's encoder when there is one), its
+    metrics. lean-detector shares lean's (the same cut: there is no model to annotate with yet), unless a warm
+    start's detector annotates the initial galaxies; the model is retrained whenever what it learns from changed."""
     rng = np.random.default_rng(cfg.seed + 7)
     ids = sorted(rng.choice(project.pool_ids, size=cfg.initial, replace=False).tolist())
     annotated = policy == "lean-detector" and project.prior_model is not None
