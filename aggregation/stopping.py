@@ -46,10 +46,11 @@ from clumptool.common.errors import ClumptoolError
 
 # chosen with bench/lean.py (its docstring has the tables): of 0.05, 0.1 and 0.2, the largest whose finished
 # galaxies kept completeness and purity >= 0.97 against truth on every simulated crowd, at 6 volunteers as at 20.
-# Since stop 20, 0.2 keeps that too (>= 0.976 with and without a detector, four seeds) and saves 0.5-0.9 more
-# classifications per galaxy, but on the tool-confusion crowd the galaxies it finishes have their labels right
-# less often (0.77-0.96 against 0.86-0.99): the default stays careful; `--retire-below 0.2` is the lean setting
-# (at 0.3 the galaxies finished at 6 volunteers of the tool-confusion crowd fell to purity 0.955)
+# Since stop 20, 0.2 keeps that too (>= 0.976 with and without a detector: every crowd on seeds 1-2, default and
+# tool confusion on seeds 3-4) and saves 0.4-1.4 more classifications per galaxy with a detector (0.2-1.2
+# without), but on the tool-confusion crowd the galaxies it finishes have their labels right less often (0.77-0.96
+# against 0.86-0.99): the default stays careful; `--retire-below 0.2` is the lean setting (at 0.3 the galaxies
+# finished at 6 volunteers of the tool-confusion crowd fell to purity 0.955)
 DEFAULT_RETIRE_BELOW = 0.1
 DEFAULT_MIN_CLASSIFICATIONS = 3
 # the share of volunteers marking a spot below which the crowd calls it false (see flip_probabilities)
