@@ -48,8 +48,8 @@ Per galaxy selected in rounds 1-3, entropy + lean-detector spends 5.28, 4.58, 5.
 (seeds 0-3) at 0.2 (5.88 at 0.1); the 30 random galaxies labelled before any model 6.17, 6.87, 6.37 and 7.33.
 Reading: **5x is still not reached on any of four seeds**; the best is 4.31x at score >= 0.5 (seed 3; 3.8-3.9x on
 two seeds, never on the fourth) and 3.8-4.7x on the best-F1 threshold. The bound is plain arithmetic:
-active learning reaches the target with ~1.2x fewer galaxies (74 of 90 on seed 0), lean-detector spends 20 / 4.6-5.3
-= 3.8-4.4x fewer classifications per selected galaxy, and the 30 initial galaxies cost 6.2-6.9 each with no
+active learning reaches the target with ~1.2x fewer galaxies (74 of 90 on seed 0), lean-detector spends 20 / 4.6-5.4
+= 3.7-4.4x fewer classifications per selected galaxy, and the 30 initial galaxies cost 6.2-7.3 each with no
 model to help; their product is ~4-4.5x when a run's detector lands where its expected F1 is, and the runs'
 detectors still move by 0.1-0.5 F1 between near-identical label sets (seed 1: entropy + lean ends at F1 0.048,
 a collapsed model, where entropy + lean-detector ends at 0.594). A detector trained elsewhere could cut the initial
