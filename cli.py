@@ -290,7 +290,8 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 @click.option("--reference", type=click.Path(path_type=Path),
               help="The --out folder of an earlier aggregate of galaxies that had their full crowd (e.g. the "
               "project that trained the detector): the stopping rule learns from it how spots' vote shares fall, "
-              "instead of from galaxies only a few volunteers have seen yet.")
+              "and how often a spot one of the first k volunteers marked was real, instead of from galaxies only a "
+              "few volunteers have seen yet.")
 @click.option("--detections", type=click.Path(path_type=Path),
               help="A `predict` catalogue (parquet/csv/fits): the detector joins the crowd as one modelled annotator "
               "(reliability per score band learned from the volunteers; it can neither make a clump alone nor "

@@ -18,7 +18,7 @@ from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
 from clumptool.aggregation.machine import read_detections
 from clumptool.aggregation.reducer_defaults import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS
-from clumptool.aggregation.reference import learn_vote_shares, read_reference
+from clumptool.aggregation.reference import learn_vote_shares, read_reference, single_click_rates
 from clumptool.aggregation.report import overview_figure
 from clumptool.aggregation.selection import check_something_to_aggregate
 from clumptool.aggregation.stopping import (
@@ -201,12 +201,15 @@ def aggregate(
     n_unclassified = 0
     if subjects is not None:
         subj, n_unclassified = add_unclassified_subjects(subj, meta)
-    own = learn_vote_shares(subj, clumps, marks) if options.method == "clumpscout" else None
+    own = (learn_vote_shares(subj, clumps, marks, classifications=data.classifications)
+           if options.method == "clumpscout" else None)
     used = reference or own
+    singles = single_click_rates(reference, own)
     subj = apply_stopping_rule(subj, clumps, marks, options.retire_below, options.min_classifications,
                                retirement_limit=options.retirement_limit,
                                vote_shares=None if own is None else own.prior,
-                               reference_vote_shares=None if reference is None else reference.prior)
+                               reference_vote_shares=None if reference is None else reference.prior,
+                               single_click_real=singles)
     fwhm = None
     fwhm_col = metadata_key(options.fwhm_column)
     if fwhm_col in subj.columns:

@@ -8,6 +8,14 @@ for contested (bench/vote_shares.py). An earlier ``aggregate`` of galaxies that 
 Scout's old export, or the project that trained the detector) has seen how shares really fall: every
 ``aggregate`` stores the prior it learned in its ``summary.json`` (``stopping``), and ``--reference`` reads it
 back from there.
+
+It also stores how often a spot that only one of a galaxy's first k volunteers marked was a clump by the whole
+crowd's verdict (:func:`single_click_confirmations`). The binomial vote-share model reads one click of three as a
+stray (P(real) 0.05 on the loop bench's 200 px project, where 29% of them were real: volunteers differ, and two
+who mark little leave a real clump with one click), and with a detector annotating, a single click it did not
+mark is judged by that share (aggregation/stopping.py), so a detector that says almost nothing let galaxies
+retire with their faint clumps missing (bench/al_loop.py, stop 21: lean-detector labels lost 3-10% of the
+clumps that humans-only lean labels kept). The measured rate is the floor of such a click's P(real).
 """
 
 from __future__ import annotations
@@ -23,6 +31,11 @@ import pandas as pd
 from clumptool.aggregation.stopping import THETA_GRID, candidate_vote_counts, vote_share_prior
 from clumptool.common.errors import ClumptoolError
 
+# single clicks are measured at up to this many viewers (beyond it the rule uses this row's rate)
+SINGLE_CLICK_MAX_VIEWERS = 10
+# fewer single-click spots than this at some k: no rate there (the rule keeps its vote share alone)
+SINGLE_CLICK_MIN_SPOTS = 20
+
 
 @dataclass(frozen=True)
 class VoteShares:
@@ -32,23 +45,78 @@ class VoteShares:
     candidates: int  # spots it was learned from
     median_viewers: float  # classifications per galaxy there
     source: str  # "this export", or the reference folder
+    # row k (1..SINGLE_CLICK_MAX_VIEWERS): spots one of the first k volunteers marked, and how many the whole
+    # crowd accepted (single_click_confirmations); None: not measured (an older reference)
+    single_clicks: np.ndarray | None = None
+
+    def single_click_real(self) -> np.ndarray | None:
+        """P(real) of a spot one of k viewers marked, per k (index k; NaN where too few were measured), or None."""
+        return None if self.single_clicks is None else single_click_real(self.single_clicks)
 
     def as_dict(self) -> dict:
         """The summary's ``stopping`` block (what :func:`read_reference` reads back)."""
         return {"vote_shares_from": self.source, "vote_share_candidates": self.candidates,
                 "vote_share_median_viewers": self.median_viewers,
                 "vote_share_grid": [float(t) for t in THETA_GRID],
-                "vote_share_prior": [float(w) for w in self.prior]}
+                "vote_share_prior": [float(w) for w in self.prior],
+                **({} if self.single_clicks is None else
+                   {"single_click_spots": [int(v) for v in self.single_clicks[:, 0]],
+                    "single_click_confirmed": [int(v) for v in self.single_clicks[:, 1]]})}
 
 
 def learn_vote_shares(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None,
-                      source: str = "this export") -> VoteShares:
-    """The prior the stopping rule learns from these consensus tables (clumpscout's clumps and marks)."""
+                      source: str = "this export", classifications: pd.DataFrame | None = None) -> VoteShares:
+    """The prior the stopping rule learns from these consensus tables (clumpscout's clumps and marks), and, given
+    the export's ``classifications`` (in arrival order), the single clicks' confirmations."""
     m, n = candidate_vote_counts(subjects, clumps, marks)
     viewers = pd.to_numeric(subjects["n_viewers"], errors="coerce")
     viewers = viewers[viewers > 0]
+    singles = (None if classifications is None or marks is None or "clump_id" not in marks
+               else single_click_confirmations(classifications, marks, clumps))
     return VoteShares(prior=vote_share_prior(m, n), candidates=int(len(m)),
-                      median_viewers=float(viewers.median()) if len(viewers) else 0.0, source=source)
+                      median_viewers=float(viewers.median()) if len(viewers) else 0.0, source=source,
+                      single_clicks=singles)
+
+
+def single_click_confirmations(classifications: pd.DataFrame, marks: pd.DataFrame, clumps: pd.DataFrame,
+                               max_viewers: int = SINGLE_CLICK_MAX_VIEWERS) -> np.ndarray:
+    """Per k = 1..``max_viewers`` (row k): the spots exactly one of a galaxy's first k volunteers marked, and how
+    many of them the consensus of all its volunteers accepted, over the galaxies that had at least 2k.
+
+    ``classifications`` in arrival order (the export's; the detector's pseudo-classifications, negative ids,
+    are left out), ``marks`` with their ``clump_id`` (< 0: a lone mark, a spot nobody else marked, never
+    accepted). A spot is one of the whole crowd's candidates; a volunteer's several marks on it count once."""
+    human = classifications[classifications["classification_id"].to_numpy() >= 0]
+    rank = pd.Series(human.groupby("subject_id", sort=False).cumcount().to_numpy(),
+                     index=human["classification_id"].to_numpy())
+    rank = rank[~rank.index.duplicated()]
+    viewers = human.groupby("subject_id").size()
+    mk = marks[marks["classification_id"].isin(rank.index)]
+    cid = mk["clump_id"].to_numpy()
+    spot = np.where(cid >= 0, cid, -1 - np.arange(len(mk)))  # every lone mark its own spot
+    accepted = clumps[clumps["accepted"].to_numpy(bool)]
+    acc = set(zip(accepted["subject_id"].to_numpy().tolist(), accepted["clump_id"].to_numpy().tolist(),
+                  strict=True))
+    table = pd.DataFrame({"subject_id": mk["subject_id"].to_numpy(), "spot": spot,
+                          "classification_id": mk["classification_id"].to_numpy(),
+                          "rank": rank.reindex(mk["classification_id"]).to_numpy(),
+                          "viewers": viewers.reindex(mk["subject_id"]).to_numpy()})
+    out = np.zeros((max_viewers + 1, 2), dtype="int64")
+    for k in range(1, max_viewers + 1):
+        seen = table[(table["rank"] < k) & (table["viewers"] >= 2 * k)]
+        if seen.empty:
+            continue
+        markers = seen.groupby(["subject_id", "spot"])["classification_id"].nunique()
+        single = markers.index[markers.to_numpy() == 1]
+        out[k] = len(single), sum((s, c) in acc for s, c in single if c >= 0)
+    return out
+
+
+def single_click_real(counts: np.ndarray, min_spots: int = SINGLE_CLICK_MIN_SPOTS) -> np.ndarray:
+    """Laplace-smoothed share of single clicks the whole crowd confirmed, per k (NaN under ``min_spots``)."""
+    counts = np.asarray(counts, float)
+    rate = (counts[:, 1] + 1.0) / (counts[:, 0] + 2.0)
+    return np.where(counts[:, 0] >= min_spots, rate, np.nan)
 
 
 def read_reference(folder: str | os.PathLike) -> VoteShares:
@@ -78,5 +146,25 @@ def read_reference(folder: str | os.PathLike) -> VoteShares:
                              "those galaxies again with this version")
     if prior.shape != THETA_GRID.shape or not np.isfinite(prior).all() or (prior < 0).any() or prior.sum() <= 0:
         raise ClumptoolError(f"{what}: summary.json's vote-share prior is not a distribution")
+    singles = None
+    if "single_click_spots" in block:
+        try:
+            singles = np.column_stack([np.asarray(block["single_click_spots"], "int64"),
+                                       np.asarray(block["single_click_confirmed"], "int64")])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClumptoolError(f"{what}: summary.json's single-click counts are damaged ({exc})") from None
+        if (singles < 0).any() or (singles[:, 1] > singles[:, 0]).any():
+            raise ClumptoolError(f"{what}: summary.json's single-click counts are not counts (confirmed <= spots)")
     return VoteShares(prior=prior / prior.sum(), candidates=int(block.get("vote_share_candidates", 0)),
-                      median_viewers=float(block.get("vote_share_median_viewers", 0.0)), source=str(folder))
+                      median_viewers=float(block.get("vote_share_median_viewers", 0.0)), source=str(folder),
+                      single_clicks=singles)
+
+
+def single_click_rates(reference: VoteShares | None, own: VoteShares | None) -> np.ndarray | None:
+    """The single clicks' measured P(real) per k the rule uses: the reference's where it measured them, else
+    this export's own (its galaxies with at least 2k viewers; none in a lean export), else None."""
+    for shares in (reference, own):
+        rates = None if shares is None else shares.single_click_real()
+        if rates is not None and np.isfinite(rates).any():
+            return rates
+    return None

@@ -22,6 +22,12 @@ at 6 volunteers, whose consensus purity was 0.66).
 With a detector as an annotator (aggregation/machine.py) its evidence updates these probabilities, a single
 human click it did not mark is judged by its vote share and the detector's silence alone, and its labels vote
 in the label probability at the agreement rate it earned (:func:`expected_errors`, :func:`label_probabilities`).
+Where it has been measured how often a spot one of the first k volunteers marked turned out real (a full crowd's
+export, ``aggregate --reference``; aggregation/reference.py), a single click's P(real) is at least that rate:
+the vote share alone is far too sure such a click is a stray when volunteers differ (0.05 for one click of three
+where 29% were real), and with a detector it is what judges a click the detector did not mark. Without a
+detector the crowd model's own, larger estimate stays (0.9 or more; replacing it by the measured rate finished
+tool-confusion galaxies at completeness 0.947, bench/lean.py, stop 21).
 
 A galaxy is *finished* when the sum is below ``retire_below`` AND it had at least ``min_classifications``
 human classifications (a small crowd's skills and visibility say little about one galaxy: the minimum keeps a
@@ -344,6 +350,15 @@ def clump_vote_counts(clumps: pd.DataFrame, marks: pd.DataFrame | None) -> tuple
     return np.maximum(m - centre_votes, 0.0), np.maximum(n - centre_votes, 1.0)
 
 
+def _measured_single_click(rates: np.ndarray | None, n_viewers: np.ndarray) -> np.ndarray:
+    """The measured P(real) of a spot one of ``n_viewers`` marked (the last row beyond the table; 0 unmeasured)."""
+    n = np.asarray(n_viewers, float)
+    if rates is None or len(rates) < 2:
+        return np.zeros(len(n))
+    r = np.nan_to_num(np.asarray(rates, float), nan=0.0)
+    return r[np.clip(np.rint(n).astype(int), 1, len(r) - 1)]
+
+
 def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
     """Probabilities ``p`` with their odds multiplied by ``exp(log_odds)`` (independent evidence, e.g. a detector's)."""
     lo = np.log(np.clip(p, 1e-12, 1.0)) - np.log(np.clip(1.0 - p, 1e-12, 1.0)) + log_odds
@@ -354,7 +369,8 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
                     split: float = DEFAULT_VOTE_SPLIT, single_clicks_by_vote_share: bool = True,
                     detector_labels: bool = True, retirement_limit: int | None = None,
                     vote_shares: np.ndarray | None = None,
-                    reference_vote_shares: np.ndarray | None = None) -> pd.DataFrame:
+                    reference_vote_shares: np.ndarray | None = None,
+                    single_click_real: np.ndarray | None = None) -> pd.DataFrame:
     """Per subject: expected missed, false and wrongly labelled clumps, and their sum (``expected_errors``).
 
     Each candidate's error probability is the larger of the model's (``false_pos_prob``; for lone marks
@@ -377,7 +393,12 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     and is used instead. It reads a single click as a stray more surely than the full crowd bears out (1-2%
     against 8-14% reversed), so a rejected single click keeps the larger of the two priors' P(real): with the
     reference alone the detector-assisted saving on one seed rose from 3.5x to 3.9x on that optimism only
-    (bench/lean.py, stop 19)."""
+    (bench/lean.py, stop 19).
+
+    ``single_click_real``: per number of viewers k (index k), the measured share of spots one of k volunteers
+    marked that the whole crowd accepted (aggregation/reference.py); a rejected spot of one click (or a lone mark)
+    is real with at least that probability before the detector's evidence. The vote share alone put one click of
+    three at 0.05 where 29% were real, so a detector that said next to nothing retired galaxies with clumps missing."""
     sid = subjects["subject_id"]
     out = pd.DataFrame(index=subjects.index)
     needed = {"accepted", "false_pos_prob", "n_marks", "n_viewers", "odd_vote", "label"}
@@ -395,9 +416,10 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
            else np.asarray(vote_shares, float))
     prior = own if reference_vote_shares is None else np.asarray(reference_vote_shares, float)
     flip = flip_probabilities(m_c, n_c, acc_mask, prior, split)
+    once = ~acc_mask & (m_c <= 1)
     if reference_vote_shares is not None:  # single clicks keep the export's own, larger, P(real) (above)
-        once = ~acc_mask & (m_c <= 1)
         flip = np.where(once, np.maximum(flip, flip_probabilities(m_c, n_c, acc_mask, own, split)), flip)
+    flip = np.where(once, np.maximum(flip, _measured_single_click(single_click_real, n_c)), flip)
     machine_c = clumps["machine_evidence"].to_numpy(float) if "machine_evidence" in clumps else np.zeros(len(clumps))
     single = np.zeros(len(clumps), bool)
     if "n_machine_marks" in clumps:  # one human click, no detection: the detector's silence says little (below)
@@ -440,6 +462,7 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
         if reference_vote_shares is not None:
             lone_flip = np.maximum(lone_flip, flip_probabilities(np.ones(len(lone)), n_lone_view,
                                                                  np.zeros(len(lone), bool), own, split))
+        lone_flip = np.maximum(lone_flip, _measured_single_click(single_click_real, n_lone_view))
         is_machine = lone["machine"].to_numpy(bool) if "machine" in lone else np.zeros(len(lone), bool)
         lone_ev = (np.maximum(lone["machine_evidence"].to_numpy(float), SILENCE_ON_A_SINGLE_CLICK) if "machine" in lone
                    else np.zeros(len(lone)))
@@ -475,7 +498,8 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
                         single_clicks_by_vote_share: bool = True, detector_labels: bool = True,
                         retirement_limit: int = DEFAULT_RETIREMENT_LIMIT,
                         vote_shares: np.ndarray | None = None,
-                        reference_vote_shares: np.ndarray | None = None) -> pd.DataFrame:
+                        reference_vote_shares: np.ndarray | None = None,
+                        single_click_real: np.ndarray | None = None) -> pd.DataFrame:
     """The subjects table with the stopping rule's columns (replacing any earlier ``is_finished``).
 
     ``subjects`` needs ``subject_id``, ``n_viewers`` (human classifications) and ``expected_num_false_neg``;
@@ -490,15 +514,16 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     viewers each to several times as many (bulge crowd with the detector, bench/lean.py: at 3 viewers the learned
     prior sits on the split between strays and faint clumps, and 71 of 300 galaxies stalled after 3
     classifications, losing their faint clumps). ``single_clicks_by_vote_share``, ``detector_labels``: see
-    :func:`expected_errors` (False: the rule before them, for comparison), as are ``vote_shares`` and
-    ``reference_vote_shares``."""
+    :func:`expected_errors` (False: the rule before them, for comparison), as are ``vote_shares``,
+    ``reference_vote_shares`` and ``single_click_real``."""
     problems = check_stopping_options(retire_below, min_classifications, retirement_limit)
     if problems:
         raise ClumptoolError("; ".join(problems))
     subj = subjects.drop(columns=[c for c in STOPPING_COLUMNS if c in subjects.columns])
     err = expected_errors(subj, clumps, marks, single_clicks_by_vote_share=single_clicks_by_vote_share,
                           detector_labels=detector_labels, retirement_limit=retirement_limit,
-                          vote_shares=vote_shares, reference_vote_shares=reference_vote_shares)
+                          vote_shares=vote_shares, reference_vote_shares=reference_vote_shares,
+                          single_click_real=single_click_real)
     n = pd.to_numeric(subj["n_viewers"], errors="coerce").fillna(0).astype("int64").to_numpy()
     e = err["expected_errors"].to_numpy(float)
     gain = err["expected_gain"].to_numpy(float)

@@ -228,6 +228,7 @@ from al_loop import (  # noqa: E402
     add_policies,
     budget_matched,
     initial_round,
+    label_quality,
     label_saving,
     make_prior,
     make_project,
@@ -235,10 +236,12 @@ from al_loop import (  # noqa: E402
     plot_learning_curves,
     run_name,
     run_strategy,
+    whole_loop_table,
 )
 from lean import CAP  # noqa: E402
 
 from clumptool.aggregation.stopping import DEFAULT_MIN_CLASSIFICATIONS, DEFAULT_RETIRE_BELOW  # noqa: E402
+from clumptool.common.atomic import write_text_atomic  # noqa: E402
 
 
 def scoring_speed(project, model_dir: Path, n: int, work: Path) -> dict:
@@ -274,20 +277,6 @@ def _number(v: float | None) -> float | None:
 def _fmt(v: float | None, spec: str, none: str = "not reached") -> str:
     v = _number(v)
     return none if v is None else format(v, spec)
-
-
-def whole_loop_table(curves: pd.DataFrame, runs: list[str], baseline: str) -> pd.DataFrame:
-    """Per run and F1 kind: the classifications needed to reach the baseline's final value, and the factor."""
-    rows = []
-    for col in ("f1", "best_f1"):
-        for run in runs:
-            sv = label_saving(curves, run, baseline, col, x="classifications", key="run")
-            last = curves[curves["run"] == run].sort_values("classifications").iloc[-1]
-            rows.append({"metric": col, "run": run, "final_classifications": int(last["classifications"]),
-                         "final_value": float(last[col]), "target": sv["target"],
-                         "classifications_to_target": sv["n_strategy"], "factor": sv["factor"],
-                         "factor_conservative": sv["factor_conservative"]})
-    return pd.DataFrame(rows)
 
 
 def budget_grid(low: float, high: float, points: int = 8) -> list[float]:
@@ -364,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     print(f"config: {json.dumps(asdict(cfg))}")
     print(f"strategies: {', '.join(strategies)}; labelling policies: {', '.join(policies)}; work folder: {work}")
+    write_text_atomic(work / "loop_config.json", json.dumps({"config": asdict(cfg), "strategies": strategies,
+                                                             "policies": policies}))
     try:
         t0 = time.perf_counter()
         project = make_project(work, cfg)
@@ -406,6 +397,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{run}: {(last.classifications - first.classifications) / (last.n_labelled - first.n_labelled):.2f}"
                       f" classifications per galaxy selected in rounds 1-{last.round} "
                       f"(round 0: {first.classifications / first.n_labelled:.2f})")
+
+        quality = pd.DataFrame([{"run": run, **label_quality(project, work / run_name(*run.split(", ")) /
+                                                             f"round{cfg.rounds}" / "labels" / "classifications.csv")}
+                                for run in runs])
+        quality.to_csv(work / "label_quality.csv", index=False)
+        print("\ntraining labels after the last round against truth (consensus of the labelled galaxies):")
+        print(quality.round(3).to_string(index=False))
 
         print("\nlearning curves (test set; F1/completeness/purity at score >= 0.5, best_f1 over thresholds):")
         print(curves[["run", "round", "n_labelled", "classifications", "completeness", "purity", "f1", "best_f1"]]

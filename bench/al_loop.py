@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from lean import CAP, adaptive_stops, queue_rank, rule_finished
+from lean import CAP, adaptive_stops, consensus_scores, queue_rank, rule_finished
 
 from clumptool.aggregation.pipeline import AggregateOptions
 from clumptool.aggregation.stopping import DEFAULT_MIN_CLASSIFICATIONS, DEFAULT_RETIRE_BELOW
@@ -253,11 +253,12 @@ def make_reference(work: Path, cfg: LoopConfig) -> Path:
     galaxies all had their 20 volunteers: the vote shares the lean rule learns from (``aggregate --reference``),
     as a project that ran Clump Scout's fixed 20 before would have them. Cached in ``work``."""
     from clumptool.aggregation.pipeline import aggregate
+    from clumptool.aggregation.reference import read_reference
     from clumptool.simulation.config import SimulationConfig
     from clumptool.simulation.project import simulate_project
 
     root, out = work / "reference-project", work / "reference"
-    if not (out / "summary.json").exists():
+    if not (out / "summary.json").exists() or read_reference(out).single_clicks is None:  # older: no single clicks
         sim = SimulationConfig(galaxies=cfg.reference_galaxies, image_size=cfg.sim_image_size, seed=cfg.seed + 1000,
                                volunteers_per_subject=cfg.volunteers_per_subject, images=False)
         if not (root / "classifications.csv").exists():
@@ -513,6 +514,81 @@ def label_saving(curves: pd.DataFrame, strategy: str, baseline: str = "random", 
             "saving_conservative": None if n_cur is None or not n_first else 1.0 - n_cur / n_first,
             "factor": None if not n_cur else n_final / n_cur,
             "factor_conservative": None if not n_cur or not n_first else n_first / n_cur}
+
+
+def whole_loop_table(curves: pd.DataFrame, runs: list[str], baseline: str) -> pd.DataFrame:
+    """Per run and F1 kind: the classifications needed to reach the baseline's final value, and the factor."""
+    rows = []
+    for col in ("f1", "best_f1"):
+        for run in runs:
+            sv = label_saving(curves, run, baseline, col, x="classifications", key="run")
+            last = curves[curves["run"] == run].sort_values("classifications").iloc[-1]
+            rows.append({"metric": col, "run": run, "final_classifications": int(last["classifications"]),
+                         "final_value": float(last[col]), "target": sv["target"],
+                         "classifications_to_target": sv["n_strategy"], "factor": sv["factor"],
+                         "factor_conservative": sv["factor_conservative"]})
+    return pd.DataFrame(rows)
+
+
+CURVE_FIGURES = ("n_labelled", "classifications", "completeness", "purity", "f1", "best_f1")
+
+
+def mean_curves(runs_curves: list[pd.DataFrame], names: list[str] | None = None) -> pd.DataFrame:
+    """Per run and round, the mean over several loop runs (one per ``--seed``) of the classifications spent and of
+    the test-set figures: the learning curve a policy gives, with one training's luck averaged out.
+
+    Every run must hold the same runs and rounds with the same labelled-galaxy counts (``names`` label the
+    runs in the error).
+    """
+    names = names or [f"run {i}" for i in range(len(runs_curves))]
+    if not runs_curves:
+        raise ClumptoolError("no loop runs to pool")
+    shape = runs_curves[0][["run", "round", "n_labelled"]].reset_index(drop=True)
+    for name, c in zip(names[1:], runs_curves[1:], strict=True):
+        if not c[["run", "round", "n_labelled"]].reset_index(drop=True).equals(shape):
+            raise ClumptoolError(f"{name}: its runs, rounds or labelled galaxies differ from {names[0]}'s; "
+                                 "only runs of the same loop settings can be pooled")
+    stacked = pd.concat([c[["run", "round", *CURVE_FIGURES]] for c in runs_curves])
+    return stacked.groupby(["run", "round"], sort=False).mean().reset_index()
+
+
+def pooled_whole_loop(runs_curves: list[pd.DataFrame], baseline: str, resamples: int = 1000, seed: int = 0,
+                      goal: float = 5.0, names: list[str] | None = None) -> pd.DataFrame:
+    """The whole-loop table on the mean curves of several loop runs, with a bootstrap over the runs.
+
+    ``factor_low`` / ``factor_high``: the 5th / 95th percentile of the factor over ``resamples`` draws of the
+    runs with replacement (a draw whose mean curve never reaches the target counts as factor 0);
+    ``p_goal``: the share of draws at >= ``goal``.
+    """
+    mean = mean_curves(runs_curves, names)
+    runs = list(dict.fromkeys(mean["run"]))
+    table = whole_loop_table(mean, runs, baseline)
+    rng = np.random.default_rng(seed)
+    draws = np.zeros((resamples, len(table)))
+    for b in range(resamples):
+        pick = rng.integers(0, len(runs_curves), len(runs_curves))
+        t = whole_loop_table(mean_curves([runs_curves[i] for i in pick]), runs, baseline)
+        draws[b] = pd.to_numeric(t["factor"], errors="coerce").fillna(0.0).to_numpy()
+    table["factor_low"] = np.percentile(draws, 5, axis=0)
+    table["factor_high"] = np.percentile(draws, 95, axis=0)
+    table["p_goal"] = (draws >= goal).mean(axis=0)
+    return table
+
+
+def label_quality(project: Project, export_csv: Path, radius: float = 5.0) -> dict:
+    """How right a run's training labels are: the consensus of its labelled galaxies' classifications (as
+    :func:`label` aggregates them) against the simulation's truth (completeness of the detectable clumps,
+    purity, F1). The lean policies' saving is only worth its labels; stop 21 found lean-detector labels missing
+    3-10% of the clumps that humans-only lean labels kept, by this measure."""
+    from clumptool.aggregation.pipeline import aggregate
+
+    res = aggregate(export_csv, project.subjects)
+    res.clumps["subject_id"] = normalise_subject_ids(res.clumps["subject_id"], where=str(export_csv))
+    ids = set(res.subjects["subject_id"][res.subjects["n_viewers"] > 0].astype(str))
+    truth = pd.read_csv(project.truth)
+    truth["subject_id"] = normalise_subject_ids(truth["subject_id"], where=str(project.truth))
+    c, p, f1, _ = consensus_scores(res, truth[truth["subject_id"].isin(ids)], radius)
+    return {"galaxies": len(ids), "completeness": c, "purity": p, "f1": f1}
 
 
 def budget_matched(curves: pd.DataFrame, budgets: list[float], column: str = "f1", x: str = "classifications",

@@ -518,6 +518,7 @@ from crowds import simulate_crowd  # noqa: E402
 
 from clumptool.aggregation.evaluation import match_to_truth  # noqa: E402
 from clumptool.aggregation.pipeline import AggregateOptions, aggregate  # noqa: E402
+from clumptool.aggregation.reference import read_reference  # noqa: E402
 from clumptool.aggregation.replay import CAP, adaptive_stops, aggregate_cut, queue_rank, rule_finished  # noqa: E402,F401
 from clumptool.aggregation.stopping import (  # noqa: E402
     DEFAULT_MIN_CLASSIFICATIONS,
@@ -529,7 +530,7 @@ from clumptool.simulation.config import CROWDS  # noqa: E402
 FIXED = (5, 6, 8)
 
 
-def _score(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple[float, float, float, float]:
+def consensus_scores(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple[float, float, float, float]:
     """Completeness (of the detectable clumps), purity, F1 and label accuracy (of the found clumps that match)."""
     found = res.clumps[res.clumps["accepted"]]
     if ids is not None:
@@ -542,8 +543,8 @@ def _score(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple[float, fl
 
 def _line(crowd: str, strategy: str, n_per: pd.Series, res, truth: pd.DataFrame, radius: float,
           finished: set) -> dict:
-    c, p, f1, labels = _score(res, truth, radius)
-    fc, fp, _, fin_labels = _score(res, truth, radius, finished) if finished else (np.nan,) * 4
+    c, p, f1, labels = consensus_scores(res, truth, radius)
+    fc, fp, _, fin_labels = consensus_scores(res, truth, radius, finished) if finished else (np.nan,) * 4
     q = n_per.quantile([0.1, 0.5, 0.9]).to_numpy()
     fin_truth = truth[truth["subject_id"].isin(finished) & truth["detectable"].astype(bool)]
     return {"crowd": crowd, "strategy": strategy, "cls/galaxy": n_per.mean(), "p10": q[0], "median": q[1],
@@ -632,7 +633,7 @@ def reference_consensus(work: Path, crowd: str, vps: int | None, galaxies: int, 
     ``--reference``. Cached in ``work``."""
     project = simulate_crowd(work / f"ref-{crowd}-{vps or '6-10'}-{galaxies}-{seed}", crowd, vps, galaxies, seed)
     out = work / f"refagg-{crowd}-{vps or '6-10'}-{galaxies}-{seed}"
-    if not (out / "summary.json").exists():
+    if not (out / "summary.json").exists() or read_reference(out).single_clicks is None:  # older: no single clicks
         aggregate(project / "classifications.csv", project / "subjects.csv", out, options)
     return out
 

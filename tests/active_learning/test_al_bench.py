@@ -142,3 +142,42 @@ def test_the_best_saving_is_taken_only_where_the_finished_galaxies_are_right(ben
         "fin compl": [1.0, 0.99, 0.98, 0.96], "fin purity": [1.0, 1.0, 0.99, 0.99]})
     best = lean.best_matched_savings(table)
     assert best[["line", "saving", "threshold"]].values.tolist() == [["adaptive (humans + detector)", 4.1, 0.2]]
+
+
+def _loop_curves(f1: list[float], cls: list[float]) -> pd.DataFrame:
+    """One loop run's curves: (random, fixed20) then (entropy, lean-detector), two rounds each."""
+    return pd.DataFrame({
+        "run": ["random, fixed20"] * 2 + ["entropy, lean-detector"] * 2, "round": [0, 1, 0, 1],
+        "n_labelled": [30, 50] * 2, "classifications": cls, "completeness": f1, "purity": f1, "f1": f1,
+        "best_f1": f1})
+
+
+def test_pooled_runs_average_per_round_and_the_interval_spans_the_runs(bench):
+    al_loop, _ = bench
+    a = _loop_curves([0.2, 0.6, 0.2, 0.6], [600, 1000, 200, 300])   # lean reaches 0.6 with 300: 3.33x
+    b = _loop_curves([0.2, 0.4, 0.2, 0.5], [600, 1000, 200, 260])   # lean reaches 0.4 with 240: 4.17x
+    mean = al_loop.mean_curves([a, b])
+    lean = mean[mean["run"] == "entropy, lean-detector"]
+    assert lean["classifications"].tolist() == [200, 280] and lean["f1"].tolist() == pytest.approx([0.2, 0.55])
+    table = al_loop.pooled_whole_loop([a, b], "random, fixed20", resamples=400, goal=4.0)
+    row = table[(table["metric"] == "f1") & (table["run"] == "entropy, lean-detector")].iloc[0]
+    # mean baseline final 0.5; the mean lean curve (200, 0.2) -> (280, 0.55) reaches it at 200 + 80 * 0.3 / 0.35
+    assert row["target"] == pytest.approx(0.5)
+    assert row["classifications_to_target"] == pytest.approx(200 + 80 * 0.3 / 0.35)
+    assert row["factor"] == pytest.approx(1000 / (200 + 80 * 0.3 / 0.35))
+    # the draws are {a, a}, {b, b} and the mixed pair: the interval runs from a's factor to b's
+    assert row["factor_low"] == pytest.approx(1000 / 300) and row["factor_high"] == pytest.approx(1000 / 240)
+    assert 0.1 < row["p_goal"] < 0.4   # only {b, b} (a quarter of the draws) is at >= 4x
+    identical = al_loop.pooled_whole_loop([a, a], "random, fixed20", resamples=50)
+    one = identical[(identical["metric"] == "f1") & (identical["run"] == "entropy, lean-detector")].iloc[0]
+    assert one["factor_low"] == one["factor_high"] == pytest.approx(1000 / 300)
+
+
+def test_runs_of_different_loop_settings_are_not_pooled(bench):
+    al_loop, _ = bench
+    a = _loop_curves([0.2, 0.6, 0.2, 0.6], [600, 1000, 200, 300])
+    shorter = a.assign(n_labelled=[30, 40] * 2)
+    from clumptool.common.errors import ClumptoolError
+
+    with pytest.raises(ClumptoolError, match="seed-7.*differ"):
+        al_loop.mean_curves([a, shorter], names=["seed-0", "seed-7"])

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from clumptool.aggregation.pipeline import AggregateOptions, aggregate
-from clumptool.aggregation.reference import read_reference
+from clumptool.aggregation.reference import read_reference, single_click_confirmations, single_click_real
 from clumptool.aggregation.stopping import THETA_GRID, expected_errors, flip_probabilities, vote_share_prior
 from clumptool.cli import main
 from clumptool.common.errors import ClumptoolError
@@ -133,3 +133,37 @@ def test_single_clicks_keep_the_exports_own_estimate_with_a_reference():
     reference_alone = flip_probabilities(np.array([1.0]), np.array([4.0]), np.array([False]), full)[0]
     assert reference_alone < 0.5 * own[0]
     np.testing.assert_allclose(informed, own, atol=0.01)  # the single click counts as much as without it
+
+
+def test_single_clicks_are_counted_by_arrival_and_confirmed_by_the_whole_crowd():
+    """Galaxy 1, four viewers (ids 10-13 in arrival order): spot 0 marked by 10, 12 and 13 (accepted), spot 1
+    by 11 only, and a lone mark by 13. Galaxy 2 has one viewer and counts nowhere (it needs 2k)."""
+    cls = pd.DataFrame({"classification_id": [10, 11, 12, 13, 20, -1], "subject_id": [1, 1, 1, 1, 2, 1]})
+    marks = pd.DataFrame({"classification_id": [10, 12, 13, 11, 13, 13, 20, -1],
+                          "subject_id": [1, 1, 1, 1, 1, 1, 2, 1],
+                          "clump_id": [0, 0, 0, 1, 0, -1, 5, 1]})
+    clumps = pd.DataFrame({"subject_id": [1, 1, 2], "clump_id": [0, 1, 5], "accepted": [True, False, True]})
+    counts = single_click_confirmations(cls, marks, clumps, max_viewers=3)
+    # k = 1 (galaxies with >= 2 viewers): spot 0, by the first viewer, confirmed
+    # k = 2 (>= 4 viewers): spots 0 and 1 one marker each, one confirmed (the detector's mark, id -1, no vote)
+    assert counts.tolist() == [[0, 0], [1, 1], [2, 1], [0, 0]]
+    rates = single_click_real(np.array([[0, 0], [30, 9], [10, 1]]), min_spots=20)
+    assert np.isnan(rates[0]) and rates[1] == pytest.approx(10 / 32) and np.isnan(rates[2])
+
+
+def test_a_reference_stores_and_returns_its_single_click_counts(reference):
+    ref = reference
+    block = json.loads((ref / "summary.json").read_text())["stopping"]
+    assert len(block["single_click_spots"]) == 11
+    # at k = 1 the first volunteer's marks: its clumps (70% of 2 per galaxy) confirmed, its stray not
+    spots, confirmed = block["single_click_spots"][1], block["single_click_confirmed"][1]
+    assert 60 < spots < 120 and 0.4 < confirmed / spots < 0.8, (spots, confirmed)
+    back = read_reference(ref)
+    assert back.single_clicks[:, 0].tolist() == block["single_click_spots"]
+    assert back.single_clicks[:, 1].tolist() == block["single_click_confirmed"]
+    block["single_click_confirmed"][1] = block["single_click_spots"][1] + 1
+    summary = json.loads((ref / "summary.json").read_text())
+    summary["stopping"] = block
+    (ref / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ClumptoolError, match="single-click counts are not counts"):
+        read_reference(ref)

@@ -208,9 +208,14 @@ def test_the_stopping_rule_does_not_import_scipy_stats():
     assert out.strip() == "False"
 
 
-def _stray_galaxies(n=40, machine_marks=None, machine_evidence=None):
+def _stray_galaxies(n=40, machine_marks=None, machine_evidence=None, single_click_real=None):
     """Galaxies 0..n-1, 5 viewers each: a 5-of-5 clump and a rejected one-click candidate that the crowd model
     calls 80% real (its visibility mixture: a faint clump one of five saw); with a detector's columns if given."""
+    subjects, clumps = _stray_tables(n, machine_marks, machine_evidence)
+    return apply_stopping_rule(subjects, clumps, None, retire_below=0.1, single_click_real=single_click_real)
+
+
+def _stray_tables(n, machine_marks=None, machine_evidence=None):
     clumps = pd.DataFrame({"subject_id": np.r_[np.arange(n), np.arange(n)], "n_marks": [5] * n + [1] * n,
                            "n_viewers": 5, "odd_vote": 0.0, "label": 1, "accepted": [True] * n + [False] * n,
                            "false_pos_prob": [0.0] * n + [0.2] * n})
@@ -218,7 +223,7 @@ def _stray_galaxies(n=40, machine_marks=None, machine_evidence=None):
         clumps["n_machine_marks"] = machine_marks
         clumps["machine_evidence"] = machine_evidence
     subjects = pd.DataFrame({"subject_id": np.arange(n), "n_viewers": 5, "expected_num_false_neg": 0.8})
-    return apply_stopping_rule(subjects, clumps, None, retire_below=0.1)
+    return subjects, clumps
 
 
 def test_a_detector_silent_on_a_single_click_lets_its_galaxy_finish_and_a_confirming_one_does_not():
@@ -353,3 +358,21 @@ def test_a_galaxy_stalls_only_after_half_its_retirement_limit(export_builder, tm
     assert at_half.loc[3, "is_stalled"] and at_half.loc[3, "expected_gain"] < 0.1
     assert before_half.loc[3, "expected_gain"] < 0.1  # as little to gain, but seen by fewer than half: open
     assert not before_half.loc[3, "is_stalled"] and not before_half.loc[3, "is_finished"]
+
+
+def test_a_measured_single_click_rate_keeps_a_galaxy_open_that_a_silent_detector_would_close():
+    """Stop 21: at 3 viewers the vote share called one click a stray (0.05) where 29% were real, and a detector
+    that barely spoke (log odds -0.07) retired such galaxies with the clump missed. The rate measured where the
+    galaxies had their full crowd is the floor of that click's P(real), before the detector's evidence."""
+    n = 40
+    marks, weak, sure = [1] * n + [0] * n, [4.0] * n + [-0.07] * n, [4.0] * n + [-4.6] * n
+    assert _stray_galaxies(n, marks, weak)["is_finished"].all()  # the vote share alone: 1 of 5 is a stray
+    rates = np.r_[np.nan, np.full(10, 0.15)]
+    measured = _stray_galaxies(n, marks, weak, single_click_real=rates)
+    assert (measured["expected_missed"] >= 0.14).all() and not measured["is_finished"].any()
+    # a detector sure there is nothing there may still settle it (its silence on one click is worth x0.5 at
+    # most: 0.15 -> 0.08), but not a click a third of whose like are real (0.3 -> 0.18)
+    assert _stray_galaxies(n, marks, sure, single_click_real=rates)["is_finished"].all()
+    assert not _stray_galaxies(n, marks, sure, single_click_real=2 * rates)["is_finished"].any()
+    # an unmeasured rate (NaN) leaves the vote share alone
+    assert _stray_galaxies(n, marks, weak, single_click_real=np.full(11, np.nan))["is_finished"].all()
