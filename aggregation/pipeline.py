@@ -204,7 +204,7 @@ def aggregate(
     own = (learn_vote_shares(subj, clumps, marks, classifications=data.classifications)
            if options.method == "clumpscout" else None)
     used = reference or own
-    singles = single_click_rates(reference, own)
+    singles = single_click_rates(reference, own, options.min_classifications)
     subj = apply_stopping_rule(subj, clumps, marks, options.retire_below, options.min_classifications,
                                retirement_limit=options.retirement_limit,
                                vote_shares=None if own is None else own.prior,
@@ -226,6 +226,13 @@ def aggregate(
     summary["notes"] = [note] if note else []
     if len(data.marks) and not summary["clumps_accepted"]:
         summary["notes"].append(no_clump_note(data, options))
+    if machine is not None and singles is None:
+        summary["notes"].append(
+            "--detections without a measured single-click rate (no --reference, and no galaxy here has had twice "
+            "the classifications of the ones being judged): a single click the detector did not mark is judged by "
+            "its vote share alone, which can call real clumps strays (on the loop bench's project it retired "
+            "galaxies whose finished consensus kept 83% of the clumps); give --reference, an aggregate of galaxies "
+            "that had their full crowd")
     if reference is not None and 2 * reference.median_viewers < options.retirement_limit:
         summary["notes"].append(
             f"--reference {options.reference}: its galaxies had a median of {reference.median_viewers:g} "

@@ -160,11 +160,12 @@ def read_reference(folder: str | os.PathLike) -> VoteShares:
                       single_clicks=singles)
 
 
-def single_click_rates(reference: VoteShares | None, own: VoteShares | None) -> np.ndarray | None:
-    """The single clicks' measured P(real) per k the rule uses: the reference's where it measured them, else
-    this export's own (its galaxies with at least 2k viewers; none in a lean export), else None."""
+def single_click_rates(reference: VoteShares | None, own: VoteShares | None, first: int = 3) -> np.ndarray | None:
+    """The single clicks' measured P(real) per k the rule uses: the reference's, else this export's own (its
+    galaxies with at least 2k viewers; none in a lean export), whichever measured k = ``first`` (the fewest
+    classifications a galaxy can finish with), else None."""
     for shares in (reference, own):
         rates = None if shares is None else shares.single_click_real()
-        if rates is not None and np.isfinite(rates).any():
+        if rates is not None and np.isfinite(rates[min(max(first, 1), len(rates) - 1)]):
             return rates
     return None

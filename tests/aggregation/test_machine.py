@@ -302,3 +302,19 @@ def test_the_detectors_silence_outside_its_field_is_no_evidence(tmp_path):
         return float(singles["machine_evidence"].iloc[0] if len(singles) else on_click.iloc[0])
 
     assert silence() < -3 and silence(crop=192) == pytest.approx(0.0)
+
+
+def test_without_a_measured_single_click_rate_the_summary_says_the_detector_path_rests_on_vote_shares(tmp_path):
+    b = ExportBuilder()
+    _background(b, n=4)  # every galaxy has 4 viewers: none has the 2k it takes to measure clicks at k >= 2
+    lean = _run(b, tmp_path, _good_detector(range(100, 130)))
+    assert any("without a measured single-click rate" in n for n in lean.summary["notes"]), lean.summary["notes"]
+    assert not any("single-click" in n for n in _run(b, tmp_path, None).summary["notes"])  # no detector, no note
+    rng = np.random.default_rng(5)
+    for sid in range(200, 230):  # galaxies that had 20 volunteers (each marking a clump 60% of the time, so some
+        for v in range(20):      # spots have one marker among the first few) measure it in the export itself
+            b.add(sid, f"w{v}", [(float(x + rng.normal(0, 1)), float(y + rng.normal(0, 1)), 0)
+                                 for x, y in CLUMPS if rng.random() < 0.6])
+    full = _run(b, tmp_path, _good_detector(range(100, 130)))
+    assert full.summary["stopping"]["single_click_spots"][1] > 0
+    assert not any("single-click" in n for n in full.summary["notes"]), full.summary["notes"]
