@@ -35,6 +35,21 @@ per crowd and adaptive line, the best saving at matched F1 among the thresholds 
 completeness and purity >= 0.97. fin compl / fin purity: on the galaxies the
 rule calls finished ("-": those galaxies hold no true and no found clump, e.g. fixed 5 on the confusion crowd).
 
+Stop 21 (Dec 2 2026): a rejected single click's P(real) is at least the rate measured in the reference (the
+share of spots one of a galaxy's first k volunteers marked that its full crowd accepted; aggregation/reference.py),
+after the loop bench found lean-detector labels missing clicked clumps where a weak detector said almost nothing
+(bench/active_learning.py). Only the ``reference`` lines change (the others measure no rate: their cut exports
+have no galaxy with 2k classifications). ``--galaxies 300 --work W --detector --fixed 6 --seed S --train-seed 1001
+--reference --retire-below 0.1,0.2`` (seeds 1 and 2, ~8 min each beside two loop runs): humans + detector +
+reference, default crowd, 5.00 / 4.66 classifications per galaxy at 0.1 (4.78 / 4.34 before), 4.42 / 4.13 at 0.2
+(4.25 / 3.95): saving at matched F1 4.00x / 4.29x at 0.1 and **4.53x / 4.84x at 0.2** (4.70x / 5.06x before);
+bulge 4.19x / 4.30x, distractor 4.07x / 3.03x, tool confusion 2.90x / 3.24x, sparse 2.00x / 1.83x at 0.2. Honesty
+over every line at both thresholds: finished galaxies' completeness >= 0.976, purity >= 0.976. The humans-only
+reference lines move by -0.03x to +0.1x (the floor also applies to lone marks). Replacing the crowd model's own
+P(real) of a single click by the measured rate for humans alone too was tried and dropped: it cut the default
+crowd's humans-only cost from 7.06 to 5.36 classifications a galaxy at 0.1, but finished tool-confusion galaxies
+at completeness 0.947 and default-crowd ones at 0.963 at 0.2.
+
 Results (Dec 2 2026, stop 18: each volunteer's label votes weighted by the label skill they earned
 (aggregation/labels.py), galaxies stall only after half the retirement limit, the detector's silence counted
 only inside the field it saw; 2 cores shared with other runs). Columns ``labels`` / ``fin labels``: label
