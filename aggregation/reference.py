@@ -95,20 +95,27 @@ def single_click_confirmations(classifications: pd.DataFrame, marks: pd.DataFram
     cid = mk["clump_id"].to_numpy()
     spot = np.where(cid >= 0, cid, -1 - np.arange(len(mk)))  # every lone mark its own spot
     accepted = clumps[clumps["accepted"].to_numpy(bool)]
-    acc = set(zip(accepted["subject_id"].to_numpy().tolist(), accepted["clump_id"].to_numpy().tolist(),
-                  strict=True))
     table = pd.DataFrame({"subject_id": mk["subject_id"].to_numpy(), "spot": spot,
                           "classification_id": mk["classification_id"].to_numpy(),
                           "rank": rank.reindex(mk["classification_id"]).to_numpy(),
                           "viewers": viewers.reindex(mk["subject_id"]).to_numpy()})
+    # per spot, the arrival ranks of its first and second distinct markers: it is a single click at k when the
+    # first came before k and the second (if any) did not
+    table = table.drop_duplicates(["subject_id", "spot", "classification_id"]).sort_values(
+        ["subject_id", "spot", "rank"], kind="stable")
+    order = table.groupby(["subject_id", "spot"], sort=False).cumcount().to_numpy()
+    first = table[order == 0].set_index(["subject_id", "spot"])
+    second = table[order == 1].set_index(["subject_id", "spot"])["rank"]
+    r1, views = first["rank"].to_numpy(float), first["viewers"].to_numpy(float)
+    r2 = second.reindex(first.index).to_numpy(float)
+    r2 = np.where(np.isnan(r2), np.inf, r2)
+    keys = first.index
+    confirmed = keys.isin(pd.MultiIndex.from_arrays([accepted["subject_id"].to_numpy(),
+                                                     accepted["clump_id"].to_numpy()])) if len(keys) else np.zeros(0, bool)
     out = np.zeros((max_viewers + 1, 2), dtype="int64")
     for k in range(1, max_viewers + 1):
-        seen = table[(table["rank"] < k) & (table["viewers"] >= 2 * k)]
-        if seen.empty:
-            continue
-        markers = seen.groupby(["subject_id", "spot"])["classification_id"].nunique()
-        single = markers.index[markers.to_numpy() == 1]
-        out[k] = len(single), sum((s, c) in acc for s, c in single if c >= 0)
+        single = (r1 < k) & (r2 >= k) & (views >= 2 * k)
+        out[k] = int(single.sum()), int((single & confirmed).sum())
     return out
 
 
