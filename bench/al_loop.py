@@ -578,8 +578,8 @@ def pooled_whole_loop(runs_curves: list[pd.DataFrame], baseline: str, resamples:
 def label_quality(project: Project, export_csv: Path, radius: float = 5.0) -> dict:
     """How right a run's training labels are: the consensus of its labelled galaxies' classifications (as
     :func:`label` aggregates them) against the simulation's truth (completeness of the detectable clumps,
-    purity, F1). The lean policies' saving is only worth its labels; stop 21 found lean-detector labels missing
-    3-10% of the clumps that humans-only lean labels kept, by this measure."""
+    purity, F1). The lean policies' saving is only worth its labels; stop 21 found lean-detector labels at 0.2
+    keeping 0.895-0.978 of the clumps where humans-only lean labels of the same galaxies kept 0.98-0.99."""
     from clumptool.aggregation.pipeline import aggregate
 
     res = aggregate(export_csv, project.subjects)

@@ -1,8 +1,7 @@
 """Pool several whole-loop runs of bench/active_learning.py (one per ``--seed``) into one table with an interval.
 
     for s in 0 1 2 3 4 5; do .venv/bin/python bench/active_learning.py --threads 1 --strategies entropy,random \\
-        --policies fixed20,lean-detector --reference 300 --retire-below 0.2 --no-speed --seed $s \\
-        --workdir /tmp/loop-s$s; done
+        --policies fixed20,lean,lean-detector --reference 300 --no-speed --seed $s --workdir /tmp/loop-s$s; done
     .venv/bin/python bench/al_pool.py /tmp/loop-s* --out /tmp/pooled
 
 Why: one run's detectors move by 0.1-0.5 F1 between near-identical label sets (stops 17-20), more than the
