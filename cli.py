@@ -280,8 +280,9 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 @click.option("--retire-below", type=float, default=AggregateOptions.retire_below, show_default=True,
               help="A galaxy is finished (is_finished in the subjects table) when its consensus's expected errors "
               "(missed + false clumps + wrong labels) are below this, with --min-classifications or more. 0.2 "
-              "spent 9-18% fewer classifications with --detections (2-12% without) on bench/lean.py's crowds but "
-              "lost 6% of the clumps on the loop bench's project: measure on your crowd first (README).")
+              "spent 11-18% fewer classifications with --detections and --reference (2-12% without a detector) on "
+              "bench/lean.py's crowds but lost 6% of the clumps on the loop bench's project: measure on your crowd "
+              "first (README).")
 @click.option("--min-classifications", type=int, default=AggregateOptions.min_classifications, show_default=True,
               help="A galaxy with fewer human classifications than this is never finished.")
 @click.option("--retirement-limit", type=int, default=AggregateOptions.retirement_limit, show_default=True,
@@ -295,7 +296,8 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
 @click.option("--detections", type=click.Path(path_type=Path),
               help="A `predict` catalogue (parquet/csv/fits): the detector joins the crowd as one modelled annotator "
               "(reliability per score band learned from the volunteers; it can neither make a clump alone nor "
-              "overturn a clear human consensus).")
+              "overturn a clear human consensus). Give --reference with it: where no single-click rate was "
+              "measured, a single click the detector did not mark is judged as without a detector.")
 @click.option("--eps", type=float, default=AggregateOptions.eps, show_default=True,
               help="DBSCAN eps (px), --method dbscan.")
 @click.option("--min-samples", type=int, default=AggregateOptions.min_samples, show_default=True,

@@ -229,10 +229,11 @@ def aggregate(
     if machine is not None and singles is None:
         summary["notes"].append(
             "--detections without a measured single-click rate (no --reference, and no galaxy here has had twice "
-            "the classifications of the ones being judged): a single click the detector did not mark is judged by "
-            "its vote share alone, which can call real clumps strays (on the loop bench's project it retired "
-            "galaxies whose finished consensus kept 83% of the clumps); give --reference, an aggregate of galaxies "
-            "that had their full crowd")
+            "the classifications of the ones being judged): a single click the detector did not mark is judged as "
+            "without a detector (by the crowd model's P(real)), since its vote share alone can call real clumps "
+            "strays (on the loop bench's project it retired galaxies whose finished consensus kept 83% of the "
+            "clumps), so the detector saves few classifications on galaxies with single clicks; give --reference, "
+            "an aggregate of galaxies that had their full crowd")
     if reference is not None and 2 * reference.median_viewers < options.retirement_limit:
         summary["notes"].append(
             f"--reference {options.reference}: its galaxies had a median of {reference.median_viewers:g} "

@@ -360,6 +360,14 @@ def _measured_single_click(rates: np.ndarray | None, n_viewers: np.ndarray) -> n
     return r[np.clip(np.rint(n).astype(int), 1, len(r) - 1)]
 
 
+def _single_click_measured(rates: np.ndarray | None, n_viewers: np.ndarray) -> np.ndarray:
+    """Whether a single click's P(real) was measured at ``n_viewers`` (see :func:`_measured_single_click`)."""
+    n = np.asarray(n_viewers, float)
+    if rates is None or len(rates) < 2:
+        return np.zeros(len(n), bool)
+    return np.isfinite(np.asarray(rates, float))[np.clip(np.rint(n).astype(int), 1, len(rates) - 1)]
+
+
 def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
     """Probabilities ``p`` with their odds multiplied by ``exp(log_odds)`` (independent evidence, e.g. a detector's)."""
     lo = np.log(np.clip(p, 1e-12, 1.0)) - np.log(np.clip(1.0 - p, 1e-12, 1.0)) + log_odds
@@ -379,7 +387,8 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     (:func:`flip_probabilities`); the clumps that every viewer missed are the model's share of
     ``expected_num_false_neg``. With a detector (the clumps table's ``machine_evidence``), a candidate of one
     human click that the detector did not mark is judged like a lone mark, by its vote share and the detector's
-    silence (``single_clicks_by_vote_share=False``: by the larger of that and the model's, as without one), and
+    silence, where ``single_click_real`` measured such clicks at its number of viewers (else, and with
+    ``single_clicks_by_vote_share=False``, by the larger of that and the model's, as without a detector), and
     its labels vote in :func:`label_probabilities` (``detector_labels``).
 
     With ``retirement_limit``, also ``expected_gain``: the errors the classifications left before that limit are
@@ -438,7 +447,10 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
         # comes from the visibility mixture (a faint clump seen by one of n) and runs far above the truth
         # (bench/lean.py: 0.81 for one click of 5 viewers, 8% real), so under max() the detector's silence,
         # however reliable, could never close the galaxy
-        miss_c = np.where(single, flip, miss_c)
+        # -- but only where a single click's P(real) was measured (``single_click_real``): the vote share alone put
+        # one click of three at 0.05 where 29% were real (the loop's 200 px project), and nothing in an export
+        # without full-crowd galaxies says which project it is. Unmeasured, the model's larger P(real) stands.
+        miss_c = np.where(single & _single_click_measured(single_click_real, n_c), flip, miss_c)
     by = clumps["subject_id"].to_numpy()
 
     def per_subject(values: np.ndarray, keys: np.ndarray) -> np.ndarray:

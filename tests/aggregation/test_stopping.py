@@ -230,12 +230,22 @@ def test_a_detector_silent_on_a_single_click_lets_its_galaxy_finish_and_a_confir
     n = 40
     humans = _stray_galaxies(n)
     assert (humans["expected_missed"] >= 0.8).all() and not humans["is_finished"].any()
-    # a detector that marked every 5-of-5 clump (+4) and is silent on the clicks (-4.6, its cap): the click is
-    # judged by its vote share (1 of 5, where the crowd's 1-of-5 spots are strays) and that silence
-    silent = _stray_galaxies(n, [1] * n + [0] * n, [4.0] * n + [-4.6] * n)
+    # a detector that marked every 5-of-5 clump (+4) and is silent on the clicks (-4.6, its cap), where a full
+    # crowd measured 2% of one-of-five clicks real: the click is judged by that rate, its vote share (1 of 5, where
+    # the crowd's 1-of-5 spots are strays) and that silence
+    measured = np.full(11, 0.02)
+    silent = _stray_galaxies(n, [1] * n + [0] * n, [4.0] * n + [-4.6] * n, single_click_real=measured)
     assert (silent["expected_missed"] < 0.05).all() and silent["is_finished"].all()
+    # the same detector where nothing measured such clicks (no --reference, no full-crowd galaxy): the vote share
+    # alone is no evidence (it said 0.05 where 29% were real on another project); the model's P(real) stands
+    unmeasured = _stray_galaxies(n, [1] * n + [0] * n, [4.0] * n + [-4.6] * n)
+    assert (unmeasured["expected_missed"] >= 0.8).all() and not unmeasured["is_finished"].any()
+    measured_elsewhere = np.full(11, np.nan)
+    measured_elsewhere[3] = 0.02  # measured at three viewers, not at these galaxies' five
+    assert not _stray_galaxies(n, [1] * n + [0] * n, [4.0] * n + [-4.6] * n,
+                               single_click_real=measured_elsewhere)["is_finished"].any()
     # the detector marking the click too: the crowd model's own P(real) stands, the galaxy stays open
-    confirmed = _stray_galaxies(n, [1] * n + [1] * n, [4.0] * n + [2.0] * n)
+    confirmed = _stray_galaxies(n, [1] * n + [1] * n, [4.0] * n + [2.0] * n, single_click_real=measured)
     assert (confirmed["expected_missed"] >= 0.8).all() and not confirmed["is_finished"].any()
 
 
@@ -366,7 +376,8 @@ def test_a_measured_single_click_rate_keeps_a_galaxy_open_that_a_silent_detector
     galaxies had their full crowd is the floor of that click's P(real), before the detector's evidence."""
     n = 40
     marks, weak, sure = [1] * n + [0] * n, [4.0] * n + [-0.07] * n, [4.0] * n + [-4.6] * n
-    assert _stray_galaxies(n, marks, weak)["is_finished"].all()  # the vote share alone: 1 of 5 is a stray
+    low = np.r_[np.nan, np.full(10, 1e-3)]  # measured: such clicks are strays
+    assert _stray_galaxies(n, marks, weak, single_click_real=low)["is_finished"].all()  # 1 of 5 is a stray
     rates = np.r_[np.nan, np.full(10, 0.15)]
     measured = _stray_galaxies(n, marks, weak, single_click_real=rates)
     assert (measured["expected_missed"] >= 0.14).all() and not measured["is_finished"].any()
@@ -374,5 +385,9 @@ def test_a_measured_single_click_rate_keeps_a_galaxy_open_that_a_silent_detector
     # most: 0.15 -> 0.08), but not a click a third of whose like are real (0.3 -> 0.18)
     assert _stray_galaxies(n, marks, sure, single_click_real=rates)["is_finished"].all()
     assert not _stray_galaxies(n, marks, sure, single_click_real=2 * rates)["is_finished"].any()
-    # an unmeasured rate (NaN) leaves the vote share alone
-    assert _stray_galaxies(n, marks, weak, single_click_real=np.full(11, np.nan))["is_finished"].all()
+    # unmeasured (NaN, or no rates at all): not the vote share alone, but the crowd model's P(real), as without a
+    # detector (0.8 here), so neither detector closes the galaxy
+    for unmeasured in (np.full(11, np.nan), None):
+        for evidence in (weak, sure):
+            out = _stray_galaxies(n, marks, evidence, single_click_real=unmeasured)
+            assert (out["expected_missed"] >= 0.8).all() and not out["is_finished"].any()
