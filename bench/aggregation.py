@@ -41,6 +41,13 @@ dbscan|hdbscan need it) and the uploader at start-up (`--speed-only --baseline 2
 (goal >= 20x). The same command just before that change: 9.1 s against 6.2 s (1.46x) and 17.0x. (This machine is
 about twice as slow as the one of 2026-11-24: panoptes_aggregation took 152-154 s here against 60-65 s there.)
 
+Stop 22 (2026-12-02 22:00 UTC, a quiet 2-core machine; ``--speed-only --skip-panoptes --full-scale --baseline
+80fee4e``, the tree before the single-click counts of stop 21, which every clumpscout aggregate now makes for
+``--reference``): 100k classifications in 2.6 s (median of 2.37 / 2.62 / 2.78 s, peak 771 MB) against 80fee4e's
+2.9 s (2.63 / 2.93 / 3.05 s, 770 MB), 0.90x its time, within the runs' spread; the Clump Scout-sized export (1.71M)
+in 35.6 s against 31.5 s (one run each, 1.13x; peak 1,959 MB against 1,813 MB): the count is one pass over the
+spots, a few seconds at that size.
+
 Per-crowd figures of the current consensus (issue 11: central source, skills re-estimated from the judged clumps,
 learned prior odds, at least 2 volunteers per clump, per-volunteer click offsets), measured 2026-12-01 on the shared
 2-core machine, 1,000 galaxies per crowd, seed 1, match radius 5 px (columns as in the baseline below). Goal met:
