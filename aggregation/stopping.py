@@ -479,6 +479,9 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
         is_machine = lone["machine"].to_numpy(bool) if "machine" in lone else np.zeros(len(lone), bool)
         lone_ev = (np.maximum(lone["machine_evidence"].to_numpy(float), SILENCE_ON_A_SINGLE_CLICK) if "machine" in lone
                    else np.zeros(len(lone)))
+        # a lone click is a single click too: unmeasured, the detector's silence on it counts for nothing (above);
+        # a detection there still keeps it open
+        lone_ev = np.where(_single_click_measured(single_click_real, n_lone_view), lone_ev, np.maximum(lone_ev, 0.0))
         if "machine" in lone:  # a detector's own lone mark is no crowd vote; the detector's evidence updates the rest
             lone_flip = np.where(is_machine, 0.0, with_evidence(lone_flip, lone_ev))
         miss += per_subject(lone_flip, lone["subject_id"].to_numpy())

@@ -249,6 +249,30 @@ def test_a_detector_silent_on_a_single_click_lets_its_galaxy_finish_and_a_confir
     assert (confirmed["expected_missed"] >= 0.8).all() and not confirmed["is_finished"].any()
 
 
+def test_a_detectors_silence_on_a_lone_click_counts_only_where_single_clicks_were_measured():
+    """A lone mark (linked to no candidate) is a single click too: where nothing measured how often such clicks are
+    real, the detector's silence must not lower its P(real) below what humans alone would give it."""
+    n = 40
+    subjects, clumps = _stray_tables(n, [1] * n + [0] * n, [4.0] * n + [-4.6] * n)
+    clumps = clumps.iloc[:n]  # the 5-of-5 clumps only; each galaxy's extra click is a lone mark
+    marks = pd.DataFrame({"subject_id": np.arange(n), "clump_id": -1, "real_if_unlinked_prob": 0.3,
+                          "machine": False, "machine_evidence": -4.6})
+
+    def missed(rates):
+        return apply_stopping_rule(subjects, clumps, marks, retire_below=0.1,
+                                   single_click_real=rates)["expected_missed"].to_numpy()
+
+    def humans(rates):
+        return apply_stopping_rule(subjects, clumps.drop(columns=["n_machine_marks", "machine_evidence"]),
+                                   marks.drop(columns=["machine", "machine_evidence"]), retire_below=0.1,
+                                   single_click_real=rates)["expected_missed"].to_numpy()
+
+    np.testing.assert_allclose(missed(None), humans(None))  # unmeasured: as if no detector had looked
+    np.testing.assert_allclose(missed(np.full(11, np.nan)), humans(None))
+    measured = np.full(11, 0.2)
+    assert (missed(measured) < humans(measured) - 0.05).all()  # measured: the silence counts (at most x0.5 in odds)
+
+
 def test_the_detectors_labels_vote_with_the_agreement_rate_it_earned():
     # 30 clumps the crowd and the detector agree on (normal), then a split clump: 2 of 3 marks say odd
     n_marks = [5] * 30 + [3]
