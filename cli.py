@@ -441,6 +441,10 @@ def _crop_option(value: str | None) -> int | None:
 @click.option("--accept-empty-model", is_flag=True,
               help="Publish the model even when it finds no clump on the validation galaxies at any score "
                    "(otherwise such a run exits 2 and leaves --out untouched).")
+@click.option("--include-in-progress", is_flag=True,
+              help="Also train on the galaxies --subjects (aggregate's table) marks in_progress: not finished and "
+                   "fewer than half the retirement limit's classifications, so volunteers are still at them and their "
+                   "consensus is no label yet (left out by default, with a note).")
 @click.option("--quiet", is_flag=True, help="No progress bar, summary or Lightning messages (errors still print).")
 @click.pass_context
 def train_command(ctx: click.Context, boxes: Path, images: Path, subjects: Path | None, backbone: str, weights: str | None,
@@ -449,7 +453,7 @@ def train_command(ctx: click.Context, boxes: Path, images: Path, subjects: Path 
                   batch_size: int, lr: float, weight_decay: float, val_fraction: float, patience: int,
                   max_minutes: float | None, devices: str, num_nodes: int, strategy: str, precision: str,
                   resume: Path | None, out: Path, seed: int, workers: int | None, cache: bool,
-                  accept_empty_model: bool, quiet: bool) -> None:
+                  accept_empty_model: bool, include_in_progress: bool, quiet: bool) -> None:
     """Train a clump detector: Zoobot/timm encoder + FPN + Faster R-CNN.
 
     Writes model.safetensors + model.json (the best model by validation F1, with the score threshold chosen
@@ -471,7 +475,7 @@ def train_command(ctx: click.Context, boxes: Path, images: Path, subjects: Path 
     options = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                            val_fraction=val_fraction, patience=patience, max_minutes=max_minutes, devices=devices,
                            num_nodes=num_nodes, strategy=strategy, precision=precision, seed=seed, workers=workers,
-                           cache=cache, accept_empty=accept_empty_model)
+                           cache=cache, accept_empty=accept_empty_model, include_in_progress=include_in_progress)
     model = {"backbone": backbone, "image_size": image_size, "crop": _crop_option(crop),
              "in_channels": in_channels, "fits_bands": list(_csv_ints(fits_bands) or []) or None,
              "anchor_sizes": list(_csv_ints(anchor_sizes) or []) or None, "box_dropout": box_dropout,

@@ -25,6 +25,7 @@ from clumptool.aggregation.stopping import (
     DEFAULT_MIN_CLASSIFICATIONS,
     DEFAULT_RETIRE_BELOW,
     DEFAULT_RETIREMENT_LIMIT,
+    IN_PROGRESS_COLUMN,
     apply_stopping_rule,
     check_stopping_options,
 )
@@ -276,12 +277,15 @@ def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame) -> tuple[p
             extra[c] = 0
         elif c in ("is_finished", "is_stalled"):
             extra[c] = False
+        elif c == IN_PROGRESS_COLUMN:  # nobody has classified it yet
+            extra[c] = True
         elif c in missing.columns:
             extra[c] = missing[c].to_numpy()
         else:
             extra[c] = np.nan
     out = pd.concat([subj, extra.astype({c: subj[c].dtype for c in ("n_viewers", "n_clumps", "n_odd_clumps",
-                                                                     "is_finished", "is_stalled") if c in subj})],
+                                                                     "is_finished", "is_stalled",
+                                                                     IN_PROGRESS_COLUMN) if c in subj})],
                     ignore_index=True)
     return out.sort_values("subject_id", kind="stable").reset_index(drop=True), len(extra)
 

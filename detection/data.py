@@ -3,7 +3,8 @@
 Which galaxies are labelled (galaxies without clumps are kept as negatives, as in the paper):
 
 * with ``subjects`` (the ``subjects`` table written by ``clumptool aggregate``, or a Zooniverse subjects
-  export: any table with ``subject_id``): every subject listed there, with or without boxes. Its image must
+  export: any table with ``subject_id``): every subject listed there, with or without boxes, but those nobody
+  classified yet and, in aggregate's table, those still being classified (``in_progress``). Its image must
   exist in the image folder;
 * without it: every image in the folder. The aggregate ``boxes`` table only lists galaxies that have
   clumps, so a galaxy without boxes is taken as "looked at, no clumps". Put only classified images in the
@@ -30,9 +31,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from clumptool.aggregation.stopping import IN_PROGRESS_COLUMN
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import drop_blank_rows, normalise_subject_ids
-from clumptool.common.tables import read_table
+from clumptool.common.tables import read_table, true_false_column
 from clumptool.detection.images import index_images, load_image, prepare, working_geometry
 from clumptool.detection.spec import ModelSpec
 from clumptool.detection.symmetry import apply_to_boxes, apply_to_image
@@ -115,9 +117,33 @@ def count_unclassified(subjects: str | os.PathLike | None) -> int:
     return len(st) - len(unclassified_dropped(st))
 
 
+def in_progress_dropped(subjects: pd.DataFrame, where: str | os.PathLike) -> pd.DataFrame:
+    """The rows of a subjects table whose consensus is a label: not ``in_progress`` in aggregate's table.
+
+    In a lean project (or an export of a live one) many galaxies have had one or two volunteers so far: their
+    consensus is not finished and they have not had half the retirement limit (aggregation/stopping.py). As
+    labels they would teach the detector that the clumps their first volunteers missed are background (a galaxy
+    one volunteer saw without marking trains as "no clumps"). Tables without the column are taken as they are."""
+    if IN_PROGRESS_COLUMN not in subjects.columns:
+        return subjects
+    flags = true_false_column(subjects[IN_PROGRESS_COLUMN], subjects["subject_id"], where, IN_PROGRESS_COLUMN)
+    return subjects[~flags]
+
+
+def count_in_progress(subjects: str | os.PathLike | None) -> int:
+    """How many classified rows of a subjects table :func:`in_progress_dropped` leaves out (0 without a table)."""
+    if subjects is None:
+        return 0
+    st = unclassified_dropped(read_table(subjects, ("subject_id",)))
+    return len(st) - len(in_progress_dropped(st, subjects))
+
+
 def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.PathLike,
-                   subjects: str | os.PathLike | None = None, num_classes: int = 3) -> list[Item]:
-    """The labelled galaxies (see the module docstring for which), sorted by subject id."""
+                   subjects: str | os.PathLike | None = None, num_classes: int = 3,
+                   include_in_progress: bool = False) -> list[Item]:
+    """The labelled galaxies (see the module docstring for which), sorted by subject id; galaxies still being
+    classified (``in_progress`` in aggregate's subjects table) and their boxes are left out unless
+    ``include_in_progress``."""
     if isinstance(boxes, pd.DataFrame):
         table = check_boxes(boxes, "boxes table", num_classes)
     else:
@@ -125,19 +151,27 @@ def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.Pat
     index = index_images(images)
     if not index:
         raise ClumptoolError(f"{images}: no images (.png, .jpg, .fits) found")
+    in_progress: set[str] = set()
     if subjects is not None:
-        st = unclassified_dropped(read_table(subjects, ("subject_id",)))
-        ids = sorted(set(normalise_subject_ids(drop_blank_rows(st)["subject_id"], where=subjects,
-                                               field="subject_id")))
+        st = drop_blank_rows(unclassified_dropped(read_table(subjects, ("subject_id",))))
+        kept = st if include_in_progress else in_progress_dropped(st, subjects)
+        ids = sorted(set(normalise_subject_ids(kept["subject_id"], where=subjects, field="subject_id")))
+        in_progress = set(normalise_subject_ids(st["subject_id"], where=subjects, field="subject_id")) - set(ids)
+        table = table[~table["subject_id"].isin(in_progress)]
         source = f"{subjects}"
     else:
         ids = sorted(index)
         source = f"{images}"
+    if not ids and in_progress:
+        raise ClumptoolError(f"{subjects}: all {len(in_progress)} classified galaxies are still being classified "
+                             "(in_progress: not finished, fewer than half the retirement limit's classifications); "
+                             "wait for more classifications, or pass --include-in-progress to train on them anyway")
     if table.empty:
         raise ClumptoolError(
-            f"{boxes if not isinstance(boxes, pd.DataFrame) else 'boxes table'}: no box at all, so there is "
-            "nothing to learn from; check that 'clumptool aggregate' found clumps (its summary, --task and "
-            "--clump-tools) and pass its boxes table")
+            f"{boxes if not isinstance(boxes, pd.DataFrame) else 'boxes table'}: no box at all"
+            + (f" outside the {len(in_progress)} galaxies still being classified" if in_progress else "")
+            + ", so there is nothing to learn from; check that 'clumptool aggregate' found clumps (its summary, "
+            "--task and --clump-tools) and pass its boxes table")
     missing = sorted(set(ids) - set(index))
     if missing:
         raise ClumptoolError(

@@ -153,7 +153,9 @@ class TrainOptions:
     """How ``clumptool train`` runs (the model's own settings are :class:`ModelSpec`'s).
 
     ``patience`` None or 0: never stop early; ``max_minutes`` None: no time limit; ``workers`` None: 0 on
-    CPU, up to 8 on GPU; ``accept_empty``: publish a model that finds nothing on its validation galaxies."""
+    CPU, up to 8 on GPU; ``accept_empty``: publish a model that finds nothing on its validation galaxies;
+    ``include_in_progress``: also train on galaxies aggregate's subjects table marks ``in_progress`` (still being
+    classified: their consensus is no label yet)."""
 
     epochs: int = 20
     batch_size: int = 4
@@ -170,6 +172,7 @@ class TrainOptions:
     workers: int | None = None
     cache: bool = False
     accept_empty: bool = False
+    include_in_progress: bool = False
 
     def __post_init__(self) -> None:
         raise_problems([

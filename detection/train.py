@@ -63,6 +63,7 @@ from clumptool.common.tables import write_table
 from clumptool.detection.backbones import resolve_backbone
 from clumptool.detection.data import (
     collate,
+    count_in_progress,
     count_trained_boxes,
     count_unclassified,
     labelled_items,
@@ -107,6 +108,7 @@ class TrainResult:
     boxes_in_table: int = 0
     boxes_trained_on: int = 0
     n_unclassified_skipped: int = 0
+    n_in_progress_skipped: int = 0
 
 
 class TrainingInterrupted(ClumptoolError):
@@ -380,7 +382,8 @@ def _train(boxes, images, out, options, *, subjects, backbone, weights, image_si
     if items is None:
         if boxes is None:
             raise ClumptoolError("--boxes: a boxes table is needed (e.g. aggregate's boxes.parquet)")
-        all_items = labelled_items(boxes, images, subjects, num_classes=spec.num_classes)
+        all_items = labelled_items(boxes, images, subjects, num_classes=spec.num_classes,
+                                   include_in_progress=o.include_in_progress)
         train_items, val_items = split_items(all_items, val_fraction, seed)
     else:
         train_items, val_items = items
@@ -389,6 +392,7 @@ def _train(boxes, images, out, options, *, subjects, backbone, weights, image_si
                              "--val-fraction")
     val_truth = sum(len(it.boxes) for it in val_items)
     n_unclassified = count_unclassified(subjects) if items is None else 0
+    n_in_progress = count_in_progress(subjects) if items is None and not o.include_in_progress else 0
     boxes_used, boxes_total = count_trained_boxes(train_items + val_items, spec) if items is None else (0, 0)
 
     lit = DetectorModule(**module_kwargs)
@@ -476,6 +480,7 @@ def _train(boxes, images, out, options, *, subjects, backbone, weights, image_si
                 "backbone": spec.backbone, "init_weights": spec.init_weights, "version": spec.version,
                 "n_train": len(train_items), "n_val": len(val_items), "n_val_boxes": int(val_truth),
                 "n_subjects_unclassified_skipped": n_unclassified,
+                "n_subjects_in_progress_skipped": n_in_progress,
                 "epochs": int(trainer.current_epoch), "global_step": int(trainer.global_step),
                 "world_size": int(trainer.world_size),
                 "best_checkpoint": f"checkpoints/{best.name}" if best else None, "best_val_f1": best_score,
@@ -501,7 +506,7 @@ def _train(boxes, images, out, options, *, subjects, backbone, weights, image_si
                        is_global_zero=bool(trainer.is_global_zero), seconds=time.perf_counter() - t0,
                        history=history, score_threshold=spec.score_threshold, val_f1_at_threshold=threshold_f1,
                        n_val_boxes=int(val_truth), boxes_in_table=boxes_total, boxes_trained_on=boxes_used,
-                       n_unclassified_skipped=n_unclassified)
+                       n_unclassified_skipped=n_unclassified, n_in_progress_skipped=n_in_progress)
 
 
 class CtrlC:
@@ -571,6 +576,11 @@ def training_warnings(result: TrainResult) -> list[str]:
         found.append(f"NOTE: {result.n_unclassified_skipped} subject(s) in --subjects have no classification "
                      "(n_viewers 0 in aggregate's subjects table) and were left out: they are not labelled, "
                      "not negatives")
+    if result.n_in_progress_skipped:
+        found.append(f"NOTE: {result.n_in_progress_skipped} subject(s) in --subjects are still being classified "
+                     "(in_progress in aggregate's subjects table: not finished, fewer than half the retirement "
+                     "limit's classifications) and were left out with their boxes; --include-in-progress trains "
+                     "on them")
     if result.val_f1_at_threshold == 0:
         found.append("WARNING: this model found no clump on the validation galaxies at any score (published "
                      "because of --accept-empty-model)")

@@ -415,3 +415,15 @@ def test_a_measured_single_click_rate_keeps_a_galaxy_open_that_a_silent_detector
         for evidence in (weak, sure):
             out = _stray_galaxies(n, marks, evidence, single_click_real=unmeasured)
             assert (out["expected_missed"] >= 0.8).all() and not out["is_finished"].any()
+
+
+def test_galaxies_under_half_the_limit_and_not_finished_are_in_progress():
+    """in_progress: not finished and under half the retirement limit, so volunteers are still at it (train leaves
+    it out); a finished galaxy, or one that has had half its limit, is a label."""
+    subjects = pd.DataFrame({"subject_id": [0, 1, 2, 3], "n_viewers": [2, 5, 5, 10],
+                             "expected_num_false_neg": [0.01, 0.01, 0.9, 0.9]})
+    clumps = pd.DataFrame({"subject_id": [0, 1, 2, 3], "n_marks": [2, 5, 5, 10], "n_viewers": [2, 5, 5, 10],
+                           "odd_vote": 0.0, "label": 1, "accepted": True, "false_pos_prob": 0.001})
+    out = apply_stopping_rule(subjects, clumps, retire_below=0.1, min_classifications=3, retirement_limit=20)
+    assert out["is_finished"].tolist() == [False, True, False, False]
+    assert out["in_progress"].tolist() == [True, False, True, False]

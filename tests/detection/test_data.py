@@ -12,6 +12,7 @@ from clumptool.detection.data import (
     Augment,
     DetectionDataset,
     Item,
+    count_in_progress,
     count_unclassified,
     labelled_items,
     read_boxes,
@@ -132,3 +133,30 @@ def test_unclassified_subjects_are_neither_labelled_nor_negatives(tiny_project, 
     assert unclassified not in ids
     assert len(ids) == len(st) - 1
     assert count_unclassified(tmp_path / "subjects.csv") == 1
+
+
+def test_galaxies_still_being_classified_are_left_out_with_their_boxes(tiny_project, tmp_path):
+    """In a lean project most galaxies have had one or two volunteers at any time: aggregate marks them
+    in_progress, and train leaves them (and the boxes their first volunteers gave them) out unless asked."""
+    boxes, images, subjects = tiny_project
+    st = pd.read_csv(subjects) if str(subjects).endswith(".csv") else pd.read_parquet(subjects)
+    table = read_boxes(boxes)
+    with_boxes = sorted(set(table["subject_id"]))
+    st["n_viewers"] = 20
+    st["in_progress"] = st["subject_id"].astype(str) == with_boxes[0]  # CSV: "True"/"False" text
+    st.to_csv(tmp_path / "subjects.csv", index=False)
+    items = labelled_items(boxes, images, tmp_path / "subjects.csv")
+    assert with_boxes[0] not in {it.subject_id for it in items} and len(items) == len(st) - 1
+    assert count_in_progress(tmp_path / "subjects.csv") == 1
+    everything = labelled_items(boxes, images, tmp_path / "subjects.csv", include_in_progress=True)
+    assert len(everything) == len(st)
+    kept = {it.subject_id: len(it.boxes) for it in everything}
+    assert kept[with_boxes[0]] == int((table["subject_id"] == with_boxes[0]).sum()) > 0
+    st["in_progress"] = True
+    st.to_csv(tmp_path / "all.csv", index=False)
+    with pytest.raises(ClumptoolError, match="still being classified.*--include-in-progress"):
+        labelled_items(boxes, images, tmp_path / "all.csv")
+    st["in_progress"] = "maybe"
+    st.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ClumptoolError, match=r"bad\.csv.*in_progress.*not true or false"):
+        labelled_items(boxes, images, tmp_path / "bad.csv")

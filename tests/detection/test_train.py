@@ -136,3 +136,23 @@ def test_module_records_the_spec_it_was_given(tmp_path):
     recorded = spec.with_init_weights(tmp_path / "enc.safetensors").to_dict()
     module = DetectorModule(spec=recorded, weights=str(tmp_path / "enc.safetensors"))
     assert module.hparams["spec"] == recorded and module.spec.to_dict() == recorded
+
+
+def test_train_leaves_out_galaxies_still_being_classified(tiny_project, tmp_path):
+    """A lean project's subjects table marks the galaxies volunteers are still at (in_progress): train leaves
+    them out, says so and records it; --include-in-progress puts them back."""
+    from clumptool.detection.train import training_warnings
+
+    boxes, images, subjects = tiny_project
+    st = pd.read_csv(subjects) if str(subjects).endswith(".csv") else pd.read_parquet(subjects)
+    st["n_viewers"] = [2, 2] + [20] * (len(st) - 2)
+    st["in_progress"] = [True, True] + [False] * (len(st) - 2)
+    st.to_parquet(tmp_path / "subjects.parquet", index=False)
+    r = train(boxes, images, tmp_path / "run", subjects=tmp_path / "subjects.parquet", epochs=1,
+              val_fraction=0.25, **TINY)
+    assert r.n_train + r.n_val == len(st) - 2 and r.n_in_progress_skipped == 2
+    assert json.loads((tmp_path / "run" / "training.json").read_text())["n_subjects_in_progress_skipped"] == 2
+    assert any("2 subject(s)" in w and "still being classified" in w for w in training_warnings(r))
+    r = train(boxes, images, tmp_path / "all", subjects=tmp_path / "subjects.parquet", epochs=1,
+              val_fraction=0.25, include_in_progress=True, **TINY)
+    assert r.n_train + r.n_val == len(st) and r.n_in_progress_skipped == 0
