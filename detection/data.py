@@ -165,7 +165,9 @@ def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.Pat
     if not ids and in_progress:
         raise ClumptoolError(f"{subjects}: all {len(in_progress)} classified galaxies are still being classified "
                              "(in_progress: not finished, fewer than half the retirement limit's classifications); "
-                             "wait for more classifications, or pass --include-in-progress to train on them anyway")
+                             "wait for more classifications, aggregate with the workflow's own --retirement-limit "
+                             "if it retires galaxies before 20, or pass --include-in-progress to train on them "
+                             "anyway")
     if table.empty:
         raise ClumptoolError(
             f"{boxes if not isinstance(boxes, pd.DataFrame) else 'boxes table'}: no box at all"

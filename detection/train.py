@@ -579,8 +579,9 @@ def training_warnings(result: TrainResult) -> list[str]:
     if result.n_in_progress_skipped:
         found.append(f"NOTE: {result.n_in_progress_skipped} subject(s) in --subjects are still being classified "
                      "(in_progress in aggregate's subjects table: not finished, fewer than half the retirement "
-                     "limit's classifications) and were left out with their boxes; --include-in-progress trains "
-                     "on them")
+                     "limit's classifications) and were left out with their boxes; if the workflow retires "
+                     "galaxies before 20, aggregate with its --retirement-limit; --include-in-progress trains on "
+                     "them")
     if result.val_f1_at_threshold == 0:
         found.append("WARNING: this model found no clump on the validation galaxies at any score (published "
                      "because of --accept-empty-model)")
