@@ -705,7 +705,8 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, allow
               help="Random pool galaxies added with control=True (measures what active learning gains).")
 @click.option("--include-unfinished", type=click.Path(dir_okay=False, path_type=Path),
               help="Aggregate's subjects table: labelled galaxies with is_finished == False are sent back for more "
-                   "volunteers, riskiest first (their images must be in the pool).")
+                   "volunteers, riskiest first (their images must be in the pool); stalled ones and those the "
+                   "workflow still shows (awaiting_volunteers) are not.")
 @click.option("--max-unfinished", type=int, help="At most this many unfinished galaxies [default: n].")
 @click.option("--passes", type=int, default=SelectOptions.passes, show_default=True,
               help="Monte Carlo dropout passes (mc-bald).")

@@ -70,6 +70,7 @@ from clumptool.active_learning.scoring import (  # noqa: F401 (SCORE_COLUMNS, Po
 )
 from clumptool.active_learning.state import check_state_location, default_state_dir
 from clumptool.active_learning.zooniverse import UploadConfig, upload_selection, uploaded_galaxies
+from clumptool.aggregation.stopping import AWAITING_COLUMN
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids
 from clumptool.common.options import options_from
@@ -150,15 +151,20 @@ def choose(scored: pd.DataFrame, n: int, candidates: int, diversity: str, embed:
 def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> pd.DataFrame:
     """Labelled galaxies whose consensus is not finished, riskiest first: galaxy_id, risk.
 
-    Stalled galaxies (``is_stalled``: more volunteers are not expected to settle them) are left out."""
+    Stalled galaxies (``is_stalled``: more volunteers are not expected to settle them) are left out, and so are
+    those the workflow still shows (``awaiting_volunteers``: fewer classifications than the retirement limit, as in
+    a lean project until the rule finishes them): uploaded again, one galaxy would be two subjects on Zooniverse,
+    its volunteers' clicks split between them."""
     df = read_table(subjects_path, ("subject_id", "is_finished"))
     risk = pd.to_numeric(df["risk"], errors="coerce") if "risk" in df.columns else pd.Series(0.0, index=df.index)
     ids = normalise_subject_ids(df["subject_id"], where=subjects_path, field="subject_id")
     finished = true_false_column(df["is_finished"], ids, subjects_path, "is_finished")
-    stalled = (true_false_column(df["is_stalled"], ids, subjects_path, "is_stalled") if "is_stalled" in df.columns
-               else np.zeros(len(df), bool))
+    left_out = np.zeros(len(df), bool)
+    for column in ("is_stalled", AWAITING_COLUMN):
+        if column in df.columns:
+            left_out |= true_false_column(df[column], ids, subjects_path, column)
     out = pd.DataFrame({"galaxy_id": ids.to_numpy(), "risk": risk.fillna(0.0).to_numpy()})
-    out = out[~finished & ~stalled].sort_values(["risk", "galaxy_id"], ascending=[False, True])
+    out = out[~finished & ~left_out].sort_values(["risk", "galaxy_id"], ascending=[False, True])
     out = out.drop_duplicates("galaxy_id")
     return out.head(limit) if limit is not None else out
 

@@ -22,6 +22,7 @@ from clumptool.aggregation.reference import learn_vote_shares, read_reference, s
 from clumptool.aggregation.report import overview_figure
 from clumptool.aggregation.selection import check_something_to_aggregate
 from clumptool.aggregation.stopping import (
+    AWAITING_COLUMN,
     DEFAULT_MIN_CLASSIFICATIONS,
     DEFAULT_RETIRE_BELOW,
     DEFAULT_RETIREMENT_LIMIT,
@@ -277,7 +278,7 @@ def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame) -> tuple[p
             extra[c] = 0
         elif c in ("is_finished", "is_stalled"):
             extra[c] = False
-        elif c == IN_PROGRESS_COLUMN:  # nobody has classified it yet
+        elif c in (IN_PROGRESS_COLUMN, AWAITING_COLUMN):  # nobody has classified it yet
             extra[c] = True
         elif c in missing.columns:
             extra[c] = missing[c].to_numpy()
@@ -285,7 +286,8 @@ def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame) -> tuple[p
             extra[c] = np.nan
     out = pd.concat([subj, extra.astype({c: subj[c].dtype for c in ("n_viewers", "n_clumps", "n_odd_clumps",
                                                                      "is_finished", "is_stalled",
-                                                                     IN_PROGRESS_COLUMN) if c in subj})],
+                                                                     IN_PROGRESS_COLUMN, AWAITING_COLUMN)
+                                                if c in subj})],
                     ignore_index=True)
     return out.sort_values("subject_id", kind="stable").reset_index(drop=True), len(extra)
 

@@ -65,8 +65,10 @@ DEFAULT_VOTE_SPLIT = 0.3
 # classifications a galaxy gets at most (the workflow's retirement limit; Clump Scout showed each to ~20)
 DEFAULT_RETIREMENT_LIMIT = 20
 IN_PROGRESS_COLUMN = "in_progress"  # not finished, under half the retirement limit: no training label yet
+AWAITING_COLUMN = "awaiting_volunteers"  # not finished nor stalled, under the limit: the workflow still shows it
 STOPPING_COLUMNS = ("expected_missed", "expected_false", "expected_wrong_labels", "expected_errors",
-                    "expected_gain", "is_finished", "is_stalled", IN_PROGRESS_COLUMN, "finished_reason")
+                    "expected_gain", "is_finished", "is_stalled", IN_PROGRESS_COLUMN, AWAITING_COLUMN,
+                    "finished_reason")
 
 
 def check_stopping_options(retire_below: float, min_classifications: int,
@@ -527,7 +529,9 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     or above ``retire_below``) nor to remove as many as ``retire_below`` of its errors: its clumps or labels sit
     where the crowd splits, and more volunteers would not settle them (an expert should look;
     it is not finished and never retired as such). A galaxy neither finished nor yet at half its ``retirement_limit``
-    is ``in_progress``: its consensus is no training label yet (``train`` leaves it out). Only a galaxy that has had
+    is ``in_progress``: its consensus is no training label yet (``train`` leaves it out); one neither finished nor
+    stalled with fewer than ``retirement_limit`` classifications is ``awaiting_volunteers``: the workflow still
+    shows it, so ``select-next-batch --include-unfinished`` does not upload it again. Only a galaxy that has had
     at least half its
     ``retirement_limit`` can stall: with fewer, the preposterior extrapolates the vote shares learned from a few
     viewers each to several times as many (bulge crowd with the detector, bench/lean.py: at 3 viewers the learned
@@ -578,5 +582,8 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     # not finished and not yet half the limit: volunteers are still at it (in a lean project, or a live export), and
     # its consensus is no label yet: a galaxy one volunteer saw without marking would train as "no clumps here"
     subj[IN_PROGRESS_COLUMN] = ~finished & (2 * n < retirement_limit)
+    # ... and until the limit the workflow keeps showing it (unless retired by hand): select-next-batch must not
+    # upload it again as a new subject
+    subj[AWAITING_COLUMN] = ~finished & ~stalled & (n < retirement_limit)
     subj["finished_reason"] = pd.Series(reasons, index=subj.index, dtype=object)
     return subj

@@ -144,6 +144,19 @@ def test_unfinished_consensus_is_sent_back(tiny, tmp_path):
     assert len(res.selection) == 3
 
 
+def test_galaxies_the_workflow_still_shows_are_not_uploaded_again(tiny, tmp_path):
+    """In a lean project an unfinished galaxy under the retirement limit is still shown by Zooniverse
+    (awaiting_volunteers): sending it back would make one galaxy two subjects. Only those the workflow retired
+    at its limit unfinished go back."""
+    subjects = tmp_path / "subjects.csv"
+    pd.DataFrame({"subject_id": [5000, 5001, 5002], "is_finished": False, "is_stalled": False,
+                  "awaiting_volunteers": [True, False, True], "risk": [0.5, 1.0, 2.0]}).to_csv(subjects, index=False)
+    res = select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=1, random_control=0,
+                            labelled=[subjects], include_unfinished=subjects, max_unfinished=5, strategy="entropy",
+                            progress=False, plot=False, round_name="w")
+    assert res.selection.loc[res.selection["strategy"] == "unfinished", "galaxy_id"].tolist() == ["5001"]
+
+
 def test_pool_table_with_metadata_is_carried(tiny, tmp_path):
     table = tmp_path / "pool.csv"
     pd.DataFrame({"galaxy_id": ["5003", "5004", "5005"],

@@ -427,3 +427,7 @@ def test_galaxies_under_half_the_limit_and_not_finished_are_in_progress():
     out = apply_stopping_rule(subjects, clumps, retire_below=0.1, min_classifications=3, retirement_limit=20)
     assert out["is_finished"].tolist() == [False, True, False, False]
     assert out["in_progress"].tolist() == [True, False, True, False]
+    assert out["awaiting_volunteers"].tolist() == [True, False, True, True]  # all under the limit but the finished
+    at_limit = apply_stopping_rule(subjects.assign(n_viewers=20), clumps.assign(n_viewers=20, n_marks=20),
+                                   retire_below=0.1, retirement_limit=20)
+    assert not at_limit["awaiting_volunteers"].any()  # the workflow retired them at its limit
