@@ -71,8 +71,9 @@ from clumptool.active_learning.scoring import (  # noqa: F401 (SCORE_COLUMNS, Po
 from clumptool.active_learning.state import check_state_location, default_state_dir
 from clumptool.active_learning.zooniverse import UploadConfig, upload_selection, uploaded_galaxies
 from clumptool.aggregation.stopping import AWAITING_COLUMN
+from clumptool.aggregation.subjects import GALAXY_ID_KEY
 from clumptool.common.errors import ClumptoolError
-from clumptool.common.ids import normalise_subject_ids
+from clumptool.common.ids import normalise_subject_ids, subject_id_text
 from clumptool.common.options import options_from
 from clumptool.common.outputs import check_output_location, output_set, read_manifest
 from clumptool.common.tables import read_table, true_false_column, write_table
@@ -163,7 +164,11 @@ def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> 
     for column in ("is_stalled", AWAITING_COLUMN):
         if column in df.columns:
             left_out |= true_false_column(df[column], ids, subjects_path, column)
-    out = pd.DataFrame({"galaxy_id": ids.to_numpy(), "risk": risk.fillna(0.0).to_numpy()})
+    galaxy = ids.to_numpy(dtype=object).copy()
+    if GALAXY_ID_KEY in df.columns:  # a subject select-next-batch uploaded: the pool knows it by its galaxy's id
+        own = df[GALAXY_ID_KEY].map(subject_id_text).to_numpy(dtype=object)
+        galaxy = np.where(pd.notna(own), own, galaxy)
+    out = pd.DataFrame({"galaxy_id": galaxy, "risk": risk.fillna(0.0).to_numpy()})
     out = out[~finished & ~left_out].sort_values(["risk", "galaxy_id"], ascending=[False, True])
     out = out.drop_duplicates("galaxy_id")
     return out.head(limit) if limit is not None else out

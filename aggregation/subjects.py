@@ -19,7 +19,7 @@ from clumptool.aggregation.csvcheck import (
     wrong_columns_hint,
 )
 from clumptool.common.errors import ClumptoolError
-from clumptool.common.ids import drop_blank_rows, subject_ids_int64
+from clumptool.common.ids import drop_blank_rows, subject_id_text, subject_ids_int64
 from clumptool.common.metadata import metadata_key, parse_metadata
 from clumptool.common.tables import read_table
 
@@ -68,4 +68,22 @@ def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
     meta_df = meta_df.apply(_numeric_if_possible)
     keep = [c for c in df.columns if c not in ("metadata",) and c not in meta_df.columns]
     out = pd.concat([df[keep], meta_df], axis=1)
+    return out
+
+
+GALAXY_ID_KEY = "galaxy_id"  # select-next-batch uploads each galaxy with its id as hidden metadata (#galaxy_id)
+
+
+def subject_galaxies(path: str | os.PathLike) -> dict[str, str]:
+    """subject id -> galaxy id for the subjects of a subjects table that carry one (``#galaxy_id`` in a Zooniverse
+    subjects export's metadata, ``galaxy_id`` in aggregate's subjects table) other than their own id: the galaxies
+    select-next-batch uploaded, whose images keep the galaxy's name. Tables without it give {}."""
+    table = read_subjects(path)
+    if GALAXY_ID_KEY not in table.columns:
+        return {}
+    out = {}
+    for sid, gid in zip(table["subject_id"], table[GALAXY_ID_KEY], strict=True):
+        sid_text, gid_text = subject_id_text(sid), subject_id_text(gid)
+        if sid_text is not None and gid_text is not None and gid_text != sid_text:
+            out[sid_text] = gid_text
     return out

@@ -32,10 +32,11 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from clumptool.aggregation.stopping import IN_PROGRESS_COLUMN
+from clumptool.aggregation.subjects import subject_galaxies
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import drop_blank_rows, normalise_subject_ids
 from clumptool.common.tables import read_table, true_false_column
-from clumptool.detection.images import index_images, load_image, prepare, working_geometry
+from clumptool.detection.images import index_images, load_image, prepare, with_galaxy_images, working_geometry
 from clumptool.detection.spec import ModelSpec
 from clumptool.detection.symmetry import apply_to_boxes, apply_to_image
 
@@ -138,6 +139,30 @@ def count_in_progress(subjects: str | os.PathLike | None) -> int:
     return len(st) - len(in_progress_dropped(st, subjects))
 
 
+def _repeated_galaxies(kept: pd.DataFrame, where: str | os.PathLike, index: dict[str, Path]) -> list[str]:
+    """Subjects showing the same image as another labelled subject with more classifications (a galaxy sent back
+    by ``select-next-batch --include-unfinished`` is a second subject; its classifications are not merged), which
+    training leaves out: one image, one label, and never in both the training and the validation galaxies."""
+    ids = normalise_subject_ids(kept["subject_id"], where=where, field="subject_id")
+    viewers = (pd.to_numeric(kept[VIEWERS_COLUMN], errors="coerce").fillna(0).to_numpy() if VIEWERS_COLUMN in kept
+               else np.zeros(len(kept)))
+    frame = pd.DataFrame({"sid": ids.to_numpy(), "viewers": viewers})
+    frame["image"] = frame["sid"].map(lambda sid: str(index.get(sid, "")))
+    frame = frame[frame["image"] != ""].sort_values(["image", "viewers", "sid"], ascending=[True, False, True])
+    return frame.loc[frame.duplicated("image"), "sid"].tolist()
+
+
+def count_repeated_galaxies(subjects: str | os.PathLike | None, images: str | os.PathLike,
+                            include_in_progress: bool = False) -> int:
+    """How many labelled subjects :func:`labelled_items` leaves out as a second subject of the same galaxy."""
+    if subjects is None:
+        return 0
+    st = drop_blank_rows(unclassified_dropped(read_table(subjects, ("subject_id",))))
+    kept = st if include_in_progress else in_progress_dropped(st, subjects)
+    return len(_repeated_galaxies(kept, subjects, with_galaxy_images(index_images(images),
+                                                                      subject_galaxies(subjects))))
+
+
 def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.PathLike,
                    subjects: str | os.PathLike | None = None, num_classes: int = 3,
                    include_in_progress: bool = False) -> list[Item]:
@@ -153,11 +178,14 @@ def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.Pat
         raise ClumptoolError(f"{images}: no images (.png, .jpg, .fits) found")
     in_progress: set[str] = set()
     if subjects is not None:
+        index = with_galaxy_images(index, subject_galaxies(subjects))
         st = drop_blank_rows(unclassified_dropped(read_table(subjects, ("subject_id",))))
         kept = st if include_in_progress else in_progress_dropped(st, subjects)
         ids = sorted(set(normalise_subject_ids(kept["subject_id"], where=subjects, field="subject_id")))
         in_progress = set(normalise_subject_ids(st["subject_id"], where=subjects, field="subject_id")) - set(ids)
-        table = table[~table["subject_id"].isin(in_progress)]
+        repeated = set(_repeated_galaxies(kept, subjects, index))
+        ids = [sid for sid in ids if sid not in repeated]
+        table = table[~table["subject_id"].isin(in_progress | repeated)]
         source = f"{subjects}"
     else:
         ids = sorted(index)

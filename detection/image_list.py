@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clumptool.aggregation.subjects import subject_galaxies
 from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.ids import normalise_subject_ids, read_subject_ids
 from clumptool.common.metadata import find_metadata_column
 from clumptool.common.tables import read_table
 from clumptool.detection.catalogue import SubjectSky, read_subject_sky
-from clumptool.detection.images import find_images, image_stem
+from clumptool.detection.images import find_subject_images, image_stem
 
 PATH_COLUMNS = ("image_path", "image", "file", "path", "filename")
 ID_COLUMNS = ("subject_id", "galaxy_id", "id")
@@ -115,9 +116,8 @@ def read_image_list(images: str | os.PathLike, subjects: str | os.PathLike | Non
     if wanted is not None and not wanted:
         raise ClumptoolError(f"--subjects {subjects}: lists no subjects; give the table of galaxies to catalogue")
     if images.is_dir():
-        found, missing = find_images(images, wanted)
-
-        ids = [image_stem(p) or p.stem for p in found]
+        galaxy_of = subject_galaxies(subjects) if subjects is not None else None
+        ids, found, missing = find_subject_images(images, wanted, galaxy_of)
         out = ImageList(ids=ids, paths=[str(p) for p in found], missing=missing)
     elif images.suffix.lower() in TABLE_SUFFIXES and images.is_file():
         out = read_image_table(images, fwhm_column)

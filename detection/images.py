@@ -195,17 +195,32 @@ def looked_for() -> str:
     return "|".join(f"*{s}" for s in IMAGE_SUFFIXES)
 
 
-def find_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None = None
-                ) -> tuple[list[Path], list[str]]:
-    """Image files in ``images_dir`` sorted by subject id (only those of ``subject_ids`` when given), and the
-    listed subject ids that have no image there (the caller decides whether that is an error)."""
+def with_galaxy_images(index: dict[str, Path], galaxy_of: dict[str, str] | None) -> dict[str, Path]:
+    """``index`` (subject id -> image) plus the subjects without an image of their own whose galaxy has one:
+    select-next-batch uploads a galaxy as a new Zooniverse subject, and its marks come back in the galaxy's own
+    pixels (aggregation/frames.py), so the galaxy's image is that subject's."""
+    if not galaxy_of:
+        return index
+    out = dict(index)
+    for sid, gid in galaxy_of.items():
+        if sid not in out and gid in index:
+            out[sid] = index[gid]
+    return out
+
+
+def find_subject_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None = None,
+                        galaxy_of: dict[str, str] | None = None) -> tuple[list[str], list[Path], list[str]]:
+    """Subject ids and their image files in ``images_dir``, sorted by id (only those of ``subject_ids`` when
+    given; an uploaded subject without its own file takes its galaxy's, ``galaxy_of``), and the listed subject ids
+    that have no image there (the caller decides whether that is an error)."""
     images_dir = Path(images_dir)
-    found = index_images(images_dir)
-    if not found:
+    own = index_images(images_dir)
+    if not own:
         raise ClumptoolError(f"--images {images_dir}: no images found in this folder (looked for {looked_for()}); "
                              "point --images at the folder holding <subject_id>.png files")
     if subject_ids is None:
-        return [found[k] for k in sorted(found)], []
+        return sorted(own), [own[k] for k in sorted(own)], []
+    found = with_galaxy_images(own, galaxy_of)
     wanted = list(dict.fromkeys(str(s) for s in subject_ids))
     missing = [s for s in wanted if s not in found]
     present = sorted(s for s in wanted if s in found)
@@ -213,8 +228,16 @@ def find_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None
         raise ClumptoolError(
             f"--images {images_dir}: none of the {len(wanted)} listed subjects has an image here (looked for "
             f"<subject_id>.png|.jpg|.fits, e.g. {wanted[0] + '.png' if wanted else '-'}); images here are named "
-            f"e.g. {', '.join(sorted(found)[:3])}: check that --images and --subjects belong together")
-    return [found[k] for k in present], missing
+            f"e.g. {', '.join(sorted(own)[:3])}: check that --images and --subjects belong together")
+    return present, [found[k] for k in present], missing
+
+
+def find_images(images_dir: str | os.PathLike, subject_ids: Iterable[str] | None = None
+                ) -> tuple[list[Path], list[str]]:
+    """Image files in ``images_dir`` sorted by subject id (only those of ``subject_ids`` when given), and the
+    listed subject ids that have no image there (the caller decides whether that is an error)."""
+    _, paths, missing = find_subject_images(images_dir, subject_ids)
+    return paths, missing
 
 
 def missing_images_error(missing: list[str], n_listed: int, images_dir: str | os.PathLike,

@@ -64,6 +64,7 @@ from clumptool.detection.backbones import resolve_backbone
 from clumptool.detection.data import (
     collate,
     count_in_progress,
+    count_repeated_galaxies,
     count_trained_boxes,
     count_unclassified,
     labelled_items,
@@ -109,6 +110,7 @@ class TrainResult:
     boxes_trained_on: int = 0
     n_unclassified_skipped: int = 0
     n_in_progress_skipped: int = 0
+    n_repeated_skipped: int = 0
 
 
 class TrainingInterrupted(ClumptoolError):
@@ -393,6 +395,7 @@ def _train(boxes, images, out, options, *, subjects, backbone, weights, image_si
     val_truth = sum(len(it.boxes) for it in val_items)
     n_unclassified = count_unclassified(subjects) if items is None else 0
     n_in_progress = count_in_progress(subjects) if items is None and not o.include_in_progress else 0
+    n_repeated = count_repeated_galaxies(subjects, images, o.include_in_progress) if items is None else 0
     boxes_used, boxes_total = count_trained_boxes(train_items + val_items, spec) if items is None else (0, 0)
 
     lit = DetectorModule(**module_kwargs)
@@ -481,6 +484,7 @@ def _train(boxes, images, out, options, *, subjects, backbone, weights, image_si
                 "n_train": len(train_items), "n_val": len(val_items), "n_val_boxes": int(val_truth),
                 "n_subjects_unclassified_skipped": n_unclassified,
                 "n_subjects_in_progress_skipped": n_in_progress,
+                "n_subjects_repeating_a_galaxy_skipped": n_repeated,
                 "epochs": int(trainer.current_epoch), "global_step": int(trainer.global_step),
                 "world_size": int(trainer.world_size),
                 "best_checkpoint": f"checkpoints/{best.name}" if best else None, "best_val_f1": best_score,
@@ -506,7 +510,8 @@ def _train(boxes, images, out, options, *, subjects, backbone, weights, image_si
                        is_global_zero=bool(trainer.is_global_zero), seconds=time.perf_counter() - t0,
                        history=history, score_threshold=spec.score_threshold, val_f1_at_threshold=threshold_f1,
                        n_val_boxes=int(val_truth), boxes_in_table=boxes_total, boxes_trained_on=boxes_used,
-                       n_unclassified_skipped=n_unclassified, n_in_progress_skipped=n_in_progress)
+                       n_unclassified_skipped=n_unclassified, n_in_progress_skipped=n_in_progress,
+                       n_repeated_skipped=n_repeated)
 
 
 class CtrlC:
@@ -582,6 +587,11 @@ def training_warnings(result: TrainResult) -> list[str]:
                      "limit's classifications) and were left out with their boxes; if the workflow retires "
                      "galaxies before 20, aggregate with its --retirement-limit; --include-in-progress trains on "
                      "them")
+    if result.n_repeated_skipped:
+        found.append(f"NOTE: {result.n_repeated_skipped} subject(s) in --subjects show the same galaxy as another "
+                     "labelled subject with more classifications (a galaxy sent back by select-next-batch "
+                     "--include-unfinished is a second subject; clumptool does not merge their classifications) and "
+                     "were left out with their boxes")
     if result.val_f1_at_threshold == 0:
         found.append("WARNING: this model found no clump on the validation galaxies at any score (published "
                      "because of --accept-empty-model)")

@@ -157,6 +157,18 @@ def test_galaxies_the_workflow_still_shows_are_not_uploaded_again(tiny, tmp_path
     assert res.selection.loc[res.selection["strategy"] == "unfinished", "galaxy_id"].tolist() == ["5001"]
 
 
+def test_an_uploaded_subject_is_sent_back_as_its_galaxy(tiny, tmp_path):
+    """Subject 9001 is galaxy 5002 uploaded by an earlier round (galaxy_id in aggregate's table): retired at the
+    limit unfinished, it goes back as galaxy 5002, the id the pool knows its image by."""
+    subjects = tmp_path / "subjects.csv"
+    pd.DataFrame({"subject_id": [9001], "galaxy_id": ["5002"], "is_finished": False, "is_stalled": False,
+                  "awaiting_volunteers": False, "risk": [1.0]}).to_csv(subjects, index=False)
+    res = select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=1, random_control=0,
+                            labelled=[subjects], include_unfinished=subjects, max_unfinished=5, strategy="entropy",
+                            progress=False, plot=False, round_name="g")
+    assert res.selection.loc[res.selection["strategy"] == "unfinished", "galaxy_id"].tolist() == ["5002"]
+
+
 def test_pool_table_with_metadata_is_carried(tiny, tmp_path):
     table = tmp_path / "pool.csv"
     pd.DataFrame({"galaxy_id": ["5003", "5004", "5005"],

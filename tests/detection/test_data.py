@@ -160,3 +160,26 @@ def test_galaxies_still_being_classified_are_left_out_with_their_boxes(tiny_proj
     st.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ClumptoolError, match=r"bad\.csv.*in_progress.*not true or false"):
         labelled_items(boxes, images, tmp_path / "bad.csv")
+
+
+def test_uploaded_subjects_train_on_their_galaxys_image_and_a_second_subject_of_a_galaxy_is_left_out(tiny_project,
+                                                                                                   tmp_path):
+    """select-next-batch uploads galaxy 1001 as subject 5001 and galaxy 1002 as subject 5002 (its marks come back in
+    the galaxy's pixels): their boxes train on the galaxies' images. 1002 was labelled before (20 classifications),
+    so its second subject, with 6, is left out with its boxes: one image, one label."""
+    from clumptool.detection.data import count_repeated_galaxies
+
+    boxes, images, _ = tiny_project
+    table = read_boxes(boxes)
+    moved = table[table["subject_id"].isin(["1001", "1002"])].copy()
+    moved["subject_id"] = moved["subject_id"].map({"1001": "5001", "1002": "5002"})
+    rest = table[~table["subject_id"].isin(["1001"])]
+    pd.concat([rest, moved]).to_csv(tmp_path / "boxes.csv", index=False)
+    ids = [1000, *range(1002, 1008), 5001, 5002]
+    pd.DataFrame({"subject_id": ids, "n_viewers": [20] * 7 + [8, 6],
+                  "galaxy_id": [None] * 7 + ["1001", "1002.0"]}).to_csv(tmp_path / "subjects.csv", index=False)
+    items = {it.subject_id: it for it in labelled_items(tmp_path / "boxes.csv", images, tmp_path / "subjects.csv")}
+    assert "5001" in items and items["5001"].path.name == "1001.png"
+    assert len(items["5001"].boxes) == int((table["subject_id"] == "1001").sum()) > 0
+    assert "5002" not in items and items["1002"].path.name == "1002.png"  # the one with 20 classifications
+    assert count_repeated_galaxies(tmp_path / "subjects.csv", images) == 1

@@ -131,3 +131,24 @@ def test_two_cpu_processes_evaluate_and_select_as_one(tiny, tmp_path):
     assert s1["galaxy_id"].tolist() == s2["galaxy_id"].tolist()
     assert not list(tmp_path.glob(".*"))  # no staging folder left
     np.testing.assert_array_equal(s1["rank"], np.arange(1, len(s1) + 1))
+
+
+def test_an_uploaded_subject_is_catalogued_under_its_own_id_from_its_galaxys_image(tmp_path):
+    """A Zooniverse subjects export lists the subject select-next-batch uploaded (#galaxy_id in its metadata); the
+    images keep the galaxy's name. predict reads that image and catalogues it under the subject id, which is what
+    aggregate --detections matches to the classifications."""
+
+    from PIL import Image
+
+    from clumptool.detection.image_list import read_image_list
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for gid in ("77", "78"):
+        Image.new("RGB", (16, 16)).save(images / f"{gid}.png")
+    pd.DataFrame({"subject_id": [5001, 78], "metadata": [json.dumps({"#galaxy_id": "77"}), json.dumps({})]}).to_csv(
+        tmp_path / "subjects.csv", index=False)
+    found = read_image_list(images, tmp_path / "subjects.csv")
+    assert dict(zip(found.ids, [p.rsplit("/", 1)[-1] for p in found.paths], strict=True)) == {"5001": "77.png",
+                                                                                              "78": "78.png"}
+    assert found.missing == []
