@@ -354,21 +354,12 @@ def clump_vote_counts(clumps: pd.DataFrame, marks: pd.DataFrame | None) -> tuple
     return np.maximum(m - centre_votes, 0.0), np.maximum(n - centre_votes, 1.0)
 
 
-def _measured_single_click(rates: np.ndarray | None, n_viewers: np.ndarray) -> np.ndarray:
-    """The measured P(real) of a spot one of ``n_viewers`` marked (the last row beyond the table; 0 unmeasured)."""
+def _single_click_rate(rates: np.ndarray | None, n_viewers: np.ndarray) -> np.ndarray:
+    """The measured P(real) of a spot one of ``n_viewers`` marked (the last row beyond the table; NaN unmeasured)."""
     n = np.asarray(n_viewers, float)
     if rates is None or len(rates) < 2:
-        return np.zeros(len(n))
-    r = np.nan_to_num(np.asarray(rates, float), nan=0.0)
-    return r[np.clip(np.rint(n).astype(int), 1, len(r) - 1)]
-
-
-def _single_click_measured(rates: np.ndarray | None, n_viewers: np.ndarray) -> np.ndarray:
-    """Whether a single click's P(real) was measured at ``n_viewers`` (see :func:`_measured_single_click`)."""
-    n = np.asarray(n_viewers, float)
-    if rates is None or len(rates) < 2:
-        return np.zeros(len(n), bool)
-    return np.isfinite(np.asarray(rates, float))[np.clip(np.rint(n).astype(int), 1, len(rates) - 1)]
+        return np.full(len(n), np.nan)
+    return np.asarray(rates, float)[np.clip(np.rint(n).astype(int), 1, len(rates) - 1)]
 
 
 def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
@@ -432,7 +423,8 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     once = ~acc_mask & (m_c <= 1)
     if reference_vote_shares is not None:  # single clicks keep the export's own, larger, P(real) (above)
         flip = np.where(once, np.maximum(flip, flip_probabilities(m_c, n_c, acc_mask, own, split)), flip)
-    flip = np.where(once, np.maximum(flip, _measured_single_click(single_click_real, n_c)), flip)
+    rate_c = _single_click_rate(single_click_real, n_c)
+    flip = np.where(once, np.maximum(flip, np.nan_to_num(rate_c, nan=0.0)), flip)
     machine_c = clumps["machine_evidence"].to_numpy(float) if "machine_evidence" in clumps else np.zeros(len(clumps))
     single = np.zeros(len(clumps), bool)
     if "n_machine_marks" in clumps:  # one human click, no detection: the detector's silence says little (below)
@@ -453,7 +445,7 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
         # -- but only where a single click's P(real) was measured (``single_click_real``): the vote share alone put
         # one click of three at 0.05 where 29% were real (the loop's 200 px project), and nothing in an export
         # without full-crowd galaxies says which project it is. Unmeasured, the model's larger P(real) stands.
-        miss_c = np.where(single & _single_click_measured(single_click_real, n_c), flip, miss_c)
+        miss_c = np.where(single & np.isfinite(rate_c), flip, miss_c)
     by = clumps["subject_id"].to_numpy()
 
     def per_subject(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -478,13 +470,14 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
         if reference_vote_shares is not None:
             lone_flip = np.maximum(lone_flip, flip_probabilities(np.ones(len(lone)), n_lone_view,
                                                                  np.zeros(len(lone), bool), own, split))
-        lone_flip = np.maximum(lone_flip, _measured_single_click(single_click_real, n_lone_view))
+        rate_lone = _single_click_rate(single_click_real, n_lone_view)
+        lone_flip = np.maximum(lone_flip, np.nan_to_num(rate_lone, nan=0.0))
         is_machine = lone["machine"].to_numpy(bool) if "machine" in lone else np.zeros(len(lone), bool)
         lone_ev = (np.maximum(lone["machine_evidence"].to_numpy(float), SILENCE_ON_A_SINGLE_CLICK) if "machine" in lone
                    else np.zeros(len(lone)))
         # a lone click is a single click too: unmeasured, the detector's silence on it counts for nothing (above);
         # a detection there still keeps it open
-        lone_ev = np.where(_single_click_measured(single_click_real, n_lone_view), lone_ev, np.maximum(lone_ev, 0.0))
+        lone_ev = np.where(np.isfinite(rate_lone), lone_ev, np.maximum(lone_ev, 0.0))
         if "machine" in lone:  # a detector's own lone mark is no crowd vote; the detector's evidence updates the rest
             lone_flip = np.where(is_machine, 0.0, with_evidence(lone_flip, lone_ev))
         miss += per_subject(lone_flip, lone["subject_id"].to_numpy())

@@ -163,12 +163,29 @@ def count_repeated_galaxies(subjects: str | os.PathLike | None, images: str | os
                                                                       subject_galaxies(subjects))))
 
 
+@dataclass(frozen=True)
+class LabelledGalaxies:
+    """The labelled galaxies, and how many subjects of ``subjects`` were left out and why (counted as read)."""
+
+    items: list[Item]
+    n_unclassified: int = 0   # nobody classified them yet
+    n_in_progress: int = 0    # still being classified (``in_progress``)
+    n_repeated: int = 0       # a second subject of a galaxy another labelled subject shows
+
+
 def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.PathLike,
                    subjects: str | os.PathLike | None = None, num_classes: int = 3,
                    include_in_progress: bool = False) -> list[Item]:
     """The labelled galaxies (see the module docstring for which), sorted by subject id; galaxies still being
     classified (``in_progress`` in aggregate's subjects table) and their boxes are left out unless
     ``include_in_progress``."""
+    return labelled_galaxies(boxes, images, subjects, num_classes, include_in_progress).items
+
+
+def labelled_galaxies(boxes: str | os.PathLike | pd.DataFrame, images: str | os.PathLike,
+                      subjects: str | os.PathLike | None = None, num_classes: int = 3,
+                      include_in_progress: bool = False) -> LabelledGalaxies:
+    """:func:`labelled_items` with the counts of what it left out (one reading of every table)."""
     if isinstance(boxes, pd.DataFrame):
         table = check_boxes(boxes, "boxes table", num_classes)
     else:
@@ -177,9 +194,13 @@ def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.Pat
     if not index:
         raise ClumptoolError(f"{images}: no images (.png, .jpg, .fits) found")
     in_progress: set[str] = set()
+    repeated: set[str] = set()
+    n_unclassified = 0
     if subjects is not None:
         index = with_galaxy_images(index, subject_galaxies(subjects))
-        st = drop_blank_rows(unclassified_dropped(read_table(subjects, ("subject_id",))))
+        listed = read_table(subjects, ("subject_id",))
+        st = drop_blank_rows(unclassified_dropped(listed))
+        n_unclassified = len(listed) - len(unclassified_dropped(listed))
         kept = st if include_in_progress else in_progress_dropped(st, subjects)
         ids = sorted(set(normalise_subject_ids(kept["subject_id"], where=subjects, field="subject_id")))
         in_progress = set(normalise_subject_ids(st["subject_id"], where=subjects, field="subject_id")) - set(ids)
@@ -230,7 +251,7 @@ def labelled_items(boxes: str | os.PathLike | pd.DataFrame, images: str | os.Pat
             b = g[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float)
             lab = g["label"].to_numpy(dtype=np.int64)
         items.append(Item(sid, index[sid], b, lab))
-    return items
+    return LabelledGalaxies(items, n_unclassified, len(in_progress), len(repeated))
 
 
 def image_dimensions(path: Path) -> tuple[int, int]:

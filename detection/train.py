@@ -63,11 +63,8 @@ from clumptool.common.tables import write_table
 from clumptool.detection.backbones import resolve_backbone
 from clumptool.detection.data import (
     collate,
-    count_in_progress,
-    count_repeated_galaxies,
     count_trained_boxes,
-    count_unclassified,
-    labelled_items,
+    labelled_galaxies,
     split_items,
 )
 from clumptool.detection.io import write_model
@@ -384,18 +381,18 @@ def _train(boxes, images, out, options, *, subjects, backbone, weights, image_si
     if items is None:
         if boxes is None:
             raise ClumptoolError("--boxes: a boxes table is needed (e.g. aggregate's boxes.parquet)")
-        all_items = labelled_items(boxes, images, subjects, num_classes=spec.num_classes,
-                                   include_in_progress=o.include_in_progress)
-        train_items, val_items = split_items(all_items, val_fraction, seed)
+        labelled = labelled_galaxies(boxes, images, subjects, num_classes=spec.num_classes,
+                                     include_in_progress=o.include_in_progress)
+        train_items, val_items = split_items(labelled.items, val_fraction, seed)
     else:
+        labelled = None
         train_items, val_items = items
     if not train_items:
         raise ClumptoolError("no training galaxies (all went to validation?): label more galaxies or lower "
                              "--val-fraction")
     val_truth = sum(len(it.boxes) for it in val_items)
-    n_unclassified = count_unclassified(subjects) if items is None else 0
-    n_in_progress = count_in_progress(subjects) if items is None and not o.include_in_progress else 0
-    n_repeated = count_repeated_galaxies(subjects, images, o.include_in_progress) if items is None else 0
+    n_unclassified, n_in_progress, n_repeated = ((labelled.n_unclassified, labelled.n_in_progress, labelled.n_repeated)
+                                                 if labelled is not None else (0, 0, 0))
     boxes_used, boxes_total = count_trained_boxes(train_items + val_items, spec) if items is None else (0, 0)
 
     lit = DetectorModule(**module_kwargs)

@@ -304,7 +304,7 @@ def test_the_detectors_silence_outside_its_field_is_no_evidence(tmp_path):
     assert silence() < -3 and silence(crop=192) == pytest.approx(0.0)
 
 
-def test_without_a_measured_single_click_rate_the_summary_says_the_detector_path_rests_on_vote_shares(tmp_path):
+def test_without_a_measured_single_click_rate_the_summary_says_so(tmp_path):
     b = ExportBuilder()
     _background(b, n=4)  # every galaxy has 4 viewers: none has the 2k it takes to measure clicks at k >= 2
     lean = _run(b, tmp_path, _good_detector(range(100, 130)))
