@@ -309,6 +309,10 @@ def simulate_volunteers_command(truth: Path, subjects: Path, objects: Path | Non
               default=ReadOptions.on_conflicting_duplicates,
               show_default=True, help="Two different rows with one classification_id: refuse (error), or keep the "
               "later row (keep-last). Byte-identical copies of a row are always dropped and counted.")
+@click.option("--per-subject", is_flag=True,
+              help="Aggregate every subject on its own. By default a galaxy sent back to Zooniverse as a new subject "
+              "(#galaxy_id in its metadata) is one consensus under its newest subject, with every volunteer counted "
+              "once.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @click.pass_context
 def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path | None, workflows: Path | None,
@@ -319,7 +323,8 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
                       max_false_pos_prob: float, link_radius: float, min_volunteers: int,
                       central_radius: float, retire_below: float, min_classifications: int,
                       retirement_limit: int, reference: Path | None, detections: Path | None, eps: float,
-                      min_samples: int, min_cluster_size: int, strict: bool, on_conflicting_duplicates: str, quiet: bool) -> None:
+                      min_samples: int, min_cluster_size: int, strict: bool, on_conflicting_duplicates: str, per_subject: bool,
+                      quiet: bool) -> None:
     """Aggregate a Zooniverse classification export into consensus clumps.
 
     Writes clumps, subjects, volunteers and boxes tables, summary.json and overview.png to --out.
@@ -332,7 +337,8 @@ def aggregate_command(ctx: click.Context, classifications: Path, subjects: Path 
                                 min_volunteers=min_volunteers, central_radius=central_radius)
     options = AggregateOptions(
         read=ReadOptions(workflow_id=workflow_id, workflow_version=workflow_version, task=task, workflows=workflows,
-                         clump_tools=tools, strict=strict, on_conflicting_duplicates=on_conflicting_duplicates),
+                         clump_tools=tools, strict=strict, on_conflicting_duplicates=on_conflicting_duplicates,
+                         merge_galaxies=not per_subject),
         check_odd_tools=ctx.get_parameter_source("odd_tools") is not click.core.ParameterSource.DEFAULT,
         method=method, consensus=consensus, eps=eps, min_samples=min_samples, min_cluster_size=min_cluster_size,
         box_scale=box_scale, box_size=box_size, fwhm_column=fwhm_column, drop_central=drop_central,

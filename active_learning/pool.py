@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clumptool.aggregation.galaxies import galaxy_id_in_metadata
 from clumptool.common.errors import ClumptoolError, where
 from clumptool.common.ids import normalise_subject_ids, subject_id_text
-from clumptool.common.metadata import metadata_value, parse_metadata
+from clumptool.common.metadata import parse_metadata
 from clumptool.common.tables import read_table
 from clumptool.detection.data import unclassified_dropped
 from clumptool.detection.images import index_images
@@ -129,10 +130,9 @@ def _galaxy_ids_in_subject_data(series: pd.Series) -> set[str]:
         except (TypeError, json.JSONDecodeError):
             continue
         for meta in data.values() if isinstance(data, dict) else ():
-            if isinstance(meta, dict):
-                gid = subject_id_text(metadata_value(meta, "galaxy_id"))
-                if gid is not None:
-                    out.add(gid)
+            gid = galaxy_id_in_metadata(meta)
+            if gid is not None:
+                out.add(gid)
     return out
 
 
@@ -164,7 +164,7 @@ def read_labelled_ids(paths: Iterable[str | os.PathLike]) -> set[str]:
                     meta = json.loads(text)
                 except (TypeError, json.JSONDecodeError):
                     continue
-                gid = subject_id_text(metadata_value(meta, "galaxy_id")) if isinstance(meta, dict) else None
+                gid = galaxy_id_in_metadata(meta)
                 if gid is not None:
                     ids.add(gid)
         if not found:

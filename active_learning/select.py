@@ -70,8 +70,8 @@ from clumptool.active_learning.scoring import (  # noqa: F401 (SCORE_COLUMNS, Po
 )
 from clumptool.active_learning.state import check_state_location, default_state_dir
 from clumptool.active_learning.zooniverse import UploadConfig, upload_selection, uploaded_galaxies
+from clumptool.aggregation.galaxies import GALAXY_ID_KEY
 from clumptool.aggregation.stopping import AWAITING_COLUMN
-from clumptool.aggregation.subjects import GALAXY_ID_KEY
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import normalise_subject_ids, subject_id_text
 from clumptool.common.options import options_from

@@ -50,6 +50,7 @@ from clumptool.aggregation.csvcheck import (
     wrong_columns_hint,
 )
 from clumptool.aggregation.frames import to_original_pixels
+from clumptool.aggregation.galaxies import galaxy_ids_in_subject_data, merge_subjects
 from clumptool.aggregation.rules import Row, RowFields, ToolTypes, first_drawing_task, read_row
 from clumptool.aggregation.selection import choose_versions, choose_workflow, drop_dupes_and_repeats
 from clumptool.aggregation.workflows import read_workflows
@@ -83,6 +84,8 @@ class ReadReport:
     duplicates_dropped: int = 0
     duplicate_rows_dropped: int = 0
     conflicting_rows_replaced: int = 0
+    subjects_merged: int = 0  # earlier subjects of a galaxy read as its newest (aggregation/galaxies.py)
+    galaxy_repeats_dropped: int = 0  # a volunteer's second classification of a galaxy, under another subject
     non_point_marks: Counter = field(default_factory=Counter)
     dropped_tools: Counter = field(default_factory=Counter)  # tool index -> marks not used (any reason)
     workflow_id: int | None = None
@@ -124,6 +127,8 @@ class ReadReport:
             "duplicates_dropped": self.duplicates_dropped,
             "duplicate_rows_dropped": self.duplicate_rows_dropped,
             "conflicting_rows_replaced": self.conflicting_rows_replaced,
+            "subjects_merged_into_their_galaxy": self.subjects_merged,
+            "galaxy_repeats_dropped": self.galaxy_repeats_dropped,
             "marks_read": self.marks_read,
             "marks_used": self.marks_used,
             "marks_dropped": dict(self.marks_dropped),
@@ -169,6 +174,8 @@ class ReadOptions:
     workflows: str | os.PathLike | None = None  # the workflows export: tool types and labels of each task
     workers: int | None = None  # processes applying the row rules; None: up to 2 for big files, 1 for small ones
     block_bytes: int = 8 << 20  # bytes of the file per record batch
+    # the subjects of one galaxy (#galaxy_id, sent back by select-next-batch) read as its newest: one consensus
+    merge_galaxies: bool = True
 
 
 NO_TIME = np.iinfo("int64").max
@@ -411,7 +418,11 @@ def _finish(parts: list[_Batch], subject_data: dict[int, str], volunteers: pd.Da
     cls["workflow_version"] = np.asarray(versions or [""], dtype=object)[cls["version"].to_numpy()]
     wf = choose_workflow(report, options.workflow_id)
     chosen = choose_versions(report, wf, options.workflow_version)
-    cls, marks = drop_dupes_and_repeats(cls, marks, report, wf, chosen, options.on_conflicting_duplicates)
+    galaxy_of = None
+    if options.merge_galaxies and subject_data:
+        galaxy_of = galaxy_ids_in_subject_data(np.fromiter(subject_data.keys(), dtype="int64", count=len(subject_data)),
+                                               list(subject_data.values()))
+    cls, marks = drop_dupes_and_repeats(cls, marks, report, wf, chosen, options.on_conflicting_duplicates, galaxy_of)
     # volunteers numbered densely, in order of first appearance in the file
     present = np.zeros(len(volunteers), dtype=bool)
     present[cls["user"].to_numpy()] = True
@@ -422,20 +433,28 @@ def _finish(parts: list[_Batch], subject_data: dict[int, str], volunteers: pd.Da
     cls["created_at"] = pd.to_datetime(np.where(created == NO_TIME, np.datetime64("NaT", "ns"),
                                                  created.view("datetime64[ns]")), utc=True)
     cls = cls[["classification_id", "subject_id", "created_at", "workflow_version", "workflow_id", "n_marks",
-               "volunteer"]].reset_index(drop=True)
+               "volunteer", "shown_subject_id"]].reset_index(drop=True)
 
     n_parsed = len(marks)
-    marks = marks.merge(cls[["classification_id", "subject_id", "volunteer"]], on="classification_id", how="inner")
+    # marks and frames by the subject the volunteer saw (its cutout frame), then by the galaxy's subject
+    marks = marks.merge(cls[["classification_id", "shown_subject_id", "volunteer"]], on="classification_id",
+                        how="inner").rename(columns={"shown_subject_id": "subject_id"})
     if n_parsed > len(marks):
         report.marks_dropped["in classifications not used (repeats, other workflows/versions)"] += n_parsed - len(marks)
     report.marks_used = len(marks)
-    kept_subjects = cls["subject_id"].unique()
-    frames = frames[frames["subject_id"].isin(kept_subjects)]
+    shown_subjects = cls["shown_subject_id"].unique()
+    frames = frames[frames["subject_id"].isin(shown_subjects)]
     frames = frames.groupby(["subject_id", "frame"], as_index=False).max()
     sd = pd.DataFrame({"subject_id": np.fromiter(subject_data.keys(), dtype="int64", count=len(subject_data)),
                        "subject_data": list(subject_data.values())})
-    sd = sd[sd["subject_id"].isin(kept_subjects)].sort_values("subject_id").reset_index(drop=True)
+    sd = sd[sd["subject_id"].isin(shown_subjects)].sort_values("subject_id").reset_index(drop=True)
     marks, frames = to_original_pixels(marks, frames, sd)  # marks on downscaled cutouts -> original pixels
+    if report.subjects_merged:  # the galaxy's subjects as its newest (aggregation/galaxies.py)
+        newest = cls.drop_duplicates("shown_subject_id").set_index("shown_subject_id")["subject_id"]
+        marks["subject_id"] = merge_subjects(marks["subject_id"], newest)
+        frames["subject_id"] = merge_subjects(frames["subject_id"], newest)
+        frames = frames.groupby(["subject_id", "frame"], as_index=False).max()
+    marks = marks[["classification_id", "frame", "tool", "x", "y", "subject_id", "volunteer"]]
     return ExportData(classifications=cls, marks=marks, frames=frames, volunteers=users, subject_data=sd,
                       report=report)
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from clumptool.aggregation.export import ExportData
+from clumptool.aggregation.galaxies import merge_subjects
 from clumptool.common.errors import ClumptoolError, where
 
 # score band edges: a detection scoring in [edge_i, edge_i+1) is a mark of band i; below the first, ignored
@@ -232,7 +233,11 @@ def add_machine_annotator(data: ExportData, detections: pd.DataFrame,
     the detections of its band (tool 1 for odd clumps when the detector says so, else 0), after merging the
     detections within ``merge_px`` of a higher-scoring one (:func:`merge_close_detections`)."""
     check_bands(bands)
-    subjects = np.sort(data.classifications["subject_id"].unique())
+    proto = data.classifications
+    if "shown_subject_id" in proto:  # detections on a galaxy's earlier subject are its newest's (galaxies.py)
+        newest = proto.drop_duplicates("shown_subject_id").set_index("shown_subject_id")["subject_id"]
+        detections = detections.assign(subject_id=merge_subjects(detections["subject_id"], newest))
+    subjects = np.sort(proto["subject_id"].unique())
     known = np.isin(detections["subject_id"].to_numpy(), subjects)
     outside = sorted(set(detections.loc[~known, "subject_id"].tolist()))
     det = merge_close_detections(detections[known], merge_px)
@@ -249,8 +254,8 @@ def add_machine_annotator(data: ExportData, detections: pd.DataFrame,
     cls_band = np.repeat(np.arange(len(names)), n_s)
     cls_id = -(1 + np.arange(len(cls_band), dtype="int64"))
     cls_subject = np.tile(subjects, len(names))
-    proto = data.classifications
-    cls = pd.DataFrame({"classification_id": cls_id, "subject_id": cls_subject, "volunteer": n_h + cls_band})
+    cls = pd.DataFrame({"classification_id": cls_id, "subject_id": cls_subject, "volunteer": n_h + cls_band,
+                        "shown_subject_id": cls_subject})
     for col in proto.columns.difference(cls.columns):
         cls[col] = proto[col].iloc[0] if len(proto) else None
     pos = pd.Series(np.arange(n_s), index=subjects)

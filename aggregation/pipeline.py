@@ -16,6 +16,11 @@ from clumptool.aggregation.boxes import DEFAULT_BOX_SCALE, DEFAULT_BOX_SIZE, clu
 from clumptool.aggregation.consensus import ConsensusConfig, run_consensus
 from clumptool.aggregation.duplicates import ON_CONFLICT
 from clumptool.aggregation.export import ExportData, ReadOptions, read_export, subject_metadata_from_export
+from clumptool.aggregation.galaxies import (
+    EARLIER_SUBJECTS_COLUMN,
+    EARLIER_VIEWERS_COLUMN,
+    with_earlier_subjects,
+)
 from clumptool.aggregation.machine import read_detections
 from clumptool.aggregation.reducer_defaults import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS
 from clumptool.aggregation.reference import learn_vote_shares, read_reference, single_click_rates
@@ -30,7 +35,7 @@ from clumptool.aggregation.stopping import (
     apply_stopping_rule,
     check_stopping_options,
 )
-from clumptool.aggregation.subjects import read_subjects
+from clumptool.aggregation.subjects import RETIRED_COLUMN, read_subjects, workflow_retired
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.jsonable import jsonable
 from clumptool.common.metadata import metadata_key
@@ -199,10 +204,13 @@ def aggregate(
         fit = {}
     t_model = time.perf_counter() - t1
 
-    subj = _attach_metadata(subj, meta)
+    subj = with_earlier_subjects(_attach_metadata(subj, meta), data.classifications)
     n_unclassified = 0
     if subjects is not None:
-        subj, n_unclassified = add_unclassified_subjects(subj, meta)
+        subj, n_unclassified = add_unclassified_subjects(subj, meta, data.classifications)
+        retired = workflow_retired(subjects, data.report.workflow_id)
+        if retired is not None:  # Zooniverse's own word on which galaxies volunteers no longer see
+            subj[RETIRED_COLUMN] = subj["subject_id"].map(retired).fillna(False).astype(bool)
     own = (learn_vote_shares(subj, clumps, marks, classifications=data.classifications)
            if options.method == "clumpscout" else None)
     used = reference or own
@@ -262,20 +270,28 @@ def no_clump_note(data: ExportData, options: AggregateOptions) -> str:
                    f"{options.consensus.max_false_pos_prob} (see clumps table): raise it to keep more")
 
 
-def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame,
+                              classifications: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int]:
     """Subjects of ``--subjects`` that no classification used: rows with 0 viewers, 0 clumps, not finished.
 
-    A subject the user asked about must not vanish from the outputs: it is listed, and counted.
+    A subject the user asked about must not vanish from the outputs: it is listed, and counted. A galaxy's
+    earlier subject, whose classifications are its newest subject's (``shown_subject_id`` of
+    ``classifications``; aggregation/galaxies.py), is in that row's ``earlier_subject_ids`` instead.
     """
-    missing = meta.loc[~meta["subject_id"].isin(subj["subject_id"])].drop_duplicates("subject_id")
+    used = subj["subject_id"]
+    if classifications is not None and "shown_subject_id" in classifications:
+        used = pd.concat([used, classifications["shown_subject_id"]])
+    missing = meta.loc[~meta["subject_id"].isin(used)].drop_duplicates("subject_id")
     if len(missing) == 0:
         return subj, 0
     extra = pd.DataFrame({"subject_id": missing["subject_id"].to_numpy(dtype="int64")})
     for c in subj.columns:
         if c == "subject_id":
             continue
-        if c in ("n_viewers", "n_clumps", "n_odd_clumps"):
+        if c in ("n_viewers", "n_clumps", "n_odd_clumps", EARLIER_VIEWERS_COLUMN):
             extra[c] = 0
+        elif c == EARLIER_SUBJECTS_COLUMN:
+            extra[c] = ""
         elif c in ("is_finished", "is_stalled"):
             extra[c] = False
         elif c in (IN_PROGRESS_COLUMN, AWAITING_COLUMN):  # nobody has classified it yet
@@ -285,7 +301,7 @@ def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame) -> tuple[p
         else:
             extra[c] = np.nan
     out = pd.concat([subj, extra.astype({c: subj[c].dtype for c in ("n_viewers", "n_clumps", "n_odd_clumps",
-                                                                     "is_finished", "is_stalled",
+                                                                     EARLIER_VIEWERS_COLUMN, "is_finished", "is_stalled",
                                                                      IN_PROGRESS_COLUMN, AWAITING_COLUMN)
                                                 if c in subj})],
                     ignore_index=True)

@@ -29,6 +29,9 @@ def format_summary(summary: dict) -> str:
     skipped = dict(ex["rows_skipped"])
     if ex["duplicates_dropped"]:
         skipped["repeat classification of a subject by the same volunteer"] = ex["duplicates_dropped"]
+    if ex.get("galaxy_repeats_dropped"):
+        skipped["repeat classification of a galaxy, under another of its subjects, by the same volunteer"] = \
+            ex["galaxy_repeats_dropped"]
     if ex.get("duplicate_rows_dropped"):
         skipped["duplicate rows (byte-identical copies of another row, dropped)"] = ex["duplicate_rows_dropped"]
     if ex.get("conflicting_rows_replaced"):
@@ -36,6 +39,10 @@ def format_summary(summary: dict) -> str:
                 "(--on-conflicting-duplicates keep-last)"] = ex["conflicting_rows_replaced"]
     if skipped:
         lines.append("  rows not used: " + "; ".join(f"{v:,} {k}" for k, v in sorted(skipped.items())))
+    if ex.get("subjects_merged_into_their_galaxy"):
+        lines.append(f"  {ex['subjects_merged_into_their_galaxy']:,} earlier subjects of galaxies sent back to "
+                     "Zooniverse (#galaxy_id) aggregated with the galaxy's newest subject (one consensus per galaxy; "
+                     "earlier_subject_ids in the subjects table)")
     lines.append(f"  marks read {ex['marks_read']:,}; used {summary['marks_used']:,}")
     if ex["marks_dropped"]:
         dropped = []

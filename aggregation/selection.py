@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from clumptool.aggregation.duplicates import find_duplicate_rows
+from clumptool.aggregation.galaxies import merge_subjects, newest_subject_of_galaxy
 from clumptool.aggregation.inventory import HOW_TO_CHOOSE, describe, point_tasks, read_inventory
 from clumptool.common.errors import ClumptoolError, where
 
@@ -82,11 +83,15 @@ def choose_versions(report: ReadReport, workflow_id: int, wanted: str | None) ->
 
 
 def drop_dupes_and_repeats(cls: pd.DataFrame, marks: pd.DataFrame, report: ReadReport, workflow_id: int,
-                           versions: set[str], on_conflict: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+                           versions: set[str], on_conflict: str, galaxy_of: dict[int, str] | None = None
+                           ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The classifications to aggregate, each row's clicks following it (``n_marks`` of them, in order).
 
     Rows sharing a classification_id first (copies dropped, conflicts refused or the last kept), then other
     workflows and versions, then repeat classifications of a subject by one volunteer (the first kept).
+    ``galaxy_of`` (subject id -> galaxy id): the kept subjects of one galaxy become its newest
+    (:mod:`clumptool.aggregation.galaxies`) before repeats are found, so a volunteer's second classification of the
+    galaxy under another subject is a repeat too; ``shown_subject_id`` keeps the subject each volunteer saw.
     """
     path = report.path
     dups = find_duplicate_rows(path, cls["classification_id"].to_numpy(), on_conflict)
@@ -108,9 +113,16 @@ def drop_dupes_and_repeats(cls: pd.DataFrame, marks: pd.DataFrame, report: ReadR
     if (in_wf & ~keep_version).any():
         report.rows_skipped["other workflow version"] += int((in_wf & ~keep_version).sum())
     cls = cls[in_wf & keep_version]
+    cls = cls.assign(shown_subject_id=cls["subject_id"])
+    newest = newest_subject_of_galaxy(cls["subject_id"].to_numpy(), galaxy_of or {})
+    if not newest.empty:
+        cls["subject_id"] = merge_subjects(cls["subject_id"], newest)
+        report.subjects_merged = int((newest.index.to_numpy() != newest.to_numpy()).sum())
     cls = cls.sort_values(["created_ns", "classification_id"], kind="stable")
     repeat = cls.duplicated(["user", "subject_id"], keep="first")
-    report.duplicates_dropped = int(repeat.sum())
+    same_subject = cls.duplicated(["user", "shown_subject_id"], keep="first")
+    report.duplicates_dropped = int(same_subject.sum())
+    report.galaxy_repeats_dropped = int((repeat & ~same_subject).sum())
     cls = cls[~repeat].sort_values("classification_id", kind="stable").reset_index(drop=True)
     report.rows_used = len(cls)
     return cls, marks

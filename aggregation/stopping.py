@@ -47,7 +47,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from clumptool.aggregation.galaxies import EARLIER_VIEWERS_COLUMN
 from clumptool.aggregation.labels import logit
+from clumptool.aggregation.subjects import RETIRED_COLUMN
 from clumptool.common.errors import ClumptoolError
 
 # chosen with bench/lean.py (its docstring has the tables): of 0.05, 0.1 and 0.2, the largest whose finished
@@ -368,6 +370,26 @@ def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(lo, -700, 700)))
 
 
+def galaxy_limits(subjects: pd.DataFrame, retirement_limit: int) -> np.ndarray:
+    """Per subject row, the classifications its galaxy can have before the workflow retires it: the limit, plus
+    those under the galaxy's earlier subjects (:data:`EARLIER_VIEWERS_COLUMN`) when it was sent back to
+    Zooniverse as a new subject, which gets the limit afresh; for a subject the workflow has retired
+    (:data:`RETIRED_COLUMN`, from a subjects export), the classifications it has: no more are coming."""
+    earlier = (pd.to_numeric(subjects[EARLIER_VIEWERS_COLUMN], errors="coerce").fillna(0).to_numpy(float)
+               if EARLIER_VIEWERS_COLUMN in subjects else np.zeros(len(subjects)))
+    limit = float(retirement_limit) + earlier
+    if RETIRED_COLUMN in subjects:
+        retired = subjects[RETIRED_COLUMN].fillna(False).to_numpy(bool)
+        n = pd.to_numeric(subjects["n_viewers"], errors="coerce").fillna(0).to_numpy(float)
+        limit = np.where(retired, n, limit)
+    return limit
+
+
+def sid_limit(subject_ids: pd.Series, limit: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The :func:`galaxy_limits` of the subjects ``keys`` (per clump or mark) name."""
+    return pd.Series(limit, index=subject_ids.to_numpy()).reindex(keys).to_numpy(float)
+
+
 def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.DataFrame | None = None,
                     split: float = DEFAULT_VOTE_SPLIT, single_clicks_by_vote_share: bool = True,
                     detector_labels: bool = True, retirement_limit: int | None = None,
@@ -455,14 +477,16 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     miss = per_subject(miss_c, by)
     gain = np.zeros(len(subjects))
     if retirement_limit is not None:
-        after = settled_error_after(m_c, n_c, retirement_limit - clumps["n_viewers"].to_numpy(float), prior,
-                                    machine_c, split)
+        limit = galaxy_limits(subjects, retirement_limit)  # a galaxy sent back: its newest subject's limit
+        limit_c = sid_limit(sid, limit, by)
+        left_c = np.maximum(limit_c - clumps["n_viewers"].to_numpy(float), 0.0)  # none past the limit
+        after = settled_error_after(m_c, n_c, left_c, prior, machine_c, split)
         gain += per_subject(np.maximum(np.where(acc_mask, false_c, miss_c) - after, 0.0), by)
         if acc_mask.any():
             lm = label_model(clumps[acc_mask], detector_labels)
             label_after = label_error_after(lm, clumps["label"].to_numpy()[acc_mask],
                                             (clumps["n_marks"] / clumps["n_viewers"].clip(lower=1)).to_numpy()[acc_mask],
-                                            retirement_limit - clumps["n_viewers"].to_numpy(float)[acc_mask])
+                                            left_c[acc_mask])
             gain += per_subject(np.maximum(wrong_label[acc_mask] - label_after, 0.0), by[acc_mask])
     if lone is not None:
         unseen -= per_subject(lone["real_if_unlinked_prob"].to_numpy(float), lone["subject_id"].to_numpy())
@@ -482,8 +506,9 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
             lone_flip = np.where(is_machine, 0.0, with_evidence(lone_flip, lone_ev))
         miss += per_subject(lone_flip, lone["subject_id"].to_numpy())
         if retirement_limit is not None:
-            after = settled_error_after(np.ones(len(lone)), n_lone_view, retirement_limit - n_lone_view, prior,
-                                        lone_ev, split)
+            limit_lone = sid_limit(sid, limit, lone["subject_id"].to_numpy())
+            after = settled_error_after(np.ones(len(lone)), n_lone_view, np.maximum(limit_lone - n_lone_view, 0.0),
+                                        prior, lone_ev, split)
             gain += per_subject(np.where(is_machine, 0.0, np.maximum(lone_flip - after, 0.0)),
                                 lone["subject_id"].to_numpy())
     n_view = pd.to_numeric(subjects["n_viewers"], errors="coerce").fillna(0).to_numpy(float)
@@ -493,7 +518,7 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
         unseen_crowd = unseen_crowd * pd.to_numeric(subjects["machine_miss_prob"], errors="coerce").fillna(1.0).to_numpy()
     unseen = np.maximum(unseen, unseen_crowd)
     if retirement_limit is not None:  # of those every viewer missed so far, the share a full crowd would find
-        still_unseen = (unseen_by_everyone(prior, np.full(len(n_view), float(retirement_limit)), 1.0, split)
+        still_unseen = (unseen_by_everyone(prior, np.maximum(limit, n_view), 1.0, split)
                         / np.maximum(unseen_by_everyone(prior, n_view, 1.0, split), 1e-12))
         gain += unseen * (1.0 - still_unseen)
     out["expected_missed"] = miss + np.maximum(unseen, 0.0)
@@ -524,7 +549,11 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     it is not finished and never retired as such). A galaxy neither finished nor yet at half its ``retirement_limit``
     is ``in_progress``: its consensus is no training label yet (``train`` leaves it out); one neither finished nor
     stalled with fewer than ``retirement_limit`` classifications is ``awaiting_volunteers``: the workflow still
-    shows it, so ``select-next-batch --include-unfinished`` does not upload it again. Only a galaxy that has had
+    shows it, so ``select-next-batch --include-unfinished`` does not upload it again. A galaxy sent back to
+    Zooniverse (:data:`EARLIER_VIEWERS_COLUMN` > 0) has the limit afresh under its new subject: its limit is
+    ``retirement_limit`` plus its earlier subjects' classifications (:func:`galaxy_limits`); one the workflow has
+    retired (:data:`RETIRED_COLUMN`, from ``--subjects``) gets no more, so it is neither in progress, awaiting
+    volunteers nor stalled, whatever the workflow's limit. Only a galaxy that has had
     at least half its
     ``retirement_limit`` can stall: with fewer, the preposterior extrapolates the vote shares learned from a few
     viewers each to several times as many (bulge crowd with the detector, bench/lean.py: at 3 viewers the learned
@@ -547,7 +576,8 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     enough = n >= min_classifications
     finished = known & enough & (e < retire_below)
     seen_enough = 2 * n >= retirement_limit  # half the limit (above)
-    stalled = (known & enough & seen_enough & ~finished & (n < retirement_limit) & (gain < retire_below)
+    limit = galaxy_limits(subj, retirement_limit).astype("int64")  # a galaxy sent back: its newest subject's
+    stalled = (known & enough & seen_enough & ~finished & (n < limit) & (gain < retire_below)
                & (e - gain >= retire_below))
     missed, false, labels = (err[c].to_numpy(float) for c in ("expected_missed", "expected_false",
                                                               "expected_wrong_labels"))
@@ -563,8 +593,8 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
             why = (f"expected errors {e[i]:.2f} >= {retire_below:g} (missed {missed[i]:.2f}, false {false[i]:.2f}, "
                    f"labels {labels[i]:.2f})")
             if stalled[i]:
-                reasons.append(f"stalled: {why}, and the {retirement_limit - n[i]} classifications left before "
-                               f"{retirement_limit} are expected to remove only {gain[i]:.2f} of them (not "
+                reasons.append(f"stalled: {why}, and the {limit[i] - n[i]} classifications left before "
+                               f"{limit[i]} are expected to remove only {gain[i]:.2f} of them (not "
                                "finished; more volunteers would not settle it)")
             else:
                 reasons.append(f"not finished: {why}")
@@ -574,9 +604,9 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     subj["is_stalled"] = stalled
     # not finished and not yet half the limit: volunteers are still at it (in a lean project, or a live export), and
     # its consensus is no label yet: a galaxy one volunteer saw without marking would train as "no clumps here"
-    subj[IN_PROGRESS_COLUMN] = ~finished & (2 * n < retirement_limit)
+    subj[IN_PROGRESS_COLUMN] = ~finished & (2 * n < retirement_limit) & (n < limit)  # (not retired: see limit)
     # ... and until the limit the workflow keeps showing it (unless retired by hand): select-next-batch must not
     # upload it again as a new subject
-    subj[AWAITING_COLUMN] = ~finished & ~stalled & (n < retirement_limit)
+    subj[AWAITING_COLUMN] = ~finished & ~stalled & (n < limit)
     subj["finished_reason"] = pd.Series(reasons, index=subj.index, dtype=object)
     return subj

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from clumptool.aggregation.csvcheck import (
@@ -18,6 +19,7 @@ from clumptool.aggregation.csvcheck import (
     locate_non_utf8,
     wrong_columns_hint,
 )
+from clumptool.aggregation.galaxies import GALAXY_ID_KEY
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.ids import drop_blank_rows, subject_id_text, subject_ids_int64
 from clumptool.common.metadata import metadata_key, parse_metadata
@@ -71,9 +73,6 @@ def read_subjects(path: str | os.PathLike) -> pd.DataFrame:
     return out
 
 
-GALAXY_ID_KEY = "galaxy_id"  # select-next-batch uploads each galaxy with its id as hidden metadata (#galaxy_id)
-
-
 def subject_galaxies(path: str | os.PathLike) -> dict[str, str]:
     """subject id -> galaxy id for the subjects of a subjects table that carry one (``#galaxy_id`` in a Zooniverse
     subjects export's metadata, ``galaxy_id`` in aggregate's subjects table) other than their own id: the galaxies
@@ -87,3 +86,23 @@ def subject_galaxies(path: str | os.PathLike) -> dict[str, str]:
         if sid_text is not None and gid_text is not None and gid_text != sid_text:
             out[sid_text] = gid_text
     return out
+
+
+RETIRED_COLUMN = "retired_on_zooniverse"  # aggregate's subjects table: the workflow retired the subject (--subjects)
+
+
+def workflow_retired(path: str | os.PathLike, workflow_id: int | None) -> pd.Series | None:
+    """subject id (int64) -> whether workflow ``workflow_id`` has retired it: a non-blank ``retired_at`` in its row of
+    a Zooniverse subjects export (one row per subject, subject set and workflow; any row without a ``workflow_id``
+    column). None when the table has no ``retired_at`` (not a Zooniverse subjects export). Zooniverse's own word
+    on whether volunteers still see a galaxy, whatever retirement limit or rule the workflow has."""
+    path = Path(path)
+    df = drop_blank_rows(_read(path))
+    if "retired_at" not in df.columns:
+        return None
+    ids = subject_ids_int64(df["subject_id"], where=path, field="subject_id")
+    rows = np.ones(len(df), bool)
+    if workflow_id is not None and "workflow_id" in df.columns:
+        rows = (pd.to_numeric(df["workflow_id"], errors="coerce") == workflow_id).to_numpy()
+    retired = df["retired_at"].map(lambda v: bool(pd.notna(v) and str(v).strip())).to_numpy(bool)
+    return pd.Series(retired[rows], index=ids.to_numpy()[rows]).groupby(level=0).any()

@@ -141,8 +141,9 @@ def count_in_progress(subjects: str | os.PathLike | None) -> int:
 
 def _repeated_galaxies(kept: pd.DataFrame, where: str | os.PathLike, index: dict[str, Path]) -> list[str]:
     """Subjects showing the same image as another labelled subject with more classifications (a galaxy sent back
-    by ``select-next-batch --include-unfinished`` is a second subject; its classifications are not merged), which
-    training leaves out: one image, one label, and never in both the training and the validation galaxies."""
+    by ``select-next-batch --include-unfinished`` is a second subject; ``aggregate`` merges their classifications
+    under the newest, but not with ``--per-subject`` or in an older table), which training leaves out: one image, one
+    label, and never in both the training and the validation galaxies."""
     ids = normalise_subject_ids(kept["subject_id"], where=where, field="subject_id")
     viewers = (pd.to_numeric(kept[VIEWERS_COLUMN], errors="coerce").fillna(0).to_numpy() if VIEWERS_COLUMN in kept
                else np.zeros(len(kept)))
@@ -214,9 +215,10 @@ def labelled_galaxies(boxes: str | os.PathLike | pd.DataFrame, images: str | os.
     if not ids and in_progress:
         raise ClumptoolError(f"{subjects}: all {len(in_progress)} classified galaxies are still being classified "
                              "(in_progress: not finished, fewer than half the retirement limit's classifications); "
-                             "wait for more classifications, aggregate with the workflow's own --retirement-limit "
-                             "if it retires galaxies before 20, or pass --include-in-progress to train on them "
-                             "anyway")
+                             "wait for more classifications, give aggregate the Zooniverse subjects export "
+                             "(--subjects: it says which galaxies the workflow retired) or the workflow's own "
+                             "--retirement-limit if it retires galaxies before 20, or pass --include-in-progress to "
+                             "train on them anyway")
     if table.empty:
         raise ClumptoolError(
             f"{boxes if not isinstance(boxes, pd.DataFrame) else 'boxes table'}: no box at all"

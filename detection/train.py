@@ -581,14 +581,14 @@ def training_warnings(result: TrainResult) -> list[str]:
     if result.n_in_progress_skipped:
         found.append(f"NOTE: {result.n_in_progress_skipped} subject(s) in --subjects are still being classified "
                      "(in_progress in aggregate's subjects table: not finished, fewer than half the retirement "
-                     "limit's classifications) and were left out with their boxes; if the workflow retires "
-                     "galaxies before 20, aggregate with its --retirement-limit; --include-in-progress trains on "
-                     "them")
+                     "limit's classifications, not retired) and were left out with their boxes; if the workflow "
+                     "retires galaxies before 20, give aggregate the Zooniverse subjects export (--subjects) or its "
+                     "--retirement-limit; --include-in-progress trains on them")
     if result.n_repeated_skipped:
         found.append(f"NOTE: {result.n_repeated_skipped} subject(s) in --subjects show the same galaxy as another "
                      "labelled subject with more classifications (a galaxy sent back by select-next-batch "
-                     "--include-unfinished is a second subject; clumptool does not merge their classifications) and "
-                     "were left out with their boxes")
+                     "--include-unfinished is a second subject; this table was aggregated with --per-subject, or by an "
+                     "older clumptool, so their classifications were not merged) and were left out with their boxes")
     if result.val_f1_at_threshold == 0:
         found.append("WARNING: this model found no clump on the validation galaxies at any score (published "
                      "because of --accept-empty-model)")
