@@ -148,7 +148,8 @@ class ExportData:
     """The export as tables.
 
     ``classifications``: one row per kept classification (classification_id, subject_id, volunteer,
-    created_at, workflow_version, n_marks). ``marks``: one row per kept mark (classification_id,
+    created_at, workflow_version, n_marks, shown_subject_id: the subject the volunteer saw, where ``subject_id`` is
+    its galaxy's newest subject; :mod:`clumptool.aggregation.galaxies`). ``marks``: one row per kept mark (classification_id,
     subject_id, volunteer, frame, tool, x, y). ``frames``: image size per (subject_id, frame).
     ``volunteers``: volunteer (dense int id) -> user_key, user_name, anonymous.
     """

@@ -120,7 +120,7 @@ def drop_dupes_and_repeats(cls: pd.DataFrame, marks: pd.DataFrame, report: ReadR
         report.subjects_merged = int((newest.index.to_numpy() != newest.to_numpy()).sum())
     cls = cls.sort_values(["created_ns", "classification_id"], kind="stable")
     repeat = cls.duplicated(["user", "subject_id"], keep="first")
-    same_subject = cls.duplicated(["user", "shown_subject_id"], keep="first")
+    same_subject = repeat if newest.empty else cls.duplicated(["user", "shown_subject_id"], keep="first")
     report.duplicates_dropped = int(same_subject.sum())
     report.galaxy_repeats_dropped = int((repeat & ~same_subject).sum())
     cls = cls[~repeat].sort_values("classification_id", kind="stable").reset_index(drop=True)
