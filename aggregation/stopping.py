@@ -373,16 +373,18 @@ def with_evidence(p: np.ndarray, log_odds: np.ndarray) -> np.ndarray:
 def galaxy_limits(subjects: pd.DataFrame, retirement_limit: int) -> np.ndarray:
     """Per subject row, the classifications its galaxy can have before the workflow retires it: the limit, plus
     those under the galaxy's earlier subjects (:data:`EARLIER_VIEWERS_COLUMN`) when it was sent back to
-    Zooniverse as a new subject, which gets the limit afresh; for a subject the workflow has retired
-    (:data:`RETIRED_COLUMN`, from a subjects export), the classifications it has: no more are coming."""
+    Zooniverse as a new subject, which gets the limit afresh."""
     earlier = (pd.to_numeric(subjects[EARLIER_VIEWERS_COLUMN], errors="coerce").fillna(0).to_numpy(float)
                if EARLIER_VIEWERS_COLUMN in subjects else np.zeros(len(subjects)))
-    limit = float(retirement_limit) + earlier
-    if RETIRED_COLUMN in subjects:
-        retired = subjects[RETIRED_COLUMN].fillna(False).to_numpy(bool)
-        n = pd.to_numeric(subjects["n_viewers"], errors="coerce").fillna(0).to_numpy(float)
-        limit = np.where(retired, n, limit)
-    return limit
+    return float(retirement_limit) + earlier
+
+
+def retired_by_workflow(subjects: pd.DataFrame) -> np.ndarray:
+    """Per subject row: the workflow has retired it (:data:`RETIRED_COLUMN`, from a Zooniverse subjects export;
+    False where unknown), so volunteers no longer see it."""
+    if RETIRED_COLUMN not in subjects:
+        return np.zeros(len(subjects), bool)
+    return subjects[RETIRED_COLUMN].fillna(False).to_numpy(bool)
 
 
 def sid_limit(subject_ids: pd.Series, limit: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -552,8 +554,10 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     shows it, so ``select-next-batch --include-unfinished`` does not upload it again. A galaxy sent back to
     Zooniverse (:data:`EARLIER_VIEWERS_COLUMN` > 0) has the limit afresh under its new subject: its limit is
     ``retirement_limit`` plus its earlier subjects' classifications (:func:`galaxy_limits`); one the workflow has
-    retired (:data:`RETIRED_COLUMN`, from ``--subjects``) gets no more, so it is neither in progress, awaiting
-    volunteers nor stalled, whatever the workflow's limit. Only a galaxy that has had
+    retired (:data:`RETIRED_COLUMN`, from ``--subjects``) gets no more, so it is neither in progress nor awaiting
+    volunteers, whatever the workflow's limit (``is_stalled`` and ``expected_gain`` still say what the
+    classifications left before ``retirement_limit`` would do, so a stalled galaxy ``retire --stalled`` retired stays
+    stalled, and is not sent back). Only a galaxy that has had
     at least half its
     ``retirement_limit`` can stall: with fewer, the preposterior extrapolates the vote shares learned from a few
     viewers each to several times as many (bulge crowd with the detector, bench/lean.py: at 3 viewers the learned
@@ -604,9 +608,10 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     subj["is_stalled"] = stalled
     # not finished and not yet half the limit: volunteers are still at it (in a lean project, or a live export), and
     # its consensus is no label yet: a galaxy one volunteer saw without marking would train as "no clumps here"
-    subj[IN_PROGRESS_COLUMN] = ~finished & (2 * n < retirement_limit) & (n < limit)  # (not retired: see limit)
+    retired = retired_by_workflow(subj)  # no more volunteers are coming, whatever the limit
+    subj[IN_PROGRESS_COLUMN] = ~finished & (2 * n < retirement_limit) & ~retired
     # ... and until the limit the workflow keeps showing it (unless retired by hand): select-next-batch must not
     # upload it again as a new subject
-    subj[AWAITING_COLUMN] = ~finished & ~stalled & (n < limit)
+    subj[AWAITING_COLUMN] = ~finished & ~stalled & (n < limit) & ~retired
     subj["finished_reason"] = pd.Series(reasons, index=subj.index, dtype=object)
     return subj

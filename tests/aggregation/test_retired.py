@@ -46,7 +46,6 @@ def test_a_retired_unfinished_galaxy_is_a_label_and_no_longer_awaits_volunteers(
     assert not out["is_finished"].any() and not out["is_stalled"].any()
     assert out["in_progress"].tolist() == [False, True]
     assert out["awaiting_volunteers"].tolist() == [False, True]
-    assert out["expected_gain"].iloc[0] < 0.01 < 0.5 < out["expected_gain"].iloc[1]  # no more volunteers are coming
     unknown = apply_stopping_rule(subjects.drop(columns=RETIRED_COLUMN), clumps, retire_below=0.1)
     assert unknown["in_progress"].all() and unknown["awaiting_volunteers"].all()
 
@@ -68,3 +67,28 @@ def test_aggregate_reads_the_retired_state_from_the_subjects_export(export_build
     assert s.loc[[1, 2], "awaiting_volunteers"].tolist() == [False, True]
     without = aggregate(tmp_path / "e.csv").subjects.set_index("subject_id")
     assert RETIRED_COLUMN not in without and without.loc[1, "in_progress"]
+
+
+def test_a_stalled_galaxy_retired_as_stalled_stays_stalled_and_is_not_sent_back(export_builder, tmp_path):
+    """retire --stalled retires galaxies more volunteers would not settle; once retired they must stay stalled, or
+    select-next-batch --include-unfinished would send them back for the volunteers they do not need. Galaxy 3: 12
+    volunteers mark both clumps, 4 of them a third spot (on the split); 30 unanimous galaxies teach the crowd."""
+    rng = np.random.default_rng(5)
+    for sid in range(100, 130):
+        for v in range(12):
+            export_builder.add(sid, f"v{v}", [(float(x + rng.normal(0, 1)), float(y + rng.normal(0, 1)), 0)
+                                              for x, y in CLUMPS])
+    for v in range(12):
+        marks = [(float(x + rng.normal(0, 1)), float(y + rng.normal(0, 1)), 0) for x, y in CLUMPS]
+        export_builder.add(3, f"v{v}", marks + ([(float(200 + rng.normal(0, 1)), float(60 + rng.normal(0, 1)), 0)]
+                                                if v < 4 else []))
+    wf = export_builder.workflow_id
+    export = export_builder.write(tmp_path / "e.csv")
+    before = aggregate(export).subjects.set_index("subject_id")
+    assert before.loc[3, "is_stalled"] and not before.loc[3, "awaiting_volunteers"]
+    subjects = _subjects_export(tmp_path / "subjects.csv", [(3, wf, "2026-02-01")] +
+                                [(sid, wf, "") for sid in range(100, 130)])
+    after = aggregate(export, subjects).subjects.set_index("subject_id")
+    assert after.loc[3, RETIRED_COLUMN] and after.loc[3, "is_stalled"]  # retired as stalled: still stalled
+    assert not after.loc[3, "awaiting_volunteers"] and not after.loc[3, "in_progress"]
+    assert after.loc[3, "expected_gain"] == before.loc[3, "expected_gain"]
