@@ -155,7 +155,9 @@ def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> 
     Stalled galaxies (``is_stalled``: more volunteers are not expected to settle them) are left out, and so are
     those the workflow still shows (``awaiting_volunteers``: fewer classifications than the retirement limit, as in
     a lean project until the rule finishes them): uploaded again, one galaxy would be two subjects on Zooniverse,
-    its volunteers' clicks split between them."""
+    its volunteers' clicks split between them. A galaxy is left out when any of its subjects is (a galaxy sent back
+    whose new subject has no classification yet is listed twice: the old subject's row, retired unfinished, and the
+    new one's from ``--subjects``, still shown)."""
     df = read_table(subjects_path, ("subject_id", "is_finished"))
     risk = pd.to_numeric(df["risk"], errors="coerce") if "risk" in df.columns else pd.Series(0.0, index=df.index)
     ids = normalise_subject_ids(df["subject_id"], where=subjects_path, field="subject_id")
@@ -169,7 +171,11 @@ def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> 
         own = df[GALAXY_ID_KEY].map(subject_id_text).to_numpy(dtype=object)
         galaxy = np.where(pd.notna(own), own, galaxy)
     out = pd.DataFrame({"galaxy_id": galaxy, "risk": risk.fillna(0.0).to_numpy()})
-    out = out[~finished & ~left_out].sort_values(["risk", "galaxy_id"], ascending=[False, True])
+    # a galaxy with any subject finished, stalled or still shown stays: e.g. one sent back whose new subject nobody
+    # has classified yet (listed from --subjects, apart from the old subject's row)
+    settled_or_shown = set(galaxy[finished | left_out])
+    out = out[~finished & ~left_out & ~out["galaxy_id"].isin(settled_or_shown).to_numpy()]
+    out = out.sort_values(["risk", "galaxy_id"], ascending=[False, True])
     out = out.drop_duplicates("galaxy_id")
     return out.head(limit) if limit is not None else out
 

@@ -12,7 +12,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from clumptool.active_learning.ledger import Ledger
-from clumptool.active_learning.select import ScoringOptions, choose, score_pool, select_next_batch
+from clumptool.active_learning.select import (
+    ScoringOptions,
+    choose,
+    score_pool,
+    select_next_batch,
+    unfinished_galaxies,
+)
 from clumptool.common.errors import ClumptoolError
 
 N_IMAGES = 8
@@ -167,6 +173,17 @@ def test_an_uploaded_subject_is_sent_back_as_its_galaxy(tiny, tmp_path):
                             labelled=[subjects], include_unfinished=subjects, max_unfinished=5, strategy="entropy",
                             progress=False, plot=False, round_name="g")
     assert res.selection.loc[res.selection["strategy"] == "unfinished", "galaxy_id"].tolist() == ["5002"]
+
+
+def test_a_galaxy_whose_new_subject_nobody_has_classified_yet_is_not_sent_back_again(tmp_path):
+    """Galaxy 5002 went back as subject 9001 last round; nobody has classified 9001 yet, so aggregate lists it from
+    --subjects (0 viewers, still shown) beside 5002's own row (retired unfinished). Sending 5002 back again would
+    make a third subject; galaxy 5003, retired unfinished with no newer subject, goes back."""
+    subjects = tmp_path / "subjects.csv"
+    pd.DataFrame({"subject_id": [5002, 9001, 5003], "galaxy_id": [None, "5002", None], "is_finished": False,
+                  "is_stalled": False, "awaiting_volunteers": [False, True, False],
+                  "risk": [2.0, 0.0, 1.0]}).to_csv(subjects, index=False)
+    assert unfinished_galaxies(subjects, None)["galaxy_id"].tolist() == ["5003"]
 
 
 def test_pool_table_with_metadata_is_carried(tiny, tmp_path):
