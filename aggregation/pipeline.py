@@ -210,7 +210,8 @@ def aggregate(
         subj, n_unclassified = add_unclassified_subjects(subj, meta, data.classifications)
         retired = workflow_retired(subjects, data.report.workflow_id)
         if retired is not None:  # Zooniverse's own word on which galaxies volunteers no longer see
-            subj[RETIRED_COLUMN] = subj["subject_id"].map(retired).fillna(False).astype(bool)
+            # blank: a subject the export does not list in this workflow (the rule then counts to the limit)
+            subj[RETIRED_COLUMN] = subj["subject_id"].map(retired).astype("boolean")
     own = (learn_vote_shares(subj, clumps, marks, classifications=data.classifications)
            if options.method == "clumpscout" else None)
     used = reference or own

@@ -379,12 +379,15 @@ def galaxy_limits(subjects: pd.DataFrame, retirement_limit: int) -> np.ndarray:
     return float(retirement_limit) + earlier
 
 
-def retired_by_workflow(subjects: pd.DataFrame) -> np.ndarray:
-    """Per subject row: the workflow has retired it (:data:`RETIRED_COLUMN`, from a Zooniverse subjects export;
-    False where unknown), so volunteers no longer see it."""
+def retired_by_workflow(subjects: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per subject row: (known, retired): whether a Zooniverse subjects export said (:data:`RETIRED_COLUMN`; blank
+    for a subject it does not list in the aggregated workflow) and whether the workflow has retired it, so that
+    volunteers no longer see it."""
     if RETIRED_COLUMN not in subjects:
-        return np.zeros(len(subjects), bool)
-    return subjects[RETIRED_COLUMN].fillna(False).to_numpy(bool)
+        return np.zeros(len(subjects), bool), np.zeros(len(subjects), bool)
+    col = subjects[RETIRED_COLUMN]
+    known = col.notna().to_numpy()
+    return known, known & col.fillna(False).to_numpy(bool)
 
 
 def sid_limit(subject_ids: pd.Series, limit: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -555,7 +558,7 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     Zooniverse (:data:`EARLIER_VIEWERS_COLUMN` > 0) has the limit afresh under its new subject: its limit is
     ``retirement_limit`` plus its earlier subjects' classifications (:func:`galaxy_limits`); one the workflow has
     retired (:data:`RETIRED_COLUMN`, from ``--subjects``) gets no more, so it is neither in progress nor awaiting
-    volunteers, whatever the workflow's limit (``is_stalled`` and ``expected_gain`` still say what the
+    volunteers, and one it has not retired is still shown, whatever the workflow's limit (``is_stalled`` and ``expected_gain`` still say what the
     classifications left before ``retirement_limit`` would do, so a stalled galaxy ``retire --stalled`` retired stays
     stalled, and is not sent back). Only a galaxy that has had
     at least half its
@@ -608,10 +611,10 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     subj["is_stalled"] = stalled
     # not finished and not yet half the limit: volunteers are still at it (in a lean project, or a live export), and
     # its consensus is no label yet: a galaxy one volunteer saw without marking would train as "no clumps here"
-    retired = retired_by_workflow(subj)  # no more volunteers are coming, whatever the limit
+    said, retired = retired_by_workflow(subj)  # Zooniverse's word, where a subjects export gave it
     subj[IN_PROGRESS_COLUMN] = ~finished & (2 * n < retirement_limit) & ~retired
     # ... and until the limit the workflow keeps showing it (unless retired by hand): select-next-batch must not
     # upload it again as a new subject
-    subj[AWAITING_COLUMN] = ~finished & ~stalled & (n < limit) & ~retired
+    subj[AWAITING_COLUMN] = ~finished & ~stalled & np.where(said, ~retired, n < limit)
     subj["finished_reason"] = pd.Series(reasons, index=subj.index, dtype=object)
     return subj

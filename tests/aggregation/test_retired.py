@@ -92,3 +92,14 @@ def test_a_stalled_galaxy_retired_as_stalled_stays_stalled_and_is_not_sent_back(
     assert after.loc[3, RETIRED_COLUMN] and after.loc[3, "is_stalled"]  # retired as stalled: still stalled
     assert not after.loc[3, "awaiting_volunteers"] and not after.loc[3, "in_progress"]
     assert after.loc[3, "expected_gain"] == before.loc[3, "expected_gain"]
+
+
+def test_a_galaxy_the_workflow_has_not_retired_is_still_shown_past_the_limit_given():
+    """The workflow retires at 25, the user aggregated with the default 20: Zooniverse's word wins (still shown);
+    a subject the subjects export does not list falls back on the limit."""
+    subjects = pd.DataFrame({"subject_id": [1, 2], "n_viewers": [22, 22], "expected_num_false_neg": [0.9, 0.9],
+                             RETIRED_COLUMN: pd.array([False, None], dtype="boolean")})
+    clumps = pd.DataFrame({"subject_id": [1, 2], "n_marks": [22, 22], "n_viewers": [22, 22], "odd_vote": 0.0,
+                           "label": 1, "accepted": True, "false_pos_prob": 0.001})
+    out = apply_stopping_rule(subjects, clumps, retire_below=0.1, retirement_limit=20)
+    assert out["awaiting_volunteers"].tolist() == [True, False]
