@@ -42,6 +42,7 @@ from clumptool.simulation.galaxy import (
 from clumptool.simulation.preview import preview_grid
 from clumptool.simulation.volunteers import ClickBatch, make_population, simulate_clicks
 
+RETIRED_AT = "2019-12-31 12:00:00 UTC"  # when the simulated workflow retired its classified galaxies
 SUBJECT_COLUMNS = ("subject_id", "project_id", "workflow_id", "subject_set_id", "metadata", "locations",
                    "classifications_count", "retired_at", "retirement_reason", "created_at", "updated_at")
 
@@ -121,6 +122,7 @@ def subjects_table(galaxies: list[Galaxy], config: SimulationConfig, counts: pd.
     rows, subject_data = [], {}
     counts = counts if counts is not None else pd.Series(dtype=int)
     for g in galaxies:
+        n = int(counts.get(g.subject_id, config.volunteers_per_subject))
         arcsec_side = g.scene.pixel_scale * config.image_size
         meta = {"ra": round(g.ra, 6), "dec": round(g.dec, 6), "#local_id": f"SIM{g.subject_id}",
                 "#fwhmImagePix": round(g.scene.fwhm_px, 4), "#arcsecPerSide": round(arcsec_side, 4),
@@ -129,7 +131,9 @@ def subjects_table(galaxies: list[Galaxy], config: SimulationConfig, counts: pd.
             "subject_id": g.subject_id, "project_id": config.project_id, "workflow_id": config.workflow_id,
             "subject_set_id": config.subject_set_id, "metadata": json.dumps(meta, separators=(",", ":")),
             "locations": json.dumps({"0": f"https://panoptes-uploads.zooniverse.org/subject_location/sim-{g.subject_id}.png"}),
-            "classifications_count": int(counts.get(g.subject_id, config.volunteers_per_subject)), "retired_at": "", "retirement_reason": "",
+            # the simulated project has run its course: every classified galaxy had its crowd and was retired
+            "classifications_count": n, "retired_at": RETIRED_AT if n else "",
+            "retirement_reason": "classification_count" if n else "",
             "created_at": "2019-10-31 12:00:00 UTC", "updated_at": "2019-10-31 12:00:00 UTC",
         })
         subject_data[g.subject_id] = json.dumps({str(g.subject_id): {"retired": None, **meta}}, separators=(",", ":"))
