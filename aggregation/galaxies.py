@@ -106,3 +106,13 @@ def with_earlier_subjects(subjects: pd.DataFrame, classifications: pd.DataFrame)
     out[EARLIER_VIEWERS_COLUMN] = sid.map(table[EARLIER_VIEWERS_COLUMN]).fillna(0).astype("int64")
     out[EARLIER_SUBJECTS_COLUMN] = sid.map(table[EARLIER_SUBJECTS_COLUMN]).fillna("").astype(object)
     return out
+
+
+def galaxy_subject_per_row(subject_ids: pd.Series, subject_data: pd.Series | None) -> pd.Series:
+    """Per export row (``subject_ids`` as int64, ``subject_data`` the export's JSON column or None): the galaxy's
+    newest subject id, as the reader merges them (the row's own id for a galaxy of one subject)."""
+    if subject_data is None:
+        return subject_ids
+    first = pd.DataFrame({"sid": subject_ids.to_numpy(), "data": subject_data.to_numpy()}).drop_duplicates("sid")
+    galaxy_of = galaxy_ids_in_subject_data(first["sid"].to_numpy(), first["data"].tolist())
+    return merge_subjects(subject_ids, newest_subject_of_galaxy(first["sid"].to_numpy(), galaxy_of))

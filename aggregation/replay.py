@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clumptool.aggregation.galaxies import galaxy_subject_per_row
 from clumptool.aggregation.pipeline import AggregateOptions, AggregationResult, aggregate
 
 #: classifications per galaxy on Clump Scout (every galaxy was shown to about 20 volunteers)
@@ -151,14 +152,19 @@ def replay_export(cls: pd.DataFrame, subjects: str | os.PathLike | None = None,
     retirement limit of the stalled test), so a galaxy the rule never finishes or calls stalled uses all it had. ``tmp``: scratch folder for the cuts (default: a fresh
     temporary folder). ``detections``: a ``predict`` catalogue, the detector as one more annotator."""
     options = options or AggregateOptions()
-    sid = cls["subject_ids"].astype("int64").to_numpy()
-    available = pd.Series(sid).value_counts().sort_index()
-    cap = int(available.max()) if cap is None and len(available) else int(cap or 0)
+    shown = cls["subject_ids"].astype("int64")
+    per_subject = shown.value_counts()
+    cap = int(per_subject.max()) if cap is None and len(per_subject) else int(cap or 0)
     if cap >= 1:  # the replay's cap is the retirement limit the stalled test counts down to
         options = replace(options, retirement_limit=cap)
-    rank = queue_rank(cls)
+    # a galaxy sent back to Zooniverse is one queue, as aggregate merges its subjects (aggregation/galaxies.py)
+    merge = options.read.merge_galaxies and "subject_data" in cls
+    sid_series = galaxy_subject_per_row(shown, cls["subject_data"] if merge else None)
+    sid = sid_series.to_numpy()
+    available = pd.Series(sid).value_counts().sort_index()
+    rank = sid_series.groupby(sid_series.to_numpy(), sort=False).cumcount().to_numpy()
     with tempfile.TemporaryDirectory(dir=tmp) as scratch:
         stops, retired = adaptive_stops(sid, rank, rule_finished(subjects, cls, options, scratch, detections),
-                                        options.min_classifications, cap=cap)
+                                        options.min_classifications, cap=max(cap, int(available.max()) if len(available) else 0))
     used = stops.reindex(available.index).astype("int64")
     return Replay(available=available.astype("int64"), used=used, finished=set(retired), cap=cap)

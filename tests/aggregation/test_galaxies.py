@@ -19,7 +19,7 @@ from clumptool.aggregation.galaxies import (
     newest_subject_of_galaxy,
 )
 from clumptool.aggregation.pipeline import AggregateOptions, aggregate
-from clumptool.aggregation.replay import queue_rank
+from clumptool.aggregation.replay import queue_rank, replay_export
 from clumptool.aggregation.stopping import apply_stopping_rule
 from clumptool.cli import main
 from clumptool.simulation.config import SimulationConfig
@@ -162,3 +162,14 @@ def test_the_cli_merges_by_default_says_so_and_keeps_subjects_apart_with_per_sub
     assert r.exit_code == 0, r.output
     apart = pd.read_parquet(tmp_path / "apart" / "subjects.parquet").set_index("subject_id")
     assert apart.loc[[galaxy, NEW], "n_viewers"].tolist() == [FIRST, 20 - FIRST]
+
+
+def test_the_replay_queues_a_galaxy_sent_back_as_one(project, tmp_path):
+    """replay (the demo's 'would have saved'): the galaxy's 8 + 12 classifications are one queue of 20 under the
+    newest subject, as aggregate merges them; the cap stays the most one subject had."""
+    galaxy, paths = project
+    cls = pd.read_csv(paths["split"], dtype=str, keep_default_na=False)
+    r = replay_export(cls, tmp=tmp_path)
+    assert galaxy not in r.available.index and r.available[NEW] == 20
+    assert r.cap == cls["subject_ids"].value_counts().max() < 20 + 12  # one subject's most (a simulated repeat: 21)
+    assert r.used[NEW] <= 20 and len(r.available) == 30
