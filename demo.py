@@ -6,11 +6,14 @@ volunteers' classifications of the labelled galaxies, as Zooniverse would serve 
 labels, checked against the truth) -> retire the galaxies whose consensus is finished -> replay the export one
 volunteer at a time to count the classifications the stopping rule would have saved -> train a small detector
 on CPU -> evaluate it against the truth on held-out galaxies -> predict a clump catalogue -> select-next-batch
-from an unlabelled pool and upload it -> the fake Zooniverse's volunteers classify the uploaded subjects (the
-simulator's classifications of those galaxies, under the new subject ids and in the uploaded images' pixels:
-:mod:`clumptool.simulation.uploaded`) -> fetch-export --incremental adds them to the local export, aggregate
-the merged export -> retire the newly finished galaxies (the ledger keeps round 1's from being sent again).
-The loop is closed: the second round's consensus is checked against the truth of the uploaded galaxies.
+from an unlabelled pool and upload it, with the labelled galaxies the workflow retired unfinished sent back
+(``--include-unfinished``) -> the fake Zooniverse's volunteers classify the uploaded subjects (the simulator's
+classifications of those galaxies, under the new subject ids and in the uploaded images' pixels:
+:mod:`clumptool.simulation.uploaded`; a sent-back galaxy gets a fresh simulated crowd, its first 20 having
+classified it in round 1) -> fetch-export --incremental adds them to the local export, aggregate the merged
+export (a sent-back galaxy's two subjects are one consensus) -> retire the newly finished galaxies (the ledger
+keeps round 1's from being sent again). The loop is closed: the second round's consensus is checked against the
+truth of the uploaded galaxies.
 
 The project's galaxies are split three ways by subject id: ``labelled`` (volunteers classified them; the
 detector trains on their consensus boxes), ``test`` (held out; scored against the truth) and ``pool``
@@ -181,7 +184,11 @@ def closing_lines(figures: dict) -> list[str]:
         f"{r2['classifications']} classifications ({_so_far(r2['per_galaxy'])}); their consensus against the "
         f"truth: completeness {_ratio(new['completeness'])}, purity {_ratio(new['purity'])}, labels right "
         f"{_ratio(new['label_accuracy'])}; {r2['finished_new']} finished, {r2['finished_new_right']} of them with "
-        f"exactly the true clumps (completeness {_ratio(done['completeness'])}, purity {_ratio(done['purity'])}).",
+        f"exactly the true clumps (completeness {_ratio(done['completeness'])}, purity {_ratio(done['purity'])})."
+        + (f" Of them, {r2['sent_back']} were labelled galaxies the workflow retired unfinished, sent back and "
+           f"aggregated with their round-1 classifications as one consensus: completeness "
+           f"{_ratio(r2['consensus_sent_back']['completeness'])}, purity {_ratio(r2['consensus_sent_back']['purity'])}, "
+           f"{r2['sent_back_finished']} finished." if r2.get("sent_back") else ""),
         f"Retired in round 2: {ret['retired_now']} ({ret['retired_new']} new galaxies, {ret['retired_labelled']} "
         f"labelled ones finished by the refit); the {ret['already_retired']} retired in round 1 were not sent again.",
         f"Volunteer time: {replay_line(figures['replay'])}.",
@@ -359,11 +366,19 @@ def _select(out: Path, cfg: DemoConfig, project: Path, model_dir: Path, split: d
 
     selection_dir = out / "selection"
     t = _step(9, f"select-next-batch: score the {len(split['pool'])} pool galaxies (8x test-time augmentation), "
-                 f"pick {cfg.select_n} + {cfg.random_control} random controls, upload to the fake Zooniverse "
+                 f"pick {cfg.select_n} + {cfg.random_control} random controls, send back the labelled galaxies "
+                 f"retired unfinished, upload to the fake Zooniverse "
                  f"-> {selection_dir}", log)
     before = len(fake.state.subjects)
-    sel = select_next_batch(model_dir, out / "splits" / "pool.csv", selection_dir, images=project / "images",
+    # the labelled galaxies are in the pool table too, so the unfinished ones can be sent back (their images); as
+    # --labelled they are never scored
+    pool = out / "splits" / "pool-and-labelled.csv"
+    write_table(pd.concat([pd.read_csv(out / "splits" / f"{name}.csv") for name in ("pool", "labelled")]), pool,
+                "csv")
+    sel = select_next_batch(model_dir, pool, selection_dir, images=project / "images",
                             n=cfg.select_n, random_control=cfg.random_control, round_name=ROUND_1,
+                            labelled=[out / "splits" / "labelled.csv"],
+                            include_unfinished=out / "aggregated" / "subjects.parquet",
                             state=out / "zooniverse-state",
                             upload=UploadRequest(project_id=project_id, workflow_id=workflow_id, endpoint=fake.url),
                             seed=cfg.seed, progress=False)
@@ -371,9 +386,11 @@ def _select(out: Path, cfg: DemoConfig, project: Path, model_dir: Path, split: d
     res.seconds["select"] = _clock() - t
     res.paths.update({f"selection_{k}": str(v) for k, v in sel.files.items()})
     ok = bool(sel.upload is not None and sel.upload.ok)
+    n_back = int((sel.selection["strategy"] == "unfinished").sum())
     res.figures["selection"] = {"n": len(sel.selection), "scored_per_second": sel.rate, "uploaded_ok": ok,
-                                "subjects_uploaded_to_fake_server": n_new}
-    log(f"      scored {sel.n_scored} galaxies ({sel.rate:.1f}/s); {len(sel.selection)} selected; upload "
+                                "subjects_uploaded_to_fake_server": n_new, "unfinished_sent_back": n_back}
+    log(f"      scored {sel.n_scored} galaxies ({sel.rate:.1f}/s); {len(sel.selection)} selected ({n_back} labelled "
+        f"galaxies retired unfinished, sent back); upload "
         f"{'complete' if ok else 'INCOMPLETE'}: {n_new} new subjects on the fake server "
         f"({res.seconds['select']:.0f} s)")
     return sel
@@ -423,7 +440,13 @@ def _fetch_round_2(out: Path, cfg: DemoConfig, project: Path, split: dict, fake:
     t = _step(10, f"fetch-export --incremental: volunteers on the fake Zooniverse give the {len(uploaded)} uploaded "
                   f"subjects {_so_far(cfg.round2_volunteers)}; the new ones join {target}; aggregate the merged export "
                   f"-> {out / 'aggregated-round-2'}", log)
-    new = classifications_of_uploaded(_simulated_export(project), uploaded, first=cfg.round2_volunteers)
+    labelled = set(split["labelled"])
+    fresh, back = ([u for u in uploaded if (u.galaxy_id in labelled) == sent] for sent in (False, True))
+    new = classifications_of_uploaded(_simulated_export(project), fresh, first=cfg.round2_volunteers)
+    if back:  # their first 20 classified them in round 1: a new crowd (new volunteers, new classification ids)
+        more = _new_crowd(out, project, cfg, [u.galaxy_id for u in back], new)
+        new = pd.concat([new, classifications_of_uploaded(more, back, first=cfg.round2_volunteers)],
+                        ignore_index=True)
     # the workflow's export now holds round 1 and the new classifications (under the new subject ids)
     unknown = fake.serve_classification_export(
         workflow_id, export_bytes(pd.concat([_labelled_export(project, split), new], ignore_index=True)))
@@ -433,6 +456,7 @@ def _fetch_round_2(out: Path, cfg: DemoConfig, project: Path, split: dict, fake:
     merged = pd.read_csv(target / "classifications.csv", dtype=str, keep_default_na=False)
     duplicates = int(merged["classification_id"].duplicated().sum())
     galaxy_of = {u.subject_id: u.galaxy_id for u in uploaded}
+    back_of = {u.subject_id: u.galaxy_id for u in back}
     agg = aggregate(target / "classifications.csv", None, out / "aggregated-round-2")
     truth = pd.read_csv(project / "truth.csv")
     subjects = agg.subjects.set_index("subject_id")
@@ -448,6 +472,9 @@ def _fetch_round_2(out: Path, cfg: DemoConfig, project: Path, split: dict, fake:
         "consensus_new": _consensus_on(agg.clumps, truth, galaxy_of),
         "consensus_new_finished": _consensus_on(agg.clumps, truth, {s: galaxy_of[s] for s in finished_new}),
         "finished_new_right": _galaxies_right(agg.clumps, truth, {s: galaxy_of[s] for s in finished_new}),
+        "sent_back": len(back), "consensus_sent_back": _consensus_on(agg.clumps, truth, back_of),
+        "sent_back_merged": int(agg.summary["export"]["subjects_merged_into_their_galaxy"]),
+        "sent_back_finished": sum(s in finished_new for s in back_of),
     }
     f = res.figures["round_2"]
     log(f"      {f['new_classifications']:,} new classifications added to the {f['previous_classifications']:,} "
@@ -457,7 +484,33 @@ def _fetch_round_2(out: Path, cfg: DemoConfig, project: Path, split: dict, fake:
     log(f"      the {len(uploaded)} new subjects vs their galaxies' truth: completeness {_ratio(c['completeness'])}, "
         f"purity {_ratio(c['purity'])}, labels right {_ratio(c['label_accuracy'])}; {len(finished_new)} finished, "
         f"{f['finished_new_right']} of them with exactly the true clumps")
+    if back:
+        b = f["consensus_sent_back"]
+        log(f"      the {len(back)} galaxies sent back: their round-1 subjects merged with the new ones "
+            f"({f['sent_back_merged']} merged), one consensus of 20 + {cfg.round2_volunteers or 'all'} volunteers each: "
+            f"completeness {_ratio(b['completeness'])}, purity {_ratio(b['purity'])}; {f['sent_back_finished']} "
+            "finished")
     return agg, uploaded
+
+
+def _new_crowd(out: Path, project: Path, cfg: DemoConfig, galaxies: list[int], taken: pd.DataFrame) -> pd.DataFrame:
+    """A fresh simulated crowd's classifications of ``galaxies`` (their round-1 volunteers are used up): other
+    volunteers (their names and ids kept apart from round 1's), classification ids after every earlier one."""
+    from clumptool.simulation.project import simulate_volunteer_export
+
+    subjects = pd.read_csv(project / "subjects.csv")
+    subset = out / "round-2-crowd" / "subjects.csv"
+    write_table(subjects[subjects["subject_id"].isin(galaxies)], subset, "csv")
+    first_id = max(int(_simulated_export(project)["classification_id"].astype("int64").max()),
+                   int(taken["classification_id"].astype("int64").max()) if len(taken) else 0) + 1
+    crowd = SimulationConfig(galaxies=cfg.galaxies, seed=cfg.seed + 1, image_size=cfg.sim_image_size,
+                             first_classification_id=first_id)
+    target = out / "round-2-crowd" / "classifications.csv"
+    simulate_volunteer_export(project / "truth.csv", subset, target, crowd)
+    more = pd.read_csv(target, dtype=str, keep_default_na=False)
+    more["user_name"] = "round-2-" + more["user_name"]
+    more["user_id"] = [str(10_000_000 + int(u)) if u.isdigit() else u for u in more["user_id"]]
+    return more
 
 
 def _retire_round_2(out: Path, fake: FakePanoptes, workflow_id: int, agg: AggregationResult,

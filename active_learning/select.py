@@ -77,6 +77,7 @@ from clumptool.common.ids import normalise_subject_ids, subject_id_text
 from clumptool.common.options import options_from
 from clumptool.common.outputs import check_output_location, output_set, read_manifest
 from clumptool.common.tables import read_table, true_false_column, write_table
+from clumptool.detection.data import unclassified_dropped
 from clumptool.detection.io import load_model
 from clumptool.detection.predicting import collecting_trainer
 
@@ -174,7 +175,9 @@ def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> 
     # a galaxy with any subject finished, stalled or still shown stays: e.g. one sent back whose new subject nobody
     # has classified yet (listed from --subjects, apart from the old subject's row)
     settled_or_shown = set(galaxy[finished | left_out])
-    out = out[~finished & ~left_out & ~out["galaxy_id"].isin(settled_or_shown).to_numpy()]
+    # a subject nobody classified (listed from --subjects) is no labelled galaxy: there is nothing to send back
+    classified = df.index.isin(unclassified_dropped(df).index)
+    out = out[classified & ~finished & ~left_out & ~out["galaxy_id"].isin(settled_or_shown).to_numpy()]
     out = out.sort_values(["risk", "galaxy_id"], ascending=[False, True])
     out = out.drop_duplicates("galaxy_id")
     return out.head(limit) if limit is not None else out

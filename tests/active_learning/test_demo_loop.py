@@ -91,12 +91,14 @@ def test_demo_fetches_retires_and_replays(panoptes_client, tmp_path):
     assert [line.split()[0] for line in lines if line.startswith("[")] == [f"[{i}/{demo.STEPS}]" for i in range(1, 6)]
 
 
-def _upload_pool(tmp_path, project, split, fake, sim) -> pd.DataFrame:
+def _upload_pool(tmp_path, project, split, fake, sim, sent_back=()) -> pd.DataFrame:
     """What select-next-batch does after choosing: cutouts (downscaled here, to fit a small byte limit) and the
-    upload under the demo's round name into the demo's ledger."""
-    images = [project / "images" / f"{sid}.png" for sid in split["pool"]]
+    upload under the demo's round name into the demo's ledger; ``sent_back``: labelled galaxies uploaded too, as
+    --include-unfinished sends them back."""
+    ids = [*split["pool"], *sent_back]
+    images = [project / "images" / f"{sid}.png" for sid in ids]
     limit = int(min(p.stat().st_size for p in images) * 0.4)
-    sel = pd.DataFrame({"galaxy_id": [str(s) for s in split["pool"]], "image_path": [str(p) for p in images],
+    sel = pd.DataFrame({"galaxy_id": [str(s) for s in ids], "image_path": [str(p) for p in images],
                         "rank": range(1, len(images) + 1)})
     sel = write_cutouts(sel, tmp_path / "cutouts", max_bytes=limit)
     assert (sel["cutout_scale"] < 0.9).all(), "the cutouts were downscaled"
@@ -182,8 +184,39 @@ def test_closing_lines_name_the_round_2_figures(first):
                           "mean_classifications_available": 20, "classifications_saved": 80,
                           "classifications_available": 120, "factor": 3.0}}
     text = "\n".join(demo.closing_lines(figures))
+    assert "sent back" not in text  # no galaxy was
+    sent = {**figures, "round_2": {**figures["round_2"], "sent_back": 2, "sent_back_finished": 1,
+                                   "consensus_sent_back": ratio}}
+    assert ("Of them, 2 were labelled galaxies the workflow retired unfinished, sent back and aggregated with their "
+            "round-1 classifications as one consensus: completeness 0.980, purity 1.000, 1 finished."
+            in "\n".join(demo.closing_lines(sent)))
     assert ("(3 classifications each)" if first else "(every simulated classification of each)") in text
     assert "16 uploaded galaxies" in text and "completeness 0.980" in text and "purity undefined" in text
     assert "9 finished, 8 of them with exactly the true clumps" in text
     assert "Retired in round 2: 10 (9 new galaxies, 1 labelled" in text and "the 40 retired in round 1" in text
     assert "80 of 120 volunteer classifications saved" in text
+
+
+def test_a_galaxy_sent_back_gets_a_new_crowd_and_one_consensus(panoptes_client, tmp_path):
+    """Round 2 with a labelled galaxy sent back (select-next-batch --include-unfinished): a new simulated crowd
+    classifies its new subject (new volunteers, new classification ids), and the round-2 aggregate makes one
+    consensus of its round-1 and round-2 classifications under the new subject."""
+    cfg = demo.DemoConfig(galaxies=30, seed=5, sim_image_size=100, pool_fraction=0.4, round2_volunteers=8)
+    with round_1(tmp_path, cfg) as r1:
+        back = sorted(r1.split["labelled"])[0]
+        rows = _upload_pool(tmp_path, r1.project, r1.split, r1.fake, r1.sim, sent_back=[back])
+        agg2, uploaded = demo._fetch_round_2(tmp_path, cfg, r1.project, r1.split, r1.fake, r1.sim.workflow_id,
+                                             r1.res, r1.lines.append)
+    new_subject = int(rows.loc[rows["galaxy_id"].astype(int) == back, "subject_id"].iloc[0])
+    merged = pd.read_csv(tmp_path / "zooniverse-export" / "classifications.csv", dtype=str, keep_default_na=False)
+    assert not merged["classification_id"].duplicated().any()
+    crowd = merged[merged["subject_ids"] == str(new_subject)]
+    assert len(crowd) == 8 and crowd["user_name"].str.startswith("round-2-").all()
+    s = agg2.subjects.set_index("subject_id")
+    assert back not in s.index and s.loc[new_subject, "earlier_subject_ids"] == str(back)
+    assert s.loc[new_subject, "n_viewers"] == 8 + s.loc[new_subject, "n_viewers_earlier_subjects"] > 8
+    r2 = r1.res.figures["round_2"]
+    assert r2["sent_back"] == 1 and r2["sent_back_merged"] == 1
+    assert r2["consensus_sent_back"]["n_truth"] >= 0
+    assert any("galaxies sent back: their round-1 subjects merged with the new ones (1 merged)" in line
+               for line in r1.lines)

@@ -186,6 +186,15 @@ def test_a_galaxy_whose_new_subject_nobody_has_classified_yet_is_not_sent_back_a
     assert unfinished_galaxies(subjects, None)["galaxy_id"].tolist() == ["5003"]
 
 
+def test_a_galaxy_nobody_classified_is_never_sent_back(tmp_path):
+    """aggregate lists every subject of --subjects, classified or not; one nobody classified (n_viewers 0) is not
+    a labelled galaxy, even where the subjects export says the workflow retired it."""
+    subjects = tmp_path / "subjects.csv"
+    pd.DataFrame({"subject_id": [5002, 5003], "n_viewers": [0, 20], "is_finished": False, "is_stalled": False,
+                  "awaiting_volunteers": False, "risk": [0.0, 1.0]}).to_csv(subjects, index=False)
+    assert unfinished_galaxies(subjects, None)["galaxy_id"].tolist() == ["5003"]
+
+
 def test_pool_table_with_metadata_is_carried(tiny, tmp_path):
     table = tmp_path / "pool.csv"
     pd.DataFrame({"galaxy_id": ["5003", "5004", "5005"],
