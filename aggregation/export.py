@@ -50,7 +50,7 @@ from clumptool.aggregation.csvcheck import (
     wrong_columns_hint,
 )
 from clumptool.aggregation.frames import to_original_pixels
-from clumptool.aggregation.galaxies import galaxy_ids_in_subject_data, merge_subjects
+from clumptool.aggregation.galaxies import galaxy_ids_in_subject_data, merge_subjects, newest_by_shown
 from clumptool.aggregation.rules import Row, RowFields, ToolTypes, first_drawing_task, read_row
 from clumptool.aggregation.selection import choose_versions, choose_workflow, drop_dupes_and_repeats
 from clumptool.aggregation.workflows import read_workflows
@@ -451,7 +451,7 @@ def _finish(parts: list[_Batch], subject_data: dict[int, str], volunteers: pd.Da
     sd = sd[sd["subject_id"].isin(shown_subjects)].sort_values("subject_id").reset_index(drop=True)
     marks, frames = to_original_pixels(marks, frames, sd)  # marks on downscaled cutouts -> original pixels
     if report.subjects_merged:  # the galaxy's subjects as its newest (aggregation/galaxies.py)
-        newest = cls.drop_duplicates("shown_subject_id").set_index("shown_subject_id")["subject_id"]
+        newest = newest_by_shown(cls)
         marks["subject_id"] = merge_subjects(marks["subject_id"], newest)
         frames["subject_id"] = merge_subjects(frames["subject_id"], newest)
         frames = frames.groupby(["subject_id", "frame"], as_index=False).max()

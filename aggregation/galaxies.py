@@ -77,6 +77,12 @@ def merge_subjects(subject_ids: pd.Series, newest: pd.Series) -> pd.Series:
     return mapped.fillna(subject_ids).astype("int64")
 
 
+def newest_by_shown(classifications: pd.DataFrame) -> pd.Series:
+    """The reader's merge as a mapping: the subject each volunteer saw (``shown_subject_id``) -> the subject its
+    classification counts under (``subject_id``, the galaxy's newest)."""
+    return classifications.drop_duplicates("shown_subject_id").set_index("shown_subject_id")["subject_id"]
+
+
 def earlier_subjects(classifications: pd.DataFrame) -> pd.DataFrame:
     """Per merged galaxy (``subject_id``: its newest subject): the classifications under its earlier subjects
     (:data:`EARLIER_VIEWERS_COLUMN`) and their ids (:data:`EARLIER_SUBJECTS_COLUMN`). ``classifications`` needs

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from clumptool.aggregation.export import ExportData
-from clumptool.aggregation.galaxies import merge_subjects
+from clumptool.aggregation.galaxies import merge_subjects, newest_by_shown
 from clumptool.common.errors import ClumptoolError, where
 
 # score band edges: a detection scoring in [edge_i, edge_i+1) is a mark of band i; below the first, ignored
@@ -235,8 +235,7 @@ def add_machine_annotator(data: ExportData, detections: pd.DataFrame,
     check_bands(bands)
     proto = data.classifications
     if "shown_subject_id" in proto:  # detections on a galaxy's earlier subject are its newest's (galaxies.py)
-        newest = proto.drop_duplicates("shown_subject_id").set_index("shown_subject_id")["subject_id"]
-        detections = detections.assign(subject_id=merge_subjects(detections["subject_id"], newest))
+        detections = detections.assign(subject_id=merge_subjects(detections["subject_id"], newest_by_shown(proto)))
     subjects = np.sort(proto["subject_id"].unique())
     known = np.isin(detections["subject_id"].to_numpy(), subjects)
     outside = sorted(set(detections.loc[~known, "subject_id"].tolist()))

@@ -558,11 +558,10 @@ def apply_stopping_rule(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.
     Zooniverse (:data:`EARLIER_VIEWERS_COLUMN` > 0) has the limit afresh under its new subject: its limit is
     ``retirement_limit`` plus its earlier subjects' classifications (:func:`galaxy_limits`); one the workflow has
     retired (:data:`RETIRED_COLUMN`, from ``--subjects``) gets no more, so it is neither in progress nor awaiting
-    volunteers, and one it has not retired is still shown, whatever the workflow's limit (``is_stalled`` and ``expected_gain`` still say what the
-    classifications left before ``retirement_limit`` would do, so a stalled galaxy ``retire --stalled`` retired stays
-    stalled, and is not sent back). Only a galaxy that has had
-    at least half its
-    ``retirement_limit`` can stall: with fewer, the preposterior extrapolates the vote shares learned from a few
+    volunteers, and one it has not retired is still shown, whatever the workflow's limit (``is_stalled`` and
+    ``expected_gain`` still say what the classifications left before ``retirement_limit`` would do, so a stalled
+    galaxy ``retire --stalled`` retired stays stalled, and is not sent back). Only a galaxy that has had at least
+    half its ``retirement_limit`` can stall: with fewer, the preposterior extrapolates the vote shares learned from a few
     viewers each to several times as many (bulge crowd with the detector, bench/lean.py: at 3 viewers the learned
     prior sits on the split between strays and faint clumps, and 71 of 300 galaxies stalled after 3
     classifications, losing their faint clumps). ``single_clicks_by_vote_share``, ``detector_labels``: see

@@ -3,7 +3,7 @@
 ``select-next-batch --include-unfinished`` uploads a galaxy the workflow retired unfinished as a new subject.
 ``aggregate`` merges the classifications of a galaxy's subjects under the newest (aggregation/galaxies.py);
 ``--per-subject`` keeps them apart, and ``train`` then keeps the subject with more classifications. This bench
-measures what the merge is worth on every simulated crowd: each galaxy gets ``--first`` classifications (the
+measures what the merge is worth on every simulated crowd that reaches the limit (not sparse): each galaxy gets ``--first`` classifications (the
 retirement limit) under its own subject; the galaxies the stopping rule leaves unfinished at that point are sent
 back and get ``--more`` classifications under a new, half-size subject (``simulation/uploaded.py``: marks on the
 downscaled cutout, mapped back by the reader). Scored against truth on the sent-back galaxies: the merged
@@ -14,7 +14,7 @@ Run: ``python bench/sent_back.py [--galaxies 300] [--first 20] [--more 10] [--se
 [--work DIR]`` (~10 s per crowd of 1000 galaxies on 2 cores; sparse is skipped: its 6-10 volunteers never reach 20).
 
 Measured (Dec 3 2026, ``--galaxies 1000 --seed S``; consensus F1 on the sent-back galaxies, seed 1 / seed 2):
-the merged consensus equals the ceiling on every crowd and seed (the reader's mapping of the cutout's marks
+the merged consensus equals the ceiling on every crowd measured and both seeds (the reader's mapping of the cutout's marks
 loses nothing that changes a clump). Against the first subject alone (what ``train`` kept before the merge):
 default 0.973 -> 0.991 / 0.973 -> 0.995, bulge 0.968 -> 0.994 / 0.987 -> 0.994, distractor 0.998 -> 1.000 /
 0.995 -> 0.998, tool confusion 0.986 -> 0.999 / 0.996 -> 1.000 (labels 0.879 -> 0.944 / 0.890 -> 0.946).
