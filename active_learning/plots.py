@@ -11,12 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from clumptool.common.atomic import atomic_path
+from clumptool.common.figures import new_figure, save_png
 from clumptool.detection.inference import Detections
 
 MAX_SHOWN = 16
@@ -37,8 +35,7 @@ def selection_figure(selection: pd.DataFrame, pool_scores: pd.DataFrame | None,
     detections = detections or {}
     ncol = 4
     nrow = max(1, int(np.ceil(len(shown) / ncol)))
-    fig = Figure(figsize=(ncol * 2.6, nrow * 2.7 + 3.0))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(ncol * 2.6, nrow * 2.7 + 3.0))
     gs = fig.add_gridspec(nrow + 1, ncol, height_ratios=[2.7] * nrow + [3.0])
     for i, (_, row) in enumerate(shown.iterrows()):
         ax = fig.add_subplot(gs[i // ncol, i % ncol])
@@ -80,6 +77,5 @@ def selection_figure(selection: pd.DataFrame, pool_scores: pd.DataFrame | None,
     fig.suptitle(f"round {sel['round'].iloc[0] if 'round' in sel else ''}: {len(al)} selected + {len(ctrl)} controls "
                  "(boxes: cyan >= 0.5, yellow 0.2-0.5)", fontsize=9)
     fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    save_png(fig, target, dpi=100)
     return target

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from clumptool.common.atomic import atomic_path
-
 if TYPE_CHECKING:
     from clumptool.aggregation.pipeline import AggregationResult
 
@@ -109,14 +107,12 @@ def overview_figure(result: AggregationResult, target: str | os.PathLike, images
     axes (a dark square or the image under the marks): a fraction of a second, which matters when the whole
     aggregation of 100k classifications takes three.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from clumptool.common.figures import new_figure, save_png
 
     picks = _pick_subjects(result, n_galaxies)
     ncols = 3
     nrows = int(np.ceil(len(picks) / ncols)) + 1
-    fig = Figure(figsize=(4.2 * ncols, 4.2 * nrows))  # 4.2 in per panel
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(4.2 * ncols, 4.2 * nrows))  # 4.2 in per panel
     axes = fig.subplots(nrows, ncols, squeeze=False)
     height = 4.2 * nrows
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.55 / height, top=1 - 0.95 / height, wspace=0.22,
@@ -170,6 +166,4 @@ def overview_figure(result: AggregationResult, target: str | os.PathLike, images
             ax.axis("off")
     fig.suptitle("Consensus clumps (circles: green clump, orange odd; dashed = rejected; number = 1 - false_pos_prob)\n"
                  "marks: cyan normal tool, orange odd tool, red x = false positive", fontsize=10)
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=72, format="png")
-    return Path(target)
+    return save_png(fig, target, dpi=72)

@@ -44,6 +44,7 @@ from clumptool.aggregation.pipeline import AggregateOptions
 from clumptool.aggregation.stopping import DEFAULT_MIN_CLASSIFICATIONS, DEFAULT_RETIRE_BELOW
 from clumptool.common.atomic import atomic_path, write_text_atomic
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.figures import new_figure, save_png
 from clumptool.common.ids import normalise_subject_ids
 
 POLICIES = ("fixed20", "lean", "lean-detector")
@@ -606,11 +607,7 @@ def plot_learning_curves(curves: pd.DataFrame, target: Path, title: str = "", x:
                          key: str = "strategy", hline: float | None = None) -> Path:
     """F1, completeness and purity on the test set vs cost (``x``: labelled galaxies or volunteer
     classifications), one line per ``key``; ``hline``: a target F1 drawn on the F1 panel."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(16, 3.8))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(16, 3.8))
     axes = fig.subplots(1, 4)
     xlabel = "labelled galaxies" if x == "n_labelled" else "volunteer classifications spent"
     for ax, col in zip(axes, ("f1", "best_f1", "completeness", "purity"), strict=True):
@@ -627,6 +624,4 @@ def plot_learning_curves(curves: pd.DataFrame, target: Path, title: str = "", x:
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    return target
+    return save_png(fig, target, dpi=100)

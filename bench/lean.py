@@ -26,6 +26,9 @@ Each line: volunteer classifications per galaxy (mean, median, 10th/90th percent
 (their share, and ``fin clumps``: the true clumps those galaxies hold, the honesty figures' denominator), and the
 saving factor vs fixed 20 where F1 is at most 0.01 below fixed 20's (a higher F1 counts as matched). The honesty
 goal: the finished galaxies' completeness and purity >= 0.97 on every crowd, for fixed 6 as for fixed 20.
+Writes the table (``lean.csv``) and a figure (``lean.png``: per crowd, consensus F1 against classifications per
+galaxy, the fixed-k lines as a curve, each adaptive line as a point with its 10-90th percentile spread, the
+matched-accuracy band and the 4x line) into ``--out`` (default ``--work``).
 
 Run: ``python bench/lean.py [--galaxies 500] [--retire-below 0.1[,0.2,...]] [--seed 1] [--work DIR]
 [--synthetic-detector 0.85] [--detector [--rule-before] [--train-seed N]] [--fixed 5,6,8]``: ~1.7 min on 2 shared
@@ -557,6 +560,9 @@ from clumptool.aggregation.stopping import (  # noqa: E402
     DEFAULT_RETIRE_BELOW,
     apply_stopping_rule,
 )
+from clumptool.common.atomic import write_text_atomic  # noqa: E402
+from clumptool.common.figures import new_figure, save_png  # noqa: E402
+from clumptool.common.matching import match_points  # noqa: E402
 from clumptool.simulation.config import CROWDS  # noqa: E402
 
 FIXED = (5, 6, 8)
@@ -571,6 +577,57 @@ def consensus_scores(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple
     on_all = match_to_truth(found, truth, radius)
     p, c = on_all.purity, match_to_truth(found, det, radius).completeness
     return c, p, (2 * p * c / (p + c) if p + c else 0.0), on_all.label_accuracy
+
+
+def galaxy_errors(res, truth: pd.DataFrame, radius: float, ids) -> pd.Series:
+    """Per galaxy (``ids``), the errors of its consensus as the stopping rule counts them: false clumps (matching no
+    true clump), detectable true clumps missed, and wrong labels of the matched ones (matched one-to-one within
+    ``radius``, as ``consensus_scores`` does)."""
+    found = res.clumps[res.clumps["accepted"]]
+    found_by = {k: g for k, g in found.groupby("subject_id")}
+    truth_by = {k: g for k, g in truth.groupby("subject_id")}
+    errors = {}
+    for sid in ids:
+        f, t = found_by.get(sid), truth_by.get(sid)
+        if f is None or t is None:  # nothing found: every detectable clump missed; no truth: every clump false
+            errors[sid] = (0 if f is None else len(f)) if t is None else int(t["detectable"].astype(bool).sum())
+            continue
+        col, _ = match_points(f[["x", "y"]].to_numpy(), t[["x", "y"]].to_numpy(), radius)
+        hit = np.zeros(len(t), bool)
+        hit[col[col >= 0]] = True
+        wrong = (f["label"].to_numpy()[col >= 0] != t["label"].to_numpy()[col[col >= 0]]).sum()
+        errors[sid] = int((col < 0).sum() + (~hit & t["detectable"].astype(bool).to_numpy()).sum() + wrong)
+    return pd.Series(errors)
+
+
+def oracle_stops(subjects: Path, cls: pd.DataFrame, rank: np.ndarray, truth: pd.DataFrame, radius: float,
+                 tmp: Path, options: AggregateOptions, floor: int = 1, rounds: int = 20) -> pd.Series:
+    """Each galaxy's fewest classifications (at least ``floor``) whose consensus makes no more errors against truth
+    than its fixed-20 consensus: what a stopping rule that knew the truth would spend, the ceiling of any rule's
+    saving at matched accuracy on this crowd. A galaxy's consensus depends on the skills learned from the whole
+    export, so the stops found on uniform cuts (every galaxy at k) are checked on the mixed cut they make, and a
+    galaxy that is worse there moves on to its next good k, ``rounds`` times at most."""
+    sid = cls["subject_ids"].astype("int64").to_numpy()
+    available = pd.Series(sid).value_counts()
+    ids = available.index
+
+    def cut_errors(limit: pd.Series):
+        return galaxy_errors(aggregate_cut(subjects, cls, rank < limit.reindex(sid).to_numpy(), tmp, options),
+                             truth, radius, ids)
+
+    full = cut_errors(available)
+    good = pd.DataFrame({k: cut_errors(np.minimum(available, k)) <= full for k in range(1, CAP + 1)})
+    good[CAP] = True
+    good.loc[:, good.columns < floor] = False
+    stops = np.minimum(good.idxmax(axis=1).astype("int64"), available)
+    for _ in range(rounds):
+        worse = cut_errors(stops) > full
+        if not worse.any():
+            break
+        for g in worse[worse].index:
+            later = good.loc[g, good.columns > stops[g]]
+            stops[g] = min(int(later.idxmax()) if later.any() else CAP, available[g])
+    return stops
 
 
 def _line(crowd: str, strategy: str, n_per: pd.Series, res, truth: pd.DataFrame, radius: float,
@@ -602,7 +659,7 @@ def finished_by_rule_before(subjects: Path, cls: pd.DataFrame, options: Aggregat
 def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: float, tmp: Path,
               detections: dict[str, Path] | None = None, fixed_k: tuple[int, ...] = FIXED,
               rule_before: bool = False, reference: Path | None = None,
-              more_thresholds: tuple[float, ...] = ()) -> list[dict]:
+              more_thresholds: tuple[float, ...] = (), with_oracle: bool = False) -> list[dict]:
     """Every line of one crowd: fixed 20, fixed k and the adaptive lines at ``options.retire_below``, then the
     fixed and adaptive lines again at each of ``more_thresholds`` (named ``(< t)``: which galaxies the rule calls
     finished, and so its honesty, depends on the threshold)."""
@@ -626,6 +683,15 @@ def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: floa
         res = aggregate_cut(subjects, cls, rank < stop.reindex(sid).to_numpy(), tmp, opts, det)
         rows.append(_line(crowd, name, stop.astype(float), res, truth, radius, retired))
 
+    def oracle() -> None:  # no threshold: which clumps are accepted does not depend on it
+        for name, floor in (("oracle (knows the truth)", 1),
+                            (f"oracle, >= {options.min_classifications}", options.min_classifications)):
+            n = oracle_stops(project / "subjects.csv", cls, rank, truth, radius, tmp, options, floor)
+            res = aggregate_cut(project / "subjects.csv", cls, rank < n.reindex(sid).to_numpy(), tmp, options)
+            rows.append(_line(crowd, name, n.astype(float), res, truth, radius, set()))
+
+    if with_oracle:
+        oracle()
     for i, threshold in enumerate((options.retire_below, *more_thresholds)):
         opts = replace(options, retire_below=threshold)
         below = f"< {threshold:g}"
@@ -656,6 +722,55 @@ def best_matched_savings(table: pd.DataFrame, honest: float = 0.97) -> pd.DataFr
         return pd.DataFrame(columns=["crowd", "line", "saving", "threshold"])
     best = ok.loc[ok.groupby(["crowd", "line"], sort=False)["saving"].idxmax()]
     return best[["crowd", "line", "saving", "threshold", "cls/galaxy", "F1", "fin compl", "fin purity"]]
+
+
+def plot_tradeoff(table: pd.DataFrame, target: Path, title: str = "") -> Path:
+    """One panel per crowd: consensus F1 against volunteer classifications per galaxy. The fixed-k lines form
+    the price of a cut everyone gets; each adaptive line is a point at its mean with a bar from its 10th to its
+    90th percentile (how unevenly it spends); the band is matched accuracy (within 0.01 of fixed 20) and the
+    dotted line the issue's 4x (5 classifications a galaxy); stars: the oracle lines (``--oracle``). Thresholds
+    after the first are drawn paler."""
+    crowds = list(dict.fromkeys(table["crowd"]))
+    fig = new_figure(figsize=(4.2 * len(crowds), 4.0))
+    axes = np.atleast_1d(fig.subplots(1, len(crowds), squeeze=False)[0])
+    first = table["strategy"].str.match(r"fixed \d+$")
+    for ax, crowd in zip(axes, crowds, strict=True):
+        rows = table[table["crowd"] == crowd]
+        fixed = rows[first[rows.index]].sort_values("cls/galaxy")
+        ax.plot(fixed["cls/galaxy"], fixed["F1"], "o-", color="grey", ms=4, label="fixed k")
+        for _, r in fixed.iterrows():
+            ax.annotate(r["strategy"].split()[1], (r["cls/galaxy"], r["F1"]), fontsize=7, xytext=(3, -9),
+                        textcoords="offset points", color="grey")
+        base = fixed.loc[fixed["strategy"] == f"fixed {CAP}", "F1"]
+        if len(base):
+            ax.axhspan(base.iloc[0] - 0.01, base.iloc[0], color="tab:green", alpha=0.12, lw=0,
+                       label="within 0.01 of fixed 20")
+        ax.axvline(CAP / 4, color="k", lw=0.8, ls=":", label="4x fewer")
+        adaptive = rows[rows["strategy"].str.startswith("adaptive")].copy()
+        adaptive["line"] = adaptive["strategy"].str.replace(r",? ?< [0-9.e-]+\)$", ")", regex=True)
+        adaptive["threshold"] = adaptive["strategy"].str.extract(r"< ([0-9.e-]+)\)$")[0].astype(float)
+        thresholds = sorted(adaptive["threshold"].dropna().unique())
+        for i, (line, g) in enumerate(adaptive.groupby("line", sort=False)):
+            colour = f"C{i}"
+            for _, r in g.iterrows():
+                pale = 1.0 if not thresholds or r["threshold"] == thresholds[0] else 0.45
+                ax.errorbar(r["cls/galaxy"], r["F1"], xerr=[[r["cls/galaxy"] - r["p10"]], [r["p90"] - r["cls/galaxy"]]],
+                            fmt="s", color=colour, alpha=pale, ms=5, capsize=2,
+                            label=line if r["threshold"] == thresholds[0] else None)
+                if len(thresholds) > 1:
+                    ax.annotate(f"{r['threshold']:g}", (r["cls/galaxy"], r["F1"]), fontsize=6, xytext=(3, 3),
+                                textcoords="offset points", color=colour, alpha=pale)
+        for _, r in rows[rows["strategy"].str.startswith("oracle")].iterrows():
+            ax.plot(r["cls/galaxy"], r["F1"], "*", color="k", ms=9, mfc="none" if ">=" in r["strategy"] else "k",
+                    label=r["strategy"].replace(" (knows the truth)", ""))
+        ax.set(title=crowd, xlabel="volunteer classifications per galaxy", xlim=(0, CAP + 1))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("consensus F1 against truth")
+    axes[0].legend(fontsize=6, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_png(fig, target, dpi=100)
 
 
 def reference_consensus(work: Path, crowd: str, vps: int | None, galaxies: int, seed: int,
@@ -754,6 +869,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--min-classifications", type=int, default=DEFAULT_MIN_CLASSIFICATIONS)
     ap.add_argument("--crowds", default=",".join(CROWDS))
     ap.add_argument("--work", type=Path, default=None, help="folder for the simulated exports (reused)")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the table (lean.csv) and the figure "
+                    "(lean.png: F1 against classifications per galaxy, per crowd); default --work")
     ap.add_argument("--detector", action="store_true", help="add adaptive (humans + detector): trains a detector")
     ap.add_argument("--synthetic-detector", type=float, default=None, metavar="RECALL",
                     help="add adaptive (humans + a stand-in detector drawn from truth at this recall, 0.7 false "
@@ -768,6 +885,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--reference", action="store_true", help="add the adaptive lines with the stopping rule's "
                     "vote shares learned from a disjoint project of the same crowd whose galaxies all had their full "
                     "crowd (aggregate --reference; seed --train-seed, default seed + 1000)")
+    ap.add_argument("--oracle", action="store_true", help="add the lines of a rule that knows the truth (each "
+                    "galaxy stops at its first k whose consensus makes no more errors than fixed 20's; with and "
+                    "without --min-classifications): the ceiling of any rule's saving on each crowd")
     ap.add_argument("--rule-before", action="store_true", help="with a detector, add the line of the stopping rule "
                     "before single clicks the detector did not mark were judged by vote share and its silence and "
                     "before its labels voted")
@@ -806,7 +926,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             ref = (reference_consensus(work, crowd, vps, a.galaxies, a.train_seed or a.seed + 1000, options)
                    if a.reference else None)
             crowd_rows = run_crowd(project, crowd, options, a.radius, Path(tmp), det, fixed_k, a.rule_before, ref,
-                                   thresholds[1:])
+                                   thresholds[1:], a.oracle)
             rows += crowd_rows
             print(f"  {crowd}: {time.perf_counter() - t:.0f} s", flush=True)
             print(pd.DataFrame(crowd_rows).to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),
@@ -832,6 +952,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         print("  best saving at matched F1 (within 0.01 of fixed 20) over the thresholds whose finished galaxies keep "
               "completeness and purity >= 0.97:")
         print(best.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    out = a.out or work
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "lean.csv", table.to_csv(index=False))
+    plot_tradeoff(table, out / "lean.png", title=f"{a.galaxies} galaxies per crowd, seed {a.seed}")
+    print(f"  wrote {out / 'lean.csv'} and {out / 'lean.png'}")
     return table
 
 

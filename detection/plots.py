@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib import rcParams
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from clumptool.common.atomic import atomic_path
+from clumptool.common.figures import new_figure, save_png
 from clumptool.detection.metrics import ScoreCurve
 
 CLASS_COLOURS = {1: "#00e5ff", 2: "#ff4fd8"}
@@ -27,17 +25,11 @@ TRUTH_COLOUR = "#ffd400"
 MAX_SCORE_LABELS = 12  # beyond this many boxes per galaxy, scores would hide the image
 
 
-def _figure(**kwargs) -> Figure:
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def plot_history(history: pd.DataFrame, target: Path) -> Path | None:
     """training.png: training losses (left) and validation completeness/purity/F1 (right) per epoch."""
     if history.empty:
         return None
-    fig = _figure(figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
     a, b = fig.subplots(1, 2)
     for col in [c for c in history.columns if c.startswith("train_")]:
         s = history[["epoch", col]].dropna()
@@ -53,16 +45,14 @@ def plot_history(history: pd.DataFrame, target: Path) -> Path | None:
     if b.get_legend_handles_labels()[0]:
         b.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    return target
+    return save_png(fig, target, dpi=110)
 
 
 def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLike, title: str = "",
                       operating: float | None = None) -> None:
     """Left: completeness and purity vs score threshold; right: purity vs completeness. The operating
     threshold (solid grey line) and the best F1 on this set (dotted, optimistic) are marked."""
-    fig = _figure(figsize=(11, 4.6))
+    fig = new_figure(figsize=(11, 4.6))
     ax1, ax2 = fig.subplots(1, 2)
     colours = rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (name, curve) in enumerate(curves.items()):
@@ -93,8 +83,7 @@ def plot_score_curves(curves: Mapping[str, ScoreCurve], target: str | os.PathLik
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.95) if title else None)
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_png(fig, target, dpi=110)
 
 
 @dataclass
@@ -126,7 +115,7 @@ def plot_detections(panels: Sequence[Panel], target: str | os.PathLike, title: s
     n = max(len(panels), 1)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig = _figure(figsize=(3.2 * ncols, 3.4 * nrows + 0.6), layout="constrained")
+    fig = new_figure(figsize=(3.2 * ncols, 3.4 * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -156,5 +145,4 @@ def plot_detections(panels: Sequence[Panel], target: str | os.PathLike, title: s
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    save_png(fig, target, dpi=100)

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from PIL import Image
 
-from clumptool.common.atomic import atomic_path
+from clumptool.common.figures import new_figure, save_png
 
 
 def preview_grid(images: Path, truth: pd.DataFrame, target: str | os.PathLike, n: int = 8) -> Path:
@@ -23,8 +21,7 @@ def preview_grid(images: Path, truth: pd.DataFrame, target: str | os.PathLike, n
     picks = files[:n]
     cols = max(1, min(4, len(picks)))
     rows = int(np.ceil(len(picks) / cols))
-    fig = Figure(figsize=(3.2 * cols, 3.3 * 2 * rows))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(3.2 * cols, 3.3 * 2 * rows))
     axes = fig.subplots(2 * rows, cols, squeeze=False)
     for k, path in enumerate(picks):
         with Image.open(path) as im:
@@ -48,6 +45,4 @@ def preview_grid(images: Path, truth: pd.DataFrame, target: str | os.PathLike, n
     fig.suptitle("Simulated Clump Scout subjects (circles: cyan clump, orange odd; dotted = below detection S/N)",
                  fontsize=9)
     fig.tight_layout()
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=70, format="png")
-    return Path(target)
+    return save_png(fig, target, dpi=70)

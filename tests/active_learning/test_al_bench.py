@@ -181,3 +181,18 @@ def test_runs_of_different_loop_settings_are_not_pooled(bench):
 
     with pytest.raises(ClumptoolError, match="seed-7.*differ"):
         al_loop.mean_curves([a, shorter], names=["seed-0", "seed-7"])
+
+
+def test_the_lean_bench_draws_every_crowd_and_threshold_of_its_table(bench, tmp_path):
+    _, lean = bench
+    rows = []
+    for crowd in ("default", "confusion"):
+        for k, f1 in ((20, 0.99), (5, 0.93)):
+            rows.append({"crowd": crowd, "strategy": f"fixed {k}", "cls/galaxy": float(k), "p10": k, "p90": k,
+                         "F1": f1})
+        for t, n in ((0.1, 6.0), (0.2, 5.0)):
+            rows.append({"crowd": crowd, "strategy": f"adaptive (humans, < {t:g})", "cls/galaxy": n, "p10": 3,
+                         "p90": 11, "F1": 0.985})
+    figure = lean.plot_tradeoff(pd.DataFrame(rows), tmp_path / "lean.png")
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["lean.png"]  # written atomically: no temporary file left
