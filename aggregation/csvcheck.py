@@ -8,10 +8,12 @@ the row, the ``classification_id`` and the field, with the likely cause and the 
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
 from clumptool.common.errors import ClumptoolError
+from clumptool.common.ids import subject_id_text
 
 DOWNLOAD_HINT = "download the export again (Zooniverse project Lab > Data Exports)"
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
@@ -91,8 +93,10 @@ def explain_parse_error(path: Path, exc: Exception) -> ClumptoolError:
     return ClumptoolError(f"{path}: the CSV structure is broken ({text}); {DOWNLOAD_HINT}")
 
 
-def check_last_row(path: Path, n_fields: int, tail_bytes: int = 1 << 16) -> None:
-    """A file that ends without a newline in a row with too few fields was cut short: refuse it.
+def check_last_row(path: Path, n_fields: int, tail_bytes: int = 1 << 16,
+                   header: list[str] | None = None) -> None:
+    """A file that ends without a newline in a row with too few fields, or (given the ``header``) whose
+    ``subject_ids`` is not the id its ``subject_data`` is keyed by, was cut short: refuse it.
 
     (Pandas would fill the missing fields with empty strings and read the row as a broken classification.)
     """
@@ -109,12 +113,37 @@ def check_last_row(path: Path, n_fields: int, tail_bytes: int = 1 << 16) -> None
         row = next(csv.reader([last.decode("utf-8", errors="replace")]))
     except (csv.Error, StopIteration):
         return
+    cid = row[0] if row else "?"
     if len(row) < n_fields:
-        cid = row[0] if row else "?"
         raise ClumptoolError(
             f"{path}: the last row (classification_id {cid}) has {len(row)} of {n_fields} fields and no line end: "
             f"the file is cut short (an interrupted download or copy?). {DOWNLOAD_HINT[0].upper()}"
             f"{DOWNLOAD_HINT[1:]}, or delete the incomplete last row")
+    if header is not None and len(row) == len(header):
+        cut = _cut_subject_ids(dict(zip(header, row, strict=True)))
+        if cut:
+            raise ClumptoolError(
+                f"{path}: the last row (classification_id {cid}) has no line end and {cut}: the file is cut short "
+                f"in its last field (an interrupted download or copy?). {DOWNLOAD_HINT[0].upper()}"
+                f"{DOWNLOAD_HINT[1:]}, or delete the incomplete last row")
+
+
+def _cut_subject_ids(fields: dict[str, str]) -> str | None:
+    """Why a row's ``subject_ids`` cannot be whole: Zooniverse's ``subject_data`` is keyed by the same ids, so
+    an id that is not among its keys (e.g. ``9000`` of ``90000018``) was cut; None when it matches or the row
+    says too little to tell (no subject_data, or not JSON)."""
+    sids, data = fields.get("subject_ids", ""), fields.get("subject_data", "")
+    try:
+        keys = set(json.loads(data)) if data else None
+    except (ValueError, TypeError):
+        return None
+    if not keys or not sids:
+        return None
+    keys = {subject_id_text(k) for k in keys}
+    if all(subject_id_text(i) in keys for i in sids.split(";")):
+        return None
+    return (f"its subject_ids {sids!r} is not the subject of its subject_data "
+            f"({', '.join(sorted(k for k in keys if k)[:3])})")
 
 
 SUBJECTS_EXPORT_COLUMNS = {"subject_id", "locations", "metadata", "subject_set_id"}

@@ -424,6 +424,12 @@ def _finish(parts: list[_Batch], subject_data: dict[int, str], volunteers: pd.Da
         galaxy_of = galaxy_ids_in_subject_data(np.fromiter(subject_data.keys(), dtype="int64", count=len(subject_data)),
                                                list(subject_data.values()))
     cls, marks = drop_dupes_and_repeats(cls, marks, report, wf, chosen, options.on_conflicting_duplicates, galaxy_of)
+    if cls.empty:  # e.g. every row's subject_ids unreadable: an empty consensus would look like a finished one
+        reasons = "; ".join(f"{n:,} {k}" for k, n in sorted(report.rows_skipped.items()))
+        example = f" (e.g. {report.examples[0]['message']})" if report.examples else ""
+        raise ClumptoolError(f"{report.path}: no usable classifications of workflow {wf} (version "
+                             f"{report.workflow_version}) among {report.rows_read:,} rows: {reasons}{example}; fix "
+                             "those rows or download the export again (Zooniverse project Lab > Data Exports)")
     # volunteers numbered densely, in order of first appearance in the file
     present = np.zeros(len(volunteers), dtype=bool)
     present[cls["user"].to_numpy()] = True
@@ -478,7 +484,7 @@ def check_header(path: Path) -> list[str]:
             f"{path}: not a Zooniverse classification export: missing column(s) {', '.join(missing)} (it has "
             f"{', '.join(header[:8])}{', ...' if len(header) > 8 else ''}){wrong_columns_hint(header)}"
         )
-    check_last_row(path, len(header))
+    check_last_row(path, len(header), header=header)
     return header
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from clumptool.aggregation.export import ExportData
+from clumptool.aggregation.frames import cutout_frames
 from clumptool.aggregation.galaxies import merge_subjects, newest_by_shown
 from clumptool.common.errors import ClumptoolError, where
 
@@ -170,12 +171,56 @@ def check_detections(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _row_name(source: str, i: int) -> str:
+    """Row ``i`` (from 0) of a table as a person finds it: a CSV's line (the header is line 1), else row i + 1."""
+    return f"line {i + 2}" if source.lower().endswith((".csv", ".txt")) else f"row {i + 1}"
+
+
 def _first_bad(source: str, bad: np.ndarray, df: pd.DataFrame, field: str, want: str) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        row = f"row {i + 2 if source.lower().endswith('.csv') else i + 1}"  # a CSV's line (header is line 1)
-        raise ClumptoolError(f"--detections {where(source, row, field)}: {df[field].iloc[i]!r} is not {want} "
+        value = df[field].iloc[i]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise ClumptoolError(f"--detections {where(source, _row_name(source, i), field)}: {value!r} is not {want} "
                              f"({int(bad.sum())} such row(s)); fix or drop them")
+
+
+def check_detections_fit_export(detections: Detections, data: ExportData) -> None:
+    """Refuse a catalogue that cannot be of this export's galaxies: none of its detections is of one (another
+    project's or a stale catalogue: the detector would be taken to have looked at every galaxy and seen nothing),
+    or a detection outside its galaxy's image (another pixel frame, e.g. a downscaled cutout's). Both would move
+    the stopping rule silently."""
+    det, source = detections.table, detections.source
+    proto = data.classifications
+    sid = det["subject_id"]
+    if "shown_subject_id" in proto:
+        sid = merge_subjects(sid, newest_by_shown(proto))
+    known = np.isin(sid.to_numpy(), proto["subject_id"].unique())
+    if len(det) and not known.any():
+        first = ", ".join(map(str, pd.unique(det["subject_id"])[:3]))
+        raise ClumptoolError(
+            f"--detections {source}: none of its {len(det):,} detections is of a galaxy in this export (its subject "
+            f"ids start {first}; the export's {', '.join(map(str, np.sort(proto['subject_id'].unique())[:3]))}): a "
+            "catalogue of other galaxies? Give the catalogue `clumptool predict` wrote for this export's subjects")
+    cut = pd.Series(cutout_frames(data.subject_data)["subject_id"], dtype="int64")
+    if "shown_subject_id" in proto:
+        cut = merge_subjects(cut, newest_by_shown(proto))
+    # a cutout's frame is the cropped region's extent, not the original image's: only whole images are checked
+    sizes = data.frames[~data.frames["subject_id"].isin(cut)].groupby("subject_id")[["image_width", "image_height"]].max()
+    if not len(sizes):
+        return
+    width = sid.map(sizes["image_width"]).to_numpy(float)
+    height = sid.map(sizes["image_height"]).to_numpy(float)
+    x, y = det["x"].to_numpy(float), det["y"].to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        outside = known & ((x < -1) | (y < -1) | (x > width + 1) | (y > height + 1))  # unknown size: NaN, never
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ClumptoolError(
+            f"--detections {where(source, _row_name(source, i))}: the detection at ({x[i]:g}, {y[i]:g}) px lies "
+            f"outside the {width[i]:g} x {height[i]:g} px image of subject {int(sid.iloc[i])} "
+            f"({int(outside.sum())} such row(s)): the catalogue is in another pixel frame (positions must be the "
+            "original image's pixels, as `clumptool predict` writes them)")
 
 
 def check_bands(bands: tuple[float, ...]) -> None:

@@ -21,7 +21,7 @@ from clumptool.aggregation.galaxies import (
     EARLIER_VIEWERS_COLUMN,
     with_earlier_subjects,
 )
-from clumptool.aggregation.machine import read_detections
+from clumptool.aggregation.machine import check_detections_fit_export, read_detections
 from clumptool.aggregation.reducer_defaults import DBSCAN_DEFAULTS, HDBSCAN_DEFAULTS
 from clumptool.aggregation.reference import learn_vote_shares, read_reference, single_click_rates
 from clumptool.aggregation.report import overview_figure
@@ -176,6 +176,8 @@ def aggregate(
     t0 = time.perf_counter()
     data = read_export(classifications, options.read, progress=progress)
     t_read = time.perf_counter() - t0
+    if detections is not None:
+        check_detections_fit_export(read, data)
     note = check_something_to_aggregate(data, options.read,
                                         options.consensus.odd_tools if options.check_odd_tools else None)
     n_central = drop_central_marks(data, options.drop_central)
@@ -206,7 +208,9 @@ def aggregate(
 
     subj = with_earlier_subjects(_attach_metadata(subj, meta), data.classifications)
     n_unclassified = 0
+    not_listed = 0
     if subjects is not None:
+        not_listed = check_subjects_cover_export(subj["subject_id"], meta, subjects)
         subj, n_unclassified = add_unclassified_subjects(subj, meta, data.classifications)
         retired = workflow_retired(subjects, data.report.workflow_id)
         if retired is not None:  # Zooniverse's own word on which galaxies volunteers no longer see
@@ -229,12 +233,19 @@ def aggregate(
     boxes = clumps_to_boxes(chosen, fwhm, options.box_scale, options.box_size, 0.0,
                             options.fold_improbable, options.improbable_threshold)
 
-    summary = _summary(data, clumps, subj, options, n_central, fwhm, t_read, t_model, fit)
+    n_fwhm = 0 if fwhm is None else int(fwhm.reindex(pd.unique(boxes["subject_id"])).notna().sum())
+    summary = _summary(data, clumps, subj, options, n_central, n_fwhm, t_read, t_model, fit)
     summary["subjects_without_classifications"] = n_unclassified
+    summary["classified_subjects_not_in_subjects_file"] = not_listed
     if own is not None:  # what this export says (a later --reference reads it) and what the rule used
         summary["stopping"] = {**own.as_dict(), "rule_vote_shares_from": used.source,
                                "rule_vote_share_median_viewers": used.median_viewers}
     summary["notes"] = [note] if note else []
+    if not_listed:
+        summary["notes"].append(
+            f"--subjects {subjects}: {not_listed:,} of the {int((subj['n_viewers'] > 0).sum()):,} classified subjects "
+            "are not in it: they carry no metadata from it (no FWHM: their boxes use --box-size); "
+            "download a fresh subjects export (fetch-export --subjects)")
     if len(data.marks) and not summary["clumps_accepted"]:
         summary["notes"].append(no_clump_note(data, options))
     if machine is not None and singles is None:
@@ -309,6 +320,20 @@ def add_unclassified_subjects(subj: pd.DataFrame, meta: pd.DataFrame,
     return out.sort_values("subject_id", kind="stable").reset_index(drop=True), len(extra)
 
 
+def check_subjects_cover_export(classified: pd.Series, meta: pd.DataFrame, source: object) -> int:
+    """How many classified subjects ``--subjects`` does not list; none listed at all is an error (another
+    project's or workflow's subjects export: every box would silently fall back to --box-size)."""
+    missing = ~classified.isin(meta["subject_id"])
+    if len(classified) and missing.all():
+        listed = (f"its ids start {', '.join(map(str, meta['subject_id'].head(3)))}" if len(meta)
+                  else "it lists no subject")
+        raise ClumptoolError(
+            f"--subjects {source}: none of the export's {len(classified):,} classified subjects is in it ({listed}; "
+            f"the export's start {', '.join(map(str, classified.head(3)))}): the subjects export of another project "
+            "or workflow, or an empty one? Give this project's (Lab > Data Exports, or fetch-export --subjects)")
+    return int(missing.sum())
+
+
 def _attach_metadata(subj: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     if meta is None or len(meta.columns) <= 1:
         return subj
@@ -324,10 +349,9 @@ def _attach_metadata(subj: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
 
 
 def _summary(data: ExportData, clumps: pd.DataFrame, subj: pd.DataFrame, options: AggregateOptions,
-             n_central: int, fwhm: pd.Series | None, t_read: float, t_model: float, fit: dict) -> dict:
+             n_central: int, n_fwhm: int, t_read: float, t_model: float, fit: dict) -> dict:
     rep = data.report.as_dict()
     accepted = clumps[clumps["accepted"]]
-    n_fwhm = int(fwhm.notna().sum()) if fwhm is not None else 0
     return {
         "method": options.method,
         "export": rep,

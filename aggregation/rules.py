@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from clumptool.common.ids import subject_id_text
+
 POINT_LIKE = ("point", "circle", "rectangle", "ellipse")  # shapes with a centre: usable as a click when named
 SHAPE_KEYS = (("points", "polygon"), ("pathX", "freehandLine"), ("x_center", "rectangle"), ("width", "rectangle"),
               ("rx", "ellipse"), ("r", "circle"), ("x1", "line"), ("x2", "line"))
@@ -288,11 +290,11 @@ def read_row(fields: RowFields, *, task: str | None, tools: set[int] | None = No
         skip(Problem("row", "multi-subject classification", "subject_ids",
                      f"several subjects ({sids}); not a point-marking classification of one image"))
         return row
-    try:
-        row.subject_id = int(sids)
-    except ValueError:
+    sid_text = subject_id_text(sids)  # the one id rule: "123.0" (a spreadsheet's) is 123, as in every other table
+    if sid_text is None or not sid_text.lstrip("+-").isdigit():
         skip(Problem("row", "bad subject_ids", "subject_ids", f"not an integer subject id: {sids!r}"))
         return row
+    row.subject_id = int(sid_text)
     annotations = _json_problem("annotations", fields.annotations)
     if isinstance(annotations, Problem):
         skip(annotations)

@@ -110,3 +110,22 @@ def test_the_console_entry_point_exits_with_the_command_s_code_and_full_outputs(
     assert bad.returncode == 2 and "missing.csv: file not found" in bad.stderr
     usage = subprocess.run([*cmd[:3], "aggregate", "--no-such-option"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "No such option" in usage.stderr
+
+
+def test_a_subjects_file_of_other_galaxies_is_refused_and_one_missing_some_is_noted(export_builder, tmp_path):
+    """Boxes would silently fall back to --box-size (and the summary count FWHM boxes that are not there)."""
+    export = _small_export(export_builder).write(tmp_path / "cls.csv")
+    other = _subjects_csv(tmp_path / "other.csv", range(1100, 1105))
+    r = CliRunner().invoke(main, ["aggregate", str(export), "--subjects", str(other), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "none of the export's 5 classified subjects is in it" in r.output
+    assert not (tmp_path / "o").exists()
+    some = _subjects_csv(tmp_path / "some.csv", [*range(100, 103), *range(1100, 1105)])
+    r = CliRunner().invoke(main, ["aggregate", str(export), "--subjects", str(some), "--box-size", "7",
+                                  "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    assert "2 of the 5 classified subjects are not in it" in r.output
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["boxes_from_fwhm_subjects"] == 3 and summary["classified_subjects_not_in_subjects_file"] == 2
+    boxes = pd.read_parquet(tmp_path / "s" / "boxes.parquet")
+    side = (boxes["x2"] - boxes["x1"]).groupby(boxes["subject_id"]).first()
+    assert side.loc[[100, 101, 102]].tolist() == [10.0] * 3 and side.loc[[103, 104]].tolist() == [7.0] * 2

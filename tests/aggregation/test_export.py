@@ -232,3 +232,34 @@ def test_a_row_with_too_many_fields_names_its_line(export_builder, tmp_path):
     with pytest.raises(ClumptoolError, match="CSV structure is broken") as err:
         read_export(path)
     assert "has 16 fields where the header has 14" in str(err.value)
+
+
+def test_a_file_cut_in_the_last_rows_subject_ids_is_refused_and_a_whole_one_without_line_end_is_read(
+        export_builder, tmp_path):
+    """The last field of an export is ``subject_ids``: a copy cut there (``9000`` of ``90000018``) still has every
+    field, but its id is not the one its ``subject_data`` is keyed by."""
+    for i in range(4):
+        export_builder.add(90000018, f"vol{i}", [(10.0 + i, 20.0, 0)])
+    whole = export_builder.write(tmp_path / "whole.csv").read_bytes()
+    assert whole.endswith(b"90000018\r\n")
+    (tmp_path / "cut.csv").write_bytes(whole[:-6])  # ...9000
+    with pytest.raises(ClumptoolError, match=r"cut short in its last field") as err:
+        read_export(tmp_path / "cut.csv")
+    assert "classification_id 1004" in str(err.value) and "'9000'" in str(err.value)
+    (tmp_path / "no_line_end.csv").write_bytes(whole[:-2])
+    assert len(read_export(tmp_path / "no_line_end.csv").classifications) == 4
+
+
+def test_an_export_with_no_usable_row_is_an_error_not_an_empty_consensus(export_builder, tmp_path):
+    for i in range(3):
+        export_builder.add(7, f"vol{i}", [(10.0, 20.0, 0)], subject_ids=f"galaxy-{i}")
+    with pytest.raises(ClumptoolError, match=r"no usable classifications of workflow 99999 .* 3 bad subject_ids"):
+        read_export(export_builder.write(tmp_path / "e.csv"))
+
+
+def test_subject_ids_written_as_floats_are_the_same_subjects(export_builder, tmp_path):
+    """A spreadsheet or a pandas round trip writes 7 as 7.0: the id rule every other table follows reads it as 7."""
+    export_builder.add(7, "a", [(10.0, 20.0, 0)])
+    export_builder.add(7, "b", [(11.0, 20.0, 0)], subject_ids="7.0")
+    data = read_export(export_builder.write(tmp_path / "e.csv"))
+    assert data.classifications["subject_id"].tolist() == [7, 7] and data.report.rows_skipped == {}

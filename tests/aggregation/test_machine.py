@@ -177,10 +177,10 @@ def test_one_spot_one_detection_so_the_bands_stay_exclusive(tmp_path):
 
 @pytest.mark.parametrize("content,needle", [
     ("subject_id,x,y\n1,2,3\n", "missing column(s) score"),
-    ("subject_id,x,y,score\n1,2,3,0.5\n1,2,3,1.7\n", "row 3, field 'score'"),
-    ("subject_id,x,y,score\nabc,2,3,0.5\n", "row 2, field 'subject_id'"),
-    ("subject_id,x,y,score\n1,,3,0.5\n", "row 2, field 'x'"),
-    ("subject_id,x,y,score,label\n1,2,3,0.5,7\n", "row 2, field 'label'"),
+    ("subject_id,x,y,score\n1,2,3,0.5\n1,2,3,1.7\n", "line 3, field 'score': 1.7 is not"),
+    ("subject_id,x,y,score\nabc,2,3,0.5\n", "line 2, field 'subject_id'"),
+    ("subject_id,x,y,score\n1,,3,0.5\n", "line 2, field 'x'"),
+    ("subject_id,x,y,score,label\n1,2,3,0.5,7\n", "line 2, field 'label'"),
 ])
 def test_catalogue_validation_names_file_row_and_field(tmp_path, content, needle):
     p = tmp_path / "det.csv"
@@ -318,3 +318,22 @@ def test_without_a_measured_single_click_rate_the_summary_says_so(tmp_path):
     full = _run(b, tmp_path, _good_detector(range(100, 130)))
     assert full.summary["stopping"]["single_click_spots"][1] > 0
     assert not any("single-click" in n for n in full.summary["notes"]), full.summary["notes"]
+
+
+def test_a_catalogue_of_other_galaxies_is_refused_not_read_as_a_silent_detector(tmp_path):
+    """Its silence on every galaxy of the export would move the stopping rule (galaxies finished on nothing)."""
+    b = ExportBuilder()
+    _background(b, n_galaxies=5)
+    with pytest.raises(ClumptoolError, match=r"none of its 10 detections is of a galaxy in this export") as e:
+        _run(b, tmp_path, _good_detector(range(5100, 5105)))
+    assert "det.csv" in str(e.value)
+    assert _run(b, tmp_path, _good_detector(range(100, 103))).summary["fit"]["detector"]["detections_used"] == 6
+
+
+def test_a_detection_outside_its_galaxys_image_is_refused_naming_its_line(tmp_path):
+    b = ExportBuilder()  # 400 x 400 px images
+    _background(b, n_galaxies=5)
+    det = _good_detector(range(100, 105))
+    det.loc[3, "x"] = 4120.0  # another pixel frame
+    with pytest.raises(ClumptoolError, match=r"det.csv, line 5: the detection at \(4120, .*outside the 400 x 400"):
+        _run(b, tmp_path, det)
