@@ -210,9 +210,6 @@ class RetireReport:
                 f"(ledger {self.ledger})")
 
     def _stalled_note(self) -> list[str]:
-        if self.with_stalled and self.stalled is None:
-            return [f"--stalled: {self.table} has no is_stalled column (aggregated by an older clumptool), so no "
-                    "stalled subjects were retired; aggregate again with this version to find them"]
         if not self.with_stalled and self.stalled:
             return [f"{self.stalled:,} stalled subjects are not retired (add --stalled to retire them with reason "
                     f"'{STALLED_REASON}'; look at them yourself)"]
@@ -333,10 +330,14 @@ def _known(session: Session, workflow, subject_ids: list[str]) -> set[str]:
     known: set[str] = set()
     for start in range(0, len(subject_ids), 100):
         chunk = subject_ids[start:start + 100]
-        for subject in session.pc.Subject.where(id=",".join(chunk), page_size=100):
-            linked = {str(s) for s in (subject.raw.get("links") or {}).get("subject_sets") or []}
-            if linked & sets:
-                known.add(str(subject.id))
+        try:
+            for subject in session.pc.Subject.where(id=",".join(chunk), page_size=100):
+                linked = {str(s) for s in (subject.raw.get("links") or {}).get("subject_sets") or []}
+                if linked & sets:
+                    known.add(str(subject.id))
+        except session.pc.panoptes.PanoptesAPIException as exc:
+            if not str(exc).startswith("Could not find subjects"):  # Panoptes' 404 when none of the ids exists
+                raise
     return known
 
 
@@ -373,6 +374,10 @@ def retire_finished(table: str | os.PathLike, options: RetireOptions, progress: 
     _check(options)
     endpoint = check_endpoint(options.endpoint)
     subjects = read_subjects_table(table)
+    if options.stalled and subjects.stalled is None:  # asked for what the table cannot say: nothing sent
+        raise ClumptoolError(f"--stalled: {table} has no is_stalled column (aggregated by an older clumptool), so "
+                             "its stalled subjects are unknown; aggregate again with this version, or drop --stalled "
+                             "to retire only the finished ones")
     state_dir = Path(options.state) if options.state is not None else default_retire_state_dir(
         endpoint, options.workflow_id)
     ledger_path = state_dir / DEFAULT_LEDGER_NAME

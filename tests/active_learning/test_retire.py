@@ -176,12 +176,13 @@ def test_ledger_from_before_stalled_still_opens(fake, subjects, tmp_path):
     ledger.close()
 
 
-def test_stalled_without_is_stalled_column_retires_nothing_extra(fake, subjects, tmp_path):
+def test_stalled_without_is_stalled_column_is_refused_before_anything_is_sent(fake, subjects, tmp_path):
     path = table(tmp_path, subjects[:4], [True, False, True, False])
-    report = retire_finished(path, options(fake, tmp_path, stalled=True), progress=False)
-    assert report.stalled is None and report.retired_by_reason == {"consensus": 2, "other": 0}
-    assert fake.state.retired(WF) == dict.fromkeys(subjects[0:4:2], "consensus")
-    assert "has no is_stalled column" in report.format()
+    with pytest.raises(ClumptoolError, match="--stalled: .* has no is_stalled column .* drop --stalled"):
+        retire_finished(path, options(fake, tmp_path, stalled=True), progress=False)
+    assert not fake.state.requests and not (tmp_path / "state").exists()
+    report = retire_finished(path, options(fake, tmp_path), progress=False)
+    assert report.stalled is None and fake.state.retired(WF) == dict.fromkeys(subjects[0:4:2], "consensus")
 
 
 @pytest.mark.parametrize("stalled", [False, True], ids=["finished", "finished+stalled"])
@@ -232,6 +233,16 @@ def test_unknown_subjects_are_reported_not_retired(fake, subjects, tmp_path):
     report = retire_finished(path, options(fake, tmp_path), progress=False)
     assert report.retired_now == 2 and report.unknown == [other, "987654321"]
     assert "not subjects of this workflow" in report.format()
+    assert set(fake.state.retired(WF)) == set(subjects[:2])
+
+
+def test_a_batch_the_server_knows_none_of_is_reported_and_the_run_goes_on(fake, subjects, tmp_path):
+    """Panoptes answers 404 when none of the ids asked for exists: that is "unknown", not a failure to resume."""
+    path = table(tmp_path, [*subjects[:2], 987654321, 987654322], [True] * 4)
+    report = retire_finished(path, options(fake, tmp_path, batch_size=2), progress=False)
+    assert report.retired_now == 2 and report.unknown == ["987654321", "987654322"]
+    again = retire_finished(path, options(fake, tmp_path, batch_size=2), progress=False)
+    assert again.retired_now == 0 and again.unknown == ["987654321", "987654322"]  # checked again, still unknown
     assert set(fake.state.retired(WF)) == set(subjects[:2])
 
 
