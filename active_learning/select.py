@@ -160,13 +160,18 @@ def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> 
     whose new subject has no classification yet is listed twice: the old subject's row, retired unfinished, and the
     new one's from ``--subjects``, still shown)."""
     df = read_table(subjects_path, ("subject_id", "is_finished"))
+    missing = [c for c in ("is_stalled", AWAITING_COLUMN) if c not in df.columns]
+    if missing:  # without them a galaxy Zooniverse still shows would be uploaded again: one galaxy, two subjects
+        raise ClumptoolError(f"--include-unfinished {subjects_path}: no {' or '.join(missing)} column (aggregated by "
+                             "an older clumptool), so which unfinished galaxies Zooniverse still shows is unknown and "
+                             "sending one of those back would split its volunteers between two subjects; aggregate "
+                             "again with this version")
     risk = pd.to_numeric(df["risk"], errors="coerce") if "risk" in df.columns else pd.Series(0.0, index=df.index)
     ids = normalise_subject_ids(df["subject_id"], where=subjects_path, field="subject_id")
     finished = true_false_column(df["is_finished"], ids, subjects_path, "is_finished")
     left_out = np.zeros(len(df), bool)
     for column in ("is_stalled", AWAITING_COLUMN):
-        if column in df.columns:
-            left_out |= true_false_column(df[column], ids, subjects_path, column)
+        left_out |= true_false_column(df[column], ids, subjects_path, column)
     galaxy = ids.to_numpy(dtype=object).copy()
     if GALAXY_ID_KEY in df.columns:  # a subject select-next-batch uploaded: the pool knows it by its galaxy's id
         own = df[GALAXY_ID_KEY].map(subject_id_text).to_numpy(dtype=object)
@@ -339,20 +344,27 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
                 taken |= on_server
             p = build_pool(pool, images, labelled, taken)
             result.pool_text = "\n".join([p.describe(), *p.notes])
-            n, random_control = _check_pool_size(p, n, random_control, allow_fewer, result.notes)
             unfinished_full = read_pool(pool, images) if include_unfinished is not None else None
-            # 3. scoring and choosing
-            pool_scores = score_pool(net, spec, p.table, options, seed, progress, trainer=trainer)
-            scored, detections = pool_scores.table, pool_scores.detections
-            result.n_scored, result.rate = len(scored), pool_scores.rate
+            if not len(p.table) and include_unfinished is not None \
+                    and len(unfinished_galaxies(include_unfinished, None)):  # nothing new: only send back
+                result.notes.append(f"nothing new to select ({p.describe()}): this round only sends back unfinished "
+                                    "galaxies")
+                sel = pd.DataFrame(columns=["galaxy_id", "image_path", "score", "strategy", "rank", "control"])
+                plot = False  # no galaxy was scored: nothing to draw
+            else:
+                n, random_control = _check_pool_size(p, n, random_control, allow_fewer, result.notes)
+                # 3. scoring and choosing
+                pool_scores = score_pool(net, spec, p.table, options, seed, progress, trainer=trainer)
+                scored, detections = pool_scores.table, pool_scores.detections
+                result.n_scored, result.rate = len(scored), pool_scores.rate
 
-            def embed(idx: np.ndarray) -> np.ndarray:
-                return embed_galaxies(net, spec, p.table.iloc[idx], batch_size, workers, trainer=trainer)
+                def embed(idx: np.ndarray) -> np.ndarray:
+                    return embed_galaxies(net, spec, p.table.iloc[idx], batch_size, workers, trainer=trainer)
 
-            picks = choose(scored, n, candidates, diversity, embed, random_control, seed, strategy)
-            sel = p.table.iloc[picks["pool_index"].to_numpy()].reset_index(drop=True)
-            extra = scored.iloc[picks["pool_index"].to_numpy()].drop(columns=["galaxy_id"]).reset_index(drop=True)
-            sel = pd.concat([sel, extra, picks.drop(columns=["pool_index"])], axis=1)
+                picks = choose(scored, n, candidates, diversity, embed, random_control, seed, strategy)
+                sel = p.table.iloc[picks["pool_index"].to_numpy()].reset_index(drop=True)
+                extra = scored.iloc[picks["pool_index"].to_numpy()].drop(columns=["galaxy_id"]).reset_index(drop=True)
+                sel = pd.concat([sel, extra, picks.drop(columns=["pool_index"])], axis=1)
             if include_unfinished is not None:
                 sel = _add_unfinished(sel, include_unfinished, max_unfinished if max_unfinished is not None else n,
                                       unfinished_full)
@@ -443,4 +455,4 @@ def _add_unfinished(sel: pd.DataFrame, subjects_path, limit: int, full: pd.DataF
     rows["strategy"] = "unfinished"
     rows["control"] = False
     rows["rank"] = np.arange(len(sel) + 1, len(sel) + len(rows) + 1)
-    return pd.concat([sel, rows], ignore_index=True)
+    return rows if sel.empty else pd.concat([sel, rows], ignore_index=True)

@@ -139,7 +139,7 @@ def test_mc_dropout_needs_dropout(tiny, tmp_path):
 def test_unfinished_consensus_is_sent_back(tiny, tmp_path):
     subjects = tmp_path / "subjects.csv"
     pd.DataFrame({"subject_id": [5000, 5001, 5002, 5003], "is_finished": [False, True, False, False],
-                  "is_stalled": [False, False, False, True],
+                  "is_stalled": [False, False, False, True], "awaiting_volunteers": False,
                   "risk": [0.5, 0.1, 2.0, 3.0]}).to_csv(subjects, index=False)
     res = select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=1, random_control=0,
                             labelled=[subjects], include_unfinished=subjects, max_unfinished=5, strategy="entropy",
@@ -161,6 +161,36 @@ def test_galaxies_the_workflow_still_shows_are_not_uploaded_again(tiny, tmp_path
                             labelled=[subjects], include_unfinished=subjects, max_unfinished=5, strategy="entropy",
                             progress=False, plot=False, round_name="w")
     assert res.selection.loc[res.selection["strategy"] == "unfinished", "galaxy_id"].tolist() == ["5001"]
+
+
+def test_a_table_that_cannot_say_which_galaxies_are_still_shown_is_refused(tiny, tmp_path):
+    subjects = tmp_path / "subjects.csv"
+    pd.DataFrame({"subject_id": [5000, 5001], "is_finished": False, "is_stalled": False,
+                  "risk": [0.5, 1.0]}).to_csv(subjects, index=False)
+    with pytest.raises(ClumptoolError, match="no awaiting_volunteers column .* aggregate again"):
+        select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=1, random_control=0,
+                          labelled=[subjects], include_unfinished=subjects, strategy="entropy", progress=False,
+                          plot=False, round_name="x")
+    assert not (tmp_path / "o").exists()
+
+
+def test_with_every_pool_galaxy_labelled_the_unfinished_ones_still_go_back(tiny, tmp_path):
+    """The pool is used up, but galaxies the workflow retired unfinished can still go back: the round only sends
+    them, and says so."""
+    subjects = tmp_path / "subjects.csv"
+    ids = sorted(int(p.stem) for p in (tiny / "images").glob("*.png"))
+    pd.DataFrame({"subject_id": ids, "is_finished": [i % 2 == 0 for i in range(len(ids))], "is_stalled": False,
+                  "awaiting_volunteers": False, "risk": np.arange(len(ids), dtype=float)}).to_csv(subjects, index=False)
+    with pytest.raises(ClumptoolError, match="nothing left to select"):
+        select_next_batch(tiny / "model", tiny / "images", tmp_path / "none", n=1, random_control=0,
+                          labelled=[subjects], strategy="entropy", progress=False, plot=False, round_name="y0")
+    res = select_next_batch(tiny / "model", tiny / "images", tmp_path / "o", n=1, random_control=0,
+                            labelled=[subjects], include_unfinished=subjects, max_unfinished=2, strategy="entropy",
+                            progress=False, round_name="y")
+    odd = [str(i) for i in ids[1::2]][::-1][:2]  # the unfinished ones, riskiest first
+    assert res.selection["galaxy_id"].tolist() == odd and set(res.selection["strategy"]) == {"unfinished"}
+    assert any("only sends back unfinished galaxies" in n for n in res.notes)
+    assert pd.read_parquet(tmp_path / "o" / "selection.parquet")["galaxy_id"].tolist() == odd
 
 
 def test_an_uploaded_subject_is_sent_back_as_its_galaxy(tiny, tmp_path):
