@@ -102,21 +102,22 @@ class FetchReport:
 # ---------------------------------------------------------------------------------------------
 
 
-def _cut_short(path: str, what: str) -> ClumptoolError:
-    return ClumptoolError(f"{path}: the export is incomplete: {what}; the download was cut short or the "
-                          "server's file is truncated, so nothing was published. Run the same command again; if "
-                          "it persists, ask Zooniverse for a fresh export with --generate")
+DOWNLOAD_FIX = ("the download was cut short or the server's file is truncated, so nothing was published. Run the "
+                "same command again; if it persists, ask Zooniverse for a fresh export with --generate")
 
 
-def verify_export(path: Path, export_type: str, name: str | None = None) -> int:
+def verify_export(path: Path, export_type: str, name: str | None = None, fix: str = DOWNLOAD_FIX) -> int:
     """Number of records in a downloaded export after checking it is whole (else ClumptoolError naming
-    ``name``, default the path).
+    ``name``, default the path, and saying ``fix``).
 
     The header must hold the columns of ``export_type``; every record must have the header's number of fields
     and the file must end with a line end after a complete record.
     """
     required = EXPORT_COLUMNS[export_type]
     shown_name = name or str(path)
+
+    def _cut_short(where: str, what: str) -> ClumptoolError:
+        return ClumptoolError(f"{where}: the export is incomplete: {what}; {fix}")
     with open(path, "rb") as fh:
         head = fh.read(200)
         size = fh.seek(0, 2)
@@ -362,7 +363,9 @@ def fetch_exports(out_dir: str | os.PathLike, options: FetchOptions, progress: b
         if earlier is not None and str(earlier) != str(options.workflow_id):
             raise ClumptoolError(f"--incremental: {previous} holds the export of workflow {earlier}, not --workflow-id "
                                  f"{options.workflow_id}; give another --out for this workflow")
-        verify_export(previous, "classifications")  # never merge into a broken local file
+        verify_export(previous, "classifications", fix=(  # never merge into a broken local file
+            "this local file is damaged (nothing was downloaded): fetch again without --incremental to replace it "
+            "with the whole export (add --generate for the newest classifications)"))
     report = FetchReport(out_dir=out)
     say = log or (lambda _: None)
     with panoptes_session(endpoint) as session:

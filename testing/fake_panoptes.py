@@ -63,6 +63,11 @@ _EMPTY_EXPORTS = {  # the header line an export of a project with nothing in it 
 }
 
 
+def _export_time(iso: str) -> str:
+    """An API time (``2020-01-01T00:00:00Z``) as Zooniverse's CSV exports write it (``2020-01-01 00:00:00 UTC``)."""
+    return iso.replace("T", " ").replace("Z", " UTC")
+
+
 @dataclass
 class Fault:
     """Answer the ``nth`` (1-based) request matching ``method`` and the regex ``path`` (searched in the
@@ -842,8 +847,34 @@ class FakePanoptes:
         medium.update({"updated_at": now, "ready_at": time.time() + delay, "state": "creating",
                        "recipients": [int(user["id"])] if user else []})
         state.export_media[key] = medium
-        state.export_pending[key] = state.export_data.get(key, _EMPTY_EXPORTS.get(export_type, b""))
+        data = state.export_data.get(key)
+        if data is None and kind == "projects" and export_type == "subjects":
+            data = self._subjects_export(rid)  # as Zooniverse does: from the subjects the server holds now
+        state.export_pending[key] = data if data is not None else _EMPTY_EXPORTS.get(export_type, b"")
         return medium
+
+    def _subjects_export(self, project_id: str) -> bytes:
+        """The project's subjects export as Zooniverse writes it: one row per subject and workflow its subject
+        sets are linked to, with the workflow's retirement of it (``retired_at``, ``retirement_reason``)."""
+        state = self.state
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(_EMPTY_EXPORTS["subjects"].decode().strip().split(","))
+        workflows = [w for w in state.workflows.values() if w["links"].get("project") == project_id]
+        for sid in sorted(state.subjects, key=int):
+            subject = state.subjects[sid]
+            if subject["links"].get("project") != project_id:
+                continue
+            rendered = self._render_subject(subject)
+            locations = {str(i): next(iter(loc.values())) for i, loc in enumerate(rendered["locations"])}
+            for set_id in subject["links"]["subject_sets"]:
+                for wf in [w for w in workflows if set_id in w["links"]["subject_sets"]]:
+                    retired = state.retirements.get(wf["id"], {}).get(sid)
+                    created = _export_time(subject["created_at"])
+                    writer.writerow([sid, project_id, wf["id"], set_id, json.dumps(subject["metadata"]),
+                                     json.dumps(locations), 0, _export_time(retired["retired_at"]) if retired else "",
+                                     retired["reason"] if retired else "", created, created])
+        return out.getvalue().encode()
 
     def _ripen_exports(self) -> None:
         state = self.state

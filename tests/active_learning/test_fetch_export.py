@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import types
 
+import pandas as pd
 import pytest
 
 from clumptool.active_learning.exports import (
@@ -128,6 +129,25 @@ def test_subjects_and_workflows_exports(fake, tmp_path):
         fetch_exports(tmp_path / "other", options(fake, subjects=True, project_id=999), progress=False)
 
 
+def test_a_generated_subjects_export_lists_the_servers_subjects_and_their_retirement(fake, tmp_path):
+    """As Zooniverse's: one row per subject and workflow, retired_at and reason where the workflow retired it, so
+    aggregate --subjects reads which galaxies volunteers still see (aggregation/subjects.py: workflow_retired)."""
+    from clumptool.aggregation.subjects import workflow_retired
+
+    ids = fake.add_linked_subjects(3)
+    with fake.state.lock:
+        fake.state.retirements[str(WF)] = {ids[1]: {"reason": "consensus", "retired_at": "2026-12-01T10:00:00Z"}}
+    fake.publish_export("workflows", WF, "classifications", export_csv(records([1])))
+    fetch_exports(tmp_path / "out", options(fake, generate=True, subjects=True, project_id=1234), progress=False)
+    table = pd.read_csv(tmp_path / "out" / "subjects.csv", dtype=str, keep_default_na=False)
+    rows = table[table["subject_id"].isin(ids)]
+    assert rows["subject_id"].tolist() == ids and set(rows["workflow_id"]) == {str(WF)}
+    assert rows["retired_at"].tolist() == ["", "2026-12-01 10:00:00 UTC", ""]
+    assert rows["retirement_reason"].tolist() == ["", "consensus", ""]
+    retired = workflow_retired(tmp_path / "out" / "subjects.csv", WF)
+    assert [retired[int(i)] for i in ids] == [False, True, False]
+
+
 def test_incremental_merge_without_duplicates(fake, tmp_path):
     out = tmp_path / "out"
     first = export_csv(records(range(1, 6)))
@@ -144,6 +164,22 @@ def test_incremental_merge_without_duplicates(fake, tmp_path):
     assert report.new_classifications == 0
     assert (out / "classifications.csv").read_bytes() == merged
     assert verify_export(out / "classifications.csv", "classifications") == 8
+
+
+def test_incremental_into_a_damaged_local_export_names_it_and_the_fix(fake, tmp_path):
+    out = tmp_path / "out"
+    fake.publish_export("workflows", WF, "classifications", export_csv(records(range(1, 6))))
+    fetch_exports(out, options(fake, incremental=True), progress=False)
+    local = out / "classifications.csv"
+    local.write_bytes(local.read_bytes()[:-40])  # e.g. a copy cut short by a full disk
+    fake.state.requests.clear()
+    with pytest.raises(ClumptoolError) as err:
+        fetch_exports(out, options(fake, incremental=True), progress=False)
+    message = str(err.value)
+    assert str(local) in message and "local file is damaged" in message and "without --incremental" in message
+    assert "Run the same command again" not in message and not fake.state.requests  # nothing downloaded
+    report = fetch_exports(out, options(fake), progress=False)  # the fix it names
+    assert report.files["classifications.csv"]["rows"] == 5 and verify_export(local, "classifications") == 5
 
 
 def test_merge_keeps_multiline_records_whole(tmp_path):
