@@ -149,13 +149,17 @@ def _cut_subject_ids(fields: dict[str, str]) -> str | None:
 SUBJECTS_EXPORT_COLUMNS = {"subject_id", "locations", "metadata", "subject_set_id"}
 
 
-def wrong_columns_hint(header: list[str]) -> str:
-    """What the file looks like instead, when it lacks the classification export's columns."""
+def wrong_columns_hint(header: list[str], expected: str = "classification export") -> str:
+    """What the file looks like instead, when it lacks the columns of the ``expected`` kind of file
+    (``"classification export"`` or ``"subjects export"``)."""
     cols = set(header)
     if SUBJECTS_EXPORT_COLUMNS <= cols or {"subject_id", "locations"} <= cols:
         return ("; this looks like a Zooniverse *subjects* export: pass it with --subjects, and give the "
                 "classifications export as the argument")
     if {"classification_id", "annotations", "subject_ids"} <= cols:
+        if expected == "classification export":
+            return ("; it looks like a Zooniverse classification export with columns removed or renamed (edited in a "
+                    f"spreadsheet?): {DOWNLOAD_HINT}")
         return ("; this looks like a Zooniverse *classification* export: give it as the argument, and the "
                 "subjects export with --subjects")
     if {"subject_id", "x1", "y1", "x2", "y2"} <= cols or {"subject_id", "x", "y"} <= cols:

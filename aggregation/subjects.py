@@ -51,7 +51,7 @@ def _read(path: Path) -> pd.DataFrame:
     if "subject_id" not in df.columns:
         raise ClumptoolError(
             f"{path}: no subject_id column, so not a subjects table (--subjects); it has "
-            f"{', '.join(map(str, df.columns[:8]))}{wrong_columns_hint([str(c) for c in df.columns])}")
+            f"{', '.join(map(str, df.columns[:8]))}{wrong_columns_hint([str(c) for c in df.columns], 'subjects export')}")
     return df
 
 

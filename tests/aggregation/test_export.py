@@ -263,3 +263,13 @@ def test_subject_ids_written_as_floats_are_the_same_subjects(export_builder, tmp
     export_builder.add(7, "b", [(11.0, 20.0, 0)], subject_ids="7.0")
     data = read_export(export_builder.write(tmp_path / "e.csv"))
     assert data.classifications["subject_id"].tolist() == [7, 7] and data.report.rows_skipped == {}
+
+
+def test_an_export_missing_a_column_is_called_an_edited_export_not_sent_elsewhere(export_builder, tmp_path):
+    export_builder.add(7, "a", [(10.0, 20.0, 0)])
+    from clumptool.aggregation.export import EXPORT_COLUMNS
+
+    path = export_builder.write(tmp_path / "e.csv", columns=[c for c in EXPORT_COLUMNS if c != "user_name"])
+    with pytest.raises(ClumptoolError, match=r"missing column\(s\) user_name .* columns removed or renamed") as err:
+        read_export(path)
+    assert "give it as the argument" not in str(err.value)
