@@ -43,13 +43,17 @@ METHODS = ("clumpscout", "dbscan", "hdbscan", "panoptes-dbscan")
 GOAL = "goal: completeness >= 0.97 and purity >= 0.97 on every crowd at 20 volunteers, F1 >= 0.93 at 8"
 
 
-def simulate_crowd(out: Path, crowd: str, vps: int | None, galaxies: int, seed: int) -> Path:
-    """A simulated project without images (reused when ``out`` already holds one)."""
+def simulate_crowd(out: Path, crowd: str, vps: int | None, galaxies: int, seed: int,
+                   image_size: int | None = None) -> Path:
+    """A simulated project without images (reused when ``out`` already holds one); ``image_size``: the image
+    side in px (default the simulator's 400; 200 is the active-learning loop bench's project)."""
     if not (out / "classifications.csv").exists():
         cmd = [*CLUMPTOOL, "simulate", "--out", str(out), "--galaxies", str(galaxies), "--seed", str(seed),
                "--crowd", crowd, "--no-images", "--quiet"]
         if vps is not None:
             cmd += ["--volunteers-per-subject", str(vps)]
+        if image_size is not None:
+            cmd += ["--image-size", str(image_size)]
         subprocess.run(cmd, check=True)
     return out
 

@@ -31,7 +31,8 @@ galaxy, the fixed-k lines as a curve, each adaptive line as a point with its 10-
 matched-accuracy band and the 4x line) into ``--out`` (default ``--work``).
 
 Run: ``python bench/lean.py [--galaxies 500] [--retire-below 0.1[,0.2,...]] [--seed 1] [--work DIR]
-[--synthetic-detector 0.85] [--detector [--rule-before] [--train-seed N]] [--fixed 5,6,8]``: ~1.7 min on 2 shared
+[--synthetic-detector 0.85] [--detector [--rule-before] [--train-seed N]] [--fixed 5,6,8] [--oracle]
+[--image-size 200]``: ~1.7 min on 2 shared
 cores with the simulated exports cached in --work, ~4 min from scratch. With several thresholds every fixed and
 adaptive line is repeated at each (``(< t)``: which galaxies are finished depends on it) and a last table gives,
 per crowd and adaptive line, the best saving at matched F1 among the thresholds whose finished galaxies keep
@@ -579,49 +580,52 @@ def consensus_scores(res, truth: pd.DataFrame, radius: float, ids=None) -> tuple
     return c, p, (2 * p * c / (p + c) if p + c else 0.0), on_all.label_accuracy
 
 
-def galaxy_errors(res, truth: pd.DataFrame, radius: float, ids) -> pd.Series:
-    """Per galaxy (``ids``), the errors of its consensus as the stopping rule counts them: false clumps (matching no
-    true clump), detectable true clumps missed, and wrong labels of the matched ones (matched one-to-one within
-    ``radius``, as ``consensus_scores`` does)."""
+def galaxy_errors(res, truth: pd.DataFrame, radius: float, ids) -> pd.DataFrame:
+    """Per galaxy (``ids``), the errors of its consensus as the stopping rule counts them, in two columns:
+    ``position`` (false clumps, matching no true clump, plus detectable true clumps missed) and ``labels`` (wrong
+    labels of the matched ones); matched one-to-one within ``radius``, as ``consensus_scores`` does."""
     found = res.clumps[res.clumps["accepted"]]
     found_by = {k: g for k, g in found.groupby("subject_id")}
     truth_by = {k: g for k, g in truth.groupby("subject_id")}
-    errors = {}
+    rows = {}
     for sid in ids:
         f, t = found_by.get(sid), truth_by.get(sid)
         if f is None or t is None:  # nothing found: every detectable clump missed; no truth: every clump false
-            errors[sid] = (0 if f is None else len(f)) if t is None else int(t["detectable"].astype(bool).sum())
+            rows[sid] = ((0 if f is None else len(f)) if t is None else int(t["detectable"].astype(bool).sum()), 0)
             continue
         col, _ = match_points(f[["x", "y"]].to_numpy(), t[["x", "y"]].to_numpy(), radius)
         hit = np.zeros(len(t), bool)
         hit[col[col >= 0]] = True
-        wrong = (f["label"].to_numpy()[col >= 0] != t["label"].to_numpy()[col[col >= 0]]).sum()
-        errors[sid] = int((col < 0).sum() + (~hit & t["detectable"].astype(bool).to_numpy()).sum() + wrong)
-    return pd.Series(errors)
+        wrong = int((f["label"].to_numpy()[col >= 0] != t["label"].to_numpy()[col[col >= 0]]).sum())
+        rows[sid] = (int((col < 0).sum() + (~hit & t["detectable"].astype(bool).to_numpy()).sum()), wrong)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["position", "labels"])
 
 
 def oracle_stops(subjects: Path, cls: pd.DataFrame, rank: np.ndarray, truth: pd.DataFrame, radius: float,
                  tmp: Path, options: AggregateOptions, floor: int = 1, rounds: int = 20) -> pd.Series:
-    """Each galaxy's fewest classifications (at least ``floor``) whose consensus makes no more errors against truth
-    than its fixed-20 consensus: what a stopping rule that knew the truth would spend, the ceiling of any rule's
-    saving at matched accuracy on this crowd. A galaxy's consensus depends on the skills learned from the whole
-    export, so the stops found on uniform cuts (every galaxy at k) are checked on the mixed cut they make, and a
-    galaxy that is worse there moves on to its next good k, ``rounds`` times at most."""
+    """Each galaxy's fewest classifications (at least ``floor``) whose consensus is no worse against truth than its
+    fixed-20 consensus on either count of :func:`galaxy_errors`: what a stopping rule that knew the truth would
+    spend, the ceiling of any rule's saving at matched accuracy on this crowd. A galaxy's consensus depends on the
+    skills learned from the whole export, so the stops found on uniform cuts (every galaxy at k) are checked on the
+    mixed cut they make, and a galaxy that is worse there moves on to its next good k, ``rounds`` times at most."""
     sid = cls["subject_ids"].astype("int64").to_numpy()
     available = pd.Series(sid).value_counts()
     ids = available.index
 
-    def cut_errors(limit: pd.Series):
+    def cut_errors(limit: pd.Series) -> pd.DataFrame:
         return galaxy_errors(aggregate_cut(subjects, cls, rank < limit.reindex(sid).to_numpy(), tmp, options),
                              truth, radius, ids)
 
+    def no_worse(errors: pd.DataFrame) -> pd.Series:
+        return (errors <= full).all(axis=1)
+
     full = cut_errors(available)
-    good = pd.DataFrame({k: cut_errors(np.minimum(available, k)) <= full for k in range(1, CAP + 1)})
+    good = pd.DataFrame({k: no_worse(cut_errors(np.minimum(available, k))) for k in range(1, CAP + 1)})
     good[CAP] = True
     good.loc[:, good.columns < floor] = False
     stops = np.minimum(good.idxmax(axis=1).astype("int64"), available)
     for _ in range(rounds):
-        worse = cut_errors(stops) > full
+        worse = ~no_worse(cut_errors(stops))
         if not worse.any():
             break
         for g in worse[worse].index:
@@ -774,12 +778,14 @@ def plot_tradeoff(table: pd.DataFrame, target: Path, title: str = "") -> Path:
 
 
 def reference_consensus(work: Path, crowd: str, vps: int | None, galaxies: int, seed: int,
-                        options: AggregateOptions) -> Path:
+                        options: AggregateOptions, image_size: int | None = None) -> Path:
     """``aggregate`` of a disjoint project of the same crowd whose galaxies all had their full crowd (seed
     ``seed``, as a real project's earlier export or the detector's training project): the stopping rule's
     ``--reference``. Cached in ``work``."""
-    project = simulate_crowd(work / f"ref-{crowd}-{vps or '6-10'}-{galaxies}-{seed}", crowd, vps, galaxies, seed)
-    out = work / f"refagg-{crowd}-{vps or '6-10'}-{galaxies}-{seed}"
+    size = "" if image_size is None else f"-{image_size}px"
+    project = simulate_crowd(work / f"ref-{crowd}-{vps or '6-10'}-{galaxies}-{seed}{size}", crowd, vps, galaxies,
+                             seed, image_size)
+    out = work / f"refagg-{crowd}-{vps or '6-10'}-{galaxies}-{seed}{size}"
     if not (out / "summary.json").exists() or read_reference(out).single_clicks is None:  # older: no single clicks
         aggregate(project / "classifications.csv", project / "subjects.csv", out, options)
     return out
@@ -885,13 +891,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--reference", action="store_true", help="add the adaptive lines with the stopping rule's "
                     "vote shares learned from a disjoint project of the same crowd whose galaxies all had their full "
                     "crowd (aggregate --reference; seed --train-seed, default seed + 1000)")
+    ap.add_argument("--image-size", type=int, default=None, help="image side of the simulated projects in px "
+                    "(default 400, Clump Scout's; 200: the active-learning loop bench's project); not with --detector")
     ap.add_argument("--oracle", action="store_true", help="add the lines of a rule that knows the truth (each "
-                    "galaxy stops at its first k whose consensus makes no more errors than fixed 20's; with and "
-                    "without --min-classifications): the ceiling of any rule's saving on each crowd")
+                    "galaxy stops at its fewest classifications whose consensus is no worse than fixed 20's: "
+                    "missed + false clumps, and wrong labels; with and without --min-classifications): the ceiling "
+                    "of any rule's saving on each crowd")
     ap.add_argument("--rule-before", action="store_true", help="with a detector, add the line of the stopping rule "
                     "before single clicks the detector did not mark were judged by vote share and its silence and "
                     "before its labels voted")
     a = ap.parse_args(argv)
+    if a.image_size is not None and a.detector:
+        ap.error("--image-size: the detector is trained and run on 400 px images; use it without --detector")
     fixed_k = tuple(int(k) for k in a.fixed.split(",") if k.strip())
     try:
         thresholds = tuple(float(t) for t in a.retire_below.split(",") if t.strip())
@@ -912,8 +923,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 project = _simulate_images(work / f"images-{crowd}-{vps or '6-10'}-{a.galaxies}-{a.seed}", crowd,
                                            vps, a.galaxies, a.seed)
             else:
-                project = simulate_crowd(work / f"{crowd}-{'6-10' if vps is None else vps}-{a.galaxies}-{a.seed}",
-                                         crowd, vps, a.galaxies, a.seed)
+                size = "" if a.image_size is None else f"-{a.image_size}px"
+                project = simulate_crowd(work / f"{crowd}-{'6-10' if vps is None else vps}-{a.galaxies}-{a.seed}{size}",
+                                         crowd, vps, a.galaxies, a.seed, a.image_size)
             det = {}
             if a.detector:
                 det["detector"] = detector_catalogue(work, crowd, vps, a.galaxies, a.seed, a.train_galaxies,
@@ -923,8 +935,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             if a.synthetic_detector is not None:
                 det[f"synthetic detector r={a.synthetic_detector:g}"] = synthetic_catalogue(
                     project, Path(tmp) / "synthetic.csv", a.synthetic_detector, 0.7, a.seed)
-            ref = (reference_consensus(work, crowd, vps, a.galaxies, a.train_seed or a.seed + 1000, options)
-                   if a.reference else None)
+            ref = (reference_consensus(work, crowd, vps, a.galaxies, a.train_seed or a.seed + 1000, options,
+                                       a.image_size) if a.reference else None)
             crowd_rows = run_crowd(project, crowd, options, a.radius, Path(tmp), det, fixed_k, a.rule_before, ref,
                                    thresholds[1:], a.oracle)
             rows += crowd_rows

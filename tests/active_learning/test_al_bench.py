@@ -3,6 +3,7 @@
 The loop itself is an experiment in bench/ (it trains detectors); these are the parts its figures rest on.
 """
 
+import types
 from pathlib import Path
 
 import numpy as np
@@ -196,3 +197,19 @@ def test_the_lean_bench_draws_every_crowd_and_threshold_of_its_table(bench, tmp_
     figure = lean.plot_tradeoff(pd.DataFrame(rows), tmp_path / "lean.png")
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["lean.png"]  # written atomically: no temporary file left
+
+
+def test_the_oracle_counts_a_galaxys_errors_as_the_stopping_rule_does(bench):
+    """Position errors: false clumps and missed detectable ones (a missed undetectable clump is no error); label
+    errors: matched clumps with the wrong label; a galaxy with no truth and nothing found has none."""
+    _, lean = bench
+    truth = pd.DataFrame({"subject_id": [1, 1, 1], "x": [10.0, 50.0, 90.0], "y": [10.0, 50.0, 90.0],
+                          "label": [1, 2, 1], "detectable": [True, True, False]})
+    clumps = pd.DataFrame({"subject_id": [1, 1, 1, 3], "x": [11.0, 50.5, 150.0, 5.0], "y": [10.0, 50.0, 150.0, 5.0],
+                           "label": [1, 1, 1, 2], "accepted": [True, True, True, True]})
+    res = types.SimpleNamespace(clumps=clumps)
+    errors = lean.galaxy_errors(res, truth, 5.0, [1, 2, 3])
+    assert errors.loc[1].tolist() == [1, 1]   # the clump at 150 is false; 50's label is wrong; 90 undetectable
+    assert errors.loc[2].tolist() == [0, 0] and errors.loc[3].tolist() == [1, 0]
+    res.clumps = clumps[clumps["x"] != 11.0]
+    assert lean.galaxy_errors(res, truth, 5.0, [1]).loc[1].tolist() == [2, 1]  # the clump at 10 missed too
