@@ -290,7 +290,8 @@ def read_row(fields: RowFields, *, task: str | None, tools: set[int] | None = No
         skip(Problem("row", "multi-subject classification", "subject_ids",
                      f"several subjects ({sids}); not a point-marking classification of one image"))
         return row
-    sid_text = subject_id_text(sids)  # the one id rule: "123.0" (a spreadsheet's) is 123, as in every other table
+    # the one id rule: "123.0" (a spreadsheet's) is 123, as in every other table; plain digits need no more
+    sid_text = sids if sids.isdigit() else subject_id_text(sids)
     if sid_text is None or not sid_text.lstrip("+-").isdigit():
         skip(Problem("row", "bad subject_ids", "subject_ids", f"not an integer subject id: {sids!r}"))
         return row
