@@ -39,6 +39,24 @@ per crowd and adaptive line, the best saving at matched F1 among the thresholds 
 completeness and purity >= 0.97. fin compl / fin purity: on the galaxies the
 rule calls finished ("-": those galaxies hold no true and no found clump, e.g. fixed 5 on the confusion crowd).
 
+Stop 25 (Dec 3 2026): the ceiling. ``--oracle`` adds the lines of a rule that knows the truth: each galaxy stops
+at its fewest classifications whose consensus is no worse than its fixed-20 consensus on missed + false clumps
+and on wrong labels (found on uniform cuts, then checked on the mixed cut it makes until no galaxy is worse); no
+rule judging the humans' consensus can spend less at matched accuracy. ``--galaxies 300 --seed S --oracle
+--reference`` (S = 1 / 2; ~5 min each), classifications a galaxy with the minimum of 3 (without it):
+
+    crowd        oracle, >= 3             oracle                   humans, reference (0.1)
+    default      3.89 / 3.90 (5.1x)       2.92 / 2.98 (6.8x / 6.7x)  7.08 / 7.16 (2.8x)
+    bulge        4.20 / 4.17 (4.8x)       3.23 / 3.18 (6.2x / 6.3x)  7.69 / 7.26 (2.6x / 2.8x)
+    distractor   3.99 / 4.43 (5.0x / 4.5x) 2.95 / 3.52 (6.8x / 5.7x)  7.97 / 9.79 (2.5x / 2.0x)
+    confusion    5.98 / 5.60 (3.3x / 3.6x) 5.08 / 4.73 (3.9x / 4.2x)  9.60 / 9.75 (2.1x)
+    sparse       3.55 / 3.87 (2.3x / 2.1x) 2.51 / 2.99 (3.2x / 2.7x)  6.44 / 6.90 (1.2x)
+
+The detector-assisted rule's 4.00x / 4.29x at 0.1 on the default crowd (stop 22, the same galaxies) is 78% / 84%
+of the ceiling; on the tool-confusion crowd no rule reaches 4x. The loop bench's kind of project, ``--image-size
+200 --crowds default --oracle --reference --retire-below 0.1,0.2`` (seeds 0-2): oracle >= 3 4.37, 4.02, 4.00 (4.6x,
+5.0x, 5.0x; without the minimum 5.6x, 6.7x, 6.5x), humans-only lean with the reference 8.27, 6.52, 6.84 at 0.1.
+
 Stop 22 (Dec 2 2026): without a measured single-click rate, a single click the detector did not mark is no
 longer judged by its vote share alone but as without a detector (the crowd model's larger P(real)): the vote share
 said 0.05 where 29% were real on the loop bench's project, and an export with no fully classified galaxy cannot
