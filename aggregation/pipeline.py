@@ -178,6 +178,10 @@ def aggregate(
     t_read = time.perf_counter() - t0
     if detections is not None:
         check_detections_fit_export(read, data)
+    not_listed = 0  # checked before the consensus: a wrong file costs a second, not the whole fit
+    if meta is not None:
+        not_listed = check_subjects_cover_export(pd.Series(data.classifications["subject_id"].unique()), meta,
+                                                 subjects)
     note = check_something_to_aggregate(data, options.read,
                                         options.consensus.odd_tools if options.check_odd_tools else None)
     n_central = drop_central_marks(data, options.drop_central)
@@ -208,9 +212,7 @@ def aggregate(
 
     subj = with_earlier_subjects(_attach_metadata(subj, meta), data.classifications)
     n_unclassified = 0
-    not_listed = 0
     if subjects is not None:
-        not_listed = check_subjects_cover_export(subj["subject_id"], meta, subjects)
         subj, n_unclassified = add_unclassified_subjects(subj, meta, data.classifications)
         retired = workflow_retired(subjects, data.report.workflow_id)
         if retired is not None:  # Zooniverse's own word on which galaxies volunteers no longer see
