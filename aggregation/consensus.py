@@ -344,6 +344,7 @@ def run_consensus(
     progress: Callable[[str], None] | None = None,
     detections: pd.DataFrame | None = None,
     detector_field: FieldOfView | None = None,
+    detector_galaxies: np.ndarray | None = None,
 ) -> ConsensusResult:
     """Fit the volunteer-skill model to an export and return clumps, subject and volunteer tables.
 
@@ -358,11 +359,12 @@ def run_consensus(
     the detector joins as one pseudo-volunteer per score band (aggregation/machine.py); its pull on each
     candidate is capped, a clump needs a human mark, and the tables say how much evidence was the machine's.
     ``detector_field``: the part of each image the detector looked at (default the whole image); outside it, its silence
-    is no evidence.
+    is no evidence. ``detector_galaxies``: the subject ids predict looked at (None: every galaxy of the export); on
+    the others the detector is no annotator.
     """
     is_machine, machine = None, {}
     if detections is not None:
-        ann = add_machine_annotator(data, detections)
+        ann = add_machine_annotator(data, detections, looked_at=detector_galaxies)
         data, is_machine = ann.data, ann.is_machine
         machine = {"detections_used": ann.n_detections_used, "detections_merged": ann.n_merged,
                    "detections_below_bands": ann.n_below_bands,
@@ -506,7 +508,8 @@ def judge_candidates(ms: MarkSet, st: Assignment, skills: Skills, cfg: Consensus
         machine_vol = np.flatnonzero(ms.is_machine)
         band = np.searchsorted(machine_vol, marker_vol[~human_marker])
         silent = np.bincount(marker_cand[~human_marker], minlength=len(cand_group)) == 0
-        seen = ms.machine_field.sees(cand_x, cand_y, width[cand_group], height[cand_group])
+        # inside its field, on a galaxy it looked at (predict's galaxies.parquet: aggregation/machine.py)
+        seen = ms.machine_field.sees(cand_x, cand_y, width[cand_group], height[cand_group]) & machine_viewed[cand_group]
         silent_real = measured_silence(prob(lo_human)[seen], n_human[seen], silent[seen])
         evidence = machine_log_odds_real(skills.p_fp[machine_vol], skills.p_fn[machine_vol], len(cand_group),
                                          marker_cand[~human_marker], band, silent_real)
@@ -608,6 +611,8 @@ def _clump_table(ms: MarkSet, st: Assignment, skills: Skills, cfg: ConsensusConf
     })
     if has_machine:
         clumps["n_machine_marks"] = n_machine[ids]
+        # False: a galaxy predict did not look at (its silence there is no evidence; stopping.py judges it without)
+        clumps["detector_looked"] = (np.bincount(ms.view_group[~human_view], minlength=ms.n_groups) > 0)[g]
         machine_link = linked & ~human_link
         n_machine_odd = np.bincount(cl[machine_link], weights=odd[machine_link].astype(float), minlength=n_c)
         clumps["machine_odd_vote"] = n_machine_odd[ids] / np.maximum(n_machine[ids], 1)  # the detector's label
@@ -710,7 +715,10 @@ def _subject_table(ms: MarkSet, skills: Skills, clumps: pd.DataFrame, marks: pd.
         & (subj["expected_num_inaccurate"] < f.max_expected_inaccurate)
     )
     if ms.is_machine.any():
-        subj["machine_miss_prob"] = machine_miss  # P(the detector misses a real clump): for unseen clumps
+        looked = data.classifications.loc[ms.is_machine[data.classifications["volunteer"].to_numpy()], "subject_id"]
+        subj["detector_looked"] = subj["subject_id"].isin(looked.unique())
+        # P(the detector misses a real clump), for clumps every viewer missed: certain where it never looked
+        subj["machine_miss_prob"] = np.where(subj["detector_looked"], machine_miss, 1.0)
     sizes = groups[groups["frame"] == 0][["subject_id", "image_width", "image_height"]]
     return subj.merge(sizes, on="subject_id", how="left")
 

@@ -27,7 +27,9 @@ import pandas as pd
 from clumptool.aggregation.export import ExportData
 from clumptool.aggregation.frames import cutout_frames
 from clumptool.aggregation.galaxies import merge_subjects, newest_by_shown
+from clumptool.common.catalogue import GALAXIES_FILE, META_KEY
 from clumptool.common.errors import ClumptoolError, where
+from clumptool.common.ids import subject_id_text
 
 # score band edges: a detection scoring in [edge_i, edge_i+1) is a mark of band i; below the first, ignored
 DEFAULT_BANDS = (0.05, 0.3, 0.5, 0.7, 0.9, 1.0)
@@ -48,9 +50,8 @@ DEFAULT_MERGE_PX = 5.0
 CATALOGUE_ALIASES = {"clump_centre_px_x": "x", "clump_centre_px_y": "y", "clump_score": "score",
                      "clump_label_id": "label"}
 REQUIRED = ("subject_id", "x", "y", "score")
-# where predict keeps its run settings: the Parquet key, and the FITS/ECSV/VOTable cards of the field of view
-# (detection/catalogue.py META_KEYS; aggregation never imports detection)
-CATALOGUE_META_KEY = "clumptool"
+# the FITS/ECSV/VOTable cards of the field of view (detection/catalogue.py META_KEYS; aggregation never imports
+# detection: the Parquet key and the galaxies file are common/catalogue.py's)
 FIELD_CARDS = {"crop": "CROP", "drop_central": "DROPCEN"}
 
 
@@ -91,6 +92,7 @@ class Detections:
     source: str
     n_rows: int
     field: FieldOfView = FieldOfView()
+    looked_at: np.ndarray | None = None  # the galaxies predict looked at (GALAXIES_FILE); None: not recorded, all
 
 
 def read_detections(path: str | os.PathLike) -> Detections:
@@ -107,7 +109,7 @@ def read_detections(path: str | os.PathLike) -> Detections:
             import pyarrow.parquet as pq  # pandas' Parquet engine
 
             df = pd.read_parquet(path)
-            raw = (pq.read_schema(path).metadata or {}).get(CATALOGUE_META_KEY.encode())
+            raw = (pq.read_schema(path).metadata or {}).get(META_KEY.encode())
             meta = json.loads(raw) if raw else {}
         elif suffix in (".csv", ".txt"):
             df = pd.read_csv(path, dtype={"subject_id": str})
@@ -123,7 +125,23 @@ def read_detections(path: str | os.PathLike) -> Detections:
                                  ".ecsv or .vot)")
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ClumptoolError(f"--detections {path}: cannot read the table ({exc}); give a predict catalogue") from exc
-    return Detections(check_detections(df, str(path)), str(path), len(df), field_of_view(meta, str(path)))
+    return Detections(check_detections(df, str(path)), str(path), len(df), field_of_view(meta, str(path)),
+                      galaxies_looked_at(path))
+
+
+def galaxies_looked_at(catalogue: Path) -> np.ndarray | None:
+    """The subject ids predict looked at, from the ``galaxies.parquet`` of the catalogue's folder (None: a
+    catalogue without one, e.g. a plain table or one written before predict recorded them)."""
+    path = catalogue.parent / GALAXIES_FILE
+    if not path.is_file():
+        return None
+    try:
+        ids = pd.read_parquet(path, columns=["subject_id"])["subject_id"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ClumptoolError(f"--detections {catalogue}: {path} is not predict's list of the galaxies it looked at "
+                             f"({exc}); run predict again, or give the catalogue without it") from exc
+    numeric = pd.to_numeric(ids.map(subject_id_text), errors="coerce")  # galaxy names are no export subject
+    return np.unique(numeric.dropna().astype("int64").to_numpy())
 
 
 def field_of_view(meta: dict, source: str) -> FieldOfView:
@@ -185,13 +203,33 @@ def _first_bad(source: str, bad: np.ndarray, df: pd.DataFrame, field: str, want:
                              f"({int(bad.sum())} such row(s)); fix or drop them")
 
 
-def check_detections_fit_export(detections: Detections, data: ExportData) -> None:
-    """Refuse a catalogue that cannot be of this export's galaxies: none of its detections is of one (another
-    project's or a stale catalogue: the detector would be taken to have looked at every galaxy and seen nothing),
-    or a detection outside its galaxy's image (another pixel frame, e.g. a downscaled cutout's). Both would move
-    the stopping rule silently."""
+def looked_at_in_export(looked_at: np.ndarray, data: ExportData) -> np.ndarray:
+    """The export's galaxies (newest subject ids) among those predict looked at (by any subject of the galaxy)."""
+    proto = data.classifications
+    ids = pd.Series(looked_at, dtype="int64")
+    if "shown_subject_id" in proto:
+        ids = merge_subjects(ids, newest_by_shown(proto))
+    return np.intersect1d(ids.to_numpy(), proto["subject_id"].unique())
+
+
+def check_detections_fit_export(detections: Detections, data: ExportData) -> int:
+    """Refuse a catalogue that cannot be of this export's galaxies: none of its detections is of one, or (where
+    predict recorded the galaxies it looked at) it looked at none of them (another project's or a stale catalogue:
+    the detector would be taken to have looked at every galaxy and seen nothing), or a detection outside its
+    galaxy's image (another pixel frame, e.g. a downscaled cutout's). Each would move the stopping rule silently.
+    Returns how many of the export's galaxies the detector did not look at (0 when not recorded)."""
     det, source = detections.table, detections.source
     proto = data.classifications
+    n_export = proto["subject_id"].nunique()
+    not_looked_at = 0
+    if detections.looked_at is not None:
+        seen = looked_at_in_export(detections.looked_at, data)
+        if n_export and not len(seen):
+            raise ClumptoolError(
+                f"--detections {source}: predict looked at none of this export's {n_export:,} galaxies (its "
+                f"{GALAXIES_FILE} lists {len(detections.looked_at):,} others): a catalogue of other galaxies? Run "
+                "predict on this export's subjects")
+        not_looked_at = n_export - len(seen)
     sid = det["subject_id"]
     if "shown_subject_id" in proto:
         sid = merge_subjects(sid, newest_by_shown(proto))
@@ -208,7 +246,7 @@ def check_detections_fit_export(detections: Detections, data: ExportData) -> Non
     # a cutout's frame is the cropped region's extent, not the original image's: only whole images are checked
     sizes = data.frames[~data.frames["subject_id"].isin(cut)].groupby("subject_id")[["image_width", "image_height"]].max()
     if not len(sizes):
-        return
+        return not_looked_at
     width = sid.map(sizes["image_width"]).to_numpy(float)
     height = sid.map(sizes["image_height"]).to_numpy(float)
     x, y = det["x"].to_numpy(float), det["y"].to_numpy(float)
@@ -221,6 +259,7 @@ def check_detections_fit_export(detections: Detections, data: ExportData) -> Non
             f"outside the {width[i]:g} x {height[i]:g} px image of subject {int(sid.iloc[i])} "
             f"({int(outside.sum())} such row(s)): the catalogue is in another pixel frame (positions must be the "
             "original image's pixels, as `clumptool predict` writes them)")
+    return not_looked_at
 
 
 def check_bands(bands: tuple[float, ...]) -> None:
@@ -273,15 +312,17 @@ def merge_close_detections(detections: pd.DataFrame, radius: float = DEFAULT_MER
 
 def add_machine_annotator(data: ExportData, detections: pd.DataFrame,
                           bands: tuple[float, ...] = DEFAULT_BANDS,
-                          merge_px: float = DEFAULT_MERGE_PX) -> MachineAnnotator:
-    """``data`` plus one pseudo-volunteer per score band that classified every galaxy of the export and marked
-    the detections of its band (tool 1 for odd clumps when the detector says so, else 0), after merging the
-    detections within ``merge_px`` of a higher-scoring one (:func:`merge_close_detections`)."""
+                          merge_px: float = DEFAULT_MERGE_PX, looked_at: np.ndarray | None = None) -> MachineAnnotator:
+    """``data`` plus one pseudo-volunteer per score band that classified every galaxy of the export (of those
+    ``looked_at``, when predict recorded them: elsewhere its silence is no evidence) and marked the detections of
+    its band (tool 1 for odd clumps when the detector says so, else 0), after merging the detections within
+    ``merge_px`` of a higher-scoring one (:func:`merge_close_detections`)."""
     check_bands(bands)
     proto = data.classifications
     if "shown_subject_id" in proto:  # detections on a galaxy's earlier subject are its newest's (galaxies.py)
         detections = detections.assign(subject_id=merge_subjects(detections["subject_id"], newest_by_shown(proto)))
-    subjects = np.sort(proto["subject_id"].unique())
+    subjects = (np.sort(proto["subject_id"].unique()) if looked_at is None
+                else looked_at_in_export(looked_at, data))
     known = np.isin(detections["subject_id"].to_numpy(), subjects)
     outside = sorted(set(detections.loc[~known, "subject_id"].tolist()))
     det = merge_close_detections(detections[known], merge_px)

@@ -36,6 +36,7 @@ from clumptool.aggregation.stopping import (
     check_stopping_options,
 )
 from clumptool.aggregation.subjects import RETIRED_COLUMN, read_subjects, workflow_retired
+from clumptool.common.catalogue import GALAXIES_FILE
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.jsonable import jsonable
 from clumptool.common.metadata import metadata_key
@@ -176,8 +177,9 @@ def aggregate(
     t0 = time.perf_counter()
     data = read_export(classifications, options.read, progress=progress)
     t_read = time.perf_counter() - t0
+    not_looked_at = 0
     if detections is not None:
-        check_detections_fit_export(read, data)
+        not_looked_at = check_detections_fit_export(read, data)
     not_listed = 0  # checked before the consensus: a wrong file costs a second, not the whole fit
     if meta is not None:
         not_listed = check_subjects_cover_export(pd.Series(data.classifications["subject_id"].unique()), meta,
@@ -194,7 +196,7 @@ def aggregate(
     t1 = time.perf_counter()
     if options.method == "clumpscout":
         res = run_consensus(data, options.consensus, progress=log, detections=machine,
-                            detector_field=field)
+                            detector_field=field, detector_galaxies=None if detections is None else read.looked_at)
         clumps, subj, vols, marks = res.clumps, res.subjects, res.volunteers, res.marks
         fit = {"iterations": len(res.history), "best_iteration": res.best_iteration + 1,
                "objective": res.history[res.best_iteration],
@@ -239,6 +241,8 @@ def aggregate(
     summary = _summary(data, clumps, subj, options, n_central, n_fwhm, t_read, t_model, fit)
     summary["subjects_without_classifications"] = n_unclassified
     summary["classified_subjects_not_in_subjects_file"] = not_listed
+    if detections is not None:
+        summary["galaxies_the_detector_did_not_look_at"] = not_looked_at
     if own is not None:  # what this export says (a later --reference reads it) and what the rule used
         summary["stopping"] = {**own.as_dict(), "rule_vote_shares_from": used.source,
                                "rule_vote_share_median_viewers": used.median_viewers}
@@ -248,6 +252,12 @@ def aggregate(
             f"--subjects {subjects}: {not_listed:,} of the {int((subj['n_viewers'] > 0).sum()):,} classified subjects "
             "are not in it: they carry no metadata from it (no FWHM: their boxes use --box-size); "
             "download a fresh subjects export (fetch-export --subjects)")
+    if not_looked_at:
+        summary["notes"].append(
+            f"--detections {detections}: predict did not look at {not_looked_at:,} of the export's "
+            f"{data.classifications['subject_id'].nunique():,} galaxies (they are not in its {GALAXIES_FILE}, e.g. "
+            "uploaded after it ran): there the consensus and the stopping rule are the volunteers' alone "
+            "(detector_looked false in the subjects table); run predict on every subject to let it help there too")
     if len(data.marks) and not summary["clumps_accepted"]:
         summary["notes"].append(no_clump_note(data, options))
     if machine is not None and singles is None:

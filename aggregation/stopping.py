@@ -456,6 +456,8 @@ def expected_errors(subjects: pd.DataFrame, clumps: pd.DataFrame, marks: pd.Data
     single = np.zeros(len(clumps), bool)
     if "n_machine_marks" in clumps:  # one human click, no detection: the detector's silence says little (below)
         single = ~acc_mask & (clumps["n_marks"].to_numpy() <= 1) & (clumps["n_machine_marks"].to_numpy() == 0)
+        if "detector_looked" in clumps:  # where it never looked, a single click is judged as without a detector
+            single &= clumps["detector_looked"].to_numpy(bool)
         machine_c = np.where(single, np.maximum(machine_c, SILENCE_ON_A_SINGLE_CLICK), machine_c)
     if "machine_evidence" in clumps:  # a detector annotator (aggregation/machine.py): its evidence updates them
         flip = with_evidence(flip, np.where(acc_mask, -1.0, 1.0) * machine_c)

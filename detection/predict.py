@@ -17,7 +17,8 @@ the model's operating threshold (chosen by ``train`` on its validation galaxies)
 in the catalogue's metadata (Parquet key ``clumptool``; FITS/ECSV/VOTable keys of ``catalogue.META_KEYS``) and
 in ``manifest.json``.
 
-Outputs are one set: the catalogue, ``predictions.png`` and ``manifest.json`` are staged in a hidden sibling
+Outputs are one set: the catalogue, ``galaxies.parquet`` (every galaxy looked at, detections or not: ``aggregate
+--detections`` counts the detector's silence only there), ``predictions.png`` and ``manifest.json`` are staged in a hidden sibling
 folder ``.OUT.partial`` and swapped in together (:func:`clumptool.common.outputs.output_set`), so Ctrl-C, a kill
 or a failure leaves the previous outputs byte-identical. The finished shards live in ``.OUT.partial/shards``:
 an interrupted or killed run keeps them and the same command resumes, computing only the missing shards; an
@@ -40,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from safetensors import safe_open
 
+from clumptool.common.catalogue import GALAXIES_FILE, META_KEY
 from clumptool.common.errors import ClumptoolError
 from clumptool.common.options import options_from
 from clumptool.common.outputs import output_set, read_manifest, staging_path
@@ -229,8 +231,8 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     galaxies and gives sky positions; without it (and without such columns in an image table) the sky columns
     are NaN; a listed subject without an image is an error unless ``allow_missing_images``.
     ``out_path``: a folder, or ``folder/name.<parquet|fits|ecsv|vot>``; ``fmt`` picks the format for a folder.
-    The catalogue, ``predictions.png`` (the ``n_overlay`` galaxies with most detections; 0 skips it) and
-    ``manifest.json`` are published together as that folder, or not at all. ``devices``, ``num_nodes``,
+    The catalogue, ``galaxies.parquet`` (every galaxy looked at), ``predictions.png`` (the ``n_overlay`` galaxies
+    with most detections; 0 skips it) and ``manifest.json`` are published together as that folder, or not at all. ``devices``, ``num_nodes``,
     ``strategy``, ``precision``: as for ``train`` (Lightning). ``shard_size``: images per resumable shard
     [default: :func:`default_shard_size`]. ``options`` (a :class:`~clumptool.detection.options.PredictOptions`,
     checked when made) or keyword ``fields`` of it (``batch_size=4``, ...) hold all of these.
@@ -318,6 +320,7 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
             with quiet_lightning():
                 run = run_detection(trainer, module, data, writer)
             n_clumps, overlays = merge_shards(store, staged.path / name, fmt, metadata, n_overlay, images.ids)
+            write_galaxies(images.ids, staged.path / GALAXIES_FILE)
             if n_overlay > 0:
                 _plot_overlays(overlays, images, spec, staged.path / PLOT_NAME)
             shutil.rmtree(store.folder)
@@ -333,11 +336,17 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
                   shards_computed=sorted(run.written), n_shards_resumed=plan.n_shards - len(run.pending))
 
 
+def write_galaxies(ids: list[str], target: Path) -> None:
+    """Every galaxy this run looked at, detections or not (``aggregate --detections`` counts the detector's
+    silence only on these)."""
+    pq.write_table(pa.table({"subject_id": pa.array([str(i) for i in ids], pa.string())}), str(target))
+
+
 def merge_shards(store, target: Path, fmt: str, metadata: dict, n_overlay: int, ids: list[str]
                  ) -> tuple[int, list[Overlay]]:
     """Concatenate the shards in plan order into the catalogue (clump_id renumbered from 0), streaming; the
     ``n_overlay`` galaxies with most detections (then fewest-first galaxies without any) for the plot."""
-    schema = with_units(CATALOGUE_SCHEMA).with_metadata({b"clumptool": json.dumps(metadata).encode()})
+    schema = with_units(CATALOGUE_SCHEMA).with_metadata({META_KEY.encode(): json.dumps(metadata).encode()})
     parquet = target if fmt == "parquet" else store.folder / "merged.parquet"
     heap: list[tuple] = []
     offset = 0

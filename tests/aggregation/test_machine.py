@@ -337,3 +337,39 @@ def test_a_detection_outside_its_galaxys_image_is_refused_naming_its_line(tmp_pa
     det.loc[3, "x"] = 4120.0  # another pixel frame
     with pytest.raises(ClumptoolError, match=r"det.csv, line 5: the detection at \(4120, .*outside the 400 x 400"):
         _run(b, tmp_path, det)
+
+
+def _single_click_galaxy(b, sid=1, n=3):
+    """``n`` volunteers; the first marks a spot nobody else does (a faint clump, or a stray click)."""
+    b.add(sid, "w0", [(200.0, 210.0, 0)])
+    for v in range(1, n):
+        b.add(sid, f"w{v}", [])
+
+
+def test_where_predict_did_not_look_the_detector_is_no_annotator(tmp_path):
+    """predict lists the galaxies it looked at (galaxies.parquet beside the catalogue): on a galaxy absent from it
+    (say uploaded after predict ran) its silence is no evidence, and the summary says how many there were."""
+    b = ExportBuilder()
+    _background(b, n_galaxies=20)
+    _single_click_galaxy(b)
+    det = _good_detector(range(100, 120))
+    looked = [*range(100, 120), 1]
+    pd.DataFrame({"subject_id": [str(i) for i in looked]}).to_parquet(tmp_path / "galaxies.parquet")
+    res = _run(b, tmp_path, det)
+    subj = res.subjects.set_index("subject_id")
+    spot = res.clumps[res.clumps["subject_id"] == 1].iloc[0]
+    assert subj.loc[1, "detector_looked"] and spot["detector_looked"] and spot["machine_evidence"] < 0
+    assert res.summary["galaxies_the_detector_did_not_look_at"] == 0
+
+    pd.DataFrame({"subject_id": [str(i) for i in range(100, 120)]}).to_parquet(tmp_path / "galaxies.parquet")
+    res = _run(b, tmp_path, det)
+    subj = res.subjects.set_index("subject_id")
+    spot = res.clumps[res.clumps["subject_id"] == 1].iloc[0]
+    assert not subj.loc[1, "detector_looked"] and not spot["detector_looked"] and spot["machine_evidence"] == 0
+    assert subj.loc[1, "machine_miss_prob"] == 1.0 and subj.loc[100, "detector_looked"]
+    assert res.summary["galaxies_the_detector_did_not_look_at"] == 1
+    assert any("did not look at 1 of the export's 21 galaxies" in n for n in res.summary["notes"])
+
+    pd.DataFrame({"subject_id": ["5100", "5101"]}).to_parquet(tmp_path / "galaxies.parquet")
+    with pytest.raises(ClumptoolError, match="predict looked at none of this export's 21 galaxies"):
+        _run(b, tmp_path, det)

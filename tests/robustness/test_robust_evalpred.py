@@ -323,7 +323,7 @@ def test_rerun_replaces_the_whole_set_never_mixes(w, tmp_path):
     out = tmp_path / "cat"
     assert predict(w, out=out).code == 0
     assert predict(w, "--overlay", "0", "--score-threshold", "0.9", out=out).code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["catalogue.parquet", "manifest.json"]  # old png gone
+    assert sorted(p.name for p in out.iterdir()) == ["catalogue.parquet", "galaxies.parquet", "manifest.json"]  # old png gone
     assert catalogue_meta(out / "catalogue.parquet")["score_threshold"] == 0.9
     assert not list(tmp_path.glob(".*"))
 
@@ -352,7 +352,7 @@ def test_interrupted_predict_leaves_the_previous_catalogue_byte_identical(slow_w
     res = small_predict(root)
     assert res.code == 0, res.text
     before = snapshot(root / "cat")
-    assert set(before) == {"catalogue.parquet", "predictions.png", "manifest.json"}
+    assert set(before) == {"catalogue.parquet", "galaxies.parquet", "predictions.png", "manifest.json"}
     staging = root / ".cat.partial"
 
     def mid_run() -> bool:  # finished shards of the new catalogue are being written into the staging folder

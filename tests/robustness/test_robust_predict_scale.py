@@ -136,7 +136,7 @@ def test_a_killed_run_resumes_and_the_result_equals_an_uninterrupted_one(world, 
     assert fresh.code == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out / "catalogue.parquet"),
                                   pd.read_parquet(tmp_path / "fresh" / "catalogue.parquet"))
-    assert sorted(os.listdir(out)) == ["catalogue.parquet", "manifest.json", "predictions.png"]
+    assert sorted(os.listdir(out)) == ["catalogue.parquet", "galaxies.parquet", "manifest.json", "predictions.png"]
     assert SUBJECTS[0] in set(pd.read_parquet(out / "catalogue.parquet")["subject_id"])
 
 
