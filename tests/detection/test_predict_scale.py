@@ -160,7 +160,7 @@ def test_catalogue_formats_carry_units_and_run_metadata(tiny, tmp_path):
                                 progress=False, fmt=fmt)
         path = res.catalogue_path
         assert path.name == (name or "catalogue.fits") and path.exists()
-        assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, "manifest.json"])
+        assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, "galaxies.parquet", "manifest.json"])
         t = Table.read(path)
         assert len(t) == len(cat) and t.colnames == list(cat.columns)
         np.testing.assert_allclose(np.asarray(t["clump_score"], float), cat["clump_score"])
