@@ -741,7 +741,8 @@ def predict_command(model_path: Path, images: Path, subjects: Path | None, allow
 @click.option("--round", "round_name", help="Round name (also the subject set's identity in the ledger) "
               "[default: al-<model version>]. Re-running a round reuses its batch.")
 @click.option("--upload", is_flag=True, help="Upload the batch to Zooniverse (credentials from PANOPTES_* env).")
-@click.option("--dry-run", is_flag=True, help="With --upload: do everything but talk to Zooniverse.")
+@click.option("--dry-run", is_flag=True, help="With --upload: select and write the batch, but neither talk to "
+              "Zooniverse nor record the round in the ledger (its galaxies stay in the pool for later rounds).")
 @click.option("--project-id", type=int, help="Zooniverse project id (--upload).")
 @click.option("--workflow-id", type=int, help="Workflow to link the new subject set to (--upload; optional).")
 @click.option("--subject-set-name", help="Subject set for this round [default: the round name].")

@@ -171,7 +171,7 @@ def unfinished_galaxies(subjects_path: str | os.PathLike, limit: int | None) -> 
     finished = true_false_column(df["is_finished"], ids, subjects_path, "is_finished")
     left_out = np.zeros(len(df), bool)
     for column in ("is_stalled", AWAITING_COLUMN):
-        left_out |= true_false_column(df[column], ids, subjects_path, column)
+        left_out |= true_false_column(df[column], ids, subjects_path, column, blank_is_false=False)
     galaxy = ids.to_numpy(dtype=object).copy()
     if GALAXY_ID_KEY in df.columns:  # a subject select-next-batch uploaded: the pool knows it by its galaxy's id
         own = df[GALAXY_ID_KEY].map(subject_id_text).to_numpy(dtype=object)
@@ -378,7 +378,8 @@ def select_next_batch(model: str | os.PathLike, pool: str | os.PathLike, out: st
 
         # 4. the local outputs as one set; the round enters the ledger just before the publish
         figure = Figure(detections, old_figure) if plot else None
-        sel = _publish(sel, scored, out, round_name, spec, figure, ledger, result)
+        dry_run = upload is not None and upload.dry_run
+        sel = _publish(sel, scored, out, round_name, spec, figure, None if dry_run else ledger, result)
         result.files["ledger"] = str(ledger.path)
         result.selection = sel
         if upload is not None:
@@ -401,11 +402,12 @@ class Figure:
 
 def _publish(sel: pd.DataFrame, scored: pd.DataFrame | None, out: Path, round_name: str, spec,
              figure: Figure | None, ledger, result: SelectionResult) -> pd.DataFrame:
-    """Write selection, scores, cutouts, manifest and figure (``figure`` None: no figure) as one output set;
-    returns the selection with ``file`` pointing at the published cutouts."""
+    """Write selection, scores, cutouts, manifest and figure (``figure`` None: no figure) as one output set and
+    record the round in ``ledger`` (None: a dry run, recorded nowhere); returns the selection with ``file``
+    pointing at the published cutouts."""
     with output_set(out, "select-next-batch") as staged:
         staged.info.update({"round": round_name, "model_version": spec.version, "galaxies": int(len(sel)),
-                            "ledger": str(ledger.path)})
+                            "ledger": None if ledger is None else str(ledger.path)})
         if scored is not None:
             write_table(_parquet_safe(scored), staged.file("pool_scores.parquet"))
         sel = write_cutouts(sel, staged.path / "cutouts")
@@ -416,7 +418,8 @@ def _publish(sel: pd.DataFrame, scored: pd.DataFrame | None, out: Path, round_na
             shutil.copyfile(figure.previous, staged.file("selection.png"))
         elif figure is not None:
             selection_figure(sel, scored, figure.detections, staged.file("selection.png"))
-        ledger.record_selection(round_name, sel)  # the commit point of the round
+        if ledger is not None:  # the commit point of the round (a dry run leaves the ledger as it was)
+            ledger.record_selection(round_name, sel)
     result.files.update({"selection": str(out / "selection.parquet"), "manifest": str(out / "manifest.csv"),
                          "cutouts": str(out / "cutouts")})
     if scored is not None:

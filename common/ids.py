@@ -101,7 +101,7 @@ def drop_blank_rows(df: pd.DataFrame) -> pd.DataFrame:
         return df
     blank = np.ones(len(df), dtype=bool)
     for _, col in df.items():
-        empty = col.isna().to_numpy()
+        empty = col.isna().to_numpy(copy=True)  # a view may be read-only (pandas' copy-on-write)
         if col.dtype == object:
             empty |= (col.astype(str).str.strip() == "").to_numpy()
         blank &= empty

@@ -13,7 +13,8 @@ from clumptool.common.errors import ClumptoolError, where
 
 TABLE_FORMATS = ("parquet", "csv")
 _TRUE = {"true", "1", "yes", "t", "y", "1.0"}
-_FALSE = {"false", "0", "no", "f", "n", "0.0", "", "nan", "none"}
+_BLANK = {"", "nan", "none", "<na>"}
+_FALSE = {"false", "0", "no", "f", "n", "0.0"} | _BLANK
 
 
 def write_table(df: pd.DataFrame, target: str | os.PathLike, fmt: str | None = None) -> Path:
@@ -50,15 +51,22 @@ def read_table(path: str | os.PathLike, required: tuple[str, ...] = ()) -> pd.Da
     return df
 
 
-def true_false_column(values: pd.Series, ids: pd.Series, path: str | os.PathLike, column: str) -> np.ndarray:
+def true_false_column(values: pd.Series, ids: pd.Series, path: str | os.PathLike, column: str,
+                      blank_is_false: bool = True) -> np.ndarray:
     """A true/false column (``is_finished``, ``is_stalled``) as booleans, as Parquet or CSV stores it; blank means
-    false; anything unreadable is an error naming the file, the row's ``ids`` value and the column."""
-    if pd.api.types.is_bool_dtype(values.dtype):
+    false, or (``blank_is_false=False``, where false is the unsafe reading, e.g. ``in_progress``) is an error;
+    anything unreadable is an error naming the file, the row's ``ids`` value and the column."""
+    if pd.api.types.is_bool_dtype(values.dtype) and not values.isna().any():
         return values.to_numpy(dtype=bool)
-    text = values.map(lambda v: str(v).strip().lower() if v is not None else "")
-    good = text.isin(_TRUE | _FALSE).to_numpy()
+    text = values.map(lambda v: "" if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+                      else str(v).strip().lower())
+    allowed = _TRUE | _FALSE if blank_is_false else _TRUE | (_FALSE - _BLANK)
+    good = text.isin(allowed).to_numpy()
     if not good.all():
         pos = int(np.flatnonzero(~good)[0])
-        raise ClumptoolError(f"{where(path, f'subject_id {ids.iloc[pos]}', column)}: {values.iloc[pos]!r} is "
-                             "not true or false; give the subjects table written by clumptool aggregate")
+        value = values.iloc[pos]
+        value = value.item() if isinstance(value, np.generic) else value
+        shown = "blank" if text.iloc[pos] in _BLANK else f"{value!r} is not true or false"
+        raise ClumptoolError(f"{where(path, f'subject_id {ids.iloc[pos]}', column)}: {shown}; give the subjects "
+                             "table written by clumptool aggregate")
     return text.isin(_TRUE).to_numpy()

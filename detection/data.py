@@ -127,7 +127,8 @@ def in_progress_dropped(subjects: pd.DataFrame, where: str | os.PathLike) -> pd.
     one volunteer saw without marking trains as "no clumps"). Tables without the column are taken as they are."""
     if IN_PROGRESS_COLUMN not in subjects.columns:
         return subjects
-    flags = true_false_column(subjects[IN_PROGRESS_COLUMN], subjects["subject_id"], where, IN_PROGRESS_COLUMN)
+    flags = true_false_column(subjects[IN_PROGRESS_COLUMN], subjects["subject_id"], where, IN_PROGRESS_COLUMN,
+                              blank_is_false=False)  # blank read as "not in progress" would train on it
     return subjects[~flags]
 
 

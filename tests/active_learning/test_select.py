@@ -277,8 +277,14 @@ def test_cli_dry_run_and_error_exit(tiny, tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "selection.parquet").exists()
     ledger_path = tmp_path / "clumptool-state" / "www.zooniverse.org" / "project-1234-workflow-none"
-    with Ledger(ledger_path / "al_ledger.sqlite") as ledger:
-        assert ledger.summary("cli-1")["selected"] == 3
+    with Ledger(ledger_path / "al_ledger.sqlite") as ledger:  # a dry run records nothing: no galaxy is taken
+        assert not len(ledger.rows("cli-1")) and not ledger.already_taken()
+    res = runner.invoke(main, ["select-next-batch", "--model", str(tiny / "model"), "--pool", str(tiny / "images"),
+                               "--n", "2", "--random-control", "1", "--strategy", "entropy", "--out",
+                               str(tmp_path / "o-real"), "--round", "cli-2", "--upload", "--dry-run", "--project-id",
+                               "1234", "--quiet"])
+    first, again = (pd.read_parquet(tmp_path / d / "selection.parquet") for d in ("o", "o-real"))
+    assert first["galaxy_id"].tolist() == again["galaxy_id"].tolist()  # the same galaxies are still there to pick
     res = runner.invoke(main, ["select-next-batch", "--model", str(tiny / "model"), "--pool",
                                str(tmp_path / "missing"), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 2 and "Error:" in res.output and "pool not found" in res.output

@@ -74,3 +74,14 @@ def test_int64_form_agrees_with_the_text_form():
     s = pd.Series([101.0, "102.0", " 103 "], name="subject_id")
     assert subject_ids_int64(s, where="t").tolist() == [101, 102, 103]
     assert subject_ids_int64(s, where="t").dtype == "int64"
+
+
+def test_blank_rows_are_dropped_from_a_csv_with_a_true_false_column_that_has_blanks():
+    """aggregate's subjects table as CSV: retired_on_zooniverse is blank where the subjects export did not list the
+    subject, so the column reads back as text with NaN (a read-only mask under pandas' copy-on-write)."""
+    import io
+
+    from clumptool.common.ids import drop_blank_rows
+
+    df = pd.read_csv(io.StringIO("subject_id,retired_on_zooniverse\n1,True\n2,\n3,False\n,\n"))
+    assert drop_blank_rows(df)["subject_id"].tolist() == [1, 2, 3]

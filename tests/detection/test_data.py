@@ -160,6 +160,11 @@ def test_galaxies_still_being_classified_are_left_out_with_their_boxes(tiny_proj
     st.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ClumptoolError, match=r"bad\.csv.*in_progress.*not true or false"):
         labelled_items(boxes, images, tmp_path / "bad.csv")
+    st["in_progress"] = (st["subject_id"].astype(str) == with_boxes[0]).astype("boolean")
+    st.loc[st.index[0], "in_progress"] = pd.NA  # blank: not "not in progress" (it would train on the galaxy)
+    st.to_parquet(tmp_path / "blank.parquet")
+    with pytest.raises(ClumptoolError, match=r"blank\.parquet, subject_id .*, field 'in_progress': blank"):
+        labelled_items(boxes, images, tmp_path / "blank.parquet")
 
 
 def test_uploaded_subjects_train_on_their_galaxys_image_and_a_second_subject_of_a_galaxy_is_left_out(tiny_project,
