@@ -92,7 +92,9 @@ class Detections:
     source: str
     n_rows: int
     field: FieldOfView = FieldOfView()
-    looked_at: np.ndarray | None = None  # the galaxies predict looked at (GALAXIES_FILE); None: not recorded, all
+    looked_at: np.ndarray | None = None  # the galaxies predict looked at (GALAXIES_FILE); None: not recorded
+    n_images: int | None = None  # how many galaxies predict looked at (its metadata), when recorded
+    missing: np.ndarray | None = None  # the subject ids predict had no image for (its metadata), when recorded
 
 
 def read_detections(path: str | os.PathLike) -> Detections:
@@ -119,14 +121,24 @@ def read_detections(path: str | os.PathLike) -> Detections:
 
             table = Table.read(path)
             meta = {key: table.meta.get(card) for key, card in FIELD_CARDS.items()}
+            meta["n_images"] = table.meta.get("NIMAGES")
             df = table.to_pandas()
         else:
             raise ClumptoolError(f"--detections {path}: unknown table format '{suffix}' (use .parquet, .csv, .fits, "
                                  ".ecsv or .vot)")
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ClumptoolError(f"--detections {path}: cannot read the table ({exc}); give a predict catalogue") from exc
+    n_images = pd.to_numeric(pd.Series([meta.get("n_images")]), errors="coerce").iloc[0]
+    missing = meta.get("missing_images")
     return Detections(check_detections(df, str(path)), str(path), len(df), field_of_view(meta, str(path)),
-                      galaxies_looked_at(path))
+                      galaxies_looked_at(path), None if pd.isna(n_images) else int(n_images),
+                      None if not isinstance(missing, list) else _integral_ids(pd.Series(missing, dtype=object)))
+
+
+def _integral_ids(ids: pd.Series) -> np.ndarray:
+    """Subject ids as int64 (galaxy names, which no export subject has, dropped)."""
+    numeric = pd.to_numeric(ids.map(subject_id_text), errors="coerce")
+    return np.unique(numeric.dropna().astype("int64").to_numpy())
 
 
 def galaxies_looked_at(catalogue: Path) -> np.ndarray | None:
@@ -140,8 +152,7 @@ def galaxies_looked_at(catalogue: Path) -> np.ndarray | None:
     except (OSError, ValueError, KeyError) as exc:
         raise ClumptoolError(f"--detections {catalogue}: {path} is not predict's list of the galaxies it looked at "
                              f"({exc}); run predict again, or give the catalogue without it") from exc
-    numeric = pd.to_numeric(ids.map(subject_id_text), errors="coerce")  # galaxy names are no export subject
-    return np.unique(numeric.dropna().astype("int64").to_numpy())
+    return _integral_ids(ids)
 
 
 def field_of_view(meta: dict, source: str) -> FieldOfView:
@@ -212,24 +223,44 @@ def looked_at_in_export(looked_at: np.ndarray, data: ExportData) -> np.ndarray:
     return np.intersect1d(ids.to_numpy(), proto["subject_id"].unique())
 
 
-def check_detections_fit_export(detections: Detections, data: ExportData) -> int:
-    """Refuse a catalogue that cannot be of this export's galaxies: none of its detections is of one, or (where
-    predict recorded the galaxies it looked at) it looked at none of them (another project's or a stale catalogue:
-    the detector would be taken to have looked at every galaxy and seen nothing), or a detection outside its
-    galaxy's image (another pixel frame, e.g. a downscaled cutout's). Each would move the stopping rule silently.
-    Returns how many of the export's galaxies the detector did not look at (0 when not recorded)."""
+def detector_galaxies(detections: Detections, data: ExportData) -> np.ndarray | None:
+    """The export's galaxies the detector looked at: those of predict's ``galaxies.parquet``; without it, those
+    the catalogue's metadata does not list as missing an image; None when nothing says (a plain table), read as
+    every galaxy. A predict catalogue that looked at fewer galaxies than the export holds, with no record of
+    which, is refused: its silence would count on galaxies it never saw."""
+    source, export_ids = detections.source, np.sort(data.classifications["subject_id"].unique())
+    if detections.looked_at is not None:
+        stray = np.setdiff1d(_integral_ids(detections.table["subject_id"]), detections.looked_at)
+        if len(stray):
+            raise ClumptoolError(
+                f"--detections {source}: detections of {len(stray):,} galaxies its {GALAXIES_FILE} does not list "
+                f"(e.g. {', '.join(map(str, stray[:3]))}): that file is not this catalogue's; give the folder as "
+                "predict wrote it")
+        return looked_at_in_export(detections.looked_at, data)
+    if detections.missing is not None and len(detections.missing):
+        return np.setdiff1d(export_ids, looked_at_in_export(detections.missing, data))
+    if detections.n_images is not None and detections.n_images < len(export_ids):
+        raise ClumptoolError(
+            f"--detections {source}: predict looked at {detections.n_images:,} galaxies, fewer than this export's "
+            f"{len(export_ids):,}, and which ones is not recorded ({GALAXIES_FILE}, which predict writes beside the "
+            "catalogue, is not there): its silence would count on galaxies it never saw. Give the catalogue in the "
+            "folder predict wrote, or run predict on every subject of the export")
+    return None
+
+
+def check_detections_fit_export(detections: Detections, data: ExportData) -> np.ndarray | None:
+    """Refuse a catalogue that cannot be of this export's galaxies: none of its detections is of one, or it
+    looked at none of them (another project's or a stale catalogue: the detector would be taken to have looked
+    at every galaxy and seen nothing), or a detection outside its galaxy's image (another pixel frame, e.g. a
+    downscaled cutout's). Each would move the stopping rule silently. Returns :func:`detector_galaxies`."""
     det, source = detections.table, detections.source
     proto = data.classifications
     n_export = proto["subject_id"].nunique()
-    not_looked_at = 0
-    if detections.looked_at is not None:
-        seen = looked_at_in_export(detections.looked_at, data)
-        if n_export and not len(seen):
-            raise ClumptoolError(
-                f"--detections {source}: predict looked at none of this export's {n_export:,} galaxies (its "
-                f"{GALAXIES_FILE} lists {len(detections.looked_at):,} others): a catalogue of other galaxies? Run "
-                "predict on this export's subjects")
-        not_looked_at = n_export - len(seen)
+    looked = detector_galaxies(detections, data)
+    if looked is not None and n_export and not len(looked):
+        raise ClumptoolError(
+            f"--detections {source}: predict looked at none of this export's {n_export:,} galaxies: a catalogue "
+            "of other galaxies? Run predict on this export's subjects")
     sid = det["subject_id"]
     if "shown_subject_id" in proto:
         sid = merge_subjects(sid, newest_by_shown(proto))
@@ -246,7 +277,7 @@ def check_detections_fit_export(detections: Detections, data: ExportData) -> int
     # a cutout's frame is the cropped region's extent, not the original image's: only whole images are checked
     sizes = data.frames[~data.frames["subject_id"].isin(cut)].groupby("subject_id")[["image_width", "image_height"]].max()
     if not len(sizes):
-        return not_looked_at
+        return looked
     width = sid.map(sizes["image_width"]).to_numpy(float)
     height = sid.map(sizes["image_height"]).to_numpy(float)
     x, y = det["x"].to_numpy(float), det["y"].to_numpy(float)
@@ -259,7 +290,7 @@ def check_detections_fit_export(detections: Detections, data: ExportData) -> int
             f"outside the {width[i]:g} x {height[i]:g} px image of subject {int(sid.iloc[i])} "
             f"({int(outside.sum())} such row(s)): the catalogue is in another pixel frame (positions must be the "
             "original image's pixels, as `clumptool predict` writes them)")
-    return not_looked_at
+    return looked
 
 
 def check_bands(bands: tuple[float, ...]) -> None:

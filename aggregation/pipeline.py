@@ -177,9 +177,10 @@ def aggregate(
     t0 = time.perf_counter()
     data = read_export(classifications, options.read, progress=progress)
     t_read = time.perf_counter() - t0
-    not_looked_at = 0
+    not_looked_at, looked = 0, None
     if detections is not None:
-        not_looked_at = check_detections_fit_export(read, data)
+        looked = check_detections_fit_export(read, data)  # the galaxies it looked at (None: every one)
+        not_looked_at = 0 if looked is None else data.classifications["subject_id"].nunique() - len(looked)
     not_listed = 0  # checked before the consensus: a wrong file costs a second, not the whole fit
     if meta is not None:
         not_listed = check_subjects_cover_export(pd.Series(data.classifications["subject_id"].unique()), meta,
@@ -196,7 +197,7 @@ def aggregate(
     t1 = time.perf_counter()
     if options.method == "clumpscout":
         res = run_consensus(data, options.consensus, progress=log, detections=machine,
-                            detector_field=field, detector_galaxies=None if detections is None else read.looked_at)
+                            detector_field=field, detector_galaxies=looked)
         clumps, subj, vols, marks = res.clumps, res.subjects, res.volunteers, res.marks
         fit = {"iterations": len(res.history), "best_iteration": res.best_iteration + 1,
                "objective": res.history[res.best_iteration],
@@ -255,8 +256,8 @@ def aggregate(
     if not_looked_at:
         summary["notes"].append(
             f"--detections {detections}: predict did not look at {not_looked_at:,} of the export's "
-            f"{data.classifications['subject_id'].nunique():,} galaxies (they are not in its {GALAXIES_FILE}, e.g. "
-            "uploaded after it ran): there the consensus and the stopping rule are the volunteers' alone "
+            f"{data.classifications['subject_id'].nunique():,} galaxies (not in its {GALAXIES_FILE}, or without an "
+            "image; e.g. uploaded after it ran): there the consensus and the stopping rule are the volunteers' alone "
             "(detector_looked false in the subjects table); run predict on every subject to let it help there too")
     if len(data.marks) and not summary["clumps_accepted"]:
         summary["notes"].append(no_clump_note(data, options))

@@ -370,6 +370,39 @@ def test_where_predict_did_not_look_the_detector_is_no_annotator(tmp_path):
     assert res.summary["galaxies_the_detector_did_not_look_at"] == 1
     assert any("did not look at 1 of the export's 21 galaxies" in n for n in res.summary["notes"])
 
-    pd.DataFrame({"subject_id": ["5100", "5101"]}).to_parquet(tmp_path / "galaxies.parquet")
+    with pytest.raises(ClumptoolError, match="detections of 20 galaxies its galaxies.parquet does not list"):
+        pd.DataFrame({"subject_id": ["5100", "5101"]}).to_parquet(tmp_path / "galaxies.parquet")
+        _run(b, tmp_path, det)  # a galaxies file that is not this catalogue's
     with pytest.raises(ClumptoolError, match="predict looked at none of this export's 21 galaxies"):
-        _run(b, tmp_path, det)
+        _run(b, tmp_path, _good_detector([5100, 5101]))
+
+
+def test_a_copied_catalogue_without_its_galaxies_file_uses_what_its_metadata_records(tmp_path):
+    """Copied out of predict's folder, a catalogue still records how many galaxies predict looked at and which had
+    no image: the latter are not looked at; fewer looked at than the export holds, with no list, is refused."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    b = ExportBuilder()
+    _background(b, n_galaxies=20)
+    _single_click_galaxy(b)
+    path = b.write(tmp_path / "e.csv")
+    det = _good_detector(range(100, 120)).rename(columns={"x": "clump_centre_px_x", "y": "clump_centre_px_y",
+                                                          "score": "clump_score", "label": "clump_label_id"})
+
+    def catalogue(meta: dict):
+        table = pa.Table.from_pandas(det.assign(subject_id=det["subject_id"].astype(str)), preserve_index=False)
+        target = tmp_path / f"copied-{len(list(tmp_path.glob('copied-*')))}.parquet"
+        pq.write_table(table.replace_schema_metadata({b"clumptool": json.dumps(meta).encode()}), target)
+        return target
+
+    missing = catalogue({"n_images": 20, "missing_images": ["1"]})
+    res = aggregate(path, options=AggregateOptions(), detections=missing)
+    assert not res.subjects.set_index("subject_id").loc[1, "detector_looked"]
+    assert res.summary["galaxies_the_detector_did_not_look_at"] == 1
+    with pytest.raises(ClumptoolError, match=r"predict looked at 20 galaxies, fewer than this export's 21"):
+        aggregate(path, options=AggregateOptions(), detections=catalogue({"n_images": 20, "missing_images": []}))
+    every = aggregate(path, options=AggregateOptions(), detections=catalogue({"n_images": 21}))
+    assert every.subjects["detector_looked"].all() and every.summary["galaxies_the_detector_did_not_look_at"] == 0
