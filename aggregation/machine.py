@@ -261,9 +261,8 @@ def check_detections_fit_export(detections: Detections, data: ExportData) -> np.
         raise ClumptoolError(
             f"--detections {source}: predict looked at none of this export's {n_export:,} galaxies: a catalogue "
             "of other galaxies? Run predict on this export's subjects")
-    sid = det["subject_id"]
-    if "shown_subject_id" in proto:
-        sid = merge_subjects(sid, newest_by_shown(proto))
+    newest = newest_by_shown(proto) if "shown_subject_id" in proto else pd.Series(dtype="int64")
+    sid = merge_subjects(det["subject_id"], newest)
     known = np.isin(sid.to_numpy(), proto["subject_id"].unique())
     if len(det) and not known.any():
         first = ", ".join(map(str, pd.unique(det["subject_id"])[:3]))
@@ -271,9 +270,7 @@ def check_detections_fit_export(detections: Detections, data: ExportData) -> np.
             f"--detections {source}: none of its {len(det):,} detections is of a galaxy in this export (its subject "
             f"ids start {first}; the export's {', '.join(map(str, np.sort(proto['subject_id'].unique())[:3]))}): a "
             "catalogue of other galaxies? Give the catalogue `clumptool predict` wrote for this export's subjects")
-    cut = pd.Series(cutout_frames(data.subject_data)["subject_id"], dtype="int64")
-    if "shown_subject_id" in proto:
-        cut = merge_subjects(cut, newest_by_shown(proto))
+    cut = merge_subjects(pd.Series(cutout_frames(data.subject_data)["subject_id"], dtype="int64"), newest)
     # a cutout's frame is the cropped region's extent, not the original image's: only whole images are checked
     sizes = data.frames[~data.frames["subject_id"].isin(cut)].groupby("subject_id")[["image_width", "image_height"]].max()
     if not len(sizes):

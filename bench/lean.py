@@ -620,12 +620,14 @@ def galaxy_errors(res, truth: pd.DataFrame, radius: float, ids) -> pd.DataFrame:
 
 
 def oracle_stops(subjects: Path, cls: pd.DataFrame, rank: np.ndarray, truth: pd.DataFrame, radius: float,
-                 tmp: Path, options: AggregateOptions, floor: int = 1, rounds: int = 20) -> pd.Series:
-    """Each galaxy's fewest classifications (at least ``floor``) whose consensus is no worse against truth than its
-    fixed-20 consensus on either count of :func:`galaxy_errors`: what a stopping rule that knew the truth would
-    spend, the ceiling of any rule's saving at matched accuracy on this crowd. A galaxy's consensus depends on the
-    skills learned from the whole export, so the stops found on uniform cuts (every galaxy at k) are checked on the
-    mixed cut they make, and a galaxy that is worse there moves on to its next good k, ``rounds`` times at most."""
+                 tmp: Path, options: AggregateOptions, floors: tuple[int, ...] = (1,),
+                 rounds: int = 20) -> dict[int, pd.Series]:
+    """Per floor: each galaxy's fewest classifications (at least the floor) whose consensus is no worse against
+    truth than its fixed-20 consensus on either count of :func:`galaxy_errors`: what a stopping rule that knew the
+    truth would spend, the ceiling of any rule's saving at matched accuracy on this crowd. A galaxy's consensus
+    depends on the skills learned from the whole export, so the stops found on uniform cuts (every galaxy at k,
+    aggregated once for all floors) are checked on the mixed cut they make, and a galaxy that is worse there moves
+    on to its next good k, ``rounds`` times at most (said when some are still worse)."""
     sid = cls["subject_ids"].astype("int64").to_numpy()
     available = pd.Series(sid).value_counts()
     ids = available.index
@@ -638,18 +640,25 @@ def oracle_stops(subjects: Path, cls: pd.DataFrame, rank: np.ndarray, truth: pd.
         return (errors <= full).all(axis=1)
 
     full = cut_errors(available)
-    good = pd.DataFrame({k: no_worse(cut_errors(np.minimum(available, k))) for k in range(1, CAP + 1)})
-    good[CAP] = True
-    good.loc[:, good.columns < floor] = False
-    stops = np.minimum(good.idxmax(axis=1).astype("int64"), available)
-    for _ in range(rounds):
-        worse = ~no_worse(cut_errors(stops))
-        if not worse.any():
-            break
-        for g in worse[worse].index:
-            later = good.loc[g, good.columns > stops[g]]
-            stops[g] = min(int(later.idxmax()) if later.any() else CAP, available[g])
-    return stops
+    uniform = pd.DataFrame({k: no_worse(cut_errors(np.minimum(available, k))) for k in range(1, CAP + 1)})
+    uniform[CAP] = True
+    out = {}
+    for floor in floors:
+        good = uniform.copy()
+        good.loc[:, good.columns < floor] = False
+        stops = np.minimum(good.idxmax(axis=1).astype("int64"), available)
+        for _ in range(rounds):
+            worse = ~no_worse(cut_errors(stops))
+            if not worse.any():
+                break
+            for g in worse[worse].index:
+                later = good.loc[g, good.columns > stops[g]]
+                stops[g] = min(int(later.idxmax()) if later.any() else CAP, available[g])
+        else:
+            print(f"  oracle (>= {floor}): {int(worse.sum())} galaxies still worse than fixed 20 after {rounds} "
+                  "rounds", flush=True)
+        out[floor] = stops
+    return out
 
 
 def _line(crowd: str, strategy: str, n_per: pd.Series, res, truth: pd.DataFrame, radius: float,
@@ -706,9 +715,11 @@ def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: floa
         rows.append(_line(crowd, name, stop.astype(float), res, truth, radius, retired))
 
     def oracle() -> None:  # no threshold: which clumps are accepted does not depend on it
-        for name, floor in (("oracle (knows the truth)", 1),
-                            (f"oracle, >= {options.min_classifications}", options.min_classifications)):
-            n = oracle_stops(project / "subjects.csv", cls, rank, truth, radius, tmp, options, floor)
+        floors = (1, options.min_classifications)
+        stops = oracle_stops(project / "subjects.csv", cls, rank, truth, radius, tmp, options, floors)
+        for name, floor in zip(("oracle (knows the truth)", f"oracle, >= {options.min_classifications}"), floors,
+                               strict=True):
+            n = stops[floor]
             res = aggregate_cut(project / "subjects.csv", cls, rank < n.reindex(sid).to_numpy(), tmp, options)
             rows.append(_line(crowd, name, n.astype(float), res, truth, radius, set()))
 
@@ -733,12 +744,18 @@ def run_crowd(project: Path, crowd: str, options: AggregateOptions, radius: floa
     return rows
 
 
-def best_matched_savings(table: pd.DataFrame, honest: float = 0.97) -> pd.DataFrame:
-    """Per crowd and adaptive line (thresholds pooled): the largest saving at matched F1 among the thresholds
-    whose finished galaxies keep completeness and purity >= ``honest``, and that threshold."""
+def adaptive_lines(table: pd.DataFrame) -> pd.DataFrame:
+    """The adaptive rows, with ``line`` (the strategy without its threshold) and ``threshold`` (NaN: none)."""
     adaptive = table[table["strategy"].str.startswith("adaptive")].copy()
     adaptive["line"] = adaptive["strategy"].str.replace(r",? ?< [0-9.e-]+\)$", ")", regex=True)
     adaptive["threshold"] = adaptive["strategy"].str.extract(r"< ([0-9.e-]+)\)$")[0].astype(float)
+    return adaptive
+
+
+def best_matched_savings(table: pd.DataFrame, honest: float = 0.97) -> pd.DataFrame:
+    """Per crowd and adaptive line (thresholds pooled): the largest saving at matched F1 among the thresholds
+    whose finished galaxies keep completeness and purity >= ``honest``, and that threshold."""
+    adaptive = adaptive_lines(table)
     ok = adaptive[(adaptive["fin compl"] >= honest) & (adaptive["fin purity"] >= honest) & adaptive["saving"].notna()]
     if ok.empty:
         return pd.DataFrame(columns=["crowd", "line", "saving", "threshold"])
@@ -768,9 +785,7 @@ def plot_tradeoff(table: pd.DataFrame, target: Path, title: str = "") -> Path:
             ax.axhspan(base.iloc[0] - 0.01, base.iloc[0], color="tab:green", alpha=0.12, lw=0,
                        label="within 0.01 of fixed 20")
         ax.axvline(CAP / 4, color="k", lw=0.8, ls=":", label="4x fewer")
-        adaptive = rows[rows["strategy"].str.startswith("adaptive")].copy()
-        adaptive["line"] = adaptive["strategy"].str.replace(r",? ?< [0-9.e-]+\)$", ")", regex=True)
-        adaptive["threshold"] = adaptive["strategy"].str.extract(r"< ([0-9.e-]+)\)$")[0].astype(float)
+        adaptive = adaptive_lines(rows)
         thresholds = sorted(adaptive["threshold"].dropna().unique())
         for i, (line, g) in enumerate(adaptive.groupby("line", sort=False)):
             colour = f"C{i}"

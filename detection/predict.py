@@ -18,8 +18,8 @@ in the catalogue's metadata (Parquet key ``clumptool``; FITS/ECSV/VOTable keys o
 in ``manifest.json``.
 
 Outputs are one set: the catalogue, ``galaxies.parquet`` (every galaxy looked at, detections or not: ``aggregate
---detections`` counts the detector's silence only there), ``predictions.png`` and ``manifest.json`` are staged in a hidden sibling
-folder ``.OUT.partial`` and swapped in together (:func:`clumptool.common.outputs.output_set`), so Ctrl-C, a kill
+--detections`` counts the detector's silence only there), ``predictions.png`` and ``manifest.json`` are staged in a
+hidden sibling folder ``.OUT.partial`` and swapped in together (:func:`clumptool.common.outputs.output_set`), so Ctrl-C, a kill
 or a failure leaves the previous outputs byte-identical. The finished shards live in ``.OUT.partial/shards``:
 an interrupted or killed run keeps them and the same command resumes, computing only the missing shards; an
 error (a broken image, a bad option) removes them. Every row's ``model_version`` is the version of the
@@ -232,8 +232,8 @@ def predict_catalogue(model_path: str | os.PathLike, images_dir: str | os.PathLi
     are NaN; a listed subject without an image is an error unless ``allow_missing_images``.
     ``out_path``: a folder, or ``folder/name.<parquet|fits|ecsv|vot>``; ``fmt`` picks the format for a folder.
     The catalogue, ``galaxies.parquet`` (every galaxy looked at), ``predictions.png`` (the ``n_overlay`` galaxies
-    with most detections; 0 skips it) and ``manifest.json`` are published together as that folder, or not at all. ``devices``, ``num_nodes``,
-    ``strategy``, ``precision``: as for ``train`` (Lightning). ``shard_size``: images per resumable shard
+    with most detections; 0 skips it) and ``manifest.json`` are published together as that folder, or not at all.
+    ``devices``, ``num_nodes``, ``strategy``, ``precision``: as for ``train`` (Lightning). ``shard_size``: images per resumable shard
     [default: :func:`default_shard_size`]. ``options`` (a :class:`~clumptool.detection.options.PredictOptions`,
     checked when made) or keyword ``fields`` of it (``batch_size=4``, ...) hold all of these.
     """

@@ -249,7 +249,6 @@ def test_evaluate_and_predict_cli_on_a_tiny_model(project, tiny_model, tmp_path)
     # every galaxy looked at, the ones without a detection too (aggregate --detections: where silence counts)
     looked_at = sorted(pd.read_parquet(out.parent / "galaxies.parquet")["subject_id"])
     assert looked_at == sorted(p.stem for p in (project / "images").glob("*.png")) and len(looked_at) == 4
-    assert len(set(cat["subject_id"])) <= 4
     meta = json.loads(pq.read_schema(out).metadata[b"clumptool"])
     assert meta["score_threshold"] == 0.5 and meta["score_threshold_source"] == "--score-threshold"
     # the field the model saw goes with the catalogue, for aggregate --detections (aggregation/machine.py)
